@@ -1,0 +1,53 @@
+"""The `vigil` command line. Each sub-command lives in its own module; this one wires them up.
+
+Exit codes: 0 ok, 1 a runtime error (model, image, service), 2 invalid input (config, usage).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from pipeline.cli import bench_cmd, classify_cmd, config_cmd, models_cmd
+from pipeline.config import log_level
+from pipeline.errors import ConfigError, VigilError
+
+app = typer.Typer(name="vigil", help="Streaming video analytics: cameras -> Redis -> ONNX -> sinks.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.command("classify")(classify_cmd.classify)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(bench_cmd.app, name="bench")
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else log_level(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Entry point: run the app, turning Vigil's errors into one clear line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except VigilError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        # click's usage errors (bad option, missing argument) arrive here in non-standalone mode.
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

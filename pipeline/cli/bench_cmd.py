@@ -1,0 +1,50 @@
+"""`vigil bench model`: raw runtime throughput, the baseline pipeline benchmarks are measured against."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+
+from models.store import resolve_model_path
+from pipeline.benchmarks import bench_model
+from pipeline.config import GpuOptions
+from pipeline.model.runtime import ModelRuntime, RuntimeOptions
+
+app = typer.Typer(help="Benchmarks (figures printed, never asserted).", no_args_is_help=True)
+
+
+@app.command("model")
+def model(
+    model_path: str | None = typer.Option(None, "--model", "-m"),
+    batch_sizes: str = typer.Option("1,8,32,64", "--batch-sizes"),
+    seconds: float = typer.Option(3.0, "--seconds", min=0.1),
+    device: str = typer.Option("auto", "--device"),
+    prefer_nhwc: bool = typer.Option(True, "--prefer-nhwc/--no-prefer-nhwc"),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs"),
+    tensorrt: bool = typer.Option(False, "--tensorrt"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Images/s of the model runtime per batch size on this machine."""
+    sizes = sorted({int(b) for b in batch_sizes.split(",") if b.strip()})
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter("comma-separated positive integers", param_hint="--batch-sizes")
+    gpu = GpuOptions(prefer_nhwc=prefer_nhwc, cuda_graphs=cuda_graphs, tensorrt=tensorrt)
+    rows = []
+    for b in sizes:
+        # CUDA graphs capture one shape, so each batch size gets its own session then.
+        opts = RuntimeOptions(device=device, batch_size=b if cuda_graphs else max(sizes), gpu=gpu, top_k=5)
+        with ModelRuntime(resolve_model_path(model_path), opts) as rt:
+            rows.extend(bench_model(rt, [b], seconds))
+            provider = rt.provider
+    if as_json:
+        typer.echo(json.dumps({"provider": provider, "cpus": os.cpu_count(),
+                               "rows": [r.__dict__ for r in rows]}, indent=2))
+        return
+    typer.echo(f"vigil bench model: {provider}, {os.cpu_count()} CPU(s)")
+    typer.echo(f"{'batch':>6} {'images/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'vs b=1':>7}")
+    base = rows[0].images_per_s
+    for r in rows:
+        typer.echo(f"{r.batch_size:>6} {r.images_per_s:>10.1f} {r.latency_ms_p50:>8.2f} "
+                   f"{r.latency_ms_p95:>8.2f} {r.images_per_s / base:>6.2f}x")

@@ -1,0 +1,110 @@
+"""Choose onnxruntime execution providers: TensorRT/CUDA when a GPU is really usable, else CPU.
+
+onnxruntime-gpu lists ``CUDAExecutionProvider`` as available even on machines without a GPU or
+driver, and then fails at session creation with a wall of errors. So we first ask the CUDA driver
+itself (``libcuda``) whether a device exists; only then do we try the GPU providers, and we check
+which provider the session really got. Either way the outcome is one log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from pipeline.config import GpuOptions
+
+log = logging.getLogger(__name__)
+
+ProviderSpec = tuple[str, dict[str, Any]]
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices the driver reports; 0 when there is no driver or no device."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return int(count.value)
+    return 0
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """The providers to ask onnxruntime for, and why."""
+
+    providers: list[ProviderSpec]
+    reason: str
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.providers[0][0] != "CPUExecutionProvider"
+
+
+def plan_providers(device: str, gpu: GpuOptions, batch_size: int, input_name: str,
+                   input_shape_tail: str, cache_dir: str | None) -> ProviderPlan:
+    """Decide which providers to request for ``device`` ("auto", "cpu" or "cuda")."""
+    cpu: ProviderSpec = ("CPUExecutionProvider", {})
+    if device == "cpu":
+        return ProviderPlan([cpu], "device=cpu in config")
+    available = set(ort.get_available_providers())
+    if "CUDAExecutionProvider" not in available:
+        return ProviderPlan([cpu], "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)")
+    n = cuda_device_count()
+    if n == 0:
+        return ProviderPlan([cpu], "no CUDA device found (no NVIDIA driver or no GPU)")
+    if gpu.device_id >= n:
+        return ProviderPlan([cpu], f"gpu.device_id={gpu.device_id} but only {n} CUDA device(s) exist")
+    with contextlib.suppress(AttributeError, OSError, RuntimeError):
+        # Loads CUDA/cuDNN from the nvidia-* pip wheels when present; harmless where absent.
+        ort.preload_dlls()
+    cuda_opts: dict[str, Any] = {
+        "device_id": gpu.device_id,
+        "prefer_nhwc": "1" if gpu.prefer_nhwc else "0",
+        "enable_cuda_graph": "1" if gpu.cuda_graphs else "0",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+    }
+    providers: list[ProviderSpec] = [("CUDAExecutionProvider", cuda_opts), cpu]
+    if gpu.tensorrt and "TensorrtExecutionProvider" in available:
+        shape = f"{input_name}:{{n}}x{input_shape_tail}"
+        trt_opts: dict[str, Any] = {
+            "device_id": gpu.device_id,
+            "trt_fp16_enable": gpu.tensorrt_fp16,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": gpu.tensorrt_cache_dir or cache_dir or ".",
+            "trt_profile_min_shapes": shape.format(n=1),
+            "trt_profile_opt_shapes": shape.format(n=batch_size),
+            "trt_profile_max_shapes": shape.format(n=batch_size),
+        }
+        providers.insert(0, ("TensorrtExecutionProvider", trt_opts))
+    return ProviderPlan(providers, f"CUDA device {gpu.device_id} of {n}")
+
+
+def create_session(model_bytes: bytes, plan: ProviderPlan, intra_op_threads: int) -> ort.InferenceSession:
+    """Create the session for ``plan``; falls back to CPU with one log line if the GPU providers fail."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        opts.intra_op_num_threads = intra_op_threads
+    # Provider load failures are reported by us in one line below, not by onnxruntime's logger.
+    opts.log_severity_level = 4 if plan.wants_gpu else 3
+    names = [p[0] for p in plan.providers]
+    session = ort.InferenceSession(model_bytes, sess_options=opts, providers=names,
+                                   provider_options=[p[1] for p in plan.providers])
+    got = session.get_providers()
+    if plan.wants_gpu and got[0] == "CPUExecutionProvider":
+        log.warning("inference on CPU: the CUDA provider could not start (CUDA/cuDNN libraries missing?) "
+                    "although %s", plan.reason)
+    elif plan.wants_gpu:
+        log.info("inference on %s (%s)", got[0], plan.reason)
+    else:
+        log.info("inference on CPU: %s", plan.reason)
+    return session

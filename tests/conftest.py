@@ -1,0 +1,53 @@
+"""Shared fixtures: where the test data lives (``$VIGIL_SHARED``, default ``../shared``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared")).resolve()
+
+pytest_plugins: list[str] = []
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing: set VIGIL_SHARED to the shared/ folder "
+                    "(default ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def shared_model(shared_dir: Path) -> Path:
+    return _require(shared_dir / "models" / "mobilenet_v2_1.0_224_imagenet.onnx")
+
+
+@pytest.fixture(scope="session")
+def shared_labels(shared_dir: Path) -> Path:
+    return _require(shared_dir / "models" / "imagenet_labels.txt")
+
+
+@pytest.fixture(scope="session")
+def images_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "testdata" / "images")
+
+
+@pytest.fixture(scope="session")
+def expected_images(images_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((images_dir / "expected.json").read_text())["images"]
+    return data
+
+
+@pytest.fixture(scope="session")
+def video_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "testdata" / "video")
