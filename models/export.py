@@ -61,7 +61,7 @@ def export_mobilenet_v2(out: Path, weights: str = "DEFAULT", opset: int = 17, si
 
     net, categories, weights_name = _load_weights(torch, torchvision, weights)
 
-    class Uint8Classifier(torch.nn.Module):  # type: ignore[misc]
+    class Uint8Classifier(torch.nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner.eval()

@@ -310,7 +310,7 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
         return f"unknown key{hint} (allowed: {', '.join(allowed)})" if allowed else f"unknown key{hint}"
     if kind in _MESSAGES:
-        return _MESSAGES[kind].format(**ctx)
+        return _MESSAGES[kind].format(**{k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()})
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')}"
     if kind == "union_tag_invalid":

@@ -29,8 +29,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 def _scale(frame: Frame, height: int, width: int) -> Frame:
     shrink = height <= frame.shape[0] and width <= frame.shape[1]
-    out: Frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out
+    out = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.asarray(out, dtype=np.uint8)
 
 
 def resize(frame: Frame, height: int, width: int, policy: str = "squash") -> Frame:
@@ -58,8 +58,7 @@ def resize(frame: Frame, height: int, width: int, policy: str = "squash") -> Fra
 
 
 def bgr_to_rgb(frame: Frame) -> Frame:
-    out: Frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    return out
+    return np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 def read_image_rgb(path: Path) -> Frame:
@@ -73,7 +72,7 @@ def read_image_rgb(path: Path) -> Frame:
     if bgr is None:
         raise ImageError(f"image {path} cannot be decoded: not a PNG/JPEG/BMP/WebP/TIFF image, or the "
                          "file is truncated")
-    return bgr_to_rgb(bgr)
+    return bgr_to_rgb(np.asarray(bgr, dtype=np.uint8))
 
 
 def collect_images(paths: list[Path]) -> list[Path]:

@@ -31,7 +31,8 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 def main() -> None:
     """Entry point: run the app, turning Vigil's errors into one clear line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Non-standalone click returns the exit code of typer.Exit instead of raising it.
+        rc = app(standalone_mode=False)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -43,11 +44,10 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:
-        # click's usage errors (bad option, missing argument) arrive here in non-standalone mode.
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:
+        # Usage errors (bad option, missing argument): click prints them and sets exit code 2.
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -57,7 +57,7 @@ def classify(
                 typer.echo(f"{f}: {best.name} ({best.score:.3f}){scene}")
                 for lab in r.top_k[1:]:
                     typer.echo(f"    {lab.name} ({lab.score:.3f})")
-    for f, e in failed:
+    for _f, e in failed:
         print(f"error: {e}", file=sys.stderr)
     if failed:
         raise typer.Exit(1)

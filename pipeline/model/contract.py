@@ -181,7 +181,7 @@ def read_contract(model: onnx.ModelProto, where: str = "model") -> ModelContract
         std = _floats(meta.get("input_std", ",".join(map(str, IMAGENET_STD))), "input_std")
         if any(s <= 0 for s in std):
             raise ModelContractError(f"{where}: metadata input_std must be positive")
-    color = "BGR" if meta.get("input_color", "RGB").upper() == "BGR" else "RGB"
+    color: Literal["RGB", "BGR"] = "BGR" if meta.get("input_color", "RGB").upper() == "BGR" else "RGB"
     return ModelContract(
         input_name=inp.name, output_name=out.name, layout=layout, dtype=dtype, height=height, width=width,
         color=color, mean=mean, std=std, num_classes=num_classes, background_class=background,

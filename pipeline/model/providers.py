@@ -49,7 +49,7 @@ class ProviderPlan:
         return self.providers[0][0] != "CPUExecutionProvider"
 
 
-def plan_providers(device: str, gpu: GpuOptions, batch_size: int, input_name: str,
+def plan_providers(device: str, gpu: GpuOptions, *, batch_size: int, input_name: str,
                    input_shape_tail: str, cache_dir: str | None) -> ProviderPlan:
     """Decide which providers to request for ``device`` ("auto", "cpu" or "cuda")."""
     cpu: ProviderSpec = ("CPUExecutionProvider", {})

@@ -24,7 +24,7 @@ from pipeline.config import GpuOptions, InferenceConfig
 from pipeline.errors import InputError, ModelError, ModelLoadError
 from pipeline.model.contract import ModelContract, load_onnx, read_contract
 from pipeline.model.labels import resolve_labels
-from pipeline.model.providers import ProviderPlan, create_session, plan_providers
+from pipeline.model.providers import create_session, plan_providers
 from pipeline.model.scene import SceneMap, load_scene_map
 from pipeline.preprocess import resize
 
@@ -59,7 +59,7 @@ class RuntimeOptions:
 
 
 def softmax(x: Probs) -> Probs:
-    z = x - x.max(axis=1, keepdims=True)
+    z: Probs = x - x.max(axis=1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z
@@ -88,6 +88,7 @@ class ModelRuntime:
         self.sha256 = ""
         self.provider = ""
         self._graph: tuple[Any, Any, Any] | None = None  # CUDA-graph binding, input, output
+        self._on_gpu = False
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> ModelRuntime:
@@ -160,21 +161,20 @@ class ModelRuntime:
     def _create_session(self, raw: bytes, contract: ModelContract) -> ort.InferenceSession:
         tail = (f"{contract.height}x{contract.width}x3" if contract.layout == "NHWC"
                 else f"3x{contract.height}x{contract.width}")
-        plan = plan_providers(self.options.device, self.options.gpu, self.options.batch_size,
-                              contract.input_name, tail, self.options.cache_dir)
+        plan = plan_providers(self.options.device, self.options.gpu, batch_size=self.options.batch_size,
+                              input_name=contract.input_name, input_shape_tail=tail,
+                              cache_dir=self.options.cache_dir)
         try:
             session = create_session(raw, plan, self.options.intra_op_threads)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeError types
             if plan.wants_gpu and self.options.gpu.cuda_graphs:
                 log.warning("CUDA graphs could not be enabled for this model (%s); running without them", exc)
                 gpu = self.options.gpu.model_copy(update={"cuda_graphs": False})
-                plan = plan_providers(self.options.device, gpu, self.options.batch_size,
-                                      contract.input_name, tail, self.options.cache_dir)
                 self.options = replace(self.options, gpu=gpu)
                 return self._create_session(raw, contract)
             raise ModelLoadError(f"onnxruntime cannot run {self.model_path}: {exc}") from exc
         self.provider = session.get_providers()[0]
-        self._plan = plan
+        self._on_gpu = plan.wants_gpu and self.provider != "CPUExecutionProvider"
         return session
 
     def _warm_up(self) -> None:
@@ -211,7 +211,7 @@ class ModelRuntime:
         if session is None:
             raise ModelError("the model runtime is closed")
         c = self.contract
-        if self._plan.wants_gpu and self.options.gpu.io_binding and self.provider != "CPUExecutionProvider":
+        if self._on_gpu and (self.options.gpu.io_binding or self.options.gpu.cuda_graphs):
             return self._run_bound(session, x)
         out = session.run([c.output_name], {c.input_name: x})[0]
         return np.asarray(out, dtype=np.float32)
