@@ -43,6 +43,7 @@ class ProviderPlan:
 
     providers: list[ProviderSpec]
     reason: str
+    requested: str = "auto"
 
     @property
     def wants_gpu(self) -> bool:
@@ -54,15 +55,15 @@ def plan_providers(device: str, gpu: GpuOptions, *, batch_size: int, input_name:
     """Decide which providers to request for ``device`` ("auto", "cpu" or "cuda")."""
     cpu: ProviderSpec = ("CPUExecutionProvider", {})
     if device == "cpu":
-        return ProviderPlan([cpu], "device=cpu in config")
+        return ProviderPlan([cpu], "device=cpu in config", device)
     available = set(ort.get_available_providers())
     if "CUDAExecutionProvider" not in available:
-        return ProviderPlan([cpu], "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)")
+        return ProviderPlan([cpu], "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)", device)
     n = cuda_device_count()
     if n == 0:
-        return ProviderPlan([cpu], "no CUDA device found (no NVIDIA driver or no GPU)")
+        return ProviderPlan([cpu], "no CUDA device found (no NVIDIA driver or no GPU)", device)
     if gpu.device_id >= n:
-        return ProviderPlan([cpu], f"gpu.device_id={gpu.device_id} but only {n} CUDA device(s) exist")
+        return ProviderPlan([cpu], f"gpu.device_id={gpu.device_id} but only {n} CUDA device(s) exist", device)
     with contextlib.suppress(AttributeError, OSError, RuntimeError):
         # Loads CUDA/cuDNN from the nvidia-* pip wheels when present; harmless where absent.
         ort.preload_dlls()
@@ -85,7 +86,7 @@ def plan_providers(device: str, gpu: GpuOptions, *, batch_size: int, input_name:
             "trt_profile_max_shapes": shape.format(n=batch_size),
         }
         providers.insert(0, ("TensorrtExecutionProvider", trt_opts))
-    return ProviderPlan(providers, f"CUDA device {gpu.device_id} of {n}")
+    return ProviderPlan(providers, f"CUDA device {gpu.device_id} of {n}", device)
 
 
 def create_session(model_bytes: bytes, plan: ProviderPlan, intra_op_threads: int) -> ort.InferenceSession:
@@ -94,8 +95,12 @@ def create_session(model_bytes: bytes, plan: ProviderPlan, intra_op_threads: int
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_threads:
         opts.intra_op_num_threads = intra_op_threads
-    # Provider load failures are reported by us in one line below, not by onnxruntime's logger.
+    # Provider load failures are reported by us in one line below, not by onnxruntime's logger; its
+    # process-wide logger also prints a harmless "No registered plugin EP device" warning per GPU
+    # session in onnxruntime 1.2x, hence severity 3 (errors) there too.
     opts.log_severity_level = 4 if plan.wants_gpu else 3
+    if plan.wants_gpu:
+        ort.set_default_logger_severity(3)
     names = [p[0] for p in plan.providers]
     session = ort.InferenceSession(model_bytes, sess_options=opts, providers=names,
                                    provider_options=[p[1] for p in plan.providers])
@@ -103,8 +108,13 @@ def create_session(model_bytes: bytes, plan: ProviderPlan, intra_op_threads: int
     if plan.wants_gpu and got[0] == "CPUExecutionProvider":
         log.warning("inference on CPU: the CUDA provider could not start (CUDA/cuDNN libraries missing?) "
                     "although %s", plan.reason)
+    elif names[0] == "TensorrtExecutionProvider" and got[0] != names[0]:
+        log.warning("inference on %s (%s): TensorRT was requested but its libraries (libnvinfer) are not "
+                    "installed", got[0], plan.reason)
     elif plan.wants_gpu:
         log.info("inference on %s (%s)", got[0], plan.reason)
+    elif plan.requested == "cuda":
+        log.warning("inference on CPU although device=cuda was asked for: %s", plan.reason)
     else:
         log.info("inference on CPU: %s", plan.reason)
     return session
