@@ -182,3 +182,17 @@ def test_closed_runtime(shared_model: Path) -> None:
     rt = ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False))
     with pytest.raises(Exception, match="not open"):
         _ = rt.contract
+
+
+def test_dedicated_scene_model(tmp_path: Path, shared_model: Path, shared_labels: Path, images_dir: Path,
+                               expected_images: dict[str, Any]) -> None:
+    """A second ONNX classifier can supply the scene; here one whose classes are ImageNet's."""
+    scene_model = torchvision_style(shared_model, tmp_path / "scene.onnx")
+    labels_without_background(shared_labels, tmp_path / "scene.labels.txt")
+    opts = RuntimeOptions(device="cpu", scene_model=scene_model)
+    with ModelRuntime(shared_model, opts) as rt:
+        assert rt.scene_map is None
+        frames = rt.classify(load_frames(images_dir, expected_images)).frames()
+    for name, frame in zip(expected_images, frames, strict=True):
+        assert frame.scene is not None
+        assert frame.scene.name == expected_images[name]["top1_label"]
