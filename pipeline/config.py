@@ -57,7 +57,7 @@ class StreamConfig(_Strict):
 class RedisConfig(_Strict):
     """The frame bus: one or more Redis instances; each camera is pinned to one by a hash of its id."""
 
-    urls: Annotated[list[str], Field(min_length=1)] = ["redis://127.0.0.1:6379/0"]
+    urls: list[str] = Field(default_factory=list, description="Empty: `vigil run` starts its own Redis.")
     maxlen: Annotated[int, Field(ge=10, description="Per-camera stream length (XADD MAXLEN ~).")] = 500
     frame_encoding: Literal["raw", "jpeg"] = "raw"
     jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
@@ -116,50 +116,88 @@ class InferenceConfig(_Strict):
     replicas: Annotated[int, Field(ge=1, le=256)] = 1
     num_gpus: Annotated[float, Field(ge=0, le=8)] = 0.0
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
+    replica_cpus: Annotated[float, Field(gt=0, le=256, description="Ray CPUs reserved per replica.")] = 1.0
+    claim_idle_s: Annotated[float, Field(gt=0, description="Reclaim frames pending this long.")] = 30.0
+    max_deliveries: Annotated[int, Field(ge=1, description="Dead-letter after this many tries.")] = 3
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535, description="Serve HTTP (POST /classify).")] = 8000
     intra_op_threads: Annotated[int, Field(ge=0, description="0 = onnxruntime default.")] = 0
     gpu: GpuOptions = Field(default_factory=GpuOptions)
 
 
-class JsonlSinkConfig(_Strict):
+class _SinkBase(_Strict):
+    name: Annotated[str | None, Field(pattern=_STREAM_ID, description="Default: <type>-<index>.")] = None
+    batch_size: Annotated[int, Field(ge=1, le=10_000, description="Results per write.")] = 100
+
+
+class JsonlSinkConfig(_SinkBase):
+    """One JSON result record per line; rotates at ``rotate_mb``, keeping ``keep`` old files."""
+
     type: Literal["jsonl"]
     path: Annotated[str, Field(min_length=1)]
     rotate_mb: Annotated[float, Field(gt=0)] = 100.0
     keep: Annotated[int, Field(ge=1)] = 5
 
 
-class WebhookSinkConfig(_Strict):
+class WebhookSinkConfig(_SinkBase):
+    """POSTs a JSON array of records; retries with backoff until the server takes them (never drops)."""
+
     type: Literal["webhook"]
     url: Annotated[str, Field(pattern=r"^https?://")]
-    batch_size: Annotated[int, Field(ge=1)] = 50
     timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    max_retry_s: Annotated[float, Field(gt=0)] = 60.0
+    backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
+    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-class StdoutSinkConfig(_Strict):
+class StdoutSinkConfig(_SinkBase):
     type: Literal["stdout"]
 
 
-class RedisSinkConfig(_Strict):
+class RedisSinkConfig(_SinkBase):
+    """Copies records to another Redis stream (e.g. for a downstream consumer)."""
+
     type: Literal["redis"]
+    url: str | None = Field(default=None, description="Default: the first bus instance.")
     stream: str = "vigil:results:out"
     maxlen: Annotated[int, Field(ge=1)] = 100_000
 
 
-class EventsSinkConfig(_Strict):
+class EventsSinkConfig(_SinkBase):
     """Emit only changes: a camera's top label or scene changes, or a watched label appears."""
 
     type: Literal["events"]
-    path: str | None = None
-    url: str | None = None
-    watch: dict[str, float] = Field(default_factory=dict, description="label -> min score")
+    path: str | None = Field(default=None, description="Write events as JSON lines here ...")
+    url: Annotated[str | None, Field(pattern=r"^https?://", description="... and/or POST them here.")] = None
+    watch: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="label -> min score")
     hysteresis: Annotated[int, Field(ge=1, description="Consecutive results before a change.")] = 3
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @model_validator(mode="after")
+    def _has_output(self) -> EventsSinkConfig:
+        if not self.path and not self.url:
+            raise ValueError("an events sink needs path (JSON lines) and/or url (webhook)")
+        return self
+
+
+class PluginSinkConfig(_SinkBase):
+    """A sink from another package: ``factory`` is ``module:callable`` taking (config, options)."""
+
+    type: Literal["plugin"]
+    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 SinkConfig = Annotated[
-    JsonlSinkConfig | WebhookSinkConfig | StdoutSinkConfig | RedisSinkConfig | EventsSinkConfig,
+    JsonlSinkConfig | WebhookSinkConfig | StdoutSinkConfig | RedisSinkConfig | EventsSinkConfig | PluginSinkConfig,
     Field(discriminator="type"),
 ]
+
+
+def sink_name(sink: SinkConfig, index: int) -> str:
+    """A sink's stable name: its consumer group on the results stream is ``vigil-sink-<name>``."""
+    return sink.name or f"{sink.type}-{index}"
 
 
 class MetricsConfig(_Strict):
@@ -177,6 +215,15 @@ class VigilConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     sinks: list[SinkConfig] = Field(default_factory=list)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sink_names(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
+        names = [sink_name(s, i) for i, s in enumerate(sinks)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sink name(s) {', '.join(dup)} used twice; give each sink a unique name")
+        return sinks
 
     @field_validator("streams")
     @classmethod
@@ -319,7 +366,7 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
     return msg.removeprefix("Value error, ")
 
 
-_SINK_TAGS = {"jsonl", "webhook", "stdout", "redis", "events"}
+_SINK_TAGS = {"jsonl", "webhook", "stdout", "redis", "events", "plugin"}
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Loc:

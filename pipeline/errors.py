@@ -66,3 +66,27 @@ class ImageError(VigilError):
 
 class InputError(VigilError):
     """Frames handed to the runtime are not uint8 [N, H, W, 3]."""
+
+
+class SourceError(VigilError):
+    """A video source (camera, file, device) cannot be opened or read. ``reason`` is a short cause."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        self.reason = reason or message
+        super().__init__(message)
+
+
+class BusError(VigilError):
+    """The frame bus (Redis) refused or failed a command."""
+
+
+class BusUnavailableError(BusError):
+    """A Redis instance of the frame bus is down; calls are skipped until its backoff expires."""
+
+
+class FrameFormatError(VigilError):
+    """A frame-bus entry is not a valid frame message (wrong version, missing field, bad size)."""
+
+
+class SinkError(VigilError):
+    """A sink could not take a batch of results (they are delivered again)."""

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared")).resolve()
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.services"]
 
 
 def _require(path: Path) -> Path:

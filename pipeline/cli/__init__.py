@@ -10,13 +10,17 @@ import sys
 
 import typer
 
-from pipeline.cli import bench_cmd, classify_cmd, config_cmd, models_cmd
+from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, models_cmd, run_cmd, sink_cmd
 from pipeline.config import log_level
 from pipeline.errors import ConfigError, VigilError
 
 app = typer.Typer(name="vigil", help="Streaming video analytics: cameras -> Redis -> ONNX -> sinks.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.command("classify")(classify_cmd.classify)
+app.command("ingest")(ingest_cmd.ingest)
+app.command("sink")(sink_cmd.sink)
+app.command("run")(run_cmd.run)
+app.command("demo")(run_cmd.demo)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(bench_cmd.app, name="bench")

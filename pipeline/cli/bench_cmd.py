@@ -48,3 +48,8 @@ def model(
     for r in rows:
         typer.echo(f"{r.batch_size:>6} {r.images_per_s:>10.1f} {r.latency_ms_p50:>8.2f} "
                    f"{r.latency_ms_p95:>8.2f} {r.images_per_s / base:>6.2f}x")
+
+
+from pipeline.cli import bench_ingest_cmd  # noqa: E402 - registered after the app exists
+
+app.command("ingest")(bench_ingest_cmd.ingest)

@@ -38,7 +38,7 @@ def test_example_config_is_valid() -> None:
 def test_defaults_for_empty_file(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, ""), environ={})
     assert cfg == VigilConfig()
-    assert cfg.inference.batch_size == 32 and cfg.redis.urls == ["redis://127.0.0.1:6379/0"]
+    assert cfg.inference.batch_size == 32 and cfg.redis.urls == []  # vigil run starts one
 
 
 def test_every_problem_has_path_and_line(tmp_path: Path) -> None:

@@ -1,0 +1,15 @@
+"""`vigil sink --config FILE`: run the sink worker (results -> JSONL, webhook, events, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from workers.sink import run
+
+
+def sink(config: Path = typer.Option(..., "--config", "-c", help="Vigil YAML config (redis:, sinks:)."),
+         name: str | None = typer.Option(None, "--name", help="Consumer name (default: host name).")) -> None:
+    """Deliver results from Redis to every configured sink until SIGTERM."""
+    run(str(config), name)

@@ -1,0 +1,157 @@
+"""`vigil run`: the whole pipeline on one machine, in one context manager.
+
+Start order (stop order is the reverse): Redis (embedded when ``redis.urls`` is empty) -> a local Ray
+instance with the Serve application -> the sink worker -> the ingest worker, whose HTTP endpoint
+serves ``/metrics`` for everything (ingest, sinks, and the pipeline accounting read from Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from models.store import resolve_model_path
+from pipeline.config import VigilConfig
+from pipeline.embedded_redis import EmbeddedRedis
+from pipeline.metrics import PipelineCollector, SinkMetrics
+from pipeline.model.contract import load_onnx, read_contract
+from pipeline.serving import APP_NAME, ServeSettings, build_app
+from workers.ingest import IngestWorker
+from workers.sink import SinkWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CameraRow:
+    """One line of the live table."""
+
+    stream: str
+    state: str
+    fps_in: float
+    fps_out: float
+    age_p95_s: float | None
+    dropped: int
+    dead_lettered: int
+
+
+class LocalPipeline:
+    """Redis + Ray Serve + sink worker + ingest worker for one config, on this machine."""
+
+    def __init__(self, cfg: VigilConfig, *, ray_cpus: int | None = None, ray_address: str | None = None) -> None:
+        self.cfg = cfg
+        self.ray_cpus, self.ray_address = ray_cpus, ray_address
+        self.registry = CollectorRegistry()
+        self.model_path: Path = resolve_model_path(cfg.inference.model)
+        self._redis: EmbeddedRedis | None = None
+        self._collector: PipelineCollector | None = None
+        self.sink_metrics: SinkMetrics | None = None
+        self.ingest: IngestWorker | None = None
+        self.sinks: SinkWorker | None = None
+        self._ray_started = False
+        self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
+        self._ages: dict[str, deque[float]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalPipeline:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        import ray
+        from ray import serve
+
+        contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
+        urls = list(self.cfg.redis.urls)
+        if not urls:
+            self._redis = EmbeddedRedis().__enter__()
+            urls = [self._redis.url]
+            self.cfg = self.cfg.model_copy(update={"redis": self.cfg.redis.model_copy(update={"urls": urls})})
+        stream_ids = [s.id for s in self.cfg.streams]
+        ray.init(address=self.ray_address, num_cpus=self.ray_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        self._ray_started = True
+        inf = self.cfg.inference
+        serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
+        settings = ServeSettings(inference=inf.model_dump(), model_path=str(self.model_path), redis_urls=urls,
+                                 stream_ids=stream_ids, claim_idle_s=inf.claim_idle_s,
+                                 max_deliveries=inf.max_deliveries)
+        serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=inf.num_gpus),
+                  name=APP_NAME, route_prefix="/")
+        self._collector = PipelineCollector(urls, stream_ids)
+        self.registry.register(self._collector)
+        self.sink_metrics = SinkMetrics(stream_ids, self.registry)
+        self.sinks = SinkWorker(self.cfg, metrics=self.sink_metrics, consumer="vigil-run").__enter__()
+        self.ingest = IngestWorker(self.cfg, frame_size=(contract.height, contract.width),
+                                   registry=self.registry).__enter__()
+        log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d", len(stream_ids),
+                 inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self.ingest is not None:
+            self.ingest.__exit__(None, None, None)
+            self.ingest = None
+        if self._ray_started:
+            import ray
+            from ray import serve
+
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            ray.shutdown()
+            self._ray_started = False
+        if self.sinks is not None:  # after inference: results written while stopping still reach sinks
+            self.sinks.__exit__(None, None, None)
+            self.sinks = None
+        if self._collector is not None:
+            self.registry.unregister(self._collector)
+            self._collector.close()
+            self._collector = None
+        if self._redis is not None:
+            self._redis.__exit__(None, None, None)
+            self._redis = None
+
+    # ------------------------------------------------------------------ status
+    @property
+    def metrics_port(self) -> int:
+        return self.ingest.http_port if self.ingest is not None else 0
+
+    def samples(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """Current metric samples by name -> label values -> value (for the table and tests)."""
+        out: dict[str, dict[tuple[str, ...], float]] = {}
+        for family in self.registry.collect():
+            for s in family.samples:
+                out.setdefault(s.name, {})[tuple(s.labels.values())] = s.value
+        return out
+
+    def rows(self) -> list[CameraRow]:
+        status: dict[str, Any] = self.ingest.status() if self.ingest is not None else {"cameras": []}
+        states = {c["id"]: c["state"] for c in status["cameras"]}
+        m = self.samples()
+        published = m.get("vigil_ingest_published_frames_total", {})
+        inferred = m.get("vigil_pipeline_inferred_frames_total", {})
+        dropped = m.get("vigil_pipeline_dropped_frames_total", {})
+        dead = m.get("vigil_pipeline_dead_lettered_frames_total", {})
+        now = time.monotonic()
+        rows = []
+        for s in self.cfg.streams:
+            pub, inf = published.get((s.id,), 0.0), inferred.get((s.id,), 0.0)
+            t0, pub0, inf0 = self._last.get(s.id, (now, pub, inf))
+            dt = max(1e-6, now - t0)
+            self._last[s.id] = (now, pub, inf)
+            ages = self.sink_metrics.recent_ages(s.id) if self.sink_metrics is not None else []
+            p95 = sorted(ages)[int(0.95 * (len(ages) - 1))] if ages else None
+            rows.append(CameraRow(s.id, states.get(s.id, "-"), (pub - pub0) / dt if dt > 1e-3 else 0.0,
+                                  (inf - inf0) / dt if dt > 1e-3 else 0.0, p95,
+                                  int(sum(v for k, v in dropped.items() if k[0] == s.id)),
+                                  int(dead.get((s.id,), 0))))
+        return rows

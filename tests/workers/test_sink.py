@@ -1,0 +1,84 @@
+"""The sink worker on a real Redis: independent sinks, a webhook down for 10 s gets everything after."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.config import validate_config
+from pipeline.results import RESULTS_KEY
+from tests.fixtures.http_receiver import Receiver
+from tests.fixtures.services import RedisServer, free_port
+from tests.pipeline.sinks.records import record
+from workers.sink import SinkWorker
+
+DB = 13
+
+
+@pytest.fixture()
+def url(redis_server: RedisServer) -> Iterator[str]:
+    u = redis_server.url(db=DB)
+    client = redis.Redis.from_url(u)
+    client.flushdb()
+    yield u
+    client.flushdb()
+
+
+def wait_for(pred: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_webhook_down_10s_gets_all_results_and_jsonl_is_not_stalled(url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(url)
+    port = free_port()
+    out = tmp_path / "results.jsonl"
+    cfg = validate_config({
+        "redis": {"urls": [url]},
+        "sinks": [{"type": "jsonl", "path": str(out)},
+                  {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "batch_size": 7,
+                   "backoff_base_s": 0.2, "backoff_cap_s": 1.0}],
+    }, environ={})
+    first = [record("cam", "cat", i=i) for i in range(20)]
+    for r in first:
+        client.xadd(RESULTS_KEY, r.to_fields())  # type: ignore[arg-type]
+    with SinkWorker(cfg, consumer="test") as worker:
+        assert wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 20, 10)
+        later = [record("cam", "dog", i=i) for i in range(20, 30)]
+        for r in later:  # results keep coming while the webhook is down
+            client.xadd(RESULTS_KEY, r.to_fields())  # type: ignore[arg-type]
+        assert wait_for(lambda: len(out.read_text().splitlines()) == 30, 10)
+        time.sleep(10 - 0.5)  # the webhook server is down for 10 s in all
+        with Receiver(port=port) as rx:
+            assert wait_for(lambda: len({i["frame_id"] for i in rx.items()}) == 30, 20)
+            got = [i["frame_id"] for i in rx.items()]
+        assert sorted(set(got)) == sorted(r.frame_id for r in first + later)
+        assert len(got) == 30  # no duplicates: nothing was half-delivered here
+        webhook = next(r for r in worker.runners if r.name == "webhook-1")
+        assert webhook.delivered == 30
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [d["seq"] for d in lines] == list(range(30))
+
+
+def test_restarted_worker_redelivers_unacknowledged(url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(url)
+    cfg = validate_config({"redis": {"urls": [url]}, "sinks": [{"type": "jsonl", "path": str(tmp_path / "a.jsonl")}]},
+                          environ={})
+    for i in range(5):
+        client.xadd(RESULTS_KEY, record("cam", "cat", i=i).to_fields())  # type: ignore[arg-type]
+    # A previous worker took the 5 records and died before acknowledging them.
+    client.xgroup_create(RESULTS_KEY, "vigil-sink-jsonl-0", id="0")
+    client.xreadgroup("vigil-sink-jsonl-0", "test", {RESULTS_KEY: ">"}, count=10)
+    with SinkWorker(cfg, consumer="test"):
+        assert wait_for(lambda: (tmp_path / "a.jsonl").exists()
+                        and len((tmp_path / "a.jsonl").read_text().splitlines()) == 5, 10)
+    assert client.xpending(RESULTS_KEY, "vigil-sink-jsonl-0")["pending"] == 0
