@@ -8,6 +8,7 @@ a millisecond each could not feed a GPU that classifies 10-20k frames/s.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,8 +72,8 @@ class InferenceLoop:
         with self._lock:
             return self.runtime.classify(frames)
 
-    def step(self) -> int:
-        """Process one batch; return how many frames got results."""
+    def _next_deliveries(self) -> list[Delivery]:
+        """Reclaimed frames (every ``reclaim_every_s``) topped up with new ones, up to a batch."""
         now = time.monotonic()
         deliveries: list[Delivery] = []
         if now - self._last_reclaim >= self.opts.reclaim_every_s:
@@ -82,9 +83,12 @@ class InferenceLoop:
             self.stats.dead_lettered += dead
         if len(deliveries) < self.opts.batch_size:
             deliveries += self.consumer.read_batch(self.opts.batch_size - len(deliveries), self.opts.batch_window_s)
-        if not deliveries:
-            return 0
-        return self._process(deliveries)
+        return deliveries
+
+    def step(self) -> int:
+        """Read and process one batch synchronously; return how many frames got results."""
+        deliveries = self._next_deliveries()
+        return self._process(deliveries) if deliveries else 0
 
     def _decode(self, deliveries: list[Delivery]) -> list[tuple[Delivery, FrameMessage]]:
         good = []
@@ -135,12 +139,38 @@ class InferenceLoop:
             self.metrics.batch_done(len(records), inference_s, per_stream)
         return len(records)
 
-    def run(self, stop: threading.Event, error_backoff_s: float = 1.0) -> None:
-        """Loop until ``stop`` is set; bus errors are logged and retried, never fatal."""
+    def _read_ahead(self, stop: threading.Event, ready: queue.Queue[list[Delivery]], backoff_s: float) -> None:
+        """Reader thread: the next batch is fetched from Redis while the current one is classified."""
         while not stop.is_set():
             try:
-                self.step()
+                deliveries = self._next_deliveries()
             except VigilError as exc:
                 self.stats.last_error = str(exc)
-                log.warning("inference loop: %s; retrying in %.1fs", exc, error_backoff_s)
+                log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
+                stop.wait(backoff_s)
+                continue
+            if deliveries:
+                ready.put(deliveries)  # blocks while the model is busy: at most one batch read ahead
+
+    def run(self, stop: threading.Event, error_backoff_s: float = 1.0) -> None:
+        """Loop until ``stop`` is set; bus errors are logged and retried, never fatal.
+
+        Reading the next batch overlaps with classifying the current one (the model releases the
+        GIL), so the cores are not idle during Redis round trips. On stop, a batch already read is
+        still classified and acknowledged, so no frame is left pending.
+        """
+        ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=1)
+        reader = threading.Thread(target=self._read_ahead, args=(stop, ready, error_backoff_s),
+                                  name="inference-reader", daemon=True)
+        reader.start()
+        while reader.is_alive() or not ready.empty():
+            try:
+                deliveries = ready.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self._process(deliveries)
+            except VigilError as exc:
+                self.stats.last_error = str(exc)
+                log.warning("inference loop: %s; frames stay pending and are retried", exc)
                 stop.wait(error_backoff_s)

@@ -53,3 +53,7 @@ def model(
 from pipeline.cli import bench_ingest_cmd  # noqa: E402 - registered after the app exists
 
 app.command("ingest")(bench_ingest_cmd.ingest)
+
+from pipeline.cli import bench_pipeline_cmd  # noqa: E402 - registered after the app exists
+
+app.command("pipeline")(bench_pipeline_cmd.pipeline)

@@ -1,0 +1,145 @@
+"""`vigil bench pipeline`: sustained frames/s through bus -> Serve -> results, against the raw runtime.
+
+Both figures are measured in the same run, on the same cores:
+
+1. **raw**: ``ModelRuntime.classify`` on batches of real frames, in this process (the baseline);
+2. **sustained**: frames published on the frame bus (the ingest worker's publisher, ``FrameBus``)
+   for several cameras, consumed by the Ray Serve replica(s) with their consumer group, classified,
+   and their results written to the results stream, with the publisher keeping a backlog so the
+   replicas never wait; the rate at which results appear is the sustained throughput;
+3. **latency**: then frames are published at 80% of that rate, paced like cameras, and the frame
+   age of each result (capture -> result written) gives p50/p95/p99.
+
+Camera decoding is not part of it (frames are decoded and resized once, up front): its cost is what
+`vigil bench ingest` measures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from pipeline.config import InferenceConfig
+from pipeline.consumer import stats_key
+from pipeline.embedded_redis import EmbeddedRedis
+from pipeline.framebus import BusOptions, FrameBus, FrameMessage
+from pipeline.model.runtime import ModelRuntime, RuntimeOptions
+from pipeline.results import RESULTS_KEY, ResultRecord
+from pipeline.serving import APP_NAME, ServeSettings, build_app
+
+
+@dataclass(frozen=True)
+class PipelineBench:
+    raw_fps: float
+    sustained_fps: float
+    ratio: float
+    paced_fps: float
+    age_ms_p50: float
+    age_ms_p95: float
+    age_ms_p99: float
+    frames: int
+
+
+def _inferred(client: Any, streams: list[str]) -> int:
+    return sum(int(client.hget(stats_key(s), "inferred") or 0) for s in streams)
+
+
+def _saturate(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str], *, seconds: float,
+              backlog: int) -> float:
+    """Publish as fast as the replicas consume (keeping ``backlog`` queued); return results/s."""
+    published, seq = 0, 0
+    t0 = time.perf_counter()
+    start_done = _inferred(client, streams)
+    while time.perf_counter() - t0 < seconds:
+        if published - (_inferred(client, streams) - start_done) < backlog:
+            for s in streams:
+                bus.publish(FrameMessage(s, seq, time.time_ns(), frames[seq % len(frames)]))
+                published += 1
+            seq += 1
+        else:
+            time.sleep(0.02)  # polling Redis harder would steal CPU from the replicas being measured
+    done = _inferred(client, streams) - start_done
+    return done / (time.perf_counter() - t0)
+
+
+def _paced(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str], *, rate: float,
+           seconds: float) -> list[float]:
+    """Publish at ``rate`` frames/s in total; return the ages (ms) of the results of those frames."""
+    start_id = client.xrevrange(RESULTS_KEY, count=1)
+    last_id = start_id[0][0] if start_id else b"0-0"
+    interval, seq, t0 = len(streams) / rate, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        target = t0 + seq * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        for s in streams:
+            bus.publish(FrameMessage(s, 10_000_000 + seq, time.time_ns(), frames[seq % len(frames)]))
+        seq += 1
+    deadline = time.monotonic() + 30
+    while _backlog(client, streams) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    entries = client.xrange(RESULTS_KEY, min=b"(" + last_id)
+    records = [ResultRecord.from_fields(f) for _, f in entries]
+    return [r.total_ms for r in records if r.seq >= 10_000_000]
+
+
+def _backlog(client: Any, streams: list[str]) -> bool:
+    from pipeline.consumer import GROUP
+    from pipeline.framebus import stream_key
+
+    for s in streams:
+        g = [x for x in client.xinfo_groups(stream_key(s)) if x["name"].decode() == GROUP]
+        if g and (int(g[0].get("lag") or 0) or int(g[0].get("pending") or 0)):
+            return True
+    return False
+
+
+def _raw_fps(model: Path, frames: np.ndarray, batch_size: int, seconds: float) -> float:
+    """The baseline: ``ModelRuntime.classify`` on full batches in this process."""
+    with ModelRuntime(model, RuntimeOptions(device="cpu", batch_size=batch_size)) as rt:
+        batch = np.stack([frames[i % len(frames)] for i in range(batch_size)])
+        rt.classify(batch)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            rt.classify(batch)
+            n += batch_size
+        return n / (time.perf_counter() - t0)
+
+
+def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds: float, streams: int,
+                   replicas: int, ray_cpus: int | None) -> PipelineBench:
+    import ray
+    from ray import serve
+
+    raw_before = _raw_fps(model, frames, batch_size, seconds / 2)
+    ids = [f"bench-{i}" for i in range(streams)]
+    with EmbeddedRedis(maxmemory_mb=2048) as r:
+        client: Any = redis.Redis.from_url(r.url)
+        ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            inf = InferenceConfig(device="cpu", batch_size=batch_size, batch_window_ms=20, replicas=replicas)
+            settings = ServeSettings(inference=inf.model_dump(), model_path=str(model), redis_urls=[r.url],
+                                     stream_ids=ids)
+            # No HTTP proxy: frames never cross HTTP, and an idle proxy would still take CPU here.
+            serve.start(proxy_location="Disabled")
+            serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME,
+                      route_prefix="/")
+            with FrameBus(BusOptions(urls=[r.url], maxlen=100_000)) as bus:
+                _saturate(bus, client, frames, ids, seconds=min(5.0, seconds / 2), backlog=4 * batch_size)  # warm-up
+                sustained = _saturate(bus, client, frames, ids, seconds=seconds, backlog=4 * batch_size)
+                ages = _paced(bus, client, frames, ids, rate=0.8 * sustained, seconds=seconds)
+        finally:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            ray.shutdown()
+            client.close()
+    # The baseline is measured before and after (machine noise on shared hosts is several %), averaged.
+    raw = (raw_before + _raw_fps(model, frames, batch_size, seconds / 2)) / 2
+    a = np.asarray(ages) if ages else np.zeros(1)
+    return PipelineBench(raw, sustained, sustained / raw, 0.8 * sustained, float(np.percentile(a, 50)),
+                         float(np.percentile(a, 95)), float(np.percentile(a, 99)), len(ages))

@@ -1,0 +1,58 @@
+"""`vigil bench pipeline`: sustained pipeline throughput as a ratio of the raw runtime, and frame age."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import typer
+
+from models.store import resolve_model_path
+from pipeline.bench_pipeline import bench_pipeline
+from pipeline.model.contract import load_onnx, read_contract
+from pipeline.preprocess import bgr_to_rgb, resize
+
+
+def _frames(video: Path | None, height: int, width: int, count: int = 100) -> np.ndarray:
+    if video is None:  # no video: random pixels (the model's cost does not depend on content)
+        return np.random.default_rng(0).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+    cap = cv2.VideoCapture(str(video))
+    out: list[np.ndarray] = []
+    while len(out) < count:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(resize(bgr_to_rgb(np.asarray(bgr, np.uint8)), height, width))
+    cap.release()
+    if not out:
+        raise typer.BadParameter(f"cannot decode any frame of {video}", param_hint="--video")
+    return np.stack(out)
+
+
+def pipeline(
+    model_path: str | None = typer.Option(None, "--model", "-m"),
+    video: Path | None = typer.Option(None, "--video", help="Frames to send (default: random pixels)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    seconds: float = typer.Option(15.0, "--seconds", min=1),
+    streams: int = typer.Option(4, "--streams", min=1, help="Cameras the frames are spread over."),
+    replicas: int = typer.Option(1, "--replicas", min=1),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Frames/s through bus -> Ray Serve -> results vs the raw runtime (same cores, same run)."""
+    model = resolve_model_path(model_path)
+    c = read_contract(load_onnx(model), str(model))
+    r = bench_pipeline(model, _frames(video, c.height, c.width), batch_size=batch_size, seconds=seconds,
+                       streams=streams, replicas=replicas, ray_cpus=ray_cpus)
+    if as_json:
+        typer.echo(json.dumps({**r.__dict__, "cpus": os.cpu_count()}, indent=2))
+        return
+    typer.echo(f"vigil bench pipeline: CPU, {os.cpu_count()} core(s), batch {batch_size}, {streams} camera(s), "
+               f"{replicas} replica(s)")
+    typer.echo(f"  raw runtime        {r.raw_fps:8.1f} frames/s")
+    typer.echo(f"  pipeline sustained {r.sustained_fps:8.1f} frames/s   ratio {r.ratio:.2f}")
+    typer.echo(f"  frame age at {r.paced_fps:.0f} frames/s (80%): p50 {r.age_ms_p50:.0f} ms, "
+               f"p95 {r.age_ms_p95:.0f} ms, p99 {r.age_ms_p99:.0f} ms ({r.frames} frames)")
