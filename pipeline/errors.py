@@ -18,7 +18,12 @@ Tree::
     ├── LabelsError            labels file unreadable or with the wrong class count
     ├── SceneMapError          scene map unreadable or referencing unknown classes
     ├── ImageError             an image file that cannot be read or decoded
-    └── InputError             frames passed to the runtime with the wrong dtype/shape
+    ├── InputError             frames passed to the runtime with the wrong dtype/shape
+    ├── SourceError            a camera/file/device cannot be opened or read (``reason``)
+    ├── BusError               Redis (frame bus, results) refused or failed a command
+    │   └── BusUnavailableError    an instance is down and in backoff: not even tried
+    ├── FrameFormatError       a frame-bus entry that is not a valid frame message
+    └── SinkError              a sink could not take a batch (it is delivered again)
 """
 
 from __future__ import annotations
@@ -90,3 +95,7 @@ class FrameFormatError(VigilError):
 
 class SinkError(VigilError):
     """A sink could not take a batch of results (they are delivered again)."""
+
+
+class DatasetError(VigilError):
+    """A labelled image folder cannot be used: no classes, an empty class, unreadable images..."""

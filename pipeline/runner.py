@@ -56,6 +56,7 @@ class LocalPipeline:
         self.ingest: IngestWorker | None = None
         self.sinks: SinkWorker | None = None
         self._ray_started = False
+        self._serve_started = False
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
         self._ages: dict[str, deque[float]] = {}
 
@@ -84,6 +85,7 @@ class LocalPipeline:
         self._ray_started = True
         inf = self.cfg.inference
         serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
+        self._serve_started = True
         settings = ServeSettings(inference=inf.model_dump(), model_path=str(self.model_path), redis_urls=urls,
                                  stream_ids=stream_ids, claim_idle_s=inf.claim_idle_s,
                                  max_deliveries=inf.max_deliveries)
@@ -106,9 +108,12 @@ class LocalPipeline:
             import ray
             from ray import serve
 
-            serve.shutdown()  # type: ignore[no-untyped-call]
+            # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make
+            # the raylet print a spurious "ServeController.graceful_shutdown failed" on stdout.
+            if self._serve_started:
+                serve.delete(APP_NAME)
             ray.shutdown()
-            self._ray_started = False
+            self._ray_started = self._serve_started = False
         if self.sinks is not None:  # after inference: results written while stopping still reach sinks
             self.sinks.__exit__(None, None, None)
             self.sinks = None

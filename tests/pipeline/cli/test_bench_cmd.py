@@ -18,3 +18,13 @@ def test_bench_model_reports_each_batch_size(shared_model: Path) -> None:
     assert all(r["images_per_s"] > 0 and r["batches"] >= 3 for r in doc["rows"])
     text = vigil("bench", "model", "--model", shared_model, "--batch-sizes", "2", "--seconds", "0.2")
     assert text.returncode == 0 and "images/s" in text.stdout
+
+
+def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_dir: Path) -> None:
+    out = vigil("bench", "pipeline", "--model", shared_model, "--video", video_dir / "slideshow.mp4",
+                "--seconds", "3", "--batch-size", "8", "--streams", "2", "--json", timeout_s=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["raw_fps"] > 0 and doc["sustained_fps"] > 0
+    assert doc["ratio"] == doc["sustained_fps"] / doc["raw_fps"]
+    assert doc["frames"] > 0 and 0 < doc["age_ms_p50"] <= doc["age_ms_p95"] <= doc["age_ms_p99"]
