@@ -20,8 +20,10 @@ from prometheus_client import CollectorRegistry
 from models.store import resolve_model_path
 from pipeline.config import VigilConfig
 from pipeline.embedded_redis import EmbeddedRedis
+from pipeline.errors import BusError
 from pipeline.metrics import PipelineCollector, SinkMetrics
 from pipeline.model.contract import load_onnx, read_contract
+from pipeline.redact import redact_url
 from pipeline.serving import APP_NAME, ServeSettings, build_app
 from workers.ingest import IngestWorker
 from workers.sink import SinkWorker
@@ -40,6 +42,21 @@ class CameraRow:
     age_p95_s: float | None
     dropped: int
     dead_lettered: int
+
+
+def _check_reachable(urls: list[str], timeout_s: float) -> None:
+    """Fail fast, before Ray starts, when a configured Redis cannot be reached."""
+    import redis
+
+    for i, url in enumerate(urls):
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise BusError(f"redis.urls[{i}] {redact_url(url)}: {type(exc).__name__}: {exc}; start that Redis, "
+                           "or leave redis.urls empty and vigil run starts its own") from exc
+        finally:
+            client.close()
 
 
 class LocalPipeline:
@@ -79,6 +96,8 @@ class LocalPipeline:
             self._redis = EmbeddedRedis().__enter__()
             urls = [self._redis.url]
             self.cfg = self.cfg.model_copy(update={"redis": self.cfg.redis.model_copy(update={"urls": urls})})
+        else:
+            _check_reachable(urls, self.cfg.redis.socket_timeout_s)
         stream_ids = [s.id for s in self.cfg.streams]
         ray.init(address=self.ray_address, num_cpus=self.ray_cpus, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
