@@ -256,6 +256,19 @@ def log_level(environ: Mapping[str, str] | None = None) -> str:
     return env.get("VIGIL_LOG_LEVEL", "INFO").upper()
 
 
+def serve_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The config file a Serve application built by ``pipeline.serve_app`` reads: ``$VIGIL_CONFIG``.
+
+    Set on the Ray pods of a KubeRay ``RayService`` (``import_path: pipeline.serve_app:app``).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("VIGIL_CONFIG", "")
+    if not value:
+        raise ConfigError("VIGIL_CONFIG is not set: point it at the Vigil YAML config that the Serve "
+                          "application (pipeline.serve_app:app) should read")
+    return Path(value).expanduser()
+
+
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
