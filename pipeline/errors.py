@@ -23,7 +23,8 @@ Tree::
     ├── BusError               Redis (frame bus, results) refused or failed a command
     │   └── BusUnavailableError    an instance is down and in backoff: not even tried
     ├── FrameFormatError       a frame-bus entry that is not a valid frame message
-    └── SinkError              a sink could not take a batch (it is delivered again)
+    ├── SinkError              a sink could not take a batch (it is delivered again)
+    └── DatasetError           a labelled image folder that cannot be used (empty class, ...)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from models.store import resolve_model_path
 from pipeline.config import VigilConfig
 from pipeline.embedded_redis import EmbeddedRedis
-from pipeline.errors import BusError
+from pipeline.errors import BusError, ModelContractError, ModelError
 from pipeline.metrics import PipelineCollector, SinkMetrics
 from pipeline.model.contract import load_onnx, read_contract
 from pipeline.redact import redact_url
@@ -179,3 +179,32 @@ class LocalPipeline:
                                   int(sum(v for k, v in dropped.items() if k[0] == s.id)),
                                   int(dead.get((s.id,), 0))))
         return rows
+
+    # ------------------------------------------------------------------ model swap
+    def swap_model(self, path: Path | str) -> None:
+        """Deploy another model while frames flow; returns once the Serve application runs it.
+
+        The application is redeployed with ``user_config={"model": PATH}``: replicas that Serve
+        keeps get :meth:`~pipeline.serving.ClassifierReplica.reconfigure` (load, warm, swap between
+        two batches); replicas that it replaces (a rolling update) finish their batch before they
+        stop, and whatever they left pending is reclaimed by the new ones, so no frame is lost.
+        Results carry the model name and version that classified them.
+        """
+        from ray import serve
+
+        if not self._ray_started:
+            raise ModelError("the pipeline is not running; swap_model() needs `with LocalPipeline(...)`")
+        new_path = resolve_model_path(path)
+        new, old = (read_contract(load_onnx(p), str(p)) for p in (new_path, self.model_path))
+        if (new.height, new.width) != (old.height, old.width):
+            raise ModelContractError(f"{new_path} takes {new.height}x{new.width} frames but ingest resizes to "
+                                     f"{old.height}x{old.width}; restart `vigil run` to change the input size")
+        inf = self.cfg.inference
+        settings = ServeSettings(inference=inf.model_dump(), model_path=str(new_path),
+                                 redis_urls=list(self.cfg.redis.urls), stream_ids=[s.id for s in self.cfg.streams],
+                                 claim_idle_s=inf.claim_idle_s, max_deliveries=inf.max_deliveries)
+        app = build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=inf.num_gpus,
+                        user_config={"model": str(new_path)})
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        log.info("vigil run: model swapped from %s to %s", self.model_path, new_path)
+        self.model_path = new_path

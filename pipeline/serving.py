@@ -148,10 +148,14 @@ class ClassifierReplica:
         return [f.as_dict() for f in result.frames()]
 
 
-def build_app(settings: ServeSettings, replicas: int, num_cpus: float, num_gpus: float) -> Any:
-    """The Serve application for ``serve.run``: ``replicas`` copies of :class:`ClassifierReplica`."""
+def build_app(settings: ServeSettings, replicas: int, num_cpus: float, num_gpus: float,
+              user_config: dict[str, Any] | None = None) -> Any:
+    """The Serve application for ``serve.run``: ``replicas`` copies of :class:`ClassifierReplica`.
+
+    ``user_config`` ``{"model": PATH}`` reaches :meth:`ClassifierReplica.reconfigure` (the model swap).
+    """
     deployment = serve.deployment(
-        ClassifierReplica, name=DEPLOYMENT_NAME, num_replicas=replicas,
+        ClassifierReplica, name=DEPLOYMENT_NAME, num_replicas=replicas, user_config=user_config,
         ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
         health_check_period_s=5, health_check_timeout_s=30, graceful_shutdown_timeout_s=30,
         max_ongoing_requests=256)

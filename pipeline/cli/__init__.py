@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, models_cmd, run_cmd, sink_cmd
+from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, lab_cmd, models_cmd, run_cmd, sink_cmd
 from pipeline.config import log_level
 from pipeline.errors import ConfigError, VigilError
 
@@ -21,6 +21,8 @@ app.command("ingest")(ingest_cmd.ingest)
 app.command("sink")(sink_cmd.sink)
 app.command("run")(run_cmd.run)
 app.command("demo")(run_cmd.demo)
+app.command("evaluate")(lab_cmd.evaluate)
+app.command("capture")(lab_cmd.capture)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(bench_cmd.app, name="bench")

@@ -60,3 +60,63 @@ def convert(model: Path = typer.Argument(..., help="Source ONNX model."),
     if not fp16:
         raise typer.BadParameter("choose a conversion: --fp16", param_hint="--fp16")
     typer.echo(str(convert_fp16(model, out)))
+
+
+@app.command("compare")
+def compare(models: list[Path] = typer.Argument(..., help="ONNX classifiers to compare."),
+            data: Path = typer.Option(..., "--data", "-d", help="Image folder: one sub-folder per class."),
+            out: Path = typer.Option(Path("compare"), "--out", help="Folder for variants, compare.json/png."),
+            variants: bool = typer.Option(True, "--variants/--no-variants",
+                                          help="Add fp16 and int8 (static, calibrated) copies of the first model."),
+            calibration: int = typer.Option(64, "--calibration-images", min=1),
+            bench_seconds: float = typer.Option(1.0, "--bench-seconds", min=0.0, help="Timing per batch size."),
+            device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Accuracy, F1, size, parameters, latency and throughput of models (and fp16/int8 variants)."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from models.compare import CompareOptions, print_table
+    from models.compare import compare as run_compare
+
+    rows = run_compare(models, data, out, CompareOptions(variants=variants, calibration_images=calibration,
+                                                         bench_seconds=bench_seconds, device=device,
+                                                         progress=not as_json))
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        return
+    import sys
+
+    print_table(rows, Console() if sys.stdout.isatty() else Console(width=160))  # no wrapped table in files
+    typer.echo(f"plot: {out / 'compare.png'}  table: {out / 'compare.json'}")
+
+
+@app.command("finetune")
+def finetune(data: Path = typer.Option(..., "--data", "-d", help="Image folder: one sub-folder per class."),
+             out: Path = typer.Option(..., "--out", "-o", help="The new .onnx model."),
+             model: str | None = typer.Option(None, "--model", "-m", help="Base model (default: cached model)."),
+             val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.99),
+             augment: int = typer.Option(2, "--augment", min=0, help="Augmented copies per training image."),
+             epochs: int = typer.Option(300, "--epochs", min=1),
+             patience: int = typer.Option(25, "--patience", min=1, help="Early stopping on validation loss."),
+             seed: int = typer.Option(0, "--seed"),
+             name: str | None = typer.Option(None, "--name", help="model_name metadata (default: file stem)."),
+             version: str | None = typer.Option(None, "--version", help="model_version metadata."),
+             device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Transfer learning: a new softmax head on the model's pooled features, exported as one ONNX model."""
+    from models.finetune import FinetuneOptions
+    from models.finetune import finetune as run_finetune
+
+    result = run_finetune(store.resolve_model_path(model), data, out, FinetuneOptions(
+        val_fraction=val_fraction, augment_copies=augment, epochs=epochs, patience=patience, seed=seed,
+        model_name=name, model_version=version, device=device, progress=not as_json))
+    doc = result.as_dict()
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"{out}: {len(result.classes)} classes ({', '.join(result.classes)}); validation accuracy "
+               f"{result.exported_val_accuracy:.3f} on {result.val_images} images (best epoch {result.head.best_epoch} "
+               f"of {result.head.epochs_run}); {result.train_features} training features from "
+               f"{result.train_images} images; {result.seconds:.1f} s")

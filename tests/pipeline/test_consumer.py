@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,6 @@ import redis
 from pipeline.consumer import DEADLETTER_KEY, GROUP, ConsumerOptions, FrameConsumer, stats_key
 from pipeline.framebus import FrameMessage, encode_frame, stream_key
 from pipeline.results import RESULTS_KEY, ResultRecord
-from tests.fixtures.services import RedisServer
-
-DB = 11
-
-
-@pytest.fixture()
-def url(redis_server: RedisServer) -> Iterator[str]:
-    u = redis_server.url(db=DB)
-    client = redis.Redis.from_url(u)
-    client.flushdb()
-    yield u
-    client.flushdb()
-    client.close()
 
 
 def publish(client: redis.Redis, sid: str, n: int, start: int = 0, maxlen: int = 1000) -> list[str]:
@@ -43,34 +29,34 @@ def fake_record(d: Any) -> ResultRecord:
                         queue_ms=0.0, inference_ms=1.0, batch_size=1, replica="t")
 
 
-def consumer(url: str, name: str, streams: list[str], **kw: Any) -> FrameConsumer:
-    return FrameConsumer(ConsumerOptions(urls=[url], consumer_name=name, stream_ids=streams, **kw))
+def consumer(clean_redis_url: str, name: str, streams: list[str], **kw: Any) -> FrameConsumer:
+    return FrameConsumer(ConsumerOptions(urls=[clean_redis_url], consumer_name=name, stream_ids=streams, **kw))
 
 
-def test_batches_are_fair_across_cameras(url: str) -> None:
-    client = redis.Redis.from_url(url)
+def test_batches_are_fair_across_cameras(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     publish(client, "busy", 100)
     publish(client, "quiet", 5)
-    with consumer(url, "c1", ["busy", "quiet"]) as c:
+    with consumer(clean_redis_url, "c1", ["busy", "quiet"]) as c:
         batch = c.read_batch(10, window_s=0.05)
     by_stream = [d.stream_id for d in batch]
     assert len(batch) == 10
     assert by_stream.count("quiet") == 5 and by_stream.count("busy") == 5
 
 
-def test_window_closes_partial_batch(url: str) -> None:
-    client = redis.Redis.from_url(url)
+def test_window_closes_partial_batch(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     publish(client, "cam", 3)
-    with consumer(url, "c1", ["cam"]) as c:
+    with consumer(clean_redis_url, "c1", ["cam"]) as c:
         batch = c.read_batch(64, window_s=0.05)
         assert len(batch) == 3
         assert c.read_batch(64, window_s=0.05, idle_block_s=0.1) == []
 
 
-def test_complete_writes_results_and_acks_atomically(url: str) -> None:
-    client = redis.Redis.from_url(url)
+def test_complete_writes_results_and_acks_atomically(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     publish(client, "cam", 4)
-    with consumer(url, "c1", ["cam"]) as c:
+    with consumer(clean_redis_url, "c1", ["cam"]) as c:
         batch = c.read_batch(4, window_s=0.05)
         assert client.xpending(stream_key("cam"), GROUP)["pending"] == 4
         c.complete([(d, fake_record(d)) for d in batch])
@@ -80,13 +66,13 @@ def test_complete_writes_results_and_acks_atomically(url: str) -> None:
     assert client.hget(stats_key("cam"), "inferred") == b"4"
 
 
-def test_crashed_consumer_frames_are_reclaimed(url: str) -> None:
-    client = redis.Redis.from_url(url)
+def test_crashed_consumer_frames_are_reclaimed(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     ids = publish(client, "cam", 6)
-    with consumer(url, "doomed", ["cam"]) as dead:
+    with consumer(clean_redis_url, "doomed", ["cam"]) as dead:
         taken = dead.read_batch(6, window_s=0.05)
         assert len(taken) == 6  # and then it "crashes": no ack
-    with consumer(url, "survivor", ["cam"], claim_idle_s=0.05) as c:
+    with consumer(clean_redis_url, "survivor", ["cam"], claim_idle_s=0.05) as c:
         import time
 
         time.sleep(0.1)
@@ -99,12 +85,12 @@ def test_crashed_consumer_frames_are_reclaimed(url: str) -> None:
     assert client.xlen(RESULTS_KEY) == 6
 
 
-def test_repeatedly_failing_frame_is_dead_lettered_with_reason(url: str) -> None:
+def test_repeatedly_failing_frame_is_dead_lettered_with_reason(clean_redis_url: str) -> None:
     import time
 
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(clean_redis_url)
     [fid] = publish(client, "cam", 1)
-    with consumer(url, "c1", ["cam"], claim_idle_s=0.01, max_deliveries=3) as c:
+    with consumer(clean_redis_url, "c1", ["cam"], claim_idle_s=0.01, max_deliveries=3) as c:
         [d] = c.read_batch(1, window_s=0.01)
         c.record_failure([d], "RuntimeError: CUDA out of memory")
         for _ in range(2):  # deliveries 2 and 3
@@ -122,15 +108,15 @@ def test_repeatedly_failing_frame_is_dead_lettered_with_reason(url: str) -> None
     assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
 
 
-def test_frames_trimmed_while_pending_count_as_dropped(url: str) -> None:
+def test_frames_trimmed_while_pending_count_as_dropped(clean_redis_url: str) -> None:
     import time
 
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(clean_redis_url)
     publish(client, "cam", 5)
-    with consumer(url, "doomed", ["cam"]) as dead:
+    with consumer(clean_redis_url, "doomed", ["cam"]) as dead:
         assert len(dead.read_batch(5, window_s=0.01)) == 5
     client.xtrim(stream_key("cam"), maxlen=0)
-    with consumer(url, "survivor", ["cam"], claim_idle_s=0.01) as c:
+    with consumer(clean_redis_url, "survivor", ["cam"], claim_idle_s=0.01) as c:
         time.sleep(0.03)
         claimed, _ = c.reclaim(10)
     assert claimed == []
@@ -138,9 +124,9 @@ def test_frames_trimmed_while_pending_count_as_dropped(url: str) -> None:
     assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
 
 
-def test_new_streams_are_discovered(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    with consumer(url, "c1", []) as c:
+def test_new_streams_are_discovered(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    with consumer(clean_redis_url, "c1", []) as c:
         assert c.read_batch(5, window_s=0.01, idle_block_s=0.01) == []
         publish(client, "late", 2)
         c.discover(every_s=0)

@@ -17,18 +17,6 @@ from pipeline.inference import InferenceLoop, LoopOptions
 from pipeline.model.runtime import ModelRuntime, RuntimeOptions
 from pipeline.preprocess import read_image_rgb, resize
 from pipeline.results import RESULTS_KEY, ResultRecord
-from tests.fixtures.services import RedisServer
-
-DB = 12
-
-
-@pytest.fixture()
-def url(redis_server: RedisServer) -> Iterator[str]:
-    u = redis_server.url(db=DB)
-    client = redis.Redis.from_url(u)
-    client.flushdb()
-    yield u
-    client.flushdb()
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +40,14 @@ def drain(loop: InferenceLoop, expected: int, timeout_s: float = 30) -> None:
     assert done == expected
 
 
-def test_results_carry_expected_labels(url: str, runtime: ModelRuntime, images_dir: Path,
+def test_results_carry_expected_labels(clean_redis_url: str, runtime: ModelRuntime, images_dir: Path,
                                        expected_images: dict[str, Any]) -> None:
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(clean_redis_url)
     names = list(expected_images)
     publish_photos(client, "raw-cam", images_dir, names, "raw")
     publish_photos(client, "jpeg-cam", images_dir, names[:5], "jpeg")
-    with FrameConsumer(ConsumerOptions(urls=[url], consumer_name="r1", stream_ids=["raw-cam", "jpeg-cam"])) as c:
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["raw-cam", "jpeg-cam"])
+    with FrameConsumer(opts) as c:
         loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01, replica="r1"))
         drain(loop, 15)
     records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
@@ -75,14 +64,14 @@ def test_results_carry_expected_labels(url: str, runtime: ModelRuntime, images_d
     assert client.xpending(stream_key("raw-cam"), GROUP)["pending"] == 0
 
 
-def test_poison_entry_goes_to_dead_letter_at_once(url: str, runtime: ModelRuntime) -> None:
-    client = redis.Redis.from_url(url)
+def test_poison_entry_goes_to_dead_letter_at_once(clean_redis_url: str, runtime: ModelRuntime) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     good = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((224, 224, 3), np.uint8))
     client.xadd(stream_key("cam"), encode_frame(good))  # type: ignore[arg-type]
     bad = encode_frame(good)
     bad["data"] = b"short"
     client.xadd(stream_key("cam"), bad)  # type: ignore[arg-type]
-    with FrameConsumer(ConsumerOptions(urls=[url], consumer_name="r1", stream_ids=["cam"])) as c:
+    with FrameConsumer(ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"])) as c:
         loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01))
         assert loop.step() == 1
     [(_, dl)] = client.xrange(DEADLETTER_KEY)
@@ -100,11 +89,12 @@ class ExplodingRuntime:
         raise RuntimeError("CUDA error: out of memory")
 
 
-def test_failing_batches_are_retried_then_dead_lettered(url: str) -> None:
-    client = redis.Redis.from_url(url)
+def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     msg = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))
     client.xadd(stream_key("cam"), encode_frame(msg))  # type: ignore[arg-type]
-    opts = ConsumerOptions(urls=[url], consumer_name="r1", stream_ids=["cam"], claim_idle_s=0.01, max_deliveries=2)
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"], claim_idle_s=0.01,
+                           max_deliveries=2)
     with FrameConsumer(opts) as c:
         loop = InferenceLoop(ExplodingRuntime(), c, LoopOptions(batch_size=4, batch_window_s=0.01,  # type: ignore[arg-type]
                                                                 reclaim_every_s=0))

@@ -18,16 +18,7 @@ import httpx
 
 from pipeline.config import validate_config
 from pipeline.runner import LocalPipeline
-from tests.fixtures.services import RtspServer
-
-
-def wait_for(pred: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.25)
-    return False
+from tests.fixtures.services import RtspServer, wait_for
 
 
 def config(streams: list[dict[str, Any]], out: Path, model: Path) -> Any:

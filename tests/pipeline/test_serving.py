@@ -21,9 +21,7 @@ from pipeline.framebus import FrameMessage, encode_frame, stream_key
 from pipeline.preprocess import read_image_rgb, resize
 from pipeline.results import RESULTS_KEY, ResultRecord
 from pipeline.serving import APP_NAME, ServeSettings, build_app
-from tests.fixtures.services import RedisServer, free_port
-
-DB = 14
+from tests.fixtures.services import free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +34,11 @@ def ray_serve() -> Iterator[int]:
     ray.shutdown()
 
 
-@pytest.fixture()
-def url(redis_server: RedisServer) -> Iterator[str]:
-    u = redis_server.url(db=DB)
-    client = redis.Redis.from_url(u)
-    client.flushdb()
-    yield u
-    client.flushdb()
 
 
-def deploy(url: str, model: Path, streams: list[str], replicas: int, claim_idle_s: float = 30.0) -> None:
+def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int, claim_idle_s: float = 30.0) -> None:
     inference = InferenceConfig(device="cpu", batch_size=8, batch_window_ms=10, intra_op_threads=1)
-    settings = ServeSettings(inference=inference.model_dump(), model_path=str(model), redis_urls=[url],
+    settings = ServeSettings(inference=inference.model_dump(), model_path=str(model), redis_urls=[clean_redis_url],
                              stream_ids=streams, claim_idle_s=claim_idle_s)
     serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME, route_prefix="/")
 
@@ -58,21 +49,14 @@ def publish(client: redis.Redis, sid: str, frames: list[np.ndarray], start_seq: 
         client.xadd(stream_key(sid), encode_frame(msg))  # type: ignore[arg-type]
 
 
-def wait_for(pred: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
 
 
-def test_replicas_classify_frames_and_http(ray_serve: int, url: str, shared_model: Path, images_dir: Path,
+def test_replicas_classify_frames_and_http(ray_serve: int, clean_redis_url: str, shared_model: Path, images_dir: Path,
                                            expected_images: dict[str, Any]) -> None:
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(clean_redis_url)
     names = list(expected_images)
     frames = [resize(read_image_rgb(images_dir / n), 224, 224) for n in names]
-    deploy(url, shared_model, ["a", "b"], replicas=2)
+    deploy(clean_redis_url, shared_model, ["a", "b"], replicas=2)
     publish(client, "a", frames)
     publish(client, "b", frames[::-1])
     assert wait_for(lambda: client.xlen(RESULTS_KEY) >= 20, 60)
@@ -91,9 +75,10 @@ def test_replicas_classify_frames_and_http(ray_serve: int, url: str, shared_mode
     assert health["alive"] and health["model"]["provider"] == "CPUExecutionProvider"
 
 
-def test_killed_replica_loses_no_frame(ray_serve: int, url: str, shared_model: Path, images_dir: Path) -> None:
-    client = redis.Redis.from_url(url)
-    deploy(url, shared_model, ["cam"], replicas=2, claim_idle_s=2.0)
+def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, shared_model: Path,
+                                       images_dir: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    deploy(clean_redis_url, shared_model, ["cam"], replicas=2, claim_idle_s=2.0)
     frame = resize(read_image_rgb(images_dir / "bird.png"), 224, 224)
     total = 400
     stop = threading.Event()

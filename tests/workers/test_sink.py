@@ -4,46 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from pipeline.config import validate_config
 from pipeline.results import RESULTS_KEY
 from tests.fixtures.http_receiver import Receiver
-from tests.fixtures.services import RedisServer, free_port
+from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.sinks.records import record
 from workers.sink import SinkWorker
 
-DB = 13
 
-
-@pytest.fixture()
-def url(redis_server: RedisServer) -> Iterator[str]:
-    u = redis_server.url(db=DB)
-    client = redis.Redis.from_url(u)
-    client.flushdb()
-    yield u
-    client.flushdb()
-
-
-def wait_for(pred: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def test_webhook_down_10s_gets_all_results_and_jsonl_is_not_stalled(url: str, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(url)
+def test_webhook_down_10s_gets_all_results_and_jsonl_is_not_stalled(clean_redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
     port = free_port()
     out = tmp_path / "results.jsonl"
     cfg = validate_config({
-        "redis": {"urls": [url]},
+        "redis": {"urls": [clean_redis_url]},
         "sinks": [{"type": "jsonl", "path": str(out)},
                   {"type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "batch_size": 7,
                    "backoff_base_s": 0.2, "backoff_cap_s": 1.0}],
@@ -69,10 +47,10 @@ def test_webhook_down_10s_gets_all_results_and_jsonl_is_not_stalled(url: str, tm
     assert [d["seq"] for d in lines] == list(range(30))
 
 
-def test_restarted_worker_redelivers_unacknowledged(url: str, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(url)
-    cfg = validate_config({"redis": {"urls": [url]}, "sinks": [{"type": "jsonl", "path": str(tmp_path / "a.jsonl")}]},
-                          environ={})
+def test_restarted_worker_redelivers_unacknowledged(clean_redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    cfg = validate_config({"redis": {"urls": [clean_redis_url]},
+                           "sinks": [{"type": "jsonl", "path": str(tmp_path / "a.jsonl")}]}, environ={})
     for i in range(5):
         client.xadd(RESULTS_KEY, record("cam", "cat", i=i).to_fields())  # type: ignore[arg-type]
     # A previous worker took the 5 records and died before acknowledging them.

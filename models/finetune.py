@@ -1,0 +1,326 @@
+"""`vigil models finetune`: transfer learning on your own frames, without PyTorch.
+
+1. Cut the classifier's graph at its pooled features (the output of the last global/average pool:
+   1280 values per image for MobileNetV2; in the shared model the input of the ``Logits`` 1x1 conv).
+2. Extract features of the training images with augmentation (random resized crops, horizontal
+   flips, brightness/contrast/saturation jitter) and of the validation images as the pipeline sees
+   them (the whole frame squashed to the model's input).
+3. Train a softmax head (multinomial logistic regression, L2-regularised, Adam) in numpy, with early
+   stopping on the validation loss; the best epoch's weights are kept.
+4. Write a new ONNX model: the original graph up to the features, then ``Flatten -> Gemm -> Softmax``
+   (feature standardisation is folded into the Gemm). The input contract is the base model's (uint8
+   NHWC for the shared model); the class names go into the ``labels`` metadata, with ``model_name``,
+   ``model_version`` and ``base_model_sha256``, so the runtime and the pipeline report the new classes.
+
+Fine-tuning the last convolutional blocks needs PyTorch and is not done here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from rich.progress import Progress
+
+from models.dataset import ImageFolder
+from models.evaluate import make_progress, progress_context
+from models.store import sha256_file
+from pipeline.errors import DatasetError, ModelContractError
+from pipeline.model.contract import load_onnx, read_contract, set_metadata
+from pipeline.model.runtime import ModelRuntime, RuntimeOptions, softmax
+from pipeline.preprocess import resize
+
+log = logging.getLogger(__name__)
+
+POOL_OPS = ("GlobalAveragePool", "AveragePool", "ReduceMean", "GlobalMaxPool")
+FEATURES = "features"
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+Labels = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    val_fraction: float = 0.2
+    seed: int = 0
+    augment_copies: int = 2  # augmented versions of each training image, besides the clean one
+    epochs: int = 300
+    patience: int = 25
+    learning_rate: float = 0.001
+    weight_decay: float = 1e-3
+    batch_size: int = 64
+    model_name: str | None = None
+    model_version: str | None = None
+    device: str = "cpu"
+    strict_sizes: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Head:
+    weights: F32  # [features, classes], standardisation folded in
+    bias: F32  # [classes]
+    best_epoch: int
+    epochs_run: int
+    val_accuracy: float
+    val_loss: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    model: Path
+    classes: tuple[str, ...]
+    feature_tensor: str
+    feature_size: int
+    train_images: int
+    train_features: int
+    val_images: int
+    head: Head
+    exported_val_accuracy: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": str(self.model), "classes": list(self.classes), "feature_tensor": self.feature_tensor,
+                "feature_size": self.feature_size, "train_images": self.train_images,
+                "train_features": self.train_features, "val_images": self.val_images,
+                "best_epoch": self.head.best_epoch, "epochs_run": self.head.epochs_run,
+                "val_accuracy": self.head.val_accuracy, "val_loss": self.head.val_loss,
+                "exported_val_accuracy": self.exported_val_accuracy, "seconds": self.seconds}
+
+
+# ------------------------------------------------------------------------------------------ graph
+def feature_tensor(model: onnx.ModelProto) -> str:
+    """The pooled-features tensor: the output of the graph's last pooling node."""
+    pools = [n for n in model.graph.node if n.op_type in POOL_OPS]
+    if not pools:
+        raise ModelContractError("cannot fine-tune this model: its graph has no global/average pooling node "
+                                 f"({', '.join(POOL_OPS)}) whose output would be the image features")
+    return str(pools[-1].output[0])
+
+
+def _needed_nodes(model: onnx.ModelProto, target: str) -> list[onnx.NodeProto]:
+    """The nodes ``target`` depends on, in graph order."""
+    producer = {out: i for i, n in enumerate(model.graph.node) for out in n.output}
+    keep: set[int] = set()
+    todo = [target]
+    while todo:
+        i = producer.get(todo.pop())
+        if i is None or i in keep:
+            continue
+        keep.add(i)
+        todo.extend(model.graph.node[i].input)
+    return [n for i, n in enumerate(model.graph.node) if i in keep]
+
+
+def _graph_with_tail(model: onnx.ModelProto, pooled: str, tail: list[onnx.NodeProto],
+                     extra: list[onnx.TensorProto], output: onnx.ValueInfoProto) -> onnx.ModelProto:
+    nodes = [*_needed_nodes(model, pooled), *tail]
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in model.graph.initializer if t.name in used] + extra
+    inputs = [i for i in model.graph.input if i.name in used and i.name not in {t.name for t in inits}]
+    graph = helper.make_graph(nodes, model.graph.name or "finetuned", inputs, [output], inits)
+    out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                            producer_name="vigil-finetune")
+    for p in model.metadata_props:
+        entry = out.metadata_props.add()
+        entry.key, entry.value = p.key, p.value
+    return out
+
+
+def backbone(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """The graph cut at the pooled features, with output ``features`` [N, D]; and the cut tensor."""
+    pooled = feature_tensor(model)
+    flat = helper.make_node("Flatten", [pooled], [FEATURES], axis=1, name="vigil_features_flatten")
+    out = helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", None])
+    return _graph_with_tail(model, pooled, [flat], [], out), pooled
+
+
+def with_head(model: onnx.ModelProto, head: Head, classes: tuple[str, ...], meta: dict[str, Any]) -> onnx.ModelProto:
+    """Backbone + ``Flatten -> Gemm -> Softmax``: output ``probabilities`` [N, classes]."""
+    pooled = feature_tensor(model)
+    tail = [helper.make_node("Flatten", [pooled], [FEATURES], axis=1, name="vigil_features_flatten"),
+            helper.make_node("Gemm", [FEATURES, "vigil_head_w", "vigil_head_b"], ["vigil_logits"],
+                             name="vigil_head"),
+            helper.make_node("Softmax", ["vigil_logits"], ["probabilities"], axis=1, name="vigil_softmax")]
+    extra = [numpy_helper.from_array(head.weights.astype(np.float32), "vigil_head_w"),
+             numpy_helper.from_array(head.bias.astype(np.float32), "vigil_head_b")]
+    out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(classes)])
+    new = _graph_with_tail(model, pooled, tail, extra, out)
+    set_metadata(new, {"num_classes": len(classes), "background_class": "", "output_kind": "probabilities",
+                       "labels": "\n".join(classes), **meta})
+    onnx.checker.check_model(new)
+    return new
+
+
+# ------------------------------------------------------------------------------------------ features
+def augment(image: U8, rng: np.random.Generator, size: tuple[int, int]) -> U8:
+    """A random resized crop (60-100% of the area, aspect 3/4-4/3), flip and colour jitter of ``image``."""
+    h, w = image.shape[:2]
+    area = h * w * rng.uniform(0.6, 1.0)
+    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+    ch, cw = min(h, round(np.sqrt(area / aspect))), min(w, round(np.sqrt(area * aspect)))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    out = resize(np.ascontiguousarray(image[y:y + ch, x:x + cw]), *size).astype(np.float32)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    out *= rng.uniform(0.75, 1.25)  # brightness
+    mean = out.mean()
+    out = (out - mean) * rng.uniform(0.75, 1.25) + mean  # contrast
+    grey = out.mean(axis=2, keepdims=True)
+    out = (out - grey) * rng.uniform(0.7, 1.3) + grey  # saturation
+    return np.asarray(np.clip(out, 0, 255), dtype=np.uint8)
+
+
+class FeatureExtractor:
+    """Runs the cut graph; feeds it exactly as the runtime feeds the whole model."""
+
+    def __init__(self, base: Path, device: str) -> None:
+        import onnxruntime as ort
+
+        self.runtime = ModelRuntime(base, RuntimeOptions(device=device, warmup=False)).open()
+        cut, self.pooled = backbone(load_onnx(base))
+        providers = [p for p in ort.get_available_providers() if device != "cpu" or p == "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(cut.SerializeToString(), providers=providers)
+        self.input_name = self.runtime.contract.input_name
+
+    def __call__(self, frames: U8) -> F32:
+        out = self.session.run([FEATURES], {self.input_name: self.runtime.prepare(frames)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def extract(extractor: FeatureExtractor, images: list[U8], batch: int,
+            advance: Callable[[int], None]) -> F32:
+    parts = []
+    for i in range(0, len(images), batch):
+        parts.append(extractor(np.stack(images[i:i + batch])))
+        advance(len(parts[-1]))
+    return np.concatenate(parts)
+
+
+# ------------------------------------------------------------------------------------------ head
+def _loss_grad(x: F32, y: Labels, w: F32, b: F32, wd: float) -> tuple[float, F32, F32]:
+    p = softmax(x @ w + b)
+    n = len(x)
+    loss = float(-np.log(p[np.arange(n), y] + 1e-12).mean() + wd * float((w * w).sum()))
+    p[np.arange(n), y] -= 1
+    p /= n
+    return loss, (x.T @ p + 2 * wd * w).astype(np.float32), p.sum(axis=0).astype(np.float32)
+
+
+def train_head(train: tuple[F32, Labels], val: tuple[F32, Labels], k: int, opts: FinetuneOptions,
+               on_epoch: Callable[[int, float, float], None] | None = None) -> Head:
+    """Softmax regression on standardised features with Adam and early stopping on validation loss."""
+    (xtr, ytr), (xva, yva) = train, val
+    mu, sd = xtr.mean(axis=0), xtr.std(axis=0) + 1e-6
+    ztr, zva = (xtr - mu) / sd, (xva - mu) / sd
+    rng = np.random.default_rng(opts.seed)
+    w = np.zeros((xtr.shape[1], k), np.float32)
+    b = np.zeros(k, np.float32)
+    m = [np.zeros_like(w), np.zeros_like(b)]
+    v = [np.zeros_like(w), np.zeros_like(b)]
+    best = (np.inf, 0.0, w.copy(), b.copy(), 0)
+    step = epoch = 0
+    for epoch in range(1, opts.epochs + 1):
+        order = rng.permutation(len(ztr))
+        for i in range(0, len(order), opts.batch_size):
+            idx = order[i:i + opts.batch_size]
+            _, gw, gb = _loss_grad(ztr[idx], ytr[idx], w, b, opts.weight_decay)
+            step += 1
+            for j, (param, g) in enumerate(((w, gw), (b, gb))):
+                m[j] = 0.9 * m[j] + 0.1 * g
+                v[j] = 0.999 * v[j] + 0.001 * g * g
+                np.subtract(param, opts.learning_rate * (m[j] / (1 - 0.9 ** step))
+                            / (np.sqrt(v[j] / (1 - 0.999 ** step)) + 1e-8), out=param)
+        val_loss, _, _ = _loss_grad(zva, yva, w, b, 0.0)
+        val_acc = float(((zva @ w + b).argmax(axis=1) == yva).mean())
+        if on_epoch is not None:
+            on_epoch(epoch, val_loss, val_acc)
+        if val_loss < best[0] - 1e-5:
+            best = (val_loss, val_acc, w.copy(), b.copy(), epoch)
+        elif epoch - best[4] >= opts.patience:
+            break
+    loss, acc, bw, bb, best_epoch = best
+    folded_w = (bw / sd[:, None]).astype(np.float32)
+    folded_b = (bb - (mu / sd) @ bw).astype(np.float32)
+    return Head(folded_w, folded_b, best_epoch, epoch, acc, float(loss))
+
+
+# ------------------------------------------------------------------------------------------ driver
+def _features(extractor: FeatureExtractor, split: tuple[ImageFolder, ImageFolder], size: tuple[int, int],
+              opts: FinetuneOptions, progress: Progress | None) -> tuple[F32, Labels, F32, Labels, list[U8]]:
+    train, val = split
+    big = (size[0] * 8 // 7, size[1] * 8 // 7)  # room for crops, like the usual 256 -> 224
+    tr = train.load(big, strict_sizes=opts.strict_sizes)
+    va = val.load(size, strict_sizes=opts.strict_sizes)
+    rng = np.random.default_rng(opts.seed)
+    views: list[U8] = []
+    labels: list[int] = []
+    for img, label in zip(tr.images, tr.labels, strict=True):
+        views.append(resize(img, *size))
+        views.extend(augment(img, rng, size) for _ in range(opts.augment_copies))
+        labels.extend([int(label)] * (1 + opts.augment_copies))
+    task = progress.add_task("extracting features", total=len(views) + len(va.images)) if progress else None
+
+    def advance(n: int) -> None:
+        if progress is not None and task is not None:
+            progress.advance(task, n)
+
+    val_images = list(va.images)
+    xtr = extract(extractor, views, 32, advance)
+    xva = extract(extractor, val_images, 32, advance)
+    return xtr, np.array(labels, np.int64), xva, va.labels, val_images
+
+
+def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None = None) -> FinetuneResult:
+    """Train a new head for the classes of ``data_dir`` on ``base``'s features; write the model to ``out``."""
+    opts = opts or FinetuneOptions()
+    t0 = time.perf_counter()
+    model = load_onnx(base)
+    contract = read_contract(model, str(base))
+    feature_tensor(model)  # fail fast on a model that cannot be cut, before reading any image
+    folder = ImageFolder.scan(data_dir)
+    train, val = folder.split(opts.val_fraction, opts.seed)
+    size = (contract.height, contract.width)
+    extractor = FeatureExtractor(base, opts.device)
+    try:
+        with progress_context(make_progress(opts.progress)) as progress:
+            xtr, ytr, xva, yva, val_images = _features(extractor, (train, val), size, opts, progress)
+            task = progress.add_task("training head", total=opts.epochs) if progress else None
+
+            def on_epoch(epoch: int, loss: float, acc: float) -> None:
+                if progress is not None and task is not None:
+                    progress.update(task, completed=epoch, description=f"training head: val loss {loss:.3f} "
+                                                                       f"acc {acc:.3f}")
+
+            head = train_head((xtr, ytr), (xva, yva), len(folder.classes), opts, on_epoch)
+    finally:
+        extractor.close()
+    version = opts.model_version or "ft-" + hashlib.sha256(head.weights.tobytes()).hexdigest()[:10]
+    meta = {"model_name": opts.model_name or out.stem, "model_version": version,
+            "base_model_sha256": sha256_file(base), "base_model_name": contract.name or base.stem,
+            "feature_tensor": extractor.pooled, "precision": "fp32"}
+    new = with_head(model, head, folder.classes, meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(new, str(out))
+    with ModelRuntime(out, RuntimeOptions(device=opts.device)) as runtime:
+        if runtime.class_names != list(folder.classes):
+            raise DatasetError(f"the exported model {out} reports classes {runtime.class_names}, expected "
+                               f"{list(folder.classes)}")
+        probs = runtime.probabilities(np.stack(val_images))
+    exported_acc = float((probs.argmax(axis=1) == yva).mean())
+    log.info("fine-tuned %s: %d classes, val accuracy %.3f (epoch %d of %d), wrote %s", base.name,
+             len(folder.classes), exported_acc, head.best_epoch, head.epochs_run, out)
+    return FinetuneResult(out, folder.classes, extractor.pooled, int(xtr.shape[1]), len(train), len(xtr),
+                          len(val), head, exported_acc, time.perf_counter() - t0)
