@@ -196,7 +196,8 @@ class ModelRuntime:
                 np.zeros((0, c.height, c.width, 3), dtype=np.uint8)
         x: npt.NDArray[Any] = frames[..., ::-1] if c.color == "BGR" else frames
         if c.dtype != "uint8":
-            assert c.mean is not None and c.std is not None  # guaranteed by read_contract for float inputs
+            if c.mean is None or c.std is None:  # read_contract sets both for float inputs
+                raise ModelError(f"{self.model_path}: float input without normalisation (input_mean/input_std)")
             scale = np.float32(1 / 255.0) / np.asarray(c.std, dtype=np.float32)
             bias = -np.asarray(c.mean, dtype=np.float32) / np.asarray(c.std, dtype=np.float32)
             x = x.astype(np.float32) * scale + bias
