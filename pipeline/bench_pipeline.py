@@ -30,7 +30,7 @@ from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.framebus import BusOptions, FrameBus, FrameMessage
 from pipeline.model.runtime import ModelRuntime, RuntimeOptions
 from pipeline.results import RESULTS_KEY, ResultRecord
-from pipeline.serving import APP_NAME, ServeSettings, build_app
+from pipeline.serving import APP_NAME, ServeSettings, build_app, init_ray
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds:
     ids = [f"bench-{i}" for i in range(streams)]
     with EmbeddedRedis(maxmemory_mb=2048) as r:
         client: Any = redis.Redis.from_url(r.url)
-        ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        init_ray(ray_cpus)
         try:
             inf = InferenceConfig(device="cpu", batch_size=batch_size, batch_window_ms=20, replicas=replicas)
             settings = ServeSettings(inference=inf.model_dump(), model_path=str(model), redis_urls=[r.url],

@@ -24,7 +24,7 @@ from pipeline.errors import BusError, ModelContractError, ModelError
 from pipeline.metrics import PipelineCollector, SinkMetrics
 from pipeline.model.contract import load_onnx, read_contract
 from pipeline.redact import redact_url
-from pipeline.serving import APP_NAME, ServeSettings, build_app
+from pipeline.serving import APP_NAME, ServeSettings, build_app, init_ray
 from workers.ingest import IngestWorker
 from workers.sink import SinkWorker
 
@@ -87,7 +87,6 @@ class LocalPipeline:
         return self
 
     def _start(self) -> None:
-        import ray
         from ray import serve
 
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
@@ -99,8 +98,7 @@ class LocalPipeline:
         else:
             _check_reachable(urls, self.cfg.redis.socket_timeout_s)
         stream_ids = [s.id for s in self.cfg.streams]
-        ray.init(address=self.ray_address, num_cpus=self.ray_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        init_ray(self.ray_cpus, self.ray_address)
         self._ray_started = True
         inf = self.cfg.inference
         serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
