@@ -10,6 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from tests.fixtures.media import decode_all
+
 SEGMENT_CLASSES = ("cat", "bird", "parrot", "hotdog", "grace_hopper")  # slideshow.mp4, 2 s each
 
 
@@ -23,14 +25,7 @@ def photo_dataset(images_dir: Path, expected: dict[str, Any], root: Path) -> Pat
 
 
 def video_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = decode_all(path)
     assert frames, f"no frame decoded from {path}"
     return frames
 

@@ -6,7 +6,7 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,13 +171,6 @@ def test_live_edge_reader_hands_out_only_the_newest_frame(rtsp_server: RtspServe
     assert reader.abandon(join_timeout_s=5)
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections (kernel backlog) but never says a word."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield s.getsockname()[1]
 
 
 def test_rtsp_never_answering_is_bounded(silent_port: int) -> None:

@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +109,6 @@ def broken_media(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> d
             "corrupted": media.corrupted_h264(bikes, d / "corrupted.h264")}
 
 
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield s.getsockname()[1]
 
 
 def test_broken_sources_report_why_while_others_keep_flowing(
