@@ -162,3 +162,14 @@ def test_cli_config_check(tmp_path: Path) -> None:
     bad = run_cli("config", "check", str(write(tmp_path, "streams:\n  - {id: a, url: rtsp://h/1, fps: 0}\n")))
     assert bad.returncode == 2
     assert "streams[0].fps: must be > 0 (line 2)" in bad.stderr
+
+
+def test_cli_unknown_key_and_unset_variable_exit_2(tmp_path: Path) -> None:
+    unknown = run_cli("config", "check", str(write(tmp_path, "metrics:\n  prot: 9100\n")))
+    assert unknown.returncode == 2
+    assert "metrics.prot: unknown key; did you mean 'port'?" in unknown.stderr
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("redis:\n  urls: ['redis://:${VIGIL_TEST_UNSET_PW}@127.0.0.1:6379/0']\n")
+    unset = run_cli("config", "check", str(env_file))
+    assert unset.returncode == 2
+    assert "redis.urls[0]: environment variable ${VIGIL_TEST_UNSET_PW} is not set" in unset.stderr
