@@ -23,6 +23,7 @@ from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.errors import BusError, ModelContractError, ModelError
 from pipeline.metrics import PipelineCollector, SinkMetrics
 from pipeline.model.contract import load_onnx, read_contract
+from pipeline.model.providers import cuda_device_count
 from pipeline.redact import redact_url
 from pipeline.serving import APP_NAME, ServeSettings, build_app, init_ray
 from workers.ingest import IngestWorker
@@ -106,7 +107,7 @@ class LocalPipeline:
         settings = ServeSettings(inference=inf.model_dump(), model_path=str(self.model_path), redis_urls=urls,
                                  stream_ids=stream_ids, claim_idle_s=inf.claim_idle_s,
                                  max_deliveries=inf.max_deliveries)
-        serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=inf.num_gpus),
+        serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus),
                   name=APP_NAME, route_prefix="/")
         self._collector = PipelineCollector(urls, stream_ids)
         self.registry.register(self._collector)
@@ -141,6 +142,24 @@ class LocalPipeline:
         if self._redis is not None:
             self._redis.__exit__(None, None, None)
             self._redis = None
+
+    @property
+    def replica_gpus(self) -> float:
+        """``inference.num_gpus``; when it is 0 with device auto/cuda and this machine has GPUs, share them.
+
+        Ray hides GPUs from actors that reserve none, so without this a replica on a GPU machine
+        would silently run on the CPU.
+        """
+        inf = self.cfg.inference
+        if inf.num_gpus > 0 or inf.device == "cpu":
+            return inf.num_gpus
+        count = cuda_device_count()
+        if count == 0:
+            return 0.0
+        share = min(1.0, count / inf.replicas)
+        log.info("vigil run: %d GPU(s) here and inference.num_gpus is 0: giving each of the %d replica(s) %.2f GPU",
+                 count, inf.replicas, share)
+        return share
 
     # ------------------------------------------------------------------ status
     @property
@@ -201,7 +220,7 @@ class LocalPipeline:
         settings = ServeSettings(inference=inf.model_dump(), model_path=str(new_path),
                                  redis_urls=list(self.cfg.redis.urls), stream_ids=[s.id for s in self.cfg.streams],
                                  claim_idle_s=inf.claim_idle_s, max_deliveries=inf.max_deliveries)
-        app = build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=inf.num_gpus,
+        app = build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus,
                         user_config={"model": str(new_path)})
         serve.run(app, name=APP_NAME, route_prefix="/")
         log.info("vigil run: model swapped from %s to %s", self.model_path, new_path)
