@@ -238,6 +238,11 @@ class PipelineCollector(Collector):
         self._streams = {sid: pick_instance(sid, idents) for sid in stream_ids}
         self._redis_error = redis.RedisError
 
+    @property
+    def clients(self) -> list[Any]:
+        """The Redis clients, one per bus instance (read-only use)."""
+        return list(self._clients)
+
     def close(self) -> None:
         for c in self._clients:
             c.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import redis
 from prometheus_client import CollectorRegistry
 
 from models.store import resolve_model_path
@@ -43,6 +44,7 @@ class CameraRow:
     age_p95_s: float | None
     dropped: int
     dead_lettered: int
+    last_result: str = "-"  # latest top-1 label and scene
 
 
 def _check_reachable(urls: list[str], timeout_s: float) -> None:
@@ -183,6 +185,7 @@ class LocalPipeline:
         dropped = m.get("vigil_pipeline_dropped_frames_total", {})
         dead = m.get("vigil_pipeline_dead_lettered_frames_total", {})
         now = time.monotonic()
+        latest = self._latest_results()
         rows = []
         for s in self.cfg.streams:
             pub, inf = published.get((s.id,), 0.0), inferred.get((s.id,), 0.0)
@@ -194,8 +197,28 @@ class LocalPipeline:
             rows.append(CameraRow(s.id, states.get(s.id, "-"), (pub - pub0) / dt if dt > 1e-3 else 0.0,
                                   (inf - inf0) / dt if dt > 1e-3 else 0.0, p95,
                                   int(sum(v for k, v in dropped.items() if k[0] == s.id)),
-                                  int(dead.get((s.id,), 0))))
+                                  int(dead.get((s.id,), 0)), latest.get(s.id, "-")))
         return rows
+
+    def _latest_results(self) -> dict[str, str]:
+        """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
+        from pipeline.results import RESULTS_KEY, ResultFormatError, ResultRecord
+
+        out: dict[str, str] = {}
+        for client in self._collector.clients if self._collector is not None else []:
+            try:
+                entries = client.xrevrange(RESULTS_KEY, count=20 * max(1, len(self.cfg.streams)))
+            except redis.RedisError:
+                continue
+            for _, fields in entries:
+                try:
+                    r = ResultRecord.from_fields(fields)
+                except ResultFormatError:
+                    continue
+                if r.stream not in out and r.classification["top_k"]:
+                    score = r.classification["top_k"][0]["score"]
+                    out[r.stream] = f"{r.top1.split(',')[0]} ({score:.2f}) / {r.scene or '-'}"
+        return out
 
     # ------------------------------------------------------------------ model swap
     def swap_model(self, path: Path | str) -> None:
