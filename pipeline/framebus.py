@@ -43,7 +43,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -65,6 +65,17 @@ WIRE_VERSION = 1
 KEY_PREFIX = "vigil:frames:"
 Encoding = Literal["raw", "jpeg"]
 Frame = npt.NDArray[np.uint8]
+
+
+def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> int:
+    """Entries MAXLEN trimmed off a stream before any of ``groups`` read them (from XINFO replies).
+
+    ``entries-added - length`` entries were trimmed; a group that has read ``entries-read`` of
+    them saw the first ones. With no group, every trimmed entry counts as unread.
+    """
+    trimmed = int(info.get("entries-added", 0)) - int(info.get("length", 0))
+    read = max((int(g.get("entries-read") or 0) for g in groups), default=0)
+    return max(0, trimmed - read)
 
 
 def stream_key(stream_id: str) -> str:
@@ -329,11 +340,7 @@ class FrameBus:
         return entry
 
     def trimmed_unread(self, stream_id: str) -> int:
-        """Entries trimmed off the camera's stream that no consumer group had read (cumulative).
-
-        ``entries-added - length`` entries were trimmed; a group that has read ``entries-read`` of
-        them saw the first ones. With no group, every trimmed entry counts as unread.
-        """
+        """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
         key = stream_key(stream_id)
 
         def query(c: redis.Redis) -> int:
@@ -342,9 +349,7 @@ class FrameBus:
                 groups = c.xinfo_groups(key) if info.get("groups") else []
             except redis.ResponseError:
                 return 0  # no such stream yet
-            trimmed = int(info.get("entries-added", 0)) - int(info.get("length", 0))
-            read = max((int(g.get("entries-read") or 0) for g in groups), default=0)
-            return max(0, trimmed - read)
+            return trimmed_unread_entries(info, groups)
 
         result: int = self._call(self._instance(stream_id), "XINFO", query)
         return result

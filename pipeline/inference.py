@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class LoopMetrics(Protocol):
-    def batch_done(self, size: int, inference_seconds: float, per_stream: dict[str, int]) -> None: ...
+    def batch_done(self, size: int, inference_seconds: float) -> None: ...
 
 
 @dataclass
@@ -133,10 +133,7 @@ class InferenceLoop:
         self.stats.batches += 1
         self.stats.frames += len(records)
         if self.metrics is not None:
-            per_stream: dict[str, int] = {}
-            for d, _ in records:
-                per_stream[d.stream_id] = per_stream.get(d.stream_id, 0) + 1
-            self.metrics.batch_done(len(records), inference_s, per_stream)
+            self.metrics.batch_done(len(records), inference_s)
         return len(records)
 
     def _read_ahead(self, stop: threading.Event, ready: queue.Queue[list[Delivery]], backoff_s: float) -> None:

@@ -172,7 +172,7 @@ class ReplicaStatsRecorder:
         self._key = REPLICA_KEY_PREFIX + replica
         self._redis_error = redis.RedisError
 
-    def batch_done(self, size: int, inference_seconds: float, per_stream: dict[str, int]) -> None:
+    def batch_done(self, size: int, inference_seconds: float) -> None:
         try:
             with self._client.pipeline(transaction=False) as p:
                 p.hincrby(self._key, "batches", 1)
@@ -283,19 +283,21 @@ class PipelineCollector(Collector):
         """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
         import redis
 
+        from pipeline.framebus import trimmed_unread_entries
+
         try:
             info = c.xinfo_stream(key)
             groups = [g for g in c.xinfo_groups(key) if g["name"].decode() == group]
         except redis.ResponseError:
             return 0, 0, 0  # stream not created yet
-        added, length = int(info.get("entries-added", 0)), int(info.get("length", 0))
+        evicted = trimmed_unread_entries(info, groups)
         if not groups:
-            return added - length, length, 0
+            return evicted, int(info.get("length", 0)), 0
         g = groups[0]
-        read = int(g.get("entries-read") or 0)
         lag = g.get("lag")
-        backlog = int(lag) if lag is not None else max(0, added - read)
-        return max(0, (added - length) - read), backlog, int(g.get("pending", 0))
+        backlog = int(lag) if lag is not None else max(0, int(info.get("entries-added", 0))
+                                                       - int(g.get("entries-read") or 0))
+        return evicted, backlog, int(g.get("pending", 0))
 
     def _replica_families(self) -> Iterator[Metric]:
         batches = CounterMetricFamily("vigil_replica_batches", "Batches classified by the replica.",

@@ -29,7 +29,7 @@ from tests.deploy.promql import (
     split_alert,
 )
 from tests.fixtures.prometheus import PrometheusServer, ScrapeTarget
-from tests.fixtures.services import RtspServer
+from tests.fixtures.services import RtspServer, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 STREAMS = ("slides", "bikes")
@@ -41,16 +41,6 @@ class Stack:
     rtsp: RtspServer
     pipeline: LocalPipeline
     prometheus: PrometheusServer
-
-
-def _wait(pred: object, timeout_s: float, every_s: float = 0.5) -> bool:
-    assert callable(pred)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(every_s)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, video_dir: Path, shared_mode
                                       rule_files=[RULES]).start()
         prom = prometheus
         # Results for both cameras, scraped a few times: every rate() has samples to work on.
-        assert _wait(lambda: len(prom.query('vigil_pipeline_inferred_frames_total > 0')) == len(STREAMS), 120), \
+        assert wait_for(lambda: len(prom.query('vigil_pipeline_inferred_frames_total > 0')) == len(STREAMS), 120), \
             f"no results reached Prometheus: {prom.log()}"
         time.sleep(4)
         yield Stack(rtsp, pipeline, prometheus)
@@ -169,9 +159,9 @@ def test_camera_down_alert_fires_within_its_for_window_when_the_rtsp_server_stop
     def down() -> set[str]:
         return {s["metric"]["stream"] for s in prom.query(rule["expr"])}
 
-    assert _wait(lambda: down() == set(STREAMS), for_s), f"camera-down not true within {for_s:g}s: {down()}"
+    assert wait_for(lambda: down() == set(STREAMS), for_s), f"camera-down not true within {for_s:g}s: {down()}"
     took = time.monotonic() - t0
     # Prometheus's own rule evaluation agrees: the alert is pending (or already firing) for each camera.
-    assert _wait(lambda: {a["labels"]["stream"] for a in prom.alerts() if a["labels"]["alertname"] ==
+    assert wait_for(lambda: {a["labels"]["stream"] for a in prom.alerts() if a["labels"]["alertname"] ==
                           "VigilCameraDown" and a["state"] in ("pending", "firing")} == set(STREAMS), 10)
     assert took < for_s
