@@ -122,6 +122,9 @@ class InferenceConfig(_Strict):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535, description="Serve HTTP (POST /classify).")] = 8000
     intra_op_threads: Annotated[int, Field(ge=0, description="0 = onnxruntime default.")] = 0
+    concurrent_batches: Annotated[int, Field(ge=0, le=256, description=(
+        "Batches one replica classifies at once. 0 = auto: on CPU one single-threaded batch per usable "
+        "core (shared among the replicas of `vigil run`); on GPU 1."))] = 0
     gpu: GpuOptions = Field(default_factory=GpuOptions)
 
 

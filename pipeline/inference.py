@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 class LoopMetrics(Protocol):
     def batch_done(self, size: int, inference_seconds: float) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 @dataclass
 class LoopStats:
@@ -46,6 +48,7 @@ class LoopOptions:
     batch_window_s: float = 0.02
     reclaim_every_s: float = 5.0
     replica: str = "local"
+    lanes: int = 1  # batches classified at once (ModelRuntime.concurrency)
 
 
 class InferenceLoop:
@@ -59,17 +62,25 @@ class InferenceLoop:
         self.metrics = metrics
         self.stats = LoopStats()
         self._last_reclaim = 0.0
-        self._lock = threading.Lock()  # one batch at a time; the model swap takes it too
+        # One lock per lane: a batch holds its lane's; the model swap takes them all, so it happens
+        # when no batch is being classified.
+        self._lane_locks = [threading.Lock() for _ in range(max(1, opts.lanes))]
+        self._stats_lock = threading.Lock()
 
     def swap_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
-        """Replace the model between two batches; returns the old runtime (caller closes it)."""
-        with self._lock:
+        """Replace the model between batches; returns the old runtime (caller closes it)."""
+        for lock in self._lane_locks:  # always in the same order: no deadlock between swaps
+            lock.acquire()
+        try:
             old, self.runtime = self.runtime, runtime
+        finally:
+            for lock in self._lane_locks:
+                lock.release()
         return old
 
     def classify(self, frames: np.ndarray) -> Classifications:
-        """Classify frames outside the bus (the HTTP endpoint), between two batches of the loop."""
-        with self._lock:
+        """Classify frames outside the bus (the HTTP endpoint), in turn with the loop's first lane."""
+        with self._lane_locks[0]:
             return self.runtime.classify(frames)
 
     def _next_deliveries(self) -> list[Delivery]:
@@ -80,7 +91,8 @@ class InferenceLoop:
             self._last_reclaim = now
             self.consumer.discover()
             deliveries, dead = self.consumer.reclaim(self.opts.batch_size)
-            self.stats.dead_lettered += dead
+            with self._stats_lock:
+                self.stats.dead_lettered += dead
         if len(deliveries) < self.opts.batch_size:
             deliveries += self.consumer.read_batch(self.opts.batch_size - len(deliveries), self.opts.batch_window_s)
         return deliveries
@@ -88,7 +100,7 @@ class InferenceLoop:
     def step(self) -> int:
         """Read and process one batch synchronously; return how many frames got results."""
         deliveries = self._next_deliveries()
-        return self._process(deliveries) if deliveries else 0
+        return self._process(deliveries, 0) if deliveries else 0
 
     def _decode(self, deliveries: list[Delivery]) -> list[tuple[Delivery, FrameMessage]]:
         good = []
@@ -97,15 +109,16 @@ class InferenceLoop:
                 good.append((d, decode_frame(d.fields)))
             except FrameFormatError as exc:  # a poison entry: retrying cannot help
                 self.consumer.dead_letter(d, f"undecodable frame: {exc}")
-                self.stats.dead_lettered += 1
+                with self._stats_lock:
+                    self.stats.dead_lettered += 1
         return good
 
-    def _process(self, deliveries: list[Delivery]) -> int:
+    def _process(self, deliveries: list[Delivery], lane: int) -> int:
         picked_ts = time.time()
         good = self._decode(deliveries)
         if not good:
             return 0
-        with self._lock:
+        with self._lane_locks[lane]:
             runtime = self.runtime
             try:
                 t0 = time.perf_counter()
@@ -117,8 +130,9 @@ class InferenceLoop:
                 # (then dead-lettered) via reclaim.
                 reason = f"{type(exc).__name__}: {exc}"
                 self.consumer.record_failure([d for d, _ in good], reason)
-                self.stats.failures += 1
-                self.stats.last_error = reason
+                with self._stats_lock:
+                    self.stats.failures += 1
+                    self.stats.last_error = reason
                 log.error("batch of %d frames failed: %s", len(good), reason)
                 return 0
         now = time.time()
@@ -130,8 +144,9 @@ class InferenceLoop:
             for i, (d, m) in enumerate(good)
         ]
         self.consumer.complete(records)
-        self.stats.batches += 1
-        self.stats.frames += len(records)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.frames += len(records)
         if self.metrics is not None:
             self.metrics.batch_done(len(records), inference_s)
         return len(records)
@@ -142,32 +157,47 @@ class InferenceLoop:
             try:
                 deliveries = self._next_deliveries()
             except VigilError as exc:
-                self.stats.last_error = str(exc)
+                with self._stats_lock:
+                    self.stats.last_error = str(exc)
                 log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
                 stop.wait(backoff_s)
                 continue
             if deliveries:
-                ready.put(deliveries)  # blocks while the model is busy: at most one batch read ahead
+                ready.put(deliveries)  # blocks while every lane is busy: at most one batch read ahead
+            elif self.metrics is not None:
+                self.metrics.flush()  # idle: the last counts must not wait for the next batch
 
     def run(self, stop: threading.Event, error_backoff_s: float = 1.0) -> None:
         """Loop until ``stop`` is set; bus errors are logged and retried, never fatal.
 
-        Reading the next batch overlaps with classifying the current one (the model releases the
-        GIL), so the cores are not idle during Redis round trips. On stop, a batch already read is
-        still classified and acknowledged, so no frame is left pending.
+        One reader thread keeps the next batch ready while ``lanes`` threads (this one included)
+        each classify and complete a batch of their own (the model releases the GIL), so the cores
+        are not idle during Redis round trips. On stop, batches already read are still classified
+        and acknowledged, so no frame is left pending.
         """
         ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=1)
         reader = threading.Thread(target=self._read_ahead, args=(stop, ready, error_backoff_s),
                                   name="inference-reader", daemon=True)
         reader.start()
+        lanes = [threading.Thread(target=self._lane, args=(i, reader, ready, stop, error_backoff_s),
+                                  name=f"inference-lane-{i}", daemon=True) for i in range(1, len(self._lane_locks))]
+        for t in lanes:
+            t.start()
+        self._lane(0, reader, ready, stop, error_backoff_s)
+        for t in lanes:
+            t.join()
+
+    def _lane(self, lane: int, reader: threading.Thread, ready: queue.Queue[list[Delivery]], stop: threading.Event,
+              error_backoff_s: float) -> None:
         while reader.is_alive() or not ready.empty():
             try:
                 deliveries = ready.get(timeout=0.1)
             except queue.Empty:
                 continue
             try:
-                self._process(deliveries)
+                self._process(deliveries, lane)
             except VigilError as exc:
-                self.stats.last_error = str(exc)
+                with self._stats_lock:
+                    self.stats.last_error = str(exc)
                 log.warning("inference loop: %s; frames stay pending and are retried", exc)
                 stop.wait(error_backoff_s)

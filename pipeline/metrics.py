@@ -14,6 +14,7 @@ Conventions:
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -163,28 +164,57 @@ class ReplicaStatsRecorder:
     Serve replicas are short-lived processes spread over a cluster; writing their counters to one
     hash each (``vigil:replica:<name>``, expiring ``REPLICA_TTL_S`` after the last batch) lets the
     sink worker or ``vigil run`` serve them from one ``/metrics`` endpoint via :class:`PipelineCollector`.
+    Counts are summed in memory and written at most every ``flush_every_s`` (and by :meth:`flush`,
+    which the inference loop calls when idle): a Redis round trip per batch would cost the model CPU.
+    Thread-safe (the loop's lanes share one recorder).
     """
 
-    def __init__(self, redis_url: str, replica: str) -> None:
+    def __init__(self, redis_url: str, replica: str, flush_every_s: float = 1.0) -> None:
         import redis
 
         self._client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
         self._key = REPLICA_KEY_PREFIX + replica
         self._redis_error = redis.RedisError
+        self._flush_every_s = flush_every_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self._last_flush = 0.0
 
     def batch_done(self, size: int, inference_seconds: float) -> None:
+        increments = (("batches", 1), ("frames", size), ("inference_seconds_sum", inference_seconds),
+                      (_bucket_field("batch", tuple(map(float, BATCH_SIZE_BUCKETS)), size), 1),
+                      (_bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1), ("batch_sum", size))
+        with self._lock:
+            for name, value in increments:
+                self._pending[name] = self._pending.get(name, 0) + value
+            due = time.monotonic() - self._last_flush >= self._flush_every_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the counts summed since the last flush (no-op when there are none)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
+        if not pending:
+            return
         try:
             with self._client.pipeline(transaction=False) as p:
-                p.hincrby(self._key, "batches", 1)
-                p.hincrby(self._key, "frames", size)
-                p.hincrbyfloat(self._key, "inference_seconds_sum", inference_seconds)
-                p.hincrby(self._key, _bucket_field("batch", tuple(map(float, BATCH_SIZE_BUCKETS)), size), 1)
-                p.hincrby(self._key, _bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1)
-                p.hincrbyfloat(self._key, "batch_sum", size)
+                for name, value in pending.items():
+                    if isinstance(value, float):
+                        p.hincrbyfloat(self._key, name, value)
+                    else:
+                        p.hincrby(self._key, name, value)
                 p.expire(self._key, REPLICA_TTL_S)
                 p.execute()
         except self._redis_error:
-            pass  # statistics only: the results themselves were already written and acknowledged
+            with self._lock:  # keep them for the next flush: the counters must stay exact
+                for name, value in pending.items():
+                    self._pending[name] = self._pending.get(name, 0) + value
+
+    def close(self) -> None:
+        self.flush()
+        self._client.close()
 
 
 class SinkMetrics:

@@ -21,6 +21,10 @@ Record (JSON object, format version 1)::
 ``total`` capture -> result produced. On Redis the record is one entry of ``vigil:results`` with
 fields ``v``, ``stream`` and ``json`` (the object above), written in the same transaction that
 acknowledges the frame, so a result exists exactly when its frame is acknowledged.
+
+Within one camera, results are written roughly in capture order, not exactly: a replica classifies
+batches side by side (``inference.concurrent_batches``), and frames reclaimed from a crashed replica
+come later. ``seq`` and ``capture_ts`` give the order; the events sink ignores late results.
 """
 
 from __future__ import annotations

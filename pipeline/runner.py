@@ -106,9 +106,7 @@ class LocalPipeline:
         inf = self.cfg.inference
         serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
         self._serve_started = True
-        settings = ServeSettings(inference=inf.model_dump(), model_path=str(self.model_path), redis_urls=urls,
-                                 stream_ids=stream_ids, claim_idle_s=inf.claim_idle_s,
-                                 max_deliveries=inf.max_deliveries)
+        settings = self._serve_settings(self.model_path)
         serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus),
                   name=APP_NAME, route_prefix="/")
         self._collector = PipelineCollector(urls, stream_ids)
@@ -221,6 +219,15 @@ class LocalPipeline:
         return out
 
     # ------------------------------------------------------------------ model swap
+    def _serve_settings(self, model_path: Path) -> ServeSettings:
+        inf = self.cfg.inference
+        # On a machine of our own, the replicas share its cores; joining a cluster, Ray places them.
+        return ServeSettings(inference=inf.model_dump(), model_path=str(model_path),
+                             redis_urls=list(self.cfg.redis.urls), stream_ids=[s.id for s in self.cfg.streams],
+                             claim_idle_s=inf.claim_idle_s, max_deliveries=inf.max_deliveries,
+                             socket_timeout_s=self.cfg.redis.socket_timeout_s,
+                             replicas_per_machine=inf.replicas if self.ray_address is None else 1)
+
     def swap_model(self, path: Path | str) -> None:
         """Deploy another model while frames flow; returns once the Serve application runs it.
 
@@ -240,9 +247,7 @@ class LocalPipeline:
             raise ModelContractError(f"{new_path} takes {new.height}x{new.width} frames but ingest resizes to "
                                      f"{old.height}x{old.width}; restart `vigil run` to change the input size")
         inf = self.cfg.inference
-        settings = ServeSettings(inference=inf.model_dump(), model_path=str(new_path),
-                                 redis_urls=list(self.cfg.redis.urls), stream_ids=[s.id for s in self.cfg.streams],
-                                 claim_idle_s=inf.claim_idle_s, max_deliveries=inf.max_deliveries)
+        settings = self._serve_settings(new_path)
         app = build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus,
                         user_config={"model": str(new_path)})
         serve.run(app, name=APP_NAME, route_prefix="/")

@@ -56,6 +56,7 @@ class ServeSettings:
     claim_idle_s: float = 30.0
     max_deliveries: int = 3
     socket_timeout_s: float = 5.0
+    replicas_per_machine: int = 1  # replicas sharing one machine's CPU cores (all of them in `vigil run`)
 
 
 def _replica_name() -> str:
@@ -74,20 +75,25 @@ class ClassifierReplica:
         self.settings = ServeSettings(**settings)
         self.inference = InferenceConfig.model_validate(self.settings.inference)
         self.name = _replica_name()
-        self.runtime = ModelRuntime(self.settings.model_path, RuntimeOptions.from_config(self.inference)).open()
+        self.runtime = ModelRuntime(self.settings.model_path, self._runtime_options()).open()
         self.consumer = FrameConsumer(ConsumerOptions(
             urls=self.settings.redis_urls, consumer_name=self.name, stream_ids=self.settings.stream_ids,
             max_deliveries=self.settings.max_deliveries, claim_idle_s=self.settings.claim_idle_s,
             socket_timeout_s=self.settings.socket_timeout_s)).__enter__()
+        self._stats = ReplicaStatsRecorder(self.settings.redis_urls[0], self.name)
         self.loop = InferenceLoop(self.runtime, self.consumer, LoopOptions(
             batch_size=self.inference.batch_size, batch_window_s=self.inference.batch_window_ms / 1000,
-            reclaim_every_s=min(5.0, self.settings.claim_idle_s), replica=self.name),
-            metrics=ReplicaStatsRecorder(self.settings.redis_urls[0], self.name))
+            reclaim_every_s=min(5.0, self.settings.claim_idle_s), replica=self.name,
+            lanes=self.runtime.concurrency),
+            metrics=self._stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), name="inference", daemon=True)
         self._thread.start()
         log.info("replica %s: model %s (%s) on %s, %d camera stream(s)", self.name, self.runtime.name,
                  self.runtime.version, self.runtime.provider, self.consumer.stream_count)
+
+    def _runtime_options(self) -> RuntimeOptions:
+        return RuntimeOptions.from_config(self.inference, cpu_share=self.settings.replicas_per_machine)
 
     # ------------------------------------------------------------------ Serve hooks
     def check_health(self) -> None:
@@ -100,7 +106,7 @@ class ClassifierReplica:
         path = user_config.get("model")
         if not path or Path(path) == self.runtime.model_path:
             return
-        new = ModelRuntime(path, RuntimeOptions.from_config(self.inference)).open()
+        new = ModelRuntime(path, self._runtime_options()).open()
         old = self.loop.swap_runtime(new)
         self.runtime = new
         old.close()
@@ -109,6 +115,7 @@ class ClassifierReplica:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(30)
+        self._stats.close()
         self.consumer.__exit__(None, None, None)
         self.runtime.close()
 
@@ -158,8 +165,12 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     """
     import ray
 
+    # Started here, Ray is private to this machine's pipeline: nobody scrapes its own metrics (Vigil
+    # exports its own) and no task waits for a pre-started worker; both cost CPU the model needs.
+    local_config = {"worker_niceness": 0, "enable_metrics_collection": False, "enable_worker_prestart": False,
+                    "prestart_worker_first_driver": False}
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, _system_config=None if address else {"worker_niceness": 0},
+             configure_logging=False, _system_config=None if address else local_config,
              runtime_env={"env_vars": {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0"}})
 
 

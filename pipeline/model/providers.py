@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -35,6 +38,29 @@ def cuda_device_count() -> int:
             return 0
         return int(count.value)
     return 0
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (containers).
+
+    ``os.cpu_count()`` reports the host's cores, so a pod limited to 2 CPUs on a 64-core node would
+    otherwise start 64 inference threads and be throttled.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None when unlimited or unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ Events (JSON objects, to a JSON-lines file and/or a webhook):
 
 Each event carries ``stream``, ``frame_id``, ``capture_ts`` and ``score`` of the result that
 settled it. State is kept in memory: after a restart the current labels are reported again.
+
+Results of one camera can reach the results stream a little out of capture order (a replica
+classifies batches side by side; a crashed replica's frames are reclaimed later). A result captured
+before the newest one already seen for its camera is ignored, so a late result cannot flip a label
+back and forth.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class _Camera:
     label: _Debounced
     scene: _Debounced
     watched: dict[str, _Debounced] = field(default_factory=dict)
+    newest_capture_ts: float = float("-inf")
 
 
 class EventDetector:
@@ -73,6 +79,9 @@ class EventDetector:
 
     def feed(self, r: ResultRecord) -> list[dict[str, Any]]:
         cam = self._camera(r.stream)
+        if r.capture_ts < cam.newest_capture_ts:
+            return []  # a late result: the camera's state already reflects newer frames
+        cam.newest_capture_ts = r.capture_ts
         base = {"stream": r.stream, "frame_id": r.frame_id, "capture_ts": r.capture_ts}
         events: list[dict[str, Any]] = []
         top = r.classification["top_k"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,55 @@ def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) ->
     [(_, dl)] = client.xrange(DEADLETTER_KEY)
     assert dl[b"reason"] == b"failed 2 deliveries: RuntimeError: CUDA error: out of memory"
     assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+
+
+class OverlapProbe:
+    """The real runtime, counting how many classify calls run at the same moment."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def classify(self, frames: np.ndarray) -> Any:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            return self._runtime.classify(frames)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def test_lanes_classify_batches_side_by_side_and_answer_every_frame_once(clean_redis_url: str, shared_model: Path,
+                                                                        images_dir: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    streams = ["a", "b", "c"]
+    for sid in streams:
+        publish_photos(client, sid, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5, "raw")
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=streams)
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, concurrent_batches=2)) as rt, \
+            FrameConsumer(opts) as c:
+        probe = OverlapProbe(rt)
+        loop = InferenceLoop(probe, c, LoopOptions(batch_size=8, batch_window_s=0.01, lanes=2))  # type: ignore[arg-type]
+        stop = threading.Event()
+        runner = threading.Thread(target=loop.run, args=(stop,))
+        runner.start()
+        deadline = time.monotonic() + 60
+        while loop.stats.frames < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    assert probe.max_active == 2
+    records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+    assert len(records) == 60 and loop.stats.frames == 60
+    assert len({r.frame_id for r in records}) == 60
+    assert {r.stream for r in records} == set(streams)
+    assert all(client.xpending(stream_key(s), GROUP)["pending"] == 0 for s in streams)
+    assert sum(int(client.hget(stats_key(s), "inferred") or 0) for s in streams) == 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError, LabelsError, ModelContractError, ModelLoadError, SceneMapError
+from pipeline.model.providers import usable_cpus
 from pipeline.model.runtime import ModelRuntime, RuntimeOptions, top_k
 from pipeline.preprocess import read_image_rgb, resize
 from tests.pipeline.model.builders import labels_without_background, not_an_image_model, torchvision_style
@@ -196,3 +198,23 @@ def test_dedicated_scene_model(tmp_path: Path, shared_model: Path, shared_labels
     for name, frame in zip(expected_images, frames, strict=True):
         assert frame.scene is not None
         assert frame.scene.name == expected_images[name]["top1_label"]
+
+
+def test_cpu_runs_one_single_threaded_batch_per_core(shared_model: Path) -> None:
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False)) as rt:
+        assert rt.concurrency == usable_cpus()
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False, cpu_share=64)) as rt:
+        assert rt.concurrency == 1  # 64 replicas sharing the cores: one batch each at most
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False, concurrent_batches=3)) as rt:
+        assert rt.concurrency == 3
+
+
+def test_concurrent_classify_calls_match_sequential(shared_model: Path, images_dir: Path,
+                                                    expected_images: dict[str, Any]) -> None:
+    frames = load_frames(images_dir, expected_images)
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=4, concurrent_batches=3)) as rt:
+        expected = rt.probabilities(frames)
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda _: rt.probabilities(frames), range(6)))
+    for probs in got:
+        np.testing.assert_allclose(probs, expected, atol=1e-5)

@@ -44,3 +44,13 @@ def test_watched_label_appears_and_clears() -> None:
         out += [e for e in d.feed(record("cam", "bench", i=i, extra=extra)) if e["event"].startswith("watch")]
     assert [(e["event"], e["label"]) for e in out] == [("watch_appeared", "person"), ("watch_cleared", "person")]
     assert out[0]["score"] == 0.7
+
+
+def test_late_results_cannot_flip_the_label_back() -> None:
+    # Two batches classified side by side: the newer one (dog) is written before the older one (cat).
+    d = EventDetector(hysteresis=3, watch={})
+    out = []
+    for i in [*range(0, 4), *range(8, 14), *range(4, 8), *range(14, 18)]:
+        out += d.feed(record("cam", "cat" if i < 8 else "dog", i=i))
+    assert kinds(out) == [("label_changed", None, "cat"), ("scene_changed", None, "animals"),
+                          ("label_changed", "cat", "dog")]
