@@ -89,12 +89,16 @@ def _paced(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str], *
         for s in streams:
             bus.publish(FrameMessage(s, 10_000_000 + seq, time.time_ns(), frames[seq % len(frames)]))
         seq += 1
-    deadline = time.monotonic() + 30
-    while _backlog(client, streams) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _drain(client, streams)
     entries = client.xrange(RESULTS_KEY, min=b"(" + last_id)
     records = [ResultRecord.from_fields(f) for _, f in entries]
     return [r.total_ms for r in records if r.seq >= 10_000_000]
+
+
+def _drain(client: Any, streams: list[str], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _backlog(client, streams) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _backlog(client: Any, streams: list[str]) -> bool:
@@ -111,14 +115,14 @@ def _backlog(client: Any, streams: list[str]) -> bool:
 def _raw_fps(model: Path, batch_size: int, seconds: float) -> float:
     """The baseline: `vigil bench model`'s best raw frames/s on these cores, in this process.
 
-    Measured both ways the runtime can use the cores: single-threaded batches side by side (the
-    default on CPU, as the replicas run it) and one batch at a time over every core (onnxruntime's
-    intra-op threads). The better of the two is the baseline, so the choice of threading can never
-    flatter the ratio.
+    Measured both ways the runtime can use the cores: the batch split into single-threaded lanes
+    side by side (the default on CPU, as the replicas run it) and the whole batch over every core
+    (onnxruntime's intra-op threads). The better of the two is the baseline, so the choice of
+    threading can never flatter the ratio.
     """
     best = 0.0
-    for concurrent in (0, 1):
-        opts = RuntimeOptions(device="cpu", batch_size=batch_size, concurrent_batches=concurrent)
+    for lanes in (0, 1):
+        opts = RuntimeOptions(device="cpu", batch_size=batch_size, lanes=lanes)
         with ModelRuntime(model, opts) as rt:
             best = max(best, bench_model(rt, [batch_size], seconds / 2)[0].images_per_s)
     return best
@@ -135,7 +139,7 @@ def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds:
         client: Any = redis.Redis.from_url(r.url)
         init_ray(ray_cpus)
         try:
-            inf = InferenceConfig(device="cpu", batch_size=batch_size, batch_window_ms=20, replicas=replicas)
+            inf = InferenceConfig(device="cpu", batch_size=batch_size, replicas=replicas)
             settings = ServeSettings(inference=inf.model_dump(), model_path=str(model), redis_urls=[r.url],
                                      stream_ids=ids, replicas_per_machine=replicas)
             # No HTTP proxy: frames never cross HTTP, and an idle proxy would still take CPU here.
@@ -147,6 +151,7 @@ def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds:
             with FrameBus(BusOptions(urls=[r.url])) as bus:
                 _saturate(bus, client, frames, ids, seconds=min(5.0, seconds / 2), backlog=4 * batch_size)  # warm-up
                 sustained = _saturate(bus, client, frames, ids, seconds=seconds, backlog=4 * batch_size)
+                _drain(client, ids)  # frames left queued by saturation would age the first paced ones
                 ages = _paced(bus, client, frames, ids, rate=0.8 * sustained, seconds=seconds)
         finally:
             # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make

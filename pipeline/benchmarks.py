@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -18,24 +19,26 @@ class ModelBenchRow:
     latency_ms_p50: float
     latency_ms_p95: float
     batches: int
-    concurrent_batches: int = 1
+    lanes: int = 1
 
 
 def bench_model(runtime: ModelRuntime, batch_sizes: list[int], seconds: float = 3.0,
                 seed: int = 0) -> list[ModelBenchRow]:
     """Raw runtime throughput: ``classify`` on random model-sized frames for ``seconds`` per batch size.
 
-    As the inference loop runs it: ``runtime.concurrency`` threads classify batches at once (on CPU,
-    one single-threaded batch per core). Random pixels (not zeros) so no kernel takes a
-    data-dependent shortcut; one warm-up batch per size is excluded. Latency is per batch.
+    As the inference loop runs it: ``batch_size`` frames classified at once, split evenly over
+    ``runtime.lanes`` threads (on CPU, one single-threaded share per core). Random pixels (not
+    zeros) so no kernel takes a data-dependent shortcut; one warm-up batch per size is excluded.
+    Latency is per share.
     """
     h, w = runtime.input_size
     rng = np.random.default_rng(seed)
     rows = []
     for b in batch_sizes:
-        frames = rng.integers(0, 256, size=(b, h, w, 3), dtype=np.uint8)
+        share = max(1, math.ceil(b / runtime.lanes))
+        frames = rng.integers(0, 256, size=(share, h, w, 3), dtype=np.uint8)
         runtime.classify(frames)
-        lanes: list[list[float]] = [[] for _ in range(runtime.concurrency)]
+        lanes: list[list[float]] = [[] for _ in range(runtime.lanes)]
         start = time.perf_counter()
         threads = [threading.Thread(target=_lane, args=(runtime, frames, start + seconds, lat)) for lat in lanes[1:]]
         for t in threads:
@@ -45,7 +48,7 @@ def bench_model(runtime: ModelRuntime, batch_sizes: list[int], seconds: float = 
             t.join()
         wall = time.perf_counter() - start
         lat = np.concatenate([np.asarray(x) for x in lanes]) * 1000
-        rows.append(ModelBenchRow(b, b * len(lat) / wall, float(np.percentile(lat, 50)),
+        rows.append(ModelBenchRow(b, share * len(lat) / wall, float(np.percentile(lat, 50)),
                                   float(np.percentile(lat, 95)), len(lat), len(lanes)))
     return rows
 

@@ -112,7 +112,10 @@ class InferenceConfig(_Strict):
     scene_model: str | None = Field(default=None, description="ONNX scene classifier used instead of the map.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
-    batch_window_ms: Annotated[float, Field(ge=0, le=10_000)] = 20.0
+    batch_window_ms: Annotated[float | None, Field(ge=0, le=10_000, description=(
+        "How long a batch waits after its first frame for more. Default: 20 with one lane (GPU: fuller "
+        "batches are cheaper per frame), 0 with several CPU lanes (a smaller batch is not slower per frame "
+        "there, so waiting would only add latency)."))] = None
     replicas: Annotated[int, Field(ge=1, le=256)] = 1
     num_gpus: Annotated[float, Field(ge=0, le=8)] = 0.0
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
@@ -122,9 +125,9 @@ class InferenceConfig(_Strict):
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535, description="Serve HTTP (POST /classify).")] = 8000
     intra_op_threads: Annotated[int, Field(ge=0, description="0 = onnxruntime default.")] = 0
-    concurrent_batches: Annotated[int, Field(ge=0, le=256, description=(
-        "Batches one replica classifies at once. 0 = auto: on CPU one single-threaded batch per usable "
-        "core (shared among the replicas of `vigil run`); on GPU 1."))] = 0
+    lanes: Annotated[int, Field(ge=0, le=256, description=(
+        "Threads that classify a replica's batch side by side, each an equal share of it on one core. "
+        "0 = auto: on CPU one per usable core (shared among the replicas of `vigil run`); on GPU 1."))] = 0
     gpu: GpuOptions = Field(default_factory=GpuOptions)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -152,13 +151,15 @@ class FrameConsumer:
     def read_batch(self, max_frames: int, window_s: float, idle_block_s: float = 0.5) -> list[Delivery]:
         """Up to ``max_frames`` new frames, fairly across cameras, within ``window_s`` of the first one.
 
-        Blocks up to ``idle_block_s`` for the first frame, so an idle replica does not spin.
+        Blocks up to ``idle_block_s`` for the first frame, so an idle replica does not spin. Cameras
+        that ran out of frames are not asked again for this batch until every camera has run out.
         """
         out: list[Delivery] = []
+        drained: set[str] = set()
         start = time.monotonic()
         first_at: float | None = None
         while len(out) < max_frames:
-            got = self._read_round(max_frames - len(out), block_ms=None)
+            got = self._read_round(max_frames - len(out), None, drained)
             out.extend(got)
             now = time.monotonic()
             if out and first_at is None:
@@ -169,44 +170,62 @@ class FrameConsumer:
             if remaining <= 0:
                 break
             if not got:
-                out.extend(self._read_round(max_frames - len(out), block_ms=max(1, int(remaining * 1000))))
+                drained.clear()  # wait on every camera for the rest of the window
+                out.extend(self._read_round(max_frames - len(out), max(1, int(remaining * 1000)), drained))
                 if out and first_at is None:
                     first_at = time.monotonic()
         return out
 
-    def _read_round(self, want: int, block_ms: int | None) -> list[Delivery]:
-        n_streams = self.stream_count
-        if n_streams == 0:
+    def _read_round(self, want: int, block_ms: int | None, drained: set[str]) -> list[Delivery]:
+        """At most ``want`` frames: an equal share from every camera not in ``drained``, or one each from
+        ``want`` of them (in turn) when there are more cameras than frames wanted. Cameras that return
+        less than their share are added to ``drained``."""
+        live = [(idx, key) for idx, keys in enumerate(self._keys) for key in sorted(keys) if key not in drained]
+        if not live and drained:
+            drained.clear()
+            return self._read_round(want, block_ms, drained)
+        if not live:
             if block_ms:
                 time.sleep(block_ms / 1000)
             return []
-        per_stream = max(1, math.ceil(want / n_streams))
+        self._rotation += 1
+        per_stream = want // len(live)
+        if not per_stream:
+            first = self._rotation % len(live)
+            live = (live[first:] + live[:first])[:want]
+        asked = [[key for i, key in live if i == idx] for idx in range(len(self._keys))]
+        targets = [idx for idx in range(len(asked)) if asked[idx]]
+        first = self._rotation % len(targets)
         out: list[Delivery] = []
-        order = list(range(len(self._clients)))
-        self._rotation = (self._rotation + 1) % len(order)
-        order = order[self._rotation:] + order[:self._rotation]
-        for idx in order:
-            keys = self._keys[idx]
-            if not keys:
-                continue
-            # With several instances only the first blocks, briefly, so none is starved of polls.
-            block = block_ms if (block_ms and (len(order) == 1 or idx == order[0])) else None
-            if block and len(order) > 1:
-                block = min(block, 20)
-            try:
-                reply = self._client(idx).xreadgroup(GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
-                                                     count=per_stream, block=block)
-            except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
-                    self._keys[idx].clear()
-                    self._last_discovery = 0.0
-                    continue
-                raise BusError(f"XREADGROUP on instance {idx} failed: {exc}") from exc
-            except redis.RedisError as exc:
-                raise BusError(f"redis instance {idx} unavailable: {exc}") from exc
-            for key, entries in reply or []:
-                sid = key.decode()[len(KEY_PREFIX):]
-                out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
+        for n, idx in enumerate(targets[first:] + targets[:first]):
+            count = max(1, per_stream)
+            got = self._xreadgroup(idx, asked[idx], count, block_ms if n == 0 else None, several=len(targets) > 1)
+            out.extend(got)
+            returned: dict[str, int] = {}
+            for d in got:
+                returned[d.stream_id] = returned.get(d.stream_id, 0) + 1
+            drained.update(key for key in asked[idx] if returned.get(key[len(KEY_PREFIX):], 0) < count)
+        return out
+
+    def _xreadgroup(self, idx: int, keys: list[str], count: int, block_ms: int | None,
+                    several: bool) -> list[Delivery]:
+        # With several instances only the first asked blocks, briefly, so none is starved of polls.
+        block = min(block_ms, 20) if (block_ms and several) else block_ms
+        try:
+            reply = self._client(idx).xreadgroup(GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
+                                                 count=count, block=block or None)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
+                self._keys[idx].clear()
+                self._last_discovery = 0.0
+                return []
+            raise BusError(f"XREADGROUP on instance {idx} failed: {exc}") from exc
+        except redis.RedisError as exc:
+            raise BusError(f"redis instance {idx} unavailable: {exc}") from exc
+        out: list[Delivery] = []
+        for key, entries in reply or []:
+            sid = key.decode()[len(KEY_PREFIX):]
+            out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
         return out
 
     # ------------------------------------------------------------------ reclaiming

@@ -8,6 +8,7 @@ a millisecond each could not feed a GPU that classifies 10-20k frames/s.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -44,11 +45,11 @@ class LoopStats:
 
 @dataclass
 class LoopOptions:
-    batch_size: int = 32
+    batch_size: int = 32  # frames classified at once by the replica, split evenly over its lanes
     batch_window_s: float = 0.02
     reclaim_every_s: float = 5.0
     replica: str = "local"
-    lanes: int = 1  # batches classified at once (ModelRuntime.concurrency)
+    lanes: int = 1  # threads sharing each batch (ModelRuntime.lanes)
 
 
 class InferenceLoop:
@@ -66,6 +67,10 @@ class InferenceLoop:
         # when no batch is being classified.
         self._lane_locks = [threading.Lock() for _ in range(max(1, opts.lanes))]
         self._stats_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the consumer reads for one lane at a time
+        # Each lane takes its share of the batch: the replica still classifies batch_size frames at once,
+        # and a lane's batch takes about as long on its one core as the whole batch on all of them.
+        self.lane_batch = max(1, math.ceil(opts.batch_size / len(self._lane_locks)))
 
     def swap_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
         """Replace the model between batches; returns the old runtime (caller closes it)."""
@@ -90,11 +95,11 @@ class InferenceLoop:
         if now - self._last_reclaim >= self.opts.reclaim_every_s:
             self._last_reclaim = now
             self.consumer.discover()
-            deliveries, dead = self.consumer.reclaim(self.opts.batch_size)
+            deliveries, dead = self.consumer.reclaim(self.lane_batch)
             with self._stats_lock:
                 self.stats.dead_lettered += dead
-        if len(deliveries) < self.opts.batch_size:
-            deliveries += self.consumer.read_batch(self.opts.batch_size - len(deliveries), self.opts.batch_window_s)
+        if len(deliveries) < self.lane_batch:
+            deliveries += self.consumer.read_batch(self.lane_batch - len(deliveries), self.opts.batch_window_s)
         return deliveries
 
     def step(self) -> int:
@@ -151,53 +156,71 @@ class InferenceLoop:
             self.metrics.batch_done(len(records), inference_s)
         return len(records)
 
-    def _read_ahead(self, stop: threading.Event, ready: queue.Queue[list[Delivery]], backoff_s: float) -> None:
-        """Reader thread: the next batch is fetched from Redis while the current one is classified."""
-        while not stop.is_set():
-            try:
+    def _fetch(self, stop: threading.Event, backoff_s: float) -> list[Delivery]:
+        """The next batch (one reader at a time); [] when idle or after a bus error (logged, backed off)."""
+        try:
+            with self._read_lock:
                 deliveries = self._next_deliveries()
-            except VigilError as exc:
-                with self._stats_lock:
-                    self.stats.last_error = str(exc)
-                log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
-                stop.wait(backoff_s)
-                continue
-            if deliveries:
-                ready.put(deliveries)  # blocks while every lane is busy: at most one batch read ahead
-            elif self.metrics is not None:
-                self.metrics.flush()  # idle: the last counts must not wait for the next batch
+        except VigilError as exc:
+            with self._stats_lock:
+                self.stats.last_error = str(exc)
+            log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
+            stop.wait(backoff_s)
+            return []
+        if not deliveries and self.metrics is not None:
+            self.metrics.flush()  # idle: the last counts must not wait for the next batch
+        return deliveries
+
+    def _handle(self, deliveries: list[Delivery], lane: int, stop: threading.Event, backoff_s: float) -> None:
+        try:
+            self._process(deliveries, lane)
+        except VigilError as exc:
+            with self._stats_lock:
+                self.stats.last_error = str(exc)
+            log.warning("inference loop: %s; frames stay pending and are retried", exc)
+            stop.wait(backoff_s)
 
     def run(self, stop: threading.Event, error_backoff_s: float = 1.0) -> None:
         """Loop until ``stop`` is set; bus errors are logged and retried, never fatal.
 
-        One reader thread keeps the next batch ready while ``lanes`` threads (this one included)
-        each classify and complete a batch of their own (the model releases the GIL), so the cores
-        are not idle during Redis round trips. On stop, batches already read are still classified
-        and acknowledged, so no frame is left pending.
+        One lane (GPU): a reader thread fetches the next batch from Redis while the current one is
+        classified (the model releases the GIL), so the device is not idle during Redis round trips.
+        Several lanes (CPU): each lane reads its own batch when it is free, then classifies and
+        completes it; while one lane reads, the others keep the cores busy, and no batch sits read
+        but waiting for a lane (which would add a whole batch time to its frames' age). On stop,
+        batches already read are still classified and acknowledged, so no frame is left pending.
         """
-        ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=1)
-        reader = threading.Thread(target=self._read_ahead, args=(stop, ready, error_backoff_s),
-                                  name="inference-reader", daemon=True)
-        reader.start()
-        lanes = [threading.Thread(target=self._lane, args=(i, reader, ready, stop, error_backoff_s),
-                                  name=f"inference-lane-{i}", daemon=True) for i in range(1, len(self._lane_locks))]
+        if len(self._lane_locks) == 1:
+            self._run_read_ahead(stop, error_backoff_s)
+            return
+        lanes = [threading.Thread(target=self._run_lane, args=(i, stop, error_backoff_s), name=f"inference-lane-{i}",
+                                  daemon=True) for i in range(1, len(self._lane_locks))]
         for t in lanes:
             t.start()
-        self._lane(0, reader, ready, stop, error_backoff_s)
+        self._run_lane(0, stop, error_backoff_s)
         for t in lanes:
             t.join()
 
-    def _lane(self, lane: int, reader: threading.Thread, ready: queue.Queue[list[Delivery]], stop: threading.Event,
-              error_backoff_s: float) -> None:
+    def _run_lane(self, lane: int, stop: threading.Event, backoff_s: float) -> None:
+        while not stop.is_set():
+            deliveries = self._fetch(stop, backoff_s)
+            if deliveries:
+                self._handle(deliveries, lane, stop, backoff_s)
+
+    def _run_read_ahead(self, stop: threading.Event, backoff_s: float) -> None:
+        ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=1)
+
+        def read() -> None:
+            while not stop.is_set():
+                deliveries = self._fetch(stop, backoff_s)
+                if deliveries:
+                    ready.put(deliveries)  # blocks while the model is busy: at most one batch read ahead
+
+        reader = threading.Thread(target=read, name="inference-reader", daemon=True)
+        reader.start()
         while reader.is_alive() or not ready.empty():
             try:
                 deliveries = ready.get(timeout=0.1)
             except queue.Empty:
                 continue
-            try:
-                self._process(deliveries, lane)
-            except VigilError as exc:
-                with self._stats_lock:
-                    self.stats.last_error = str(exc)
-                log.warning("inference loop: %s; frames stay pending and are retried", exc)
-                stop.wait(error_backoff_s)
+            self._handle(deliveries, 0, stop, backoff_s)

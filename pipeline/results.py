@@ -23,7 +23,7 @@ fields ``v``, ``stream`` and ``json`` (the object above), written in the same tr
 acknowledges the frame, so a result exists exactly when its frame is acknowledged.
 
 Within one camera, results are written roughly in capture order, not exactly: a replica classifies
-batches side by side (``inference.concurrent_batches``), and frames reclaimed from a crashed replica
+its batch in lanes side by side (``inference.lanes``), and frames reclaimed from a crashed replica
 come later. ``seq`` and ``capture_ts`` give the order; the events sink ignores late results.
 """
 

@@ -59,6 +59,13 @@ class ServeSettings:
     replicas_per_machine: int = 1  # replicas sharing one machine's CPU cores (all of them in `vigil run`)
 
 
+def batch_window_s(inference: InferenceConfig, lanes: int) -> float:
+    """The configured batch window, or the default for this many lanes (see InferenceConfig.batch_window_ms)."""
+    if inference.batch_window_ms is not None:
+        return inference.batch_window_ms / 1000
+    return 0.02 if lanes == 1 else 0.0
+
+
 def _replica_name() -> str:
     try:
         ctx = serve.get_replica_context()
@@ -82,9 +89,9 @@ class ClassifierReplica:
             socket_timeout_s=self.settings.socket_timeout_s)).__enter__()
         self._stats = ReplicaStatsRecorder(self.settings.redis_urls[0], self.name)
         self.loop = InferenceLoop(self.runtime, self.consumer, LoopOptions(
-            batch_size=self.inference.batch_size, batch_window_s=self.inference.batch_window_ms / 1000,
+            batch_size=self.inference.batch_size, batch_window_s=batch_window_s(self.inference, self.runtime.lanes),
             reclaim_every_s=min(5.0, self.settings.claim_idle_s), replica=self.name,
-            lanes=self.runtime.concurrency),
+            lanes=self.runtime.lanes),
             metrics=self._stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), name="inference", daemon=True)

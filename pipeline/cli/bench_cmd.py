@@ -24,9 +24,9 @@ def model(
     prefer_nhwc: bool = typer.Option(True, "--prefer-nhwc/--no-prefer-nhwc"),
     cuda_graphs: bool = typer.Option(False, "--cuda-graphs"),
     tensorrt: bool = typer.Option(False, "--tensorrt"),
-    concurrent_batches: int = typer.Option(
-        0, "--concurrent-batches", min=0,
-        help="Batches classified at once (0 = auto: one single-threaded batch per core on CPU, 1 on GPU)."),
+    lanes: int = typer.Option(
+        0, "--lanes", min=0,
+        help="Threads sharing each batch (0 = auto: one single-threaded lane per core on CPU, 1 on GPU)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Images/s of the model runtime per batch size on this machine."""
@@ -38,7 +38,7 @@ def model(
     for b in sizes:
         # CUDA graphs capture one shape, so each batch size gets its own session then.
         opts = RuntimeOptions(device=device, batch_size=b if cuda_graphs else max(sizes), gpu=gpu, top_k=5,
-                              concurrent_batches=concurrent_batches)
+                              lanes=lanes)
         with ModelRuntime(resolve_model_path(model_path), opts) as rt:
             rows.extend(bench_model(rt, [b], seconds))
             provider = rt.provider
@@ -46,8 +46,8 @@ def model(
         typer.echo(json.dumps({"provider": provider, "cpus": os.cpu_count(),
                                "rows": [r.__dict__ for r in rows]}, indent=2))
         return
-    typer.echo(f"vigil bench model: {provider}, {os.cpu_count()} CPU(s), {rows[0].concurrent_batches} batch(es) "
-               "at once")
+    typer.echo(f"vigil bench model: {provider}, {os.cpu_count()} CPU(s), each batch split over "
+               f"{rows[0].lanes} lane(s)")
     typer.echo(f"{'batch':>6} {'images/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'vs b=1':>7}")
     base = rows[0].images_per_s
     for r in rows:

@@ -16,5 +16,7 @@ def check(file: Path = typer.Argument(..., help="YAML config file.")) -> None:
     """Validate FILE; print every problem with its path (exit 2), or a summary (exit 0)."""
     cfg = load_config(file)  # ConfigError -> exit 2 in pipeline.cli.main
     sinks = ", ".join(s.type for s in cfg.sinks) or "none"
+    window = cfg.inference.batch_window_ms
     typer.echo(f"{file}: OK: {len(cfg.streams)} stream(s), {len(cfg.redis.urls)} redis instance(s), "
-               f"sinks: {sinks}, batch {cfg.inference.batch_size} / {cfg.inference.batch_window_ms} ms")
+               f"sinks: {sinks}, batch {cfg.inference.batch_size}, window "
+               f"{'auto' if window is None else f'{window:g} ms'}")

@@ -42,7 +42,7 @@ class RuntimeOptions:
     batch_size: int = 32
     top_k: int = 5
     intra_op_threads: int = 0
-    concurrent_batches: int = 0  # 0 = auto (see concurrency)
+    lanes: int = 0  # 0 = auto (see ModelRuntime.lanes)
     cpu_share: int = 1  # runtimes sharing this machine's cores (replicas of one `vigil run`)
     gpu: GpuOptions = field(default_factory=GpuOptions)
     labels: Path | None = None
@@ -54,7 +54,7 @@ class RuntimeOptions:
     @classmethod
     def from_config(cls, cfg: InferenceConfig, cpu_share: int = 1) -> RuntimeOptions:
         return cls(device=cfg.device, batch_size=cfg.batch_size, top_k=cfg.top_k,
-                   intra_op_threads=cfg.intra_op_threads, concurrent_batches=cfg.concurrent_batches,
+                   intra_op_threads=cfg.intra_op_threads, lanes=cfg.lanes,
                    cpu_share=cpu_share, gpu=cfg.gpu,
                    labels=Path(cfg.labels) if cfg.labels else None,
                    scene_map=Path(cfg.scene_map) if cfg.scene_map else None,
@@ -80,13 +80,13 @@ def top_k(probs: Probs, k: int) -> tuple[npt.NDArray[np.int64], Probs]:
 class ModelRuntime:
     """One loaded classifier.
 
-    On CPU, ``classify`` may be called from :attr:`concurrency` threads at once (onnxruntime sessions
-    run concurrently). Each call then runs single-threaded: independent batches on separate cores
-    keep their speed when other processes (Redis, ingest, Ray) take a share of the cores, whereas one
-    batch split over every core by onnxruntime's intra-op threads waits at each layer for whichever
-    thread was preempted (measured on 2 cores with 17% of the CPU taken by another process: 282 ->
-    178 images/s split over both cores, 292 -> 247 as two single-threaded batches). On GPU one call
-    at a time.
+    On CPU, ``classify`` may be called from :attr:`lanes` threads at once (onnxruntime sessions
+    run concurrently), each with its share of the batch. Each call then runs single-threaded:
+    independent shares on separate cores keep their speed when other processes (Redis, ingest, Ray)
+    take some of the cores, whereas one batch split over every core by onnxruntime's intra-op
+    threads waits at each layer for whichever thread was preempted (measured on 2 cores with 17% of
+    the CPU taken by another process: 282 -> 178 images/s split over both cores by onnxruntime,
+    292 -> 247 as two single-threaded halves). On GPU one call at a time.
     """
 
     def __init__(self, model_path: Path | str, options: RuntimeOptions | None = None) -> None:
@@ -101,7 +101,7 @@ class ModelRuntime:
         self.provider = ""
         self._graph: tuple[Any, Any, Any] | None = None  # CUDA-graph binding, input, output
         self._on_gpu = False
-        self.concurrency = 1  # classify calls that may run at once (set by open)
+        self.lanes = 1  # classify calls that may run at once, each single-threaded on CPU (set by open)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> ModelRuntime:
@@ -125,7 +125,7 @@ class ModelRuntime:
             self._scene_runtime = ModelRuntime(self.options.scene_model, scene_opts).open()
         if self.options.warmup:
             self._warm_up()
-        lanes = f" ({self.concurrency} batches at once)" if self.concurrency > 1 else ""
+        lanes = f" ({self.lanes} lanes)" if self.lanes > 1 else ""
         log.info("model %s (%s, sha256 %s…) on %s%s: %s", self.model_path.name, self.name, self.sha256[:12],
                  self.provider, lanes, contract.describe())
         return self
@@ -178,7 +178,7 @@ class ModelRuntime:
         plan = plan_providers(self.options.device, self.options.gpu, batch_size=self.options.batch_size,
                               input_name=contract.input_name, input_shape_tail=tail,
                               cache_dir=self.options.cache_dir)
-        lanes = 1 if plan.wants_gpu else (self.options.concurrent_batches
+        lanes = 1 if plan.wants_gpu else (self.options.lanes
                                            or max(1, usable_cpus() // max(1, self.options.cpu_share)))
         threads = self.options.intra_op_threads or (1 if lanes > 1 else 0)
         try:
@@ -192,7 +192,7 @@ class ModelRuntime:
             raise ModelLoadError(f"onnxruntime cannot run {self.model_path}: {exc}") from exc
         self.provider = session.get_providers()[0]
         self._on_gpu = plan.wants_gpu and self.provider != "CPUExecutionProvider"
-        self.concurrency = 1 if self._on_gpu else lanes
+        self.lanes = 1 if self._on_gpu else lanes
         return session
 
     def _warm_up(self) -> None:

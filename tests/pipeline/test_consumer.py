@@ -44,6 +44,33 @@ def test_batches_are_fair_across_cameras(clean_redis_url: str) -> None:
     assert by_stream.count("quiet") == 5 and by_stream.count("busy") == 5
 
 
+def xreadgroup_calls(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+
+def test_batches_never_exceed_their_size_and_take_turns(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    for sid in ("a", "b", "c"):
+        publish(client, sid, 20)
+    with consumer(clean_redis_url, "c1", ["a", "b", "c"]) as c:
+        batches = [c.read_batch(4, window_s=0.05) for _ in range(6)]
+    assert [len(b) for b in batches] == [4] * 6  # 3 cameras, 4 frames: never 2 from each
+    counts = {sid: sum(d.stream_id == sid for b in batches for d in b) for sid in ("a", "b", "c")}
+    assert counts == {"a": 8, "b": 8, "c": 8}
+
+
+def test_one_busy_camera_among_many_fills_a_batch_in_two_reads(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    quiet = [f"quiet-{i}" for i in range(7)]
+    publish(client, "busy", 100)
+    with consumer(clean_redis_url, "c1", ["busy", *quiet]) as c:
+        before = xreadgroup_calls(client)
+        batch = c.read_batch(32, window_s=0.05)
+        assert len(batch) == 32 and {d.stream_id for d in batch} == {"busy"}
+        assert xreadgroup_calls(client) - before == 2  # a share from each, then the rest from "busy" alone
+
+
 def test_window_closes_partial_batch(clean_redis_url: str) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     publish(client, "cam", 3)

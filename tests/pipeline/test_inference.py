@@ -131,14 +131,14 @@ class OverlapProbe:
                 self.active -= 1
 
 
-def test_lanes_classify_batches_side_by_side_and_answer_every_frame_once(clean_redis_url: str, shared_model: Path,
+def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url: str, shared_model: Path,
                                                                         images_dir: Path) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     streams = ["a", "b", "c"]
     for sid in streams:
         publish_photos(client, sid, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5, "raw")
     opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=streams)
-    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, concurrent_batches=2)) as rt, \
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, lanes=2)) as rt, \
             FrameConsumer(opts) as c:
         probe = OverlapProbe(rt)
         loop = InferenceLoop(probe, c, LoopOptions(batch_size=8, batch_window_s=0.01, lanes=2))  # type: ignore[arg-type]
@@ -155,6 +155,7 @@ def test_lanes_classify_batches_side_by_side_and_answer_every_frame_once(clean_r
     records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
     assert len(records) == 60 and loop.stats.frames == 60
     assert len({r.frame_id for r in records}) == 60
+    assert loop.lane_batch == 4 and max(r.batch_size for r in records) <= 4  # each lane: its half of 8
     assert {r.stream for r in records} == set(streams)
     assert all(client.xpending(stream_key(s), GROUP)["pending"] == 0 for s in streams)
     assert sum(int(client.hget(stats_key(s), "inferred") or 0) for s in streams) == 60

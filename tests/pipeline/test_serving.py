@@ -20,7 +20,7 @@ from pipeline.consumer import GROUP, stats_key
 from pipeline.framebus import FrameMessage, encode_frame, stream_key
 from pipeline.preprocess import read_image_rgb, resize
 from pipeline.results import RESULTS_KEY, ResultRecord
-from pipeline.serving import APP_NAME, ServeSettings, build_app
+from pipeline.serving import APP_NAME, ServeSettings, batch_window_s, build_app
 from tests.fixtures.services import free_port, wait_for
 
 
@@ -108,3 +108,9 @@ def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, sha
     seqs = sorted(r.seq for r in records)
     assert seqs == list(range(total))  # every frame has exactly one result, none lost
     assert all(r.top1 == "chickadee" for r in records)
+
+
+def test_batch_window_defaults_to_waiting_only_with_one_lane() -> None:
+    assert batch_window_s(InferenceConfig(), lanes=1) == 0.02  # GPU: fuller batches are cheaper per frame
+    assert batch_window_s(InferenceConfig(), lanes=2) == 0.0  # CPU lanes: waiting would only add latency
+    assert batch_window_s(InferenceConfig(batch_window_ms=5), lanes=2) == 0.005

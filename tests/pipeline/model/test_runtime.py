@@ -200,19 +200,19 @@ def test_dedicated_scene_model(tmp_path: Path, shared_model: Path, shared_labels
         assert frame.scene.name == expected_images[name]["top1_label"]
 
 
-def test_cpu_runs_one_single_threaded_batch_per_core(shared_model: Path) -> None:
+def test_cpu_runs_one_single_threaded_lane_per_core(shared_model: Path) -> None:
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False)) as rt:
-        assert rt.concurrency == usable_cpus()
+        assert rt.lanes == usable_cpus()
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False, cpu_share=64)) as rt:
-        assert rt.concurrency == 1  # 64 replicas sharing the cores: one batch each at most
-    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False, concurrent_batches=3)) as rt:
-        assert rt.concurrency == 3
+        assert rt.lanes == 1  # 64 replicas sharing the cores: one lane each at most
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", warmup=False, lanes=3)) as rt:
+        assert rt.lanes == 3
 
 
 def test_concurrent_classify_calls_match_sequential(shared_model: Path, images_dir: Path,
                                                     expected_images: dict[str, Any]) -> None:
     frames = load_frames(images_dir, expected_images)
-    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=4, concurrent_batches=3)) as rt:
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=4, lanes=3)) as rt:
         expected = rt.probabilities(frames)
         with ThreadPoolExecutor(3) as pool:
             got = list(pool.map(lambda _: rt.probabilities(frames), range(6)))
