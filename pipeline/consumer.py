@@ -292,14 +292,14 @@ class FrameConsumer:
         for d, r in done:
             by_instance.setdefault(d.instance, []).append((d, r))
         for idx, items in by_instance.items():
-            per_stream: dict[str, int] = {}
+            per_stream: dict[str, list[str]] = {}
             with self._client(idx).pipeline(transaction=True) as p:
                 for d, r in items:
                     p.xadd(RESULTS_KEY, r.to_fields(), maxlen=self.opts.results_maxlen, approximate=True)
-                    p.xack(stream_key(d.stream_id), GROUP, d.entry_id)
-                    per_stream[d.stream_id] = per_stream.get(d.stream_id, 0) + 1
-                for sid, n in per_stream.items():
-                    p.hincrby(stats_key(sid), "inferred", n)
+                    per_stream.setdefault(d.stream_id, []).append(d.entry_id)
+                for sid, ids in per_stream.items():  # one XACK per camera, not per frame
+                    p.xack(stream_key(sid), GROUP, *ids)
+                    p.hincrby(stats_key(sid), "inferred", len(ids))
                 p.hdel(FAILURES_KEY, *[d.entry_id for d, _ in items])
                 p.execute()
 
