@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -195,16 +196,13 @@ class FrameConsumer:
             live = (live[first:] + live[:first])[:want]
         asked = [[key for i, key in live if i == idx] for idx in range(len(self._keys))]
         targets = [idx for idx in range(len(asked)) if asked[idx]]
-        first = self._rotation % len(targets)
+        first, count = self._rotation % len(targets), max(1, per_stream)
         out: list[Delivery] = []
         for n, idx in enumerate(targets[first:] + targets[:first]):
-            count = max(1, per_stream)
             got = self._xreadgroup(idx, asked[idx], count, block_ms if n == 0 else None, several=len(targets) > 1)
             out.extend(got)
-            returned: dict[str, int] = {}
-            for d in got:
-                returned[d.stream_id] = returned.get(d.stream_id, 0) + 1
-            drained.update(key for key in asked[idx] if returned.get(key[len(KEY_PREFIX):], 0) < count)
+            returned = Counter(d.stream_id for d in got)
+            drained.update(key for key in asked[idx] if returned[key[len(KEY_PREFIX):]] < count)
         return out
 
     def _xreadgroup(self, idx: int, keys: list[str], count: int, block_ms: int | None,
