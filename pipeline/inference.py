@@ -12,12 +12,13 @@ import math
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from pipeline.classification import Classifications
+from pipeline.classification import FrameClassification
 from pipeline.consumer import Delivery, FrameConsumer
 from pipeline.errors import FrameFormatError, VigilError
 from pipeline.framebus import FrameMessage, decode_frame
@@ -83,10 +84,19 @@ class InferenceLoop:
                 lock.release()
         return old
 
-    def classify(self, frames: np.ndarray) -> Classifications:
-        """Classify frames outside the bus (the HTTP endpoint), in turn with the loop's first lane."""
-        with self._lane_locks[0]:
-            return self.runtime.classify(frames)
+    def classify(self, frames: np.ndarray) -> list[FrameClassification]:
+        """Classify frames outside the bus (the HTTP endpoint): split over the lanes like a batch of the
+        loop, each share in turn with that lane's own batches, so a request uses every core."""
+        shares = [s for s in np.array_split(frames, min(len(self._lane_locks), max(1, len(frames)))) if len(s)]
+
+        def run(lane: int) -> list[FrameClassification]:
+            with self._lane_locks[lane]:
+                return self.runtime.classify(shares[lane]).frames()
+
+        if len(shares) <= 1:
+            return run(0) if shares else []
+        with ThreadPoolExecutor(len(shares), thread_name_prefix="classify") as pool:
+            return [f for part in pool.map(run, range(len(shares))) for f in part]
 
     def _next_deliveries(self) -> list[Delivery]:
         """Reclaimed frames (every ``reclaim_every_s``) topped up with new ones, up to a batch."""

@@ -159,7 +159,7 @@ class ClassifierReplica:
     async def classify_one(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:
         batch = np.stack(frames)
         result = await asyncio.get_running_loop().run_in_executor(None, self.loop.classify, batch)
-        return [f.as_dict() for f in result.frames()]
+        return [f.as_dict() for f in result]
 
 
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:

@@ -159,3 +159,16 @@ def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url
     assert {r.stream for r in records} == set(streams)
     assert all(client.xpending(stream_key(s), GROUP)["pending"] == 0 for s in streams)
     assert sum(int(client.hget(stats_key(s), "inferred") or 0) for s in streams) == 60
+
+
+def test_http_classify_splits_over_the_lanes(clean_redis_url: str, shared_model: Path, images_dir: Path,
+                                             expected_images: dict[str, Any]) -> None:
+    frames = np.stack([resize(read_image_rgb(images_dir / n), 224, 224) for n in expected_images])
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=[])
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", lanes=2)) as rt, FrameConsumer(opts) as c:
+        probe = OverlapProbe(rt)
+        loop = InferenceLoop(probe, c, LoopOptions(lanes=2))  # type: ignore[arg-type]
+        got = loop.classify(frames)
+        assert loop.classify(frames[:0]) == [] and len(loop.classify(frames[:1])) == 1
+    assert [f.top_k[0].name for f in got] == [e["top1_label"] for e in expected_images.values()]
+    assert probe.max_active == 2
