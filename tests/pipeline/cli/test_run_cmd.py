@@ -1,0 +1,26 @@
+"""`vigil demo`, the README's first command: the real pipeline on the shared slideshow, results and events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli_helpers import vigil
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_demo_classifies_the_video_and_reports_label_changes(shared_model: Path, video_dir: Path,
+                                                            tmp_path: Path) -> None:
+    out = vigil("demo", video_dir / "slideshow.mp4", "--model", shared_model, "--duration-s", "25",
+                "--out", tmp_path, timeout_s=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    expected = {s["expected_top1"] for s in json.loads((video_dir / "slideshow.json").read_text())["segments"]}
+    records = read_jsonl(tmp_path / "results.jsonl")
+    assert len(records) >= 30, len(records)  # 5 frames/s once the pipeline is up
+    assert all(r["stream"] == "demo" and r["scene"] for r in records)
+    assert expected <= {r["top_k"][0]["label"] for r in records}  # type: ignore[index]
+    changed = [e["to"] for e in read_jsonl(tmp_path / "events.jsonl") if e["event"] == "label_changed"]
+    assert len(set(changed)) >= 4 and set(changed) <= expected, changed
