@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.model.runtime import ModelRuntime
+from pipeline.model.runtime import ModelRuntime, lane_share
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ def bench_model(runtime: ModelRuntime, batch_sizes: list[int], seconds: float = 
     rng = np.random.default_rng(seed)
     rows = []
     for b in batch_sizes:
-        share = max(1, math.ceil(b / runtime.lanes))
+        share = lane_share(b, runtime.lanes)
         frames = rng.integers(0, 256, size=(share, h, w, 3), dtype=np.uint8)
         runtime.classify(frames)
         lanes: list[list[float]] = [[] for _ in range(runtime.lanes)]

@@ -178,13 +178,12 @@ class FrameConsumer:
         return out
 
     def _read_round(self, want: int, block_ms: int | None, drained: set[str]) -> list[Delivery]:
-        """At most ``want`` frames: an equal share from every camera not in ``drained``, or one each from
+        """At most ``want`` frames: an equal share from every camera not in ``drained`` (from all once all are),
+        or one each from
         ``want`` of them (in turn) when there are more cameras than frames wanted. Cameras that return
         less than their share are added to ``drained``."""
-        live = [(idx, key) for idx, keys in enumerate(self._keys) for key in sorted(keys) if key not in drained]
-        if not live and drained:
-            drained.clear()
-            return self._read_round(want, block_ms, drained)
+        every = [(idx, key) for idx, keys in enumerate(self._keys) for key in sorted(keys)]
+        live = [(idx, key) for idx, key in every if key not in drained] or every
         if not live:
             if block_ms:
                 time.sleep(block_ms / 1000)

@@ -8,7 +8,6 @@ a millisecond each could not feed a GPU that classifies 10-20k frames/s.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -22,7 +21,7 @@ from pipeline.classification import FrameClassification
 from pipeline.consumer import Delivery, FrameConsumer
 from pipeline.errors import FrameFormatError, VigilError
 from pipeline.framebus import FrameMessage, decode_frame
-from pipeline.model.runtime import ModelRuntime
+from pipeline.model.runtime import ModelRuntime, lane_share
 from pipeline.results import ResultRecord
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class InferenceLoop:
         self._read_lock = threading.Lock()  # the consumer reads for one lane at a time
         # Each lane takes its share of the batch: the replica still classifies batch_size frames at once,
         # and a lane's batch takes about as long on its one core as the whole batch on all of them.
-        self.lane_batch = max(1, math.ceil(opts.batch_size / len(self._lane_locks)))
+        self.lane_batch = lane_share(opts.batch_size, len(self._lane_locks))
 
     def swap_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
         """Replace the model between batches; returns the old runtime (caller closes it)."""

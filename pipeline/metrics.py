@@ -185,8 +185,7 @@ class ReplicaStatsRecorder:
                       (_bucket_field("batch", tuple(map(float, BATCH_SIZE_BUCKETS)), size), 1),
                       (_bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1), ("batch_sum", size))
         with self._lock:
-            for name, value in increments:
-                self._pending[name] = self._pending.get(name, 0) + value
+            self._add(increments)
             due = time.monotonic() - self._last_flush >= self._flush_every_s
         if due:
             self.flush()
@@ -209,8 +208,11 @@ class ReplicaStatsRecorder:
                 p.execute()
         except self._redis_error:
             with self._lock:  # keep them for the next flush: the counters must stay exact
-                for name, value in pending.items():
-                    self._pending[name] = self._pending.get(name, 0) + value
+                self._add(pending.items())
+
+    def _add(self, increments: Iterable[tuple[str, float]]) -> None:
+        for name, value in increments:
+            self._pending[name] = self._pending.get(name, 0) + value
 
     def close(self) -> None:
         self.flush()

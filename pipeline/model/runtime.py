@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +60,11 @@ class RuntimeOptions:
                    labels=Path(cfg.labels) if cfg.labels else None,
                    scene_map=Path(cfg.scene_map) if cfg.scene_map else None,
                    scene_model=Path(cfg.scene_model) if cfg.scene_model else None)
+
+
+def lane_share(batch_size: int, lanes: int) -> int:
+    """Frames each lane classifies of a ``batch_size`` batch split over ``lanes`` (at least one)."""
+    return max(1, math.ceil(batch_size / max(1, lanes)))
 
 
 def softmax(x: Probs) -> Probs:
