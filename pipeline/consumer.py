@@ -178,10 +178,9 @@ class FrameConsumer:
         return out
 
     def _read_round(self, want: int, block_ms: int | None, drained: set[str]) -> list[Delivery]:
-        """At most ``want`` frames: an equal share from every camera not in ``drained`` (from all once all are),
-        or one each from
-        ``want`` of them (in turn) when there are more cameras than frames wanted. Cameras that return
-        less than their share are added to ``drained``."""
+        """At most ``want`` frames: an equal share from every camera not in ``drained`` (from all of them
+        once all are), or one each from ``want`` of them (in turn) when there are more cameras than frames
+        wanted. Cameras that return less than their share are added to ``drained``."""
         every = [(idx, key) for idx, keys in enumerate(self._keys) for key in sorted(keys)]
         live = [(idx, key) for idx, key in every if key not in drained] or every
         if not live:
