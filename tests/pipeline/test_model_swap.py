@@ -16,7 +16,7 @@ from models.finetune import FinetuneOptions, finetune
 from pipeline.runner import LocalPipeline
 from tests.fixtures.services import RtspServer
 from tests.models.lab_data import SEGMENT_CLASSES, video_dataset
-from tests.pipeline.test_runner import config, read_results, scrape, wait_for
+from tests.pipeline.test_runner import config, drained, read_results, scrape, wait_for
 
 NEW_VERSION = "ft-swap-test"
 
@@ -41,10 +41,7 @@ def test_model_swap_during_run_loses_no_frame(tmp_path: Path, rtsp_factory: Call
         assert wait_for(lambda: new_results() >= 16, 90), f"only {new_results()} results from the new model"
         server.kill()  # the camera stops; then the queue drains
 
-        def drained() -> bool:
-            return scrape(pipeline.metrics_port).get(("vigil_pipeline_queue_frames", "cam"), 1) == 0
-
-        assert wait_for(drained, 60)
+        assert wait_for(lambda: drained(pipeline.metrics_port, ["cam"]), 60)
         m = scrape(pipeline.metrics_port)
         published = m[("vigil_ingest_published_frames_total", "cam")]
         inferred = m[("vigil_pipeline_inferred_frames_total", "cam")]

@@ -49,6 +49,19 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
     return out
 
 
+def drained(metrics_port: int, stream_ids: list[str]) -> bool:
+    """No camera live and every queue empty, in one scrape: the counts are final.
+
+    A queue is empty most of the time even while its camera publishes; a camera publishes only while
+    live, so once none is live (the server gone) a frame decoded just before the kill cannot land later.
+    """
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    live = re.search(r'^vigil_ingest_camera_state\{[^}]*vigil_ingest_camera_state="live"[^}]*\} 1\.0$',
+                     text, re.MULTILINE)
+    m = scrape(metrics_port)
+    return live is None and all(m.get(("vigil_pipeline_queue_frames", i), 1) == 0 for i in stream_ids)
+
+
 def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_server: RtspServer,
                                                        shared_model: Path, video_dir: Path) -> None:
     segments = json.loads((video_dir / "slideshow.json").read_text())["segments"]
@@ -81,12 +94,7 @@ def test_four_cameras_and_exact_accounting(tmp_path: Path, rtsp_factory: Callabl
         assert wait_for(lambda: {r["stream"] for r in read_results(out)} == set(ids), 120)
         time.sleep(3)
         server.kill()  # the cameras stop publishing; then the queues drain
-
-        def drained() -> bool:
-            m = scrape(pipeline.metrics_port)
-            return all(m.get(("vigil_pipeline_queue_frames", i), 1) == 0 for i in ids)
-
-        assert wait_for(drained, 60)
+        assert wait_for(lambda: drained(pipeline.metrics_port, ids), 60)
         m = scrape(pipeline.metrics_port)
         for i in ids:
             published = m[("vigil_ingest_published_frames_total", i)]
