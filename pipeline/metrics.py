@@ -182,7 +182,7 @@ class ReplicaStatsRecorder:
 
     def batch_done(self, size: int, inference_seconds: float) -> None:
         increments = (("batches", 1), ("frames", size), ("inference_seconds_sum", inference_seconds),
-                      (_bucket_field("batch", tuple(map(float, BATCH_SIZE_BUCKETS)), size), 1),
+                      (_bucket_field("batch", BATCH_SIZE_BUCKETS, size), 1),
                       (_bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1), ("batch_sum", size))
         with self._lock:
             self._add(increments)

@@ -49,8 +49,6 @@ class CameraRow:
 
 def _check_reachable(urls: list[str], timeout_s: float) -> None:
     """Fail fast, before Ray starts, when a configured Redis cannot be reached."""
-    import redis
-
     for i, url in enumerate(urls):
         client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         try:
@@ -106,9 +104,7 @@ class LocalPipeline:
         inf = self.cfg.inference
         serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
         self._serve_started = True
-        settings = self._serve_settings(self.model_path)
-        serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus),
-                  name=APP_NAME, route_prefix="/")
+        self._deploy(self.model_path)
         self._collector = PipelineCollector(urls, stream_ids)
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(stream_ids, self.registry)
@@ -218,15 +214,17 @@ class LocalPipeline:
                     out[r.stream] = f"{r.top1.split(',')[0]} ({score:.2f}) / {r.scene or '-'}"
         return out
 
-    # ------------------------------------------------------------------ model swap
-    def _serve_settings(self, model_path: Path) -> ServeSettings:
+    # ------------------------------------------------------------------ deploying, model swap
+    def _deploy(self, model_path: Path, user_config: dict[str, Any] | None = None) -> None:
+        """Run (or redeploy) the Serve application with the model at ``model_path``."""
+        from ray import serve
+
         inf = self.cfg.inference
         # On a machine of our own, the replicas share its cores; joining a cluster, Ray places them.
-        return ServeSettings(inference=inf.model_dump(), model_path=str(model_path),
-                             redis_urls=list(self.cfg.redis.urls), stream_ids=[s.id for s in self.cfg.streams],
-                             claim_idle_s=inf.claim_idle_s, max_deliveries=inf.max_deliveries,
-                             socket_timeout_s=self.cfg.redis.socket_timeout_s,
-                             replicas_per_machine=inf.replicas if self.ray_address is None else 1)
+        settings = ServeSettings.from_config(self.cfg, model_path,
+                                             replicas_per_machine=inf.replicas if self.ray_address is None else 1)
+        serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus,
+                            user_config=user_config), name=APP_NAME, route_prefix="/")
 
     def swap_model(self, path: Path | str) -> None:
         """Deploy another model while frames flow; returns once the Serve application runs it.
@@ -237,8 +235,6 @@ class LocalPipeline:
         stop, and whatever they left pending is reclaimed by the new ones, so no frame is lost.
         Results carry the model name and version that classified them.
         """
-        from ray import serve
-
         if not self._ray_started:
             raise ModelError("the pipeline is not running; swap_model() needs `with LocalPipeline(...)`")
         new_path = resolve_model_path(path)
@@ -246,10 +242,6 @@ class LocalPipeline:
         if (new.height, new.width) != (old.height, old.width):
             raise ModelContractError(f"{new_path} takes {new.height}x{new.width} frames but ingest resizes to "
                                      f"{old.height}x{old.width}; restart `vigil run` to change the input size")
-        inf = self.cfg.inference
-        settings = self._serve_settings(new_path)
-        app = build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus,
-                        user_config={"model": str(new_path)})
-        serve.run(app, name=APP_NAME, route_prefix="/")
+        self._deploy(new_path, user_config={"model": str(new_path)})
         log.info("vigil run: model swapped from %s to %s", self.model_path, new_path)
         self.model_path = new_path

@@ -30,11 +30,7 @@ def serve_settings(cfg: VigilConfig) -> ServeSettings:
     if not cfg.redis.urls:
         raise ConfigError("redis.urls is empty: a Serve application on a cluster needs the Redis instance(s) "
                           "of the frame bus (only `vigil run` starts its own)")
-    inf = cfg.inference
-    return ServeSettings(inference=inf.model_dump(), model_path=str(resolve_model_path(inf.model)),
-                         redis_urls=list(cfg.redis.urls), stream_ids=[s.id for s in cfg.streams],
-                         claim_idle_s=inf.claim_idle_s, max_deliveries=inf.max_deliveries,
-                         socket_timeout_s=cfg.redis.socket_timeout_s)
+    return ServeSettings.from_config(cfg, resolve_model_path(cfg.inference.model))
 
 
 def build_app_from_config(path: str | Path) -> Any:

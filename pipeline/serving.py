@@ -31,7 +31,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from pipeline.config import InferenceConfig
+from pipeline.config import InferenceConfig, VigilConfig
 from pipeline.consumer import ConsumerOptions, FrameConsumer
 from pipeline.errors import VigilError
 from pipeline.inference import InferenceLoop, LoopOptions
@@ -57,6 +57,15 @@ class ServeSettings:
     max_deliveries: int = 3
     socket_timeout_s: float = 5.0
     replicas_per_machine: int = 1  # replicas sharing one machine's CPU cores (all of them in `vigil run`)
+
+    @classmethod
+    def from_config(cls, cfg: VigilConfig, model_path: Path, replicas_per_machine: int = 1) -> ServeSettings:
+        """The settings of ``cfg``'s Serve application, running the model at ``model_path``."""
+        inf = cfg.inference
+        return cls(inference=inf.model_dump(), model_path=str(model_path), redis_urls=list(cfg.redis.urls),
+                   stream_ids=[s.id for s in cfg.streams], claim_idle_s=inf.claim_idle_s,
+                   max_deliveries=inf.max_deliveries, socket_timeout_s=cfg.redis.socket_timeout_s,
+                   replicas_per_machine=replicas_per_machine)
 
 
 def batch_window_s(inference: InferenceConfig, lanes: int) -> float:
