@@ -20,6 +20,7 @@ from types import TracebackType
 import redis
 
 from pipeline.errors import BusError
+from pipeline.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class EmbeddedRedis:
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The redis-server's process id while it runs (benchmarks measure its CPU)."""
+        return self._proc.pid if self._proc is not None else None
 
     def __enter__(self) -> EmbeddedRedis:
         binary = find_redis_server()
@@ -84,13 +90,7 @@ class EmbeddedRedis:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        stop_process(self._proc)
         self._proc = None
         if self._dir is not None:
             self._dir.cleanup()

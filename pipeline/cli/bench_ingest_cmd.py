@@ -17,7 +17,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.ingest_cmd import parse_frame_size
+from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.errors import SourceError, VigilError
 from pipeline.framebus import BusOptions, FrameBus, FrameMessage
 from pipeline.preprocess import bgr_to_rgb, resize
@@ -129,35 +129,12 @@ class BenchOptions:
 
 @contextmanager
 def _redis(url: str | None) -> Iterator[tuple[str, int | None]]:
-    """Yield (url, pid): the given Redis, or a throwaway redis-server on a free loopback port."""
+    """Yield (url, pid): the given Redis, or a throwaway embedded redis-server (its CPU is measured too)."""
     if url:
         yield url, None
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise VigilError("no --redis-url given and redis-server is not on PATH")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
-        try:
-            _wait_for_port(port)
-            yield f"redis://127.0.0.1:{port}/0", proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise VigilError(f"redis-server did not listen on 127.0.0.1:{port} within {timeout_s:g} s")
+    with EmbeddedRedis() as r:
+        yield r.url, r.pid
 
 
 def ingest(

@@ -1,4 +1,4 @@
-"""`vigil bench model` prints a throughput table (figures only; nothing about speed is asserted)."""
+"""`vigil bench` commands print their figures (nothing about speed is asserted)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_di
     assert doc["raw_fps"] > 0 and doc["sustained_fps"] > 0
     assert doc["ratio"] == doc["sustained_fps"] / doc["raw_fps"]
     assert doc["frames"] > 0 and 0 < doc["age_ms_p50"] <= doc["age_ms_p95"] <= doc["age_ms_p99"]
+
+
+def test_bench_ingest_publishes_every_sampled_frame_to_its_own_redis(video_dir: Path) -> None:
+    out = vigil("bench", "ingest", video_dir / "bikes.mp4", "--fps", "5", "--seconds", "3", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    rows = {r["name"]: r for r in doc["runs"]}
+    vigil_row = rows["vigil decode+sample+resize+publish"]
+    assert vigil_row["published_frames"] == round(vigil_row["video_s"] * 5)  # every sampled frame reached Redis
+    assert doc["redis_cpu_s"] >= 0 and doc["vigil_vs_ffmpeg"] > 0  # the embedded redis-server was measured
