@@ -22,10 +22,10 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.camera import Backoff
+from pipeline.camera import Backoff, source_options
 from pipeline.config import StreamConfig, VigilConfig
 from pipeline.errors import ConfigError, SourceError
-from pipeline.sources import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
+from pipeline.sources import LiveEdgeReader, RawFrame, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,6 @@ class FrameCapture:
     def stop(self) -> None:
         self._stop.set()
 
-    def _source(self) -> VideoSource:
-        s, i = self.stream, self.ingest
-        return VideoSource(SourceOptions(url=s.url, transport=s.transport, keyframes_only=s.keyframes_only,
-                                         loop=s.loop, open_timeout_s=i.open_timeout_s,
-                                         read_timeout_s=i.read_timeout_s))
-
     def _done(self, deadline: float | None) -> bool:
         if self._stop.is_set() or (self.opts.count is not None and len(self.saved) >= self.opts.count):
             return True
@@ -92,20 +86,20 @@ class FrameCapture:
         deadline = time.monotonic() + self.opts.duration_s if self.opts.duration_s else None
         first = True
         while not self._done(deadline):
-            source = self._source()
+            source = VideoSource(source_options(self.stream, self.ingest))
             try:
                 source.open()
             except SourceError as exc:
                 if first:
                     raise
+                reason: str | None = exc.reason
+            else:
+                first = False
+                reason = self._sample(LiveEdgeReader(source, f"capture-{self.stream.id}"), deadline)
+            if reason:  # also after a lost connection: a source that opens and ends at once must not spin
                 delay = self._backoff.next_delay_s()
-                log.warning("capture %s: %s; retrying in %.1f s", self.stream.id, exc.reason, delay)
+                log.warning("capture %s: %s; reconnecting in %.1f s", self.stream.id, reason, delay)
                 self._stop.wait(delay)
-                continue
-            first = False
-            reason = self._sample(LiveEdgeReader(source, f"capture-{self.stream.id}"), deadline)
-            if reason:
-                log.warning("capture %s: %s; reconnecting", self.stream.id, reason)
         return self.saved
 
     def _sample(self, reader: LiveEdgeReader, deadline: float | None) -> str | None:
@@ -138,6 +132,3 @@ class FrameCapture:
         if self.on_saved is not None:
             self.on_saved(path)
 
-
-def capture(cfg: VigilConfig, stream_id: str, out_dir: Path, opts: CaptureOptions) -> list[Path]:
-    return FrameCapture(cfg, stream_id, out_dir, opts).run()

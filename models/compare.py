@@ -14,9 +14,7 @@ latency drawn with OpenCV.
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from models.evaluate import (
     model_input_size,
     progress_context,
 )
+from pipeline.benchmarks import bench_model
 from pipeline.errors import ModelError
 from pipeline.model.contract import load_onnx, read_contract, set_metadata
 from pipeline.model.runtime import ModelRuntime, RuntimeOptions
@@ -134,34 +133,25 @@ def make_variants(model: Path, calibration: npt.NDArray[np.uint8], out_dir: Path
 
 
 # ------------------------------------------------------------------------------------------ timing
-def benchmark(model: Path, frame: npt.NDArray[np.uint8], batch_sizes: Sequence[int], seconds: float,
-              device: str) -> tuple[float, float, int]:
-    """(median latency in ms at batch 1, best images/s, its batch size) for ``model`` on this machine."""
-    latency = 0.0
-    best = (0.0, 1)
-    with ModelRuntime(model, RuntimeOptions(device=device, batch_size=max(batch_sizes))) as runtime:
-        for b in sorted(set(batch_sizes) | {1}):
-            batch = np.repeat(frame[None], b, axis=0)
-            runtime.probabilities(batch)  # warm this shape
-            times: list[float] = []
-            deadline = time.perf_counter() + seconds
-            while len(times) < 3 or (time.perf_counter() < deadline and len(times) < 200):
-                t0 = time.perf_counter()
-                runtime.probabilities(batch)
-                times.append(time.perf_counter() - t0)
-            median = statistics.median(times)
-            if b == 1:
-                latency = median * 1000
-            if b / median > best[0]:
-                best = (b / median, b)
-    return latency, best[0], best[1]
+def benchmark(model: Path, batch_sizes: Sequence[int], seconds: float, device: str) -> tuple[float, float, int]:
+    """(median latency in ms at batch 1, best images/s, its batch size) for ``model`` on this machine.
+
+    Throughput as the replicas run the model (`vigil bench model`: on CPU each batch split over one
+    single-threaded lane per core); latency as one request sees it: one call alone, over every core.
+    """
+    sizes = sorted(set(batch_sizes))
+    with ModelRuntime(model, RuntimeOptions(device=device, batch_size=max(sizes))) as runtime:
+        rows = bench_model(runtime, sizes, seconds)
+    with ModelRuntime(model, RuntimeOptions(device=device, batch_size=1, lanes=1)) as runtime:
+        [single] = bench_model(runtime, [1], seconds)
+    best = max(rows, key=lambda r: r.images_per_s)
+    return single.latency_ms_p50, best.images_per_s, best.batch_size
 
 
 # ------------------------------------------------------------------------------------------ driver
 def _row(model: Path, data: LoadedImages, opts: CompareOptions, progress: Progress | None) -> ModelRow:
     report = evaluate_loaded(model, data, EvalOptions(device=opts.device, progress=False), progress)
-    latency, throughput, best_batch = benchmark(model, data.images[0], opts.batch_sizes, opts.bench_seconds,
-                                                opts.device)
+    latency, throughput, best_batch = benchmark(model, opts.batch_sizes, opts.bench_seconds, opts.device)
     m = report["model"]
     return ModelRow(name=model.stem, path=str(model), accuracy=report["accuracy"], f1_macro=report["macro"]["f1"],
                     size_bytes=m["size_bytes"], parameters=m["parameters"], latency_ms_b1=latency,

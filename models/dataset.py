@@ -30,12 +30,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import DatasetError
-from pipeline.preprocess import IMAGE_SUFFIXES, bgr_to_rgb, resize
+from pipeline.errors import DatasetError, ImageError
+from pipeline.preprocess import IMAGE_SUFFIXES, read_image_rgb, resize
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +181,6 @@ class ImageFolder:
 
 def _decode(path: Path) -> Images | None:
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
+        return read_image_rgb(path)
+    except (ImageError, OSError):  # unreadable files are reported together by the caller
         return None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if bgr is None else bgr_to_rgb(np.asarray(bgr, dtype=np.uint8))

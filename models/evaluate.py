@@ -150,7 +150,9 @@ def predict(runtime: ModelRuntime, images: npt.NDArray[np.uint8], batch_size: in
 def evaluate_loaded(model: Path, data: LoadedImages, opts: EvalOptions,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on already loaded images; the report as a JSON-ready dictionary."""
-    runtime_opts = RuntimeOptions(device=opts.device, batch_size=opts.batch_size, labels=opts.labels)
+    # One batch at a time over every core (lanes=1): split into single-threaded lanes, as the replicas
+    # run it, a batch called from this one thread would use one core.
+    runtime_opts = RuntimeOptions(device=opts.device, batch_size=opts.batch_size, labels=opts.labels, lanes=1)
     with ModelRuntime(model, runtime_opts) as runtime:
         mapping = map_classes(data.classes, runtime.class_names)
         task = progress.add_task(f"evaluating {model.name}", total=len(data.images)) if progress else None

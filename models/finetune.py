@@ -34,8 +34,10 @@ from rich.progress import Progress
 from models.dataset import ImageFolder
 from models.evaluate import make_progress, progress_context
 from models.store import sha256_file
+from pipeline.config import GpuOptions
 from pipeline.errors import DatasetError, ModelContractError
 from pipeline.model.contract import load_onnx, read_contract, set_metadata
+from pipeline.model.providers import create_session, plan_providers
 from pipeline.model.runtime import ModelRuntime, RuntimeOptions, softmax
 from pipeline.preprocess import resize
 
@@ -184,13 +186,14 @@ class FeatureExtractor:
     """Runs the cut graph; feeds it exactly as the runtime feeds the whole model."""
 
     def __init__(self, base: Path, device: str) -> None:
-        import onnxruntime as ort
-
-        self.runtime = ModelRuntime(base, RuntimeOptions(device=device, warmup=False)).open()
+        # The whole model's runtime only lends its contract and input preparation: CPU, one lane.
+        self.runtime = ModelRuntime(base, RuntimeOptions(device="cpu", warmup=False, lanes=1)).open()
         cut, self.pooled = backbone(load_onnx(base))
-        providers = [p for p in ort.get_available_providers() if device != "cpu" or p == "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(cut.SerializeToString(), providers=providers)
-        self.input_name = self.runtime.contract.input_name
+        c = self.runtime.contract
+        plan = plan_providers(device, GpuOptions(), batch_size=32, input_name=c.input_name,
+                              input_shape_tail=c.input_shape_tail, cache_dir=None)
+        self.session = create_session(cut.SerializeToString(), plan, intra_op_threads=0)  # every core
+        self.input_name = c.input_name
 
     def __call__(self, frames: U8) -> F32:
         out = self.session.run([FEATURES], {self.input_name: self.runtime.prepare(frames)})[0]

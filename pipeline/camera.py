@@ -34,6 +34,12 @@ from pipeline.sources import LiveEdgeReader, RawFrame, SourceOptions, VideoSourc
 log = logging.getLogger("vigil.camera")
 
 
+def source_options(stream: StreamConfig, ingest: IngestConfig) -> SourceOptions:
+    """How a camera is opened: the stream's transport and the ``ingest:`` timeouts (ingest and capture)."""
+    return SourceOptions(url=stream.url, transport=stream.transport, keyframes_only=stream.keyframes_only,
+                         loop=stream.loop, open_timeout_s=ingest.open_timeout_s, read_timeout_s=ingest.read_timeout_s)
+
+
 class CameraState(enum.StrEnum):
     CONNECTING = "connecting"
     LIVE = "live"
@@ -170,14 +176,9 @@ class Camera:
             self._stop.wait(delay)
         self._set_state(CameraState.STOPPED, "stopped")
 
-    def _source_options(self) -> SourceOptions:
-        s, i = self.stream, self.ingest
-        return SourceOptions(url=s.url, transport=s.transport, keyframes_only=s.keyframes_only,
-                             loop=s.loop, open_timeout_s=i.open_timeout_s, read_timeout_s=i.read_timeout_s)
-
     def _connect_and_sample(self) -> str | None:
         """Open and sample until the stream ends. Returns a failure reason, or None after a stall."""
-        source = VideoSource(self._source_options())
+        source = VideoSource(source_options(self.stream, self.ingest))
         try:
             source.open()
         except SourceError as exc:

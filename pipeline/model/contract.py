@@ -63,6 +63,11 @@ class ModelContract:
         return self.metadata.get("model_name", "")
 
     @property
+    def input_shape_tail(self) -> str:
+        """The input's shape after the batch axis, e.g. ``224x224x3`` (TensorRT shape profiles)."""
+        return f"{self.height}x{self.width}x3" if self.layout == "NHWC" else f"3x{self.height}x{self.width}"
+
+    @property
     def version(self) -> str:
         return self.metadata.get("model_version", "")
 

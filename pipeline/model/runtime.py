@@ -179,10 +179,8 @@ class ModelRuntime:
         return load_scene_map(self.options.scene_map, self.class_names, contract.background_class)
 
     def _create_session(self, raw: bytes, contract: ModelContract) -> ort.InferenceSession:
-        tail = (f"{contract.height}x{contract.width}x3" if contract.layout == "NHWC"
-                else f"3x{contract.height}x{contract.width}")
         plan = plan_providers(self.options.device, self.options.gpu, batch_size=self.options.batch_size,
-                              input_name=contract.input_name, input_shape_tail=tail,
+                              input_name=contract.input_name, input_shape_tail=contract.input_shape_tail,
                               cache_dir=self.options.cache_dir)
         lanes = 1 if plan.wants_gpu else (self.options.lanes
                                            or max(1, usable_cpus() // max(1, self.options.cpu_share)))
