@@ -103,6 +103,13 @@ def test_gpu_overlay_requests_nvidia_gpus_and_cpu_overlay_does_not() -> None:
         assert cfg.inference.device == ("cuda" if gpus else "cpu")
 
 
+
+def test_gpu_overlay_config_differs_from_the_base_only_in_inference() -> None:
+    # The GPU overlay replaces the whole vigil.yaml: its cameras, Redis, sinks and metrics must stay the base's.
+    base, gpu = (yaml.safe_load((K8S / rel).read_text()) for rel in ("base/vigil.yaml", "overlays/gpu/vigil.yaml"))
+    assert base.pop("inference") != gpu.pop("inference")
+    assert gpu == base
+
 def test_serve_application_and_configs_fit_the_pods() -> None:
     for overlay in OVERLAYS.values():
         resources = render(overlay)

@@ -132,16 +132,15 @@ def test_metrics_reference_lists_every_exported_metric_and_label(stack: Stack) -
             "vigil_sink_frame_age_seconds"} <= set(families)
     missing = []
     for name in families:
-        exported = name
-        row = next((line for line in doc.splitlines() if line.startswith(f"| `{exported}`")), None)
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{name}`")), None)
         if row is None:
-            missing.append(exported)
+            missing.append(name)
             continue
         labels = set()
         for m in re.finditer(rf"^{name}(?:_bucket|_sum|_count)?\{{([^}}]*)\}}", text, re.MULTILINE):
             labels |= set(re.findall(r'(\w+)="', m.group(1)))
         labels -= {"le"}
-        missing += [f"{exported} label {label}" for label in sorted(labels) if f"`{label}`" not in row]
+        missing += [f"{name} label {label}" for label in sorted(labels) if f"`{label}`" not in row]
     assert missing == [], "docs/metrics.md lacks: " + ", ".join(missing)
 
 
@@ -154,14 +153,11 @@ def test_camera_down_alert_fires_within_its_for_window_when_the_rtsp_server_stop
     assert {s["metric"]["stream"] for s in prom.query(signal)} == set(STREAMS)
 
     stack.rtsp.kill()
-    t0 = time.monotonic()
 
     def down() -> set[str]:
         return {s["metric"]["stream"] for s in prom.query(rule["expr"])}
 
     assert wait_for(lambda: down() == set(STREAMS), for_s), f"camera-down not true within {for_s:g}s: {down()}"
-    took = time.monotonic() - t0
     # Prometheus's own rule evaluation agrees: the alert is pending (or already firing) for each camera.
     assert wait_for(lambda: {a["labels"]["stream"] for a in prom.alerts() if a["labels"]["alertname"] ==
                           "VigilCameraDown" and a["state"] in ("pending", "firing")} == set(STREAMS), 10)
-    assert took < for_s

@@ -1,8 +1,11 @@
-"""Replica batch statistics on a real Redis: summed in memory, flushed exactly, kept across an outage."""
+"""Replica batch statistics on a real Redis: summed in memory, flushed exactly, kept across an outage;
+and the metrics reference lists exactly the metrics defined."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -40,3 +43,13 @@ def test_counts_survive_a_redis_outage(redis_factory: Callable[..., RedisServer]
     rec.close()
     # This server keeps nothing across a restart: what arrives is exactly the batch written during the outage.
     assert server.client().hget(REPLICA_KEY_PREFIX + "r2", "frames") == b"5"
+
+
+def test_metrics_reference_documents_exactly_the_defined_metrics() -> None:
+    # Both ways: a metric that appears only after a failure never reaches a healthy scrape (the
+    # observability test checks those it sees), and a renamed or removed metric must leave the docs.
+    repo = Path(__file__).resolve().parents[2]
+    documented = {name.removesuffix("_total")
+                  for name in re.findall(r"^\| `(vigil_\w+)`", (repo / "docs" / "metrics.md").read_text(), re.M)}
+    defined = set(re.findall(r'"(vigil_[a-z_]+)"', (repo / "pipeline" / "metrics.py").read_text()))
+    assert len(defined) >= 20 and documented == defined, (sorted(documented - defined), sorted(defined - documented))

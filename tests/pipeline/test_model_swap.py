@@ -14,9 +14,9 @@ from pathlib import Path
 
 from models.finetune import FinetuneOptions, finetune
 from pipeline.runner import LocalPipeline
-from tests.fixtures.services import RtspServer
+from tests.fixtures.services import RtspServer, wait_for
 from tests.models.lab_data import SEGMENT_CLASSES, video_dataset
-from tests.pipeline.test_runner import config, drained, read_results, scrape, wait_for
+from tests.pipeline.test_runner import config, drained, read_results, scrape
 
 NEW_VERSION = "ft-swap-test"
 

@@ -27,7 +27,7 @@ from pipeline.config import VigilConfig, validate_config
 from pipeline.errors import ConfigError
 from pipeline.framebus import FrameMessage, decode_frame, stream_key
 from tests.fixtures import media
-from tests.fixtures.services import RedisServer, RtspServer
+from tests.fixtures.services import RedisServer, RtspServer, wait_for
 from workers.ingest import IngestWorker, ordinal_from_hostname, owned_streams, parse_shard, shard_of
 
 FAST = {"open_timeout_s": 1.5, "read_timeout_s": 1.5, "stall_timeout_s": 1.5, "backoff_base_s": 0.2,
@@ -47,11 +47,7 @@ def read_stream(server: RedisServer, sid: str) -> list[FrameMessage]:
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+    assert wait_for(cond, timeout_s, interval_s=0.05), f"timed out after {timeout_s} s waiting for {what}"
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
