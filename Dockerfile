@@ -6,7 +6,7 @@
 #
 # Every image runs the `vigil` command as the non-root user 10001: `vigil ingest`, `vigil sink`,
 # `vigil run`, `vigil models ...`; KubeRay starts `ray start` in the same image for the Serve
-# application (pipeline.serve_app:app). The MobileNetV2 model is baked in at /opt/vigil/models
+# application (workers.serve_app:app). The MobileNetV2 model is baked in at /opt/vigil/models
 # (VIGIL_CACHE_DIR), fetched and checksum-verified at build time; mount another one and set
 # inference.model to use it instead.
 

@@ -1,8 +1,8 @@
 """`vigil capture --stream ID --every 5s --out DIR`: save frames of a live camera for labelling.
 
-The camera is opened exactly as the ingest worker opens it (:class:`pipeline.sources.VideoSource`
+The camera is opened exactly as the ingest worker opens it (:class:`pipeline.ingest.source.VideoSource`
 with the stream's transport and the ``ingest:`` timeouts) and read at the live edge by a
-:class:`pipeline.sources.LiveEdgeReader`, so a saved frame is the newest one, never a stale buffer.
+:class:`pipeline.ingest.source.LiveEdgeReader`, so a saved frame is the newest one, never a stale buffer.
 The first frame is saved at once, then one every interval, as full-resolution JPEGs named
 ``<stream>_<UTC time>_<n>.jpg``. A lost or stalled connection is reopened with the same jittered
 backoff as ingest; a camera that cannot be opened at all the first time is an error.
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.camera import Backoff, source_options
-from pipeline.config import StreamConfig, VigilConfig
-from pipeline.errors import ConfigError, SourceError
-from pipeline.sources import LiveEdgeReader, RawFrame, VideoSource
+from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.errors import ConfigError, SourceError
+from pipeline.ingest.camera import Backoff, source_options
+from pipeline.ingest.source import LiveEdgeReader, RawFrame, VideoSource
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from models.evaluate import (
     model_input_size,
     progress_context,
 )
-from pipeline.benchmarks import bench_model
-from pipeline.errors import ModelError
-from pipeline.model.contract import load_onnx, read_contract, set_metadata
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
+from pipeline.bench.model import bench_model
+from pipeline.core.errors import ModelError
+from pipeline.inference.contract import load_onnx, read_contract, set_metadata
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 
 @dataclass(frozen=True)

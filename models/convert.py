@@ -7,8 +7,8 @@ from pathlib import Path
 
 import onnx
 
-from pipeline.errors import ModelError
-from pipeline.model.contract import load_onnx, read_contract, set_metadata
+from pipeline.core.errors import ModelError
+from pipeline.inference.contract import load_onnx, read_contract, set_metadata
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ A dataset is a folder with one sub-folder per class; the sub-folder's name is th
 Files whose suffix is not an image suffix (``.png .jpg .jpeg .bmp .webp .tif .tiff``) and hidden
 entries (``.name``) are ignored. Classes are sorted by name, so class indices are stable.
 
-What is rejected, with a :class:`~pipeline.errors.DatasetError` that names the folder or files:
+What is rejected, with a :class:`~pipeline.core.errors.DatasetError` that names the folder or files:
 
 * a folder that does not exist, has no class sub-folders, or only one (a classifier needs two);
 * a class folder without any image;
@@ -18,7 +18,7 @@ What is rejected, with a :class:`~pipeline.errors.DatasetError` that names the f
 * with ``strict_sizes=True``, images of different sizes.
 
 **Mixed sizes** are otherwise accepted: every image is resized (squashed, the pipeline's default
-``resize`` policy, see :mod:`pipeline.preprocess`) to the size asked for, so a model is evaluated and
+``resize`` policy, see :mod:`pipeline.core.preprocess`) to the size asked for, so a model is evaluated and
 trained on exactly what the pipeline would feed it. Camera frames of one stream all share a size;
 use ``strict_sizes`` (``--strict-sizes``) to catch a folder that mixes cameras or crops by mistake.
 """
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import DatasetError, ImageError
-from pipeline.preprocess import IMAGE_SUFFIXES, read_image_rgb, resize
+from pipeline.core.errors import DatasetError, ImageError
+from pipeline.core.preprocess import IMAGE_SUFFIXES, read_image_rgb, resize
 
 log = logging.getLogger(__name__)
 

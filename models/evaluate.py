@@ -32,8 +32,8 @@ from rich.table import Table
 
 from models.dataset import ImageFolder, LoadedImages
 from models.info import model_info
-from pipeline.errors import DatasetError
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
+from pipeline.core.errors import DatasetError
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 OTHER = "(other)"
 IntArray = npt.NDArray[np.int64]
@@ -200,7 +200,7 @@ def load_dataset(data_dir: Path, size: tuple[int, int], strict_sizes: bool,
 
 
 def model_input_size(model: Path) -> tuple[int, int]:
-    from pipeline.model.contract import load_onnx, read_contract
+    from pipeline.inference.contract import load_onnx, read_contract
 
     contract = read_contract(load_onnx(model), str(model))
     return contract.height, contract.width

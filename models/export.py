@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ModelError, ModelNotFoundError
-from pipeline.model.contract import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.core.errors import ModelError, ModelNotFoundError
+from pipeline.inference.contract import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def export_mobilenet_v2(out: Path, weights: str = "DEFAULT", opset: int = 17, si
     torch, torchvision = _import_torch()
     import onnx
 
-    from pipeline.model.contract import set_metadata
+    from pipeline.inference.contract import set_metadata
 
     net, categories, weights_name = _load_weights(torch, torchvision, weights)
 

@@ -33,13 +33,13 @@ from rich.progress import Progress
 
 from models.dataset import ImageFolder
 from models.evaluate import make_progress, progress_context
-from models.store import sha256_file
-from pipeline.config import GpuOptions
-from pipeline.errors import DatasetError, ModelContractError
-from pipeline.model.contract import load_onnx, read_contract, set_metadata
-from pipeline.model.providers import create_session, plan_providers
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions, softmax
-from pipeline.preprocess import resize
+from pipeline.core.config import GpuOptions
+from pipeline.core.errors import DatasetError, ModelContractError
+from pipeline.core.preprocess import resize
+from pipeline.inference.contract import load_onnx, read_contract, set_metadata
+from pipeline.inference.model_store import sha256_file
+from pipeline.inference.providers import create_session, plan_providers
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions, softmax
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from models.store import sha256_file
-from pipeline.model.contract import load_onnx, read_contract
-from pipeline.model.labels import resolve_labels
+from pipeline.inference.contract import load_onnx, read_contract
+from pipeline.inference.labels import resolve_labels
+from pipeline.inference.model_store import sha256_file
 
 
 def model_info(path: Path, labels: Path | None = None) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The ingest worker: many cameras in one process -> sampled, model-sized RGB frames on Redis Streams.
 
-One thread per camera (:class:`~pipeline.camera.Camera`: state machine, live-edge reader, sampler at
+One thread per camera (:class:`~pipeline.ingest.camera.Camera`: state machine, live-edge reader, sampler at
 the stream's fps); each sampled frame is resized to the model input size with the stream's policy,
-converted BGR->RGB and published with :class:`~pipeline.framebus.FrameBus`. When Redis is down the
+converted BGR->RGB and published with :class:`~pipeline.bus.publisher.FrameBus`. When Redis is down the
 cameras keep reading, frames are counted as dropped, and the bus retries with backoff.
 
 Operations:
@@ -33,13 +33,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.camera import Camera, CameraState
-from pipeline.config import StreamConfig, VigilConfig, load_config
-from pipeline.errors import BusError, BusUnavailableError, ConfigError, VigilError
-from pipeline.framebus import BusOptions, FrameBus, FrameMessage
-from pipeline.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
-from pipeline.preprocess import bgr_to_rgb, resize
-from pipeline.sources import RawFrame
+from pipeline.bus.publisher import BusOptions, FrameBus, FrameMessage
+from pipeline.core.config import StreamConfig, VigilConfig, load_config
+from pipeline.core.errors import BusError, BusUnavailableError, ConfigError, VigilError
+from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.ingest.camera import Camera, CameraState
+from pipeline.ingest.source import RawFrame
+from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
 
 log = logging.getLogger("vigil.ingest")
 

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 
 import redis
 
-from pipeline.config import VigilConfig, sink_name
-from pipeline.errors import BusError, SinkError, VigilError
-from pipeline.redact import redact_url
-from pipeline.results import RESULTS_KEY, ResultFormatError, ResultRecord
-from pipeline.sinks import Sink, build_sink
+from pipeline.core.config import VigilConfig, sink_name
+from pipeline.core.errors import BusError, SinkError, VigilError
+from pipeline.core.redact import redact_url
+from pipeline.results.record import RESULTS_KEY, ResultFormatError, ResultRecord
+from pipeline.results.sinks import Sink, build_sink
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,8 @@ def run(config_path: str, consumer: str | None = None) -> None:
 
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from pipeline.config import load_config
-    from pipeline.metrics import PipelineCollector, SinkMetrics
+    from pipeline.core.config import load_config
+    from pipeline.ops.metrics import PipelineCollector, SinkMetrics
 
     cfg = load_config(config_path)
     if not cfg.redis.urls:

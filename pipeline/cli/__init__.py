@@ -11,8 +11,8 @@ import sys
 import typer
 
 from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, lab_cmd, models_cmd, run_cmd, sink_cmd
-from pipeline.config import log_level
-from pipeline.errors import ConfigError, VigilError
+from pipeline.core.config import log_level
+from pipeline.core.errors import ConfigError, VigilError
 
 app = typer.Typer(name="vigil", help="Streaming video analytics: cameras -> Redis -> ONNX -> sinks.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

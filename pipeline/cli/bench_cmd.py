@@ -7,10 +7,10 @@ import os
 
 import typer
 
-from models.store import resolve_model_path
-from pipeline.benchmarks import bench_model
-from pipeline.config import GpuOptions
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
+from pipeline.bench.model import bench_model
+from pipeline.core.config import GpuOptions
+from pipeline.inference.model_store import resolve_model_path
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 app = typer.Typer(help="Benchmarks (figures printed, never asserted).", no_args_is_help=True)
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import typer
 
+from pipeline.bus.publisher import BusOptions, FrameBus, FrameMessage
 from pipeline.cli.ingest_cmd import parse_frame_size
-from pipeline.embedded_redis import EmbeddedRedis
-from pipeline.errors import SourceError, VigilError
-from pipeline.framebus import BusOptions, FrameBus, FrameMessage
-from pipeline.preprocess import bgr_to_rgb, resize
-from pipeline.sources import SourceOptions, VideoSource
+from pipeline.core.errors import SourceError, VigilError
+from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.ingest.source import SourceOptions, VideoSource
+from pipeline.ops.embedded_redis import EmbeddedRedis
 
 
 @dataclass

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import typer
 
-from models.store import resolve_model_path
-from pipeline.bench_pipeline import bench_pipeline
-from pipeline.model.contract import load_onnx, read_contract
-from pipeline.preprocess import bgr_to_rgb, resize
+from pipeline.bench.pipeline import bench_pipeline
+from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.inference.contract import load_onnx, read_contract
+from pipeline.inference.model_store import resolve_model_path
 
 
 def _frames(video: Path | None, height: int, width: int, count: int = 100) -> np.ndarray:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from models.store import resolve_model_path
-from pipeline.config import GpuOptions
-from pipeline.errors import ImageError
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
-from pipeline.preprocess import collect_images, read_image_rgb, resize
+from pipeline.core.config import GpuOptions
+from pipeline.core.errors import ImageError
+from pipeline.core.preprocess import collect_images, read_image_rgb, resize
+from pipeline.inference.model_store import resolve_model_path
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 
 def classify(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 
 app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
 

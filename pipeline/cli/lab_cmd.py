@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 from rich.console import Console
 
-from models import store
+from pipeline.inference import model_store as store
 
 
 def evaluate(
@@ -48,7 +48,7 @@ def capture(
 ) -> None:
     """Save frames of a live camera every interval, for labelling (Ctrl-C stops)."""
     from models.capture import CaptureOptions, FrameCapture, parse_interval
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     console = Console(stderr=True)
     job = FrameCapture(load_config(config), stream, out,

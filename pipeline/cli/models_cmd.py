@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from models import store
+from pipeline.inference import model_store as store
 
 app = typer.Typer(help="Get, inspect and convert models.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def export(out: Path | None = typer.Option(None, "--out", help="Output .onnx (de
            opset: int = typer.Option(17, "--opset")) -> None:
     """Export torchvision MobileNetV2 to ONNX with uint8 NHWC input (needs vigil[export])."""
     from models.export import export_mobilenet_v2
-    from pipeline.config import cache_dir
+    from pipeline.core.config import cache_dir
 
     path = export_mobilenet_v2(out or cache_dir() / store.EXPORTED_NAME, weights=weights, opset=opset)
     typer.echo(str(path))

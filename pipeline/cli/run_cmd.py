@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pipeline.config import VigilConfig, load_config, validate_config
-from pipeline.runner import CameraRow, LocalPipeline
+from pipeline.core.config import VigilConfig, load_config, validate_config
+from pipeline.ops.runner import CameraRow, LocalPipeline
 
 
 def _table(rows: list[CameraRow], pipeline: LocalPipeline) -> Table:

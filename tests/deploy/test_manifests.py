@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import validate_config
+from pipeline.core.config import validate_config
 from tests.deploy import sync_generated
 from tests.deploy.kustomize import build
 from tests.deploy.manifests import (
@@ -119,7 +119,7 @@ def test_serve_application_and_configs_fit_the_pods() -> None:
         assert cfg.metrics.host == "0.0.0.0" and cfg.metrics.port == 9100
         ray = find(resources, "RayService", "vigil")
         serve = yaml.safe_load(ray["spec"]["serveConfigV2"])
-        assert [a["import_path"] for a in serve["applications"]] == ["pipeline.serve_app:app"]
+        assert [a["import_path"] for a in serve["applications"]] == ["workers.serve_app:app"]
         for where, spec in pod_specs(ray):
             env = {e["name"]: e for e in spec["containers"][0]["env"]}
             assert env["VIGIL_CONFIG"]["value"] == "/etc/vigil/vigil.yaml", where

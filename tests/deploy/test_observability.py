@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.config import validate_config
-from pipeline.runner import LocalPipeline
+from pipeline.core.config import validate_config
+from pipeline.ops.runner import LocalPipeline
 from tests.deploy.promql import (
     RULES,
     Query,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import serve_config_path
-from pipeline.errors import ConfigError
+from pipeline.core.config import serve_config_path
+from pipeline.core.errors import ConfigError
 from tests.deploy.manifests import OVERLAYS, find, render
 from tests.deploy.promql import RULES, load_rules, split_alert
 from tests.fixtures.prometheus import promtool_binary

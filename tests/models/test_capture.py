@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from models.capture import parse_interval
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from tests.cli_helpers import vigil
 from tests.fixtures.services import RtspServer, free_port
 

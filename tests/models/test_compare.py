@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from models.compare import ModelRow, plot
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from tests.cli_helpers import vigil
 from tests.models.lab_data import photo_dataset, slideshow_labels, video_frames
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from models.convert import convert_fp16
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
-from pipeline.preprocess import read_image_rgb, resize
+from pipeline.core.preprocess import read_image_rgb, resize
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from tests.cli_helpers import vigil
 
 

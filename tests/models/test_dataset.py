@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.dataset import MIN_SIDE, ImageFolder
-from pipeline.errors import DatasetError
+from pipeline.core.errors import DatasetError
 from tests.cli_helpers import vigil
 
 

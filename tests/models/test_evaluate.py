@@ -14,8 +14,8 @@ import pytest
 
 from models.evaluate import EvalOptions, compute_metrics, evaluate, map_classes
 from models.info import model_info
-from pipeline.errors import DatasetError
-from pipeline.model.labels import read_labels_file
+from pipeline.core.errors import DatasetError
+from pipeline.inference.labels import read_labels_file
 from tests.cli_helpers import vigil
 from tests.models.lab_data import photo_dataset
 

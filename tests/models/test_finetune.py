@@ -11,12 +11,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models.finetune import FinetuneOptions, augment, backbone, feature_tensor, finetune, train_head
-from pipeline.errors import ModelContractError
-from pipeline.model.runtime import ModelRuntime, RuntimeOptions
-from pipeline.preprocess import bgr_to_rgb, resize
+from pipeline.core.errors import ModelContractError
+from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from tests.cli_helpers import vigil
 from tests.models.lab_data import SEGMENT_CLASSES, video_dataset, video_frames
-from tests.pipeline.model.builders import not_an_image_model
+from tests.pipeline.inference.builders import not_an_image_model
 
 CLASSES = ("bikes", "bird", "cat", "grace_hopper", "hotdog", "parrot")
 

@@ -21,11 +21,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from pipeline.camera import CameraState
+from pipeline.bus.publisher import FrameMessage, decode_frame, stream_key
 from pipeline.cli import app
-from pipeline.config import VigilConfig, validate_config
-from pipeline.errors import ConfigError
-from pipeline.framebus import FrameMessage, decode_frame, stream_key
+from pipeline.core.config import VigilConfig, validate_config
+from pipeline.core.errors import ConfigError
+from pipeline.ingest.camera import CameraState
 from tests.fixtures import media
 from tests.fixtures.services import RedisServer, RtspServer, wait_for
 from workers.ingest import IngestWorker, ordinal_from_hostname, owned_streams, parse_shard, shard_of

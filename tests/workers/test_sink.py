@@ -8,11 +8,11 @@ from pathlib import Path
 
 import redis
 
-from pipeline.config import validate_config
-from pipeline.results import RESULTS_KEY
+from pipeline.core.config import validate_config
+from pipeline.results.record import RESULTS_KEY
 from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.services import free_port, wait_for
-from tests.pipeline.sinks.records import record
+from tests.pipeline.results.sinks.records import record
 from workers.sink import SinkWorker
 
 

@@ -1,0 +1,338 @@
+"""The inference side of the frame bus: batches of frames from every camera, acknowledged with results.
+
+Delivery semantics (every frame that entered Redis ends as exactly one of these):
+
+* **result written**: :meth:`FrameConsumer.complete` writes the result records, acknowledges the
+  frames and counts them in one Redis transaction (MULTI/EXEC), so a frame is acknowledged exactly
+  when its result exists;
+* **dropped by backpressure**: trimmed off its stream by ``MAXLEN`` before any replica read it
+  (counted from ``XINFO``), or trimmed while pending on a crashed replica (counted when reclaimed);
+* **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` at once; a frame
+  whose batch keeps failing goes there after ``max_deliveries`` deliveries, with the last error.
+
+Frames left pending by a crashed replica are reclaimed by a live one after ``claim_idle_s`` (XPENDING
++ XCLAIM). Batches are fair across cameras: each read asks every camera for an equal share of the
+remaining batch, so one busy camera cannot starve the others.
+
+Per-stream counters live in Redis (``vigil:stats:<stream>``: ``inferred``, ``dead_lettered``,
+``dropped_pending``) and are updated in the same transactions, so the accounting identity
+``published = inferred + dropped + dead_lettered (+ still queued)`` holds exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from pipeline.bus.publisher import KEY_PREFIX, instance_identity, pick_instance, stream_key
+from pipeline.core.errors import BusError
+from pipeline.core.redact import redact_url
+from pipeline.results.record import RESULTS_KEY, ResultRecord
+
+log = logging.getLogger(__name__)
+
+GROUP = "vigil-inference"
+DEADLETTER_KEY = "vigil:deadletter"
+STATS_PREFIX = "vigil:stats:"
+FAILURES_KEY = "vigil:failures"  # entry id -> last error, for the dead-letter reason
+
+
+def stats_key(stream_id: str) -> str:
+    return STATS_PREFIX + stream_id
+
+
+@contextlib.contextmanager
+def _bus_errors(what: str) -> Iterator[None]:
+    """Wrap redis-py's errors as :class:`BusError` at this boundary."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BusError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class Delivery:
+    """One frame handed to this consumer (not yet acknowledged)."""
+
+    instance: int
+    stream_id: str
+    entry_id: str
+    fields: Mapping[bytes, bytes]
+    deliveries: int = 1
+
+
+@dataclass
+class ConsumerOptions:
+    urls: list[str]
+    consumer_name: str
+    stream_ids: list[str] = field(default_factory=list)
+    discover: bool = True  # also pick up vigil:frames:* streams that appear later
+    max_deliveries: int = 3
+    claim_idle_s: float = 30.0
+    results_maxlen: int = 100_000
+    deadletter_maxlen: int = 10_000
+    socket_timeout_s: float = 5.0
+
+
+class FrameConsumer:
+    """Reads frames for inference with a consumer group on every camera stream of every instance."""
+
+    def __init__(self, opts: ConsumerOptions) -> None:
+        self.opts = opts
+        # Typed Any: redis-py's reply types are a union over decode_responses; ours are always bytes.
+        self._clients: list[Any] = []
+        self._identities = [instance_identity(u) for u in opts.urls]
+        self._keys: list[set[str]] = [set() for _ in opts.urls]  # stream keys with our group, per instance
+        self._rotation = 0
+        self._last_discovery = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> FrameConsumer:
+        for url in self.opts.urls:
+            try:
+                self._clients.append(redis.Redis.from_url(url, socket_timeout=self.opts.socket_timeout_s + 5,
+                                                          socket_connect_timeout=self.opts.socket_timeout_s))
+            except ValueError as exc:
+                raise BusError(f"redis URL {redact_url(url)} is invalid: {exc}") from exc
+        self.add_streams(self.opts.stream_ids)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients = []
+
+    def _client(self, index: int) -> Any:
+        if not self._clients:
+            raise BusError("the frame consumer is closed; use it as a context manager")
+        return self._clients[index]
+
+    # ------------------------------------------------------------------ streams
+    def add_streams(self, stream_ids: Iterable[str]) -> None:
+        """Create the consumer group on each camera's stream (idempotent)."""
+        for sid in stream_ids:
+            idx = pick_instance(sid, self._identities)
+            key = stream_key(sid)
+            if key in self._keys[idx]:
+                continue
+            try:
+                self._client(idx).xgroup_create(key, GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise BusError(f"cannot create consumer group on {key}: {exc}") from exc
+            except redis.RedisError as exc:
+                raise BusError(f"redis instance {idx} unavailable while creating group on {key}: {exc}") from exc
+            self._keys[idx].add(key)
+
+    def discover(self, every_s: float = 5.0) -> None:
+        """Add camera streams that appeared on any instance since the last look."""
+        if not self.opts.discover or time.monotonic() - self._last_discovery < every_s:
+            return
+        self._last_discovery = time.monotonic()
+        found = []
+        with _bus_errors("discovering camera streams"):
+            for idx in range(len(self._clients)):
+                for key in self._client(idx).scan_iter(match=KEY_PREFIX + "*", count=1000, _type="stream"):
+                    found.append(key.decode()[len(KEY_PREFIX):])
+        self.add_streams(found)
+
+    @property
+    def stream_count(self) -> int:
+        return sum(len(k) for k in self._keys)
+
+    # ------------------------------------------------------------------ reading
+    def read_batch(self, max_frames: int, window_s: float, idle_block_s: float = 0.5) -> list[Delivery]:
+        """Up to ``max_frames`` new frames, fairly across cameras, within ``window_s`` of the first one.
+
+        Blocks up to ``idle_block_s`` for the first frame, so an idle replica does not spin. Cameras
+        that ran out of frames are not asked again for this batch until every camera has run out.
+        """
+        out: list[Delivery] = []
+        drained: set[str] = set()
+        start = time.monotonic()
+        first_at: float | None = None
+        while len(out) < max_frames:
+            got = self._read_round(max_frames - len(out), None, drained)
+            out.extend(got)
+            now = time.monotonic()
+            if out and first_at is None:
+                first_at = now
+            if len(out) >= max_frames:
+                break
+            remaining = (first_at + window_s - now) if first_at is not None else (start + idle_block_s - now)
+            if remaining <= 0:
+                break
+            if not got:
+                drained.clear()  # wait on every camera for the rest of the window
+                out.extend(self._read_round(max_frames - len(out), max(1, int(remaining * 1000)), drained))
+                if out and first_at is None:
+                    first_at = time.monotonic()
+        return out
+
+    def _read_round(self, want: int, block_ms: int | None, drained: set[str]) -> list[Delivery]:
+        """At most ``want`` frames: an equal share from every camera not in ``drained`` (from all of them
+        once all are), or one each from ``want`` of them (in turn) when there are more cameras than frames
+        wanted. Cameras that return less than their share are added to ``drained``."""
+        every = [(idx, key) for idx, keys in enumerate(self._keys) for key in sorted(keys)]
+        live = [(idx, key) for idx, key in every if key not in drained] or every
+        if not live:
+            if block_ms:
+                time.sleep(block_ms / 1000)
+            return []
+        self._rotation += 1
+        per_stream = want // len(live)
+        if not per_stream:
+            first = self._rotation % len(live)
+            live = (live[first:] + live[:first])[:want]
+        asked = [[key for i, key in live if i == idx] for idx in range(len(self._keys))]
+        targets = [idx for idx in range(len(asked)) if asked[idx]]
+        first, count = self._rotation % len(targets), max(1, per_stream)
+        out: list[Delivery] = []
+        for n, idx in enumerate(targets[first:] + targets[:first]):
+            got = self._xreadgroup(idx, asked[idx], count, block_ms if n == 0 else None, several=len(targets) > 1)
+            out.extend(got)
+            returned = Counter(d.stream_id for d in got)
+            drained.update(key for key in asked[idx] if returned[key[len(KEY_PREFIX):]] < count)
+        return out
+
+    def _xreadgroup(self, idx: int, keys: list[str], count: int, block_ms: int | None,
+                    several: bool) -> list[Delivery]:
+        # With several instances only the first asked blocks, briefly, so none is starved of polls.
+        block = min(block_ms, 20) if (block_ms and several) else block_ms
+        try:
+            reply = self._client(idx).xreadgroup(GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
+                                                 count=count, block=block or None)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
+                self._keys[idx].clear()
+                self._last_discovery = 0.0
+                return []
+            raise BusError(f"XREADGROUP on instance {idx} failed: {exc}") from exc
+        except redis.RedisError as exc:
+            raise BusError(f"redis instance {idx} unavailable: {exc}") from exc
+        out: list[Delivery] = []
+        for key, entries in reply or []:
+            sid = key.decode()[len(KEY_PREFIX):]
+            out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
+        return out
+
+    # ------------------------------------------------------------------ reclaiming
+    def reclaim(self, max_frames: int) -> tuple[list[Delivery], int]:
+        with _bus_errors("reclaiming pending frames"):
+            return self._reclaim(max_frames)
+
+    def _reclaim(self, max_frames: int) -> tuple[list[Delivery], int]:
+        """Claim frames pending on other consumers for longer than ``claim_idle_s``.
+
+        Frames delivered ``max_deliveries`` times already go to the dead-letter stream instead.
+        Returns the claimed deliveries and the number dead-lettered.
+        """
+        idle_ms = int(self.opts.claim_idle_s * 1000)
+        claimed: list[Delivery] = []
+        dead = 0
+        for idx in range(len(self._clients)):
+            client = self._client(idx)
+            for key in list(self._keys[idx]):
+                if len(claimed) >= max_frames:
+                    return claimed, dead
+                pending = client.xpending_range(key, GROUP, min="-", max="+", count=max_frames - len(claimed),
+                                                idle=idle_ms)
+                if not pending:
+                    continue
+                sid = key[len(KEY_PREFIX):]
+                retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]
+                for p in pending:
+                    if int(p["times_delivered"]) >= self.opts.max_deliveries:
+                        dead += self._dead_letter_pending(idx, sid, p["message_id"].decode(),
+                                                          int(p["times_delivered"]))
+                claimed.extend(self._claim(idx, sid, [p["message_id"] for p in retry],
+                                           {p["message_id"]: int(p["times_delivered"]) + 1 for p in retry}))
+        return claimed, dead
+
+    def _claim(self, idx: int, sid: str, ids: list[bytes], counts: dict[bytes, int]) -> list[Delivery]:
+        if not ids:
+            return []
+        client = self._client(idx)
+        key = stream_key(sid)
+        entries = client.xclaim(key, GROUP, self.opts.consumer_name, int(self.opts.claim_idle_s * 1000), ids)
+        got = {eid for eid, f in entries if f}
+        # Entries trimmed by MAXLEN while they were pending come back empty or not at all: they were
+        # dropped by backpressure. Acknowledge and count them.
+        lost = [i for i in ids if i not in got]
+        if lost:
+            with client.pipeline(transaction=True) as p:
+                p.xack(key, GROUP, *lost)
+                p.hincrby(stats_key(sid), "dropped_pending", len(lost))
+                p.execute()
+            log.info("stream %s: %d pending frame(s) were trimmed before they could be reclaimed", sid, len(lost))
+        if entries:
+            log.info("stream %s: reclaimed %d frame(s) left pending by a stopped replica", sid, len(got))
+        return [Delivery(idx, sid, eid.decode(), f, counts.get(eid, 2)) for eid, f in entries if f]
+
+    # ------------------------------------------------------------------ completing
+    def complete(self, done: list[tuple[Delivery, ResultRecord]]) -> None:
+        """Write results, acknowledge their frames and count them: one transaction per instance."""
+        with _bus_errors("writing results"):
+            self._complete(done)
+
+    def _complete(self, done: list[tuple[Delivery, ResultRecord]]) -> None:
+        by_instance: dict[int, list[tuple[Delivery, ResultRecord]]] = {}
+        for d, r in done:
+            by_instance.setdefault(d.instance, []).append((d, r))
+        for idx, items in by_instance.items():
+            per_stream: dict[str, list[str]] = {}
+            with self._client(idx).pipeline(transaction=True) as p:
+                for d, r in items:
+                    p.xadd(RESULTS_KEY, r.to_fields(), maxlen=self.opts.results_maxlen, approximate=True)
+                    per_stream.setdefault(d.stream_id, []).append(d.entry_id)
+                for sid, ids in per_stream.items():  # one XACK per camera, not per frame
+                    p.xack(stream_key(sid), GROUP, *ids)
+                    p.hincrby(stats_key(sid), "inferred", len(ids))
+                p.hdel(FAILURES_KEY, *[d.entry_id for d, _ in items])
+                p.execute()
+
+    def record_failure(self, deliveries: list[Delivery], reason: str) -> None:
+        """Remember why a batch failed; the frames stay pending and are retried after ``claim_idle_s``."""
+        by_instance: dict[int, list[str]] = {}
+        for d in deliveries:
+            by_instance.setdefault(d.instance, []).append(d.entry_id)
+        with _bus_errors("recording a failed batch"):
+            for idx, ids in by_instance.items():
+                self._client(idx).hset(FAILURES_KEY, mapping=dict.fromkeys(ids, reason[:500]))
+
+    def dead_letter(self, d: Delivery, reason: str) -> None:
+        """Move one frame to the dead-letter stream now (e.g. it cannot be decoded)."""
+        with _bus_errors("dead-lettering a frame"):
+            self._dead_letter(d.instance, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
+                              deliveries=d.deliveries)
+
+    def _dead_letter_pending(self, idx: int, sid: str, entry_id: str, deliveries: int) -> int:
+        client = self._client(idx)
+        entries = client.xrange(stream_key(sid), min=entry_id, max=entry_id)
+        reason = client.hget(FAILURES_KEY, entry_id)
+        why = reason.decode() if reason else "no result after repeated deliveries (replica crashed each time?)"
+        fields: dict[Any, Any] = dict(entries[0][1]) if entries else {}
+        self._dead_letter(idx, sid, entry_id, fields, reason=f"failed {deliveries} deliveries: {why}",
+                          deliveries=deliveries)
+        return 1
+
+    def _dead_letter(self, idx: int, sid: str, entry_id: str, fields: dict[Any, Any], *, reason: str,
+                     deliveries: int) -> None:
+        record = {b"stream": sid.encode(), b"frame_id": entry_id.encode(), b"reason": reason.encode(),
+                  b"deliveries": str(deliveries).encode(), b"ts": repr(time.time()).encode()}
+        record.update({b"frame_" + (k if isinstance(k, bytes) else str(k).encode()): v for k, v in fields.items()})
+        with self._client(idx).pipeline(transaction=True) as p:
+            p.xadd(DEADLETTER_KEY, record, maxlen=self.opts.deadletter_maxlen, approximate=True)
+            p.xack(stream_key(sid), GROUP, entry_id)
+            p.hincrby(stats_key(sid), "dead_lettered", 1)
+            p.hdel(FAILURES_KEY, entry_id)
+            p.execute()
+        log.warning("stream %s: frame %s dead-lettered: %s", sid, entry_id, reason)

@@ -1,0 +1,446 @@
+"""Vigil's one typed configuration: the only module that reads YAML files and environment variables.
+
+A config file is validated into :class:`VigilConfig`, a pydantic tree with ``extra="forbid"`` at
+every level, so a typo is an error rather than a silently ignored key. Each process gets its own
+typed sub-config (``cfg.ingest``, ``cfg.inference``, ...). ``${VAR}`` and ``${VAR:-default}`` in any
+string are replaced from the environment before validation; ``$${`` escapes a literal ``${``.
+
+:func:`load_config` raises :class:`~pipeline.core.errors.ConfigError` listing *every* problem as
+``path: message (line N)``, e.g. ``streams[2].fps: must be > 0 (line 14)``. Values are never echoed
+in messages because they may be secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.core.errors import ConfigError
+from pipeline.core.redact import redact_url
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ResizePolicy = Literal["squash", "center_crop", "letterbox"]
+_STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class StreamConfig(_Strict):
+    """One camera (or file) that ingest reads."""
+
+    id: Annotated[str, Field(pattern=_STREAM_ID, description="Unique id; used in Redis keys and metrics.")]
+    url: Annotated[str, Field(min_length=1, description="rtsp://, rtsps://, http(s)://, file path, /dev/videoN")]
+    fps: Annotated[float, Field(gt=0, le=120, description="Frames per second sampled for inference.")] = 5.0
+    resize: ResizePolicy = "squash"
+    transport: Literal["tcp", "udp"] = "tcp"
+    loop: bool = Field(default=False, description="Loop a local file (paced at its native fps).")
+    keyframes_only: bool = Field(default=False, description="Decode only keyframes (saves CPU at low fps).")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form tags, e.g. site/zone.")
+
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+
+class RedisConfig(_Strict):
+    """The frame bus: one or more Redis instances; each camera is pinned to one by a hash of its id."""
+
+    urls: list[str] = Field(default_factory=list, description="Empty: `vigil run` starts its own Redis.")
+    maxlen: Annotated[int, Field(ge=10, description="Per-camera stream length (XADD MAXLEN ~).")] = 500
+    frame_encoding: Literal["raw", "jpeg"] = "raw"
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
+    socket_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("urls")
+    @classmethod
+    def _check_schemes(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError(
+                    f"{redact_url(url)!r} must start with redis://, rediss:// (TLS) or unix://"
+                )
+        return urls
+
+
+class IngestConfig(_Strict):
+    """Timeouts and backoff of the ingest worker."""
+
+    open_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    read_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    stall_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
+    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
+    max_failures: Annotated[int, Field(ge=0, description="0 = retry forever.")] = 0
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> IngestConfig:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be >= backoff_base_s")
+        return self
+
+
+class GpuOptions(_Strict):
+    """onnxruntime options that only matter on the CUDA/TensorRT execution providers."""
+
+    device_id: Annotated[int, Field(ge=0)] = 0
+    io_binding: bool = Field(default=True, description="Bind inputs/outputs to device memory.")
+    prefer_nhwc: bool = Field(default=True, description="CUDA EP NHWC kernels (faster convs on tensor cores).")
+    cuda_graphs: bool = Field(default=False, description="Capture a CUDA graph per batch shape.")
+    tensorrt: bool = Field(default=False, description="Try the TensorRT EP before CUDA.")
+    tensorrt_fp16: bool = True
+    tensorrt_cache_dir: str | None = Field(default=None, description="Engine cache (default: model cache dir).")
+
+
+class InferenceConfig(_Strict):
+    """The model runtime and the Serve deployment around it."""
+
+    model: str | None = Field(default=None, description="ONNX file; default: `vigil models fetch` cache.")
+    labels: str | None = Field(default=None, description="Labels file; default: metadata or beside model.")
+    scene_map: str | None = Field(default=None, description="Scene map YAML; default: built-in ImageNet map.")
+    scene_model: str | None = Field(default=None, description="ONNX scene classifier used instead of the map.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    batch_window_ms: Annotated[float | None, Field(ge=0, le=10_000, description=(
+        "How long a batch waits after its first frame for more. Default: 20 with one lane (GPU: fuller "
+        "batches are cheaper per frame), 0 with several CPU lanes (a smaller batch is not slower per frame "
+        "there, so waiting would only add latency)."))] = None
+    replicas: Annotated[int, Field(ge=1, le=256)] = 1
+    num_gpus: Annotated[float, Field(ge=0, le=8)] = 0.0
+    top_k: Annotated[int, Field(ge=1, le=100)] = 5
+    replica_cpus: Annotated[float, Field(gt=0, le=256, description="Ray CPUs reserved per replica.")] = 1.0
+    claim_idle_s: Annotated[float, Field(gt=0, description="Reclaim frames pending this long.")] = 30.0
+    max_deliveries: Annotated[int, Field(ge=1, description="Dead-letter after this many tries.")] = 3
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Field(ge=0, le=65535, description="Serve HTTP (POST /classify).")] = 8000
+    intra_op_threads: Annotated[int, Field(ge=0, description="0 = onnxruntime default.")] = 0
+    lanes: Annotated[int, Field(ge=0, le=256, description=(
+        "Threads that classify a replica's batch side by side, each an equal share of it on one core. "
+        "0 = auto: on CPU one per usable core (shared among the replicas of `vigil run`); on GPU 1."))] = 0
+    gpu: GpuOptions = Field(default_factory=GpuOptions)
+
+
+class _SinkBase(_Strict):
+    name: Annotated[str | None, Field(pattern=_STREAM_ID, description="Default: <type>-<index>.")] = None
+    batch_size: Annotated[int, Field(ge=1, le=10_000, description="Results per write.")] = 100
+
+
+class JsonlSinkConfig(_SinkBase):
+    """One JSON result record per line; rotates at ``rotate_mb``, keeping ``keep`` old files."""
+
+    type: Literal["jsonl"]
+    path: Annotated[str, Field(min_length=1)]
+    rotate_mb: Annotated[float, Field(gt=0)] = 100.0
+    keep: Annotated[int, Field(ge=1)] = 5
+
+
+class WebhookSinkConfig(_SinkBase):
+    """POSTs a JSON array of records; retries with backoff until the server takes them (never drops)."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
+    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class StdoutSinkConfig(_SinkBase):
+    type: Literal["stdout"]
+
+
+class RedisSinkConfig(_SinkBase):
+    """Copies records to another Redis stream (e.g. for a downstream consumer)."""
+
+    type: Literal["redis"]
+    url: str | None = Field(default=None, description="Default: the first bus instance.")
+    stream: str = "vigil:results:out"
+    maxlen: Annotated[int, Field(ge=1)] = 100_000
+
+
+class EventsSinkConfig(_SinkBase):
+    """Emit only changes: a camera's top label or scene changes, or a watched label appears."""
+
+    type: Literal["events"]
+    path: str | None = Field(default=None, description="Write events as JSON lines here ...")
+    url: Annotated[str | None, Field(pattern=r"^https?://", description="... and/or POST them here.")] = None
+    watch: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="label -> min score")
+    hysteresis: Annotated[int, Field(ge=1, description="Consecutive results before a change.")] = 3
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @model_validator(mode="after")
+    def _has_output(self) -> EventsSinkConfig:
+        if not self.path and not self.url:
+            raise ValueError("an events sink needs path (JSON lines) and/or url (webhook)")
+        return self
+
+
+class PluginSinkConfig(_SinkBase):
+    """A sink from another package: ``factory`` is ``module:callable`` taking (config, options)."""
+
+    type: Literal["plugin"]
+    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+SinkConfig = Annotated[
+    JsonlSinkConfig | WebhookSinkConfig | StdoutSinkConfig | RedisSinkConfig | EventsSinkConfig | PluginSinkConfig,
+    Field(discriminator="type"),
+]
+
+
+def sink_name(sink: SinkConfig, index: int) -> str:
+    """A sink's stable name: its consumer group on the results stream is ``vigil-sink-<name>``."""
+    return sink.name or f"{sink.type}-{index}"
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9100
+
+
+class VigilConfig(_Strict):
+    """The whole configuration file."""
+
+    streams: list[StreamConfig] = Field(default_factory=list)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    sinks: list[SinkConfig] = Field(default_factory=list)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sink_names(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
+        names = [sink_name(s, i) for i, s in enumerate(sinks)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sink name(s) {', '.join(dup)} used twice; give each sink a unique name")
+        return sinks
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_ids(cls, streams: list[StreamConfig]) -> list[StreamConfig]:
+        seen: set[str] = set()
+        for s in streams:
+            if s.id in seen:
+                raise ValueError(f"stream id {s.id!r} is used twice; ids must be unique")
+            seen.add(s.id)
+        return streams
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment (the only place Vigil reads os.environ)
+# --------------------------------------------------------------------------------------------------
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where downloaded/exported models live: ``$VIGIL_CACHE_DIR`` or ``~/.cache/vigil``."""
+    env = os.environ if environ is None else environ
+    if env.get("VIGIL_CACHE_DIR"):
+        return Path(env["VIGIL_CACHE_DIR"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vigil"
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> str:
+    """``$VIGIL_LOG_LEVEL`` (default INFO)."""
+    env = os.environ if environ is None else environ
+    return env.get("VIGIL_LOG_LEVEL", "INFO").upper()
+
+
+def serve_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The config file a Serve application built by ``workers.serve_app`` reads: ``$VIGIL_CONFIG``.
+
+    Set on the Ray pods of a KubeRay ``RayService`` (``import_path: workers.serve_app:app``).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("VIGIL_CONFIG", "")
+    if not value:
+        raise ConfigError("VIGIL_CONFIG is not set: point it at the Vigil YAML config that the Serve "
+                          "application (workers.serve_app:app) should read")
+    return Path(value).expanduser()
+
+
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Replace ``${VAR}`` / ``${VAR:-default}``; return the result and the names that were unset."""
+    missing: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _VAR.sub(repl, value), missing
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+def format_loc(loc: Loc) -> str:
+    """``("streams", 2, "fps")`` -> ``streams[2].fps``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _node_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    """Record the 1-based line of every mapping key / sequence item, to point errors at the file."""
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*loc, str(key_node.value))
+            _node_lines(value_node, child, lines)
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _node_lines(item, (*loc, i), lines)
+
+
+def _substitute_tree(data: Any, loc: Loc, environ: Mapping[str, str], problems: list[tuple[Loc, str]]) -> Any:
+    if isinstance(data, str):
+        value, missing = substitute_env(data, environ)
+        for name in missing:
+            problems.append((loc, f"environment variable ${{{name}}} is not set (export it, or write "
+                                  f"${{{name}:-default}})"))
+        return value
+    if isinstance(data, dict):
+        return {k: _substitute_tree(v, (*loc, str(k)), environ, problems) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_tree(v, (*loc, i), environ, problems) for i, v in enumerate(data)]
+    return data
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    """Field names allowed at ``loc``'s parent, for 'did you mean' hints."""
+    model: Any = VigilConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        ann = fields[part].annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if hasattr(a, "model_fields")), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+_MESSAGES: dict[str, str] = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "missing": "is required",
+    "too_short": "must have at least {min_length} item(s)",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
+
+def _message(err: Mapping[str, Any], loc: Loc) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        return f"unknown key{hint} (allowed: {', '.join(allowed)})" if allowed else f"unknown key{hint}"
+    if kind in _MESSAGES:
+        return _MESSAGES[kind].format(**{k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()})
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    if kind == "union_tag_invalid":
+        return f"unknown sink type; must be one of {ctx.get('expected_tags', '')}"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+_SINK_TAGS = {"jsonl", "webhook", "stdout", "redis", "events", "plugin"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Loc:
+    """Drop the discriminator tag pydantic inserts into sink locations (``sinks.0.jsonl.path``)."""
+    return tuple(
+        p for i, p in enumerate(loc)
+        if not (i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int) and p in _SINK_TAGS)
+    )
+
+
+def validate_config(data: Any, source: str = "<config>", lines: Mapping[Loc, int] | None = None,
+                    environ: Mapping[str, str] | None = None) -> VigilConfig:
+    """Substitute env vars in ``data`` and validate it; raise :class:`ConfigError` with every problem."""
+    env = os.environ if environ is None else environ
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping (streams:, redis:, ...)",
+                          ["(top level): must be a mapping"])
+    problems: list[tuple[Loc, str]] = []
+    data = _substitute_tree(data, (), env, problems)
+    try:
+        cfg = VigilConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend((_clean_loc(tuple(e["loc"])), _message(e, _clean_loc(tuple(e["loc"]))))
+                        for e in exc.errors(include_input=False))
+        cfg = None
+    if problems or cfg is None:
+        rendered = []
+        for loc, msg in problems:
+            line = (lines or {}).get(loc) or (lines or {}).get(loc[:-1]) if loc else None
+            rendered.append(f"{format_loc(loc)}: {msg}" + (f" (line {line})" if line else ""))
+        raise ConfigError(f"{source}: {len(rendered)} problem(s)\n  " + "\n  ".join(rendered), rendered)
+    return cfg
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> VigilConfig:
+    """Read, substitute and validate a YAML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}",
+                          [f"(yaml){where}: {problem}"]) from exc
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _node_lines(node, (), lines)
+    return validate_config(data, str(p), lines, environ)

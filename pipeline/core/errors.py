@@ -1,0 +1,102 @@
+"""Vigil's one exception tree.
+
+Every error the library raises on purpose is a :class:`VigilError`. Errors from the libraries
+underneath (onnxruntime, OpenCV, PyYAML, redis, ...) are wrapped at the boundary where Vigil calls
+them, with ``raise ... from exc`` so the original traceback stays attached.
+
+Each message says what went wrong, where (a file, a config path, a stream id) and how to fix it.
+Messages never contain secrets: URLs are passed through :func:`pipeline.core.redact.redact_url` first.
+
+Tree::
+
+    VigilError
+    ├── ConfigError            invalid YAML, unknown keys, bad values, unset ${VAR}
+    ├── ModelError
+    │   ├── ModelNotFoundError     no model file where one was expected (offline, no --model)
+    │   ├── ModelLoadError         file exists but is not a loadable ONNX model
+    │   └── ModelContractError     graph is not an image classifier Vigil can feed
+    ├── LabelsError            labels file unreadable or with the wrong class count
+    ├── SceneMapError          scene map unreadable or referencing unknown classes
+    ├── ImageError             an image file that cannot be read or decoded
+    ├── InputError             frames passed to the runtime with the wrong dtype/shape
+    ├── SourceError            a camera/file/device cannot be opened or read (``reason``)
+    ├── BusError               Redis (frame bus, results) refused or failed a command
+    │   └── BusUnavailableError    an instance is down and in backoff: not even tried
+    ├── FrameFormatError       a frame-bus entry that is not a valid frame message
+    ├── SinkError              a sink could not take a batch (it is delivered again)
+    └── DatasetError           a labelled image folder that cannot be used (empty class, ...)
+"""
+
+from __future__ import annotations
+
+
+class VigilError(Exception):
+    """Base class of every error Vigil raises on purpose."""
+
+
+class ConfigError(VigilError):
+    """The configuration is invalid. ``problems`` lists each one as ``path: message``."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        super().__init__(message)
+
+
+class ModelError(VigilError):
+    """Base class of model problems."""
+
+
+class ModelNotFoundError(ModelError):
+    """No model file is available."""
+
+
+class ModelLoadError(ModelError):
+    """The model file exists but cannot be loaded."""
+
+
+class ModelContractError(ModelError):
+    """The model loads but its inputs/outputs are not those of an image classifier."""
+
+
+class LabelsError(VigilError):
+    """The labels file is unreadable or does not match the model's class count."""
+
+
+class SceneMapError(VigilError):
+    """The scene map is unreadable or refers to classes the model does not have."""
+
+
+class ImageError(VigilError):
+    """An image file cannot be read or decoded."""
+
+
+class InputError(VigilError):
+    """Frames handed to the runtime are not uint8 [N, H, W, 3]."""
+
+
+class SourceError(VigilError):
+    """A video source (camera, file, device) cannot be opened or read. ``reason`` is a short cause."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        self.reason = reason or message
+        super().__init__(message)
+
+
+class BusError(VigilError):
+    """The frame bus (Redis) refused or failed a command."""
+
+
+class BusUnavailableError(BusError):
+    """A Redis instance of the frame bus is down; calls are skipped until its backoff expires."""
+
+
+class FrameFormatError(VigilError):
+    """A frame-bus entry is not a valid frame message (wrong version, missing field, bad size)."""
+
+
+class SinkError(VigilError):
+    """A sink could not take a batch of results (they are delivered again)."""
+
+
+class DatasetError(VigilError):
+    """A labelled image folder cannot be used: no classes, an empty class, unreadable images..."""

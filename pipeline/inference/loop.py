@@ -1,0 +1,235 @@
+"""The inference loop: frames from the bus -> model runtime -> result records, batch after batch.
+
+Runs inside each Serve replica (see :mod:`pipeline.inference.serving`), and without Ray in tests and tools.
+Batches are formed by pulling from Redis inside the replica: no per-frame handle call, which at about
+a millisecond each could not feed a GPU that classifies 10-20k frames/s.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.bus.publisher import FrameMessage, decode_frame
+from pipeline.bus.reader import Delivery, FrameConsumer
+from pipeline.core.classification import FrameClassification
+from pipeline.core.errors import FrameFormatError, VigilError
+from pipeline.inference.runtime import ModelRuntime, lane_share
+from pipeline.results.record import ResultRecord
+
+log = logging.getLogger(__name__)
+
+
+class LoopMetrics(Protocol):
+    def batch_done(self, size: int, inference_seconds: float) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass
+class LoopStats:
+    batches: int = 0
+    frames: int = 0
+    failures: int = 0
+    dead_lettered: int = 0
+    last_error: str = ""
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class LoopOptions:
+    batch_size: int = 32  # frames classified at once by the replica, split evenly over its lanes
+    batch_window_s: float = 0.02
+    reclaim_every_s: float = 5.0
+    replica: str = "local"
+    lanes: int = 1  # threads sharing each batch (ModelRuntime.lanes)
+
+
+class InferenceLoop:
+    """Pull, classify, write, acknowledge. One per replica; :meth:`run` until ``stop`` is set."""
+
+    def __init__(self, runtime: ModelRuntime, consumer: FrameConsumer, opts: LoopOptions,
+                 metrics: LoopMetrics | None = None) -> None:
+        self.runtime = runtime
+        self.consumer = consumer
+        self.opts = opts
+        self.metrics = metrics
+        self.stats = LoopStats()
+        self._last_reclaim = 0.0
+        # One lock per lane: a batch holds its lane's; the model swap takes them all, so it happens
+        # when no batch is being classified.
+        self._lane_locks = [threading.Lock() for _ in range(max(1, opts.lanes))]
+        self._stats_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the consumer reads for one lane at a time
+        # Each lane takes its share of the batch: the replica still classifies batch_size frames at once,
+        # and a lane's batch takes about as long on its one core as the whole batch on all of them.
+        self.lane_batch = lane_share(opts.batch_size, len(self._lane_locks))
+
+    def swap_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
+        """Replace the model between batches; returns the old runtime (caller closes it)."""
+        for lock in self._lane_locks:  # always in the same order: no deadlock between swaps
+            lock.acquire()
+        try:
+            old, self.runtime = self.runtime, runtime
+        finally:
+            for lock in self._lane_locks:
+                lock.release()
+        return old
+
+    def classify(self, frames: np.ndarray) -> list[FrameClassification]:
+        """Classify frames outside the bus (the HTTP endpoint): split over the lanes like a batch of the
+        loop, each share in turn with that lane's own batches, so a request uses every core."""
+        shares = [s for s in np.array_split(frames, min(len(self._lane_locks), max(1, len(frames)))) if len(s)]
+
+        def run(lane: int) -> list[FrameClassification]:
+            with self._lane_locks[lane]:
+                return self.runtime.classify(shares[lane]).frames()
+
+        if len(shares) <= 1:
+            return run(0) if shares else []
+        with ThreadPoolExecutor(len(shares), thread_name_prefix="classify") as pool:
+            return [f for part in pool.map(run, range(len(shares))) for f in part]
+
+    def _next_deliveries(self) -> list[Delivery]:
+        """Reclaimed frames (every ``reclaim_every_s``) topped up with new ones, up to a batch."""
+        now = time.monotonic()
+        deliveries: list[Delivery] = []
+        if now - self._last_reclaim >= self.opts.reclaim_every_s:
+            self._last_reclaim = now
+            self.consumer.discover()
+            deliveries, dead = self.consumer.reclaim(self.lane_batch)
+            with self._stats_lock:
+                self.stats.dead_lettered += dead
+        if len(deliveries) < self.lane_batch:
+            deliveries += self.consumer.read_batch(self.lane_batch - len(deliveries), self.opts.batch_window_s)
+        return deliveries
+
+    def step(self) -> int:
+        """Read and process one batch synchronously; return how many frames got results."""
+        deliveries = self._next_deliveries()
+        return self._process(deliveries, 0) if deliveries else 0
+
+    def _decode(self, deliveries: list[Delivery]) -> list[tuple[Delivery, FrameMessage]]:
+        good = []
+        for d in deliveries:
+            try:
+                good.append((d, decode_frame(d.fields)))
+            except FrameFormatError as exc:  # a poison entry: retrying cannot help
+                self.consumer.dead_letter(d, f"undecodable frame: {exc}")
+                with self._stats_lock:
+                    self.stats.dead_lettered += 1
+        return good
+
+    def _process(self, deliveries: list[Delivery], lane: int) -> int:
+        picked_ts = time.time()
+        good = self._decode(deliveries)
+        if not good:
+            return 0
+        with self._lane_locks[lane]:
+            runtime = self.runtime
+            try:
+                t0 = time.perf_counter()
+                frames = np.stack([m.pixels for _, m in good])
+                result = runtime.classify(frames)
+                inference_s = time.perf_counter() - t0
+            except (VigilError, ValueError, RuntimeError) as exc:
+                # onnxruntime raises RuntimeError subclasses; frames stay pending and are retried
+                # (then dead-lettered) via reclaim.
+                reason = f"{type(exc).__name__}: {exc}"
+                self.consumer.record_failure([d for d, _ in good], reason)
+                with self._stats_lock:
+                    self.stats.failures += 1
+                    self.stats.last_error = reason
+                log.error("batch of %d frames failed: %s", len(good), reason)
+                return 0
+        now = time.time()
+        records = [
+            (d, ResultRecord.build(stream=m.stream_id, seq=m.seq, frame_id=d.entry_id, capture_ts=m.capture_time_s,
+                                   inference_ts=now, picked_ts=picked_ts, model=(runtime.name, runtime.version),
+                                   result=result.frame(i), inference_ms=inference_s * 1000,
+                                   batch_size=len(good), replica=self.opts.replica))
+            for i, (d, m) in enumerate(good)
+        ]
+        self.consumer.complete(records)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.frames += len(records)
+        if self.metrics is not None:
+            self.metrics.batch_done(len(records), inference_s)
+        return len(records)
+
+    def _fetch(self, stop: threading.Event, backoff_s: float) -> list[Delivery]:
+        """The next batch (one reader at a time); [] when idle or after a bus error (logged, backed off)."""
+        try:
+            with self._read_lock:
+                deliveries = self._next_deliveries()
+        except VigilError as exc:
+            with self._stats_lock:
+                self.stats.last_error = str(exc)
+            log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
+            stop.wait(backoff_s)
+            return []
+        if not deliveries and self.metrics is not None:
+            self.metrics.flush()  # idle: the last counts must not wait for the next batch
+        return deliveries
+
+    def _handle(self, deliveries: list[Delivery], lane: int, stop: threading.Event, backoff_s: float) -> None:
+        try:
+            self._process(deliveries, lane)
+        except VigilError as exc:
+            with self._stats_lock:
+                self.stats.last_error = str(exc)
+            log.warning("inference loop: %s; frames stay pending and are retried", exc)
+            stop.wait(backoff_s)
+
+    def run(self, stop: threading.Event, error_backoff_s: float = 1.0) -> None:
+        """Loop until ``stop`` is set; bus errors are logged and retried, never fatal.
+
+        One lane (GPU): a reader thread fetches the next batch from Redis while the current one is
+        classified (the model releases the GIL), so the device is not idle during Redis round trips.
+        Several lanes (CPU): each lane reads its own batch when it is free, then classifies and
+        completes it; while one lane reads, the others keep the cores busy, and no batch sits read
+        but waiting for a lane (which would add a whole batch time to its frames' age). On stop,
+        batches already read are still classified and acknowledged, so no frame is left pending.
+        """
+        if len(self._lane_locks) == 1:
+            self._run_read_ahead(stop, error_backoff_s)
+            return
+        lanes = [threading.Thread(target=self._run_lane, args=(i, stop, error_backoff_s), name=f"inference-lane-{i}",
+                                  daemon=True) for i in range(1, len(self._lane_locks))]
+        for t in lanes:
+            t.start()
+        self._run_lane(0, stop, error_backoff_s)
+        for t in lanes:
+            t.join()
+
+    def _run_lane(self, lane: int, stop: threading.Event, backoff_s: float) -> None:
+        while not stop.is_set():
+            deliveries = self._fetch(stop, backoff_s)
+            if deliveries:
+                self._handle(deliveries, lane, stop, backoff_s)
+
+    def _run_read_ahead(self, stop: threading.Event, backoff_s: float) -> None:
+        ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=1)
+
+        def read() -> None:
+            while not stop.is_set():
+                deliveries = self._fetch(stop, backoff_s)
+                if deliveries:
+                    ready.put(deliveries)  # blocks while the model is busy: at most one batch read ahead
+
+        reader = threading.Thread(target=read, name="inference-reader", daemon=True)
+        reader.start()
+        while reader.is_alive() or not ready.empty():
+            try:
+                deliveries = ready.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self._handle(deliveries, 0, stop, backoff_s)

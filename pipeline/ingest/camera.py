@@ -1,0 +1,239 @@
+"""One camera's life: open, read at the live edge, sample at the target fps, reconnect.
+
+States (``CameraState``)::
+
+    connecting --opened, first frame--> live --no frame for stall_timeout_s--> stalled --> connecting
+        |                                 |
+        +--open failed--> backing_off <---+--stream ended / read error / timeout
+                              |
+                              +--(wait jittered exponential backoff)--> connecting
+                              +--max_failures consecutive failures--> failed (until reloaded)
+
+Stall detection does not rely on OpenCV's read timeout: measured here, a capture whose server froze
+returns False only after about three times ``CAP_PROP_READ_TIMEOUT_MSEC`` and never delivers again.
+So the camera thread watches the age of the newest frame itself; on a stall it abandons the stuck
+reader (which closes its own capture once OpenCV returns) and reopens a fresh capture at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.core.config import IngestConfig, StreamConfig
+from pipeline.core.errors import SourceError
+from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
+from pipeline.ops.metrics import IngestMetrics
+
+log = logging.getLogger("vigil.camera")
+
+
+def source_options(stream: StreamConfig, ingest: IngestConfig) -> SourceOptions:
+    """How a camera is opened: the stream's transport and the ``ingest:`` timeouts (ingest and capture)."""
+    return SourceOptions(url=stream.url, transport=stream.transport, keyframes_only=stream.keyframes_only,
+                         loop=stream.loop, open_timeout_s=ingest.open_timeout_s, read_timeout_s=ingest.read_timeout_s)
+
+
+class CameraState(enum.StrEnum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    STALLED = "stalled"
+    BACKING_OFF = "backing_off"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Backoff:
+    """Jittered exponential backoff: attempt n waits ``min(cap, base * 2**n) * U(0.5, 1)``.
+
+    The jitter keeps a fleet of cameras that lost the same server from reconnecting in lockstep.
+    """
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None) -> None:
+        if base_s <= 0 or cap_s < base_s:
+            raise ValueError(f"backoff needs 0 < base_s <= cap_s, got base_s={base_s}, cap_s={cap_s}")
+        self.base_s, self.cap_s = base_s, cap_s
+        self.attempt = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def next_delay_s(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.attempt, 30))
+        self.attempt += 1
+        return float(ceiling * self._rng.uniform(0.5, 1.0))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    at_s: float  # time.time()
+    state: CameraState
+    reason: str
+
+
+SampleHandler = Callable[[StreamConfig, RawFrame], None]
+
+
+class Camera:
+    """A camera thread (state machine + sampler) around a :class:`LiveEdgeReader`."""
+
+    def __init__(self, stream: StreamConfig, ingest: IngestConfig, on_sample: SampleHandler,
+                 metrics: IngestMetrics | None = None) -> None:
+        self.stream = stream
+        self.ingest = ingest
+        self._on_sample = on_sample
+        self._metrics = metrics
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._backoff = Backoff(ingest.backoff_base_s, ingest.backoff_cap_s)
+        self._thread = threading.Thread(target=self._run, name=f"camera-{stream.id}", daemon=True)
+        self._reader: LiveEdgeReader | None = None
+        self.state = CameraState.CONNECTING
+        self.state_since_s = time.time()
+        self.last_error = ""
+        self.failures = 0  # consecutive failed attempts
+        self.reconnects = 0
+        self.history: deque[Transition] = deque(maxlen=64)
+        self._started_monotonic = time.monotonic()
+        self._last_frame_monotonic: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.stream.id
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> Camera:
+        if self._metrics is not None:
+            self._metrics.track_frame_age(self.id, self.last_frame_age_s)
+        self._set_state(CameraState.CONNECTING, "starting")
+        self._thread.start()
+        return self
+
+    def stop(self, join_timeout_s: float | None = None) -> bool:
+        """Ask the camera to stop; wait up to ``join_timeout_s`` (default: one open timeout + 2 s)."""
+        self._stop.set()
+        with self._lock:
+            reader = self._reader
+        if reader is not None:
+            reader.abandon()
+        timeout = self.ingest.open_timeout_s + 2.0 if join_timeout_s is None else join_timeout_s
+        if self._thread.is_alive() and timeout > 0:
+            self._thread.join(timeout)
+        stopped = not self._thread.is_alive()
+        if stopped and self.state != CameraState.STOPPED:
+            self._set_state(CameraState.STOPPED, "stopped")  # e.g. a failed camera, whose thread ended
+        return stopped
+
+    def last_frame_age_s(self) -> float:
+        last = self._last_frame_monotonic
+        return time.monotonic() - (last if last is not None else self._started_monotonic)
+
+    def _set_state(self, state: CameraState, reason: str) -> None:
+        with self._lock:
+            changed = state != self.state or not self.history
+            self.state, self.state_since_s = state, time.time()
+            self.history.append(Transition(self.state_since_s, state, reason))
+        if self._metrics is not None:
+            self._metrics.set_state(self.id, state.value)
+        if changed:
+            level = logging.INFO if state in (CameraState.LIVE, CameraState.CONNECTING,
+                                              CameraState.STOPPED) else logging.WARNING
+            log.log(level, "camera %s (%s): %s - %s", self.id, self.stream.redacted_url(), state.value,
+                    reason)
+
+    # -- the camera thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                self.reconnects += 1
+                if self._metrics is not None:
+                    self._metrics.reconnected(self.id)
+            first = False
+            self._set_state(CameraState.CONNECTING, "opening the stream")
+            reason = self._connect_and_sample()
+            if self._stop.is_set():
+                break
+            if reason is None:
+                continue  # stalled: reopen at once, the stall already waited stall_timeout_s
+            self.failures += 1
+            self.last_error = reason
+            if self.ingest.max_failures and self.failures >= self.ingest.max_failures:
+                self._set_state(CameraState.FAILED, f"{reason}; gave up after {self.failures} "
+                                "consecutive failures (reload the config to retry)")
+                return
+            delay = self._backoff.next_delay_s()
+            self._set_state(CameraState.BACKING_OFF, f"{reason}; retry in {delay:.1f} s")
+            self._stop.wait(delay)
+        self._set_state(CameraState.STOPPED, "stopped")
+
+    def _connect_and_sample(self) -> str | None:
+        """Open and sample until the stream ends. Returns a failure reason, or None after a stall."""
+        source = VideoSource(source_options(self.stream, self.ingest))
+        try:
+            source.open()
+        except SourceError as exc:
+            return f"open failed: {exc.reason}"
+        reader = LiveEdgeReader(source, self.id, self._decoded)
+        with self._lock:
+            self._reader = reader
+        try:
+            reader.start()
+            return self._sample(reader)
+        finally:
+            # Never join a reader that may be stuck inside OpenCV: it closes its own capture.
+            reader.abandon()
+            with self._lock:
+                self._reader = None
+
+    def _decoded(self, frame: RawFrame) -> None:
+        self._last_frame_monotonic = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.frame_decoded(self.id, frame.decode_latency_s)
+
+    def _sample(self, reader: LiveEdgeReader) -> str | None:
+        period_s = 1.0 / self.stream.fps
+        stall_s = self.ingest.stall_timeout_s
+        next_tick = time.monotonic()
+        last_index = -1
+        while not self._stop.is_set():
+            if self._stop.wait(max(0.0, next_tick - time.monotonic())):
+                break
+            frame = reader.wait_newer(last_index, timeout_s=min(0.1, stall_s / 4))
+            if frame is None:
+                since = reader.last_frame_monotonic or reader.started_monotonic
+                silent_s = time.monotonic() - since
+                if reader.ended and silent_s < min(stall_s, self.ingest.read_timeout_s):
+                    return reader.end_reason or "the stream ended"
+                if reader.ended or silent_s > stall_s:
+                    # OpenCV's read timeout may fire first (when read_timeout_s < stall_timeout_s):
+                    # that is a stall too, not a lost connection.
+                    self.last_error = f"no frame for {silent_s:.1f} s"
+                    self._set_state(CameraState.STALLED, f"no frame for {silent_s:.1f} s; reopening")
+                    return None
+                continue
+            if self.state != CameraState.LIVE:
+                self.failures = 0
+                self._backoff.reset()
+                self._set_state(CameraState.LIVE, f"receiving {reader_size(frame)} frames")
+            last_index = frame.index
+            if self._metrics is not None:
+                self._metrics.frame_sampled(self.id)
+            self._on_sample(self.stream, frame)
+            # Keep the schedule (no drift), but never burst to catch up after a slow frame.
+            next_tick = max(next_tick + period_s, time.monotonic() - period_s / 2)
+        return None
+
+
+def reader_size(frame: RawFrame) -> str:
+    h, w = frame.bgr.shape[:2]
+    return f"{w}x{h}"

@@ -1,0 +1,361 @@
+"""Every Prometheus metric Vigil exports, in one place.
+
+Conventions:
+
+* names start with ``vigil_<process>_`` and end in their unit (``_seconds``, ``_frames_total``);
+* the ``stream`` label only ever takes the ids of the cameras this process was configured with:
+  :meth:`IngestMetrics.set_streams` bounds it, drops the series of removed cameras, and silently
+  ignores late events from a camera that is being stopped (so its series does not reappear);
+* each process (and each test) builds its own :class:`~prometheus_client.CollectorRegistry`, never the
+  global default one, so several workers can live in one interpreter;
+* label values never contain URLs: a Redis instance is labelled by its index in ``redis.urls``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Enum as StateMetric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+__all__ = ["CAMERA_STATES", "CONTENT_TYPE_LATEST", "DROP_REASONS", "IngestMetrics", "PipelineCollector",
+           "ReplicaStatsRecorder", "SinkMetrics", "render"]
+
+CAMERA_STATES = ("connecting", "live", "stalled", "backing_off", "failed", "stopped")
+
+#: Why a sampled frame did not reach Redis (or left it unread).
+DROP_REASONS = (
+    "bus_down",  # the camera's Redis instance is down and in backoff: not even tried
+    "bus_error",  # the XADD failed (connection lost, timeout, Redis error)
+    "evicted",  # trimmed by XADD MAXLEN ~ before any consumer group read it (drop-oldest)
+)
+
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry`` (what ``/metrics`` serves)."""
+    return generate_latest(registry)
+
+
+class IngestMetrics:
+    """The ingest worker's metrics. Methods are thread-safe (prometheus_client locks each series)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._streams: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        r = self.registry
+        self._decoded = Counter("vigil_ingest_decoded_frames", "Frames decoded from the camera.",
+                                ["stream"], registry=r)
+        self._sampled = Counter("vigil_ingest_sampled_frames", "Frames picked by the sampler at the "
+                                "stream's target fps.", ["stream"], registry=r)
+        self._published = Counter("vigil_ingest_published_frames", "Frames written to the frame bus.",
+                                  ["stream"], registry=r)
+        self._dropped = Counter("vigil_ingest_dropped_frames", "Sampled frames lost, by reason: "
+                                + ", ".join(DROP_REASONS) + ".", ["stream", "reason"], registry=r)
+        self._reconnects = Counter("vigil_ingest_reconnects", "Times the camera was reopened after "
+                                   "losing its stream or failing to open.", ["stream"], registry=r)
+        self._state = StateMetric("vigil_ingest_camera_state", "Current state of the camera.",
+                                  ["stream"], states=list(CAMERA_STATES), registry=r)
+        self._age = Gauge("vigil_ingest_last_frame_age_seconds", "Seconds since the camera last "
+                          "delivered a decoded frame (since start if never).", ["stream"], registry=r)
+        self._decode_latency = Histogram("vigil_ingest_decode_latency_seconds", "Time to read and "
+                                         "decode one frame.", ["stream"], buckets=_LATENCY_BUCKETS_S,
+                                         registry=r)
+        self._publish_latency = Histogram("vigil_ingest_publish_latency_seconds", "Time to resize, "
+                                          "encode and XADD one sampled frame.", ["stream"],
+                                          buckets=_LATENCY_BUCKETS_S, registry=r)
+        self._bus_up = Gauge("vigil_ingest_bus_up", "1 if the Redis instance (index in redis.urls) "
+                             "answered the last command, else 0.", ["bus"], registry=r)
+
+    # -- label bounds ------------------------------------------------------------------------------
+
+    def set_streams(self, stream_ids: Iterable[str]) -> None:
+        """Allow exactly these stream labels; remove every series of cameras no longer configured."""
+        new = frozenset(stream_ids)
+        with self._lock:
+            removed = self._streams - new
+            self._streams = new
+        for sid in removed:
+            self._remove_stream(sid)
+
+    def _remove_stream(self, sid: str) -> None:
+        for metric in (self._decoded, self._sampled, self._published, self._reconnects, self._state,
+                       self._age, self._decode_latency, self._publish_latency):
+            try:
+                metric.remove(sid)
+            except KeyError:
+                continue  # that series was never created (e.g. no frame was ever decoded)
+        for reason in DROP_REASONS:
+            try:
+                self._dropped.remove(sid, reason)
+            except KeyError:
+                continue
+
+    def _known(self, sid: str) -> bool:
+        return sid in self._streams
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def frame_decoded(self, sid: str, latency_seconds: float) -> None:
+        if self._known(sid):
+            self._decoded.labels(sid).inc()
+            self._decode_latency.labels(sid).observe(latency_seconds)
+
+    def frame_sampled(self, sid: str) -> None:
+        if self._known(sid):
+            self._sampled.labels(sid).inc()
+
+    def frame_published(self, sid: str, latency_seconds: float) -> None:
+        if self._known(sid):
+            self._published.labels(sid).inc()
+            self._publish_latency.labels(sid).observe(latency_seconds)
+
+    def frames_dropped(self, sid: str, reason: str, count: int = 1) -> None:
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; use one of {DROP_REASONS}")
+        if self._known(sid) and count > 0:
+            self._dropped.labels(sid, reason).inc(count)
+
+    def reconnected(self, sid: str) -> None:
+        if self._known(sid):
+            self._reconnects.labels(sid).inc()
+
+    def set_state(self, sid: str, state: str) -> None:
+        if self._known(sid):
+            self._state.labels(sid).state(state)
+
+    def track_frame_age(self, sid: str, age_seconds: Callable[[], float]) -> None:
+        """Compute the stream's last-frame age at scrape time, from the camera's own clock."""
+        if self._known(sid):
+            self._age.labels(sid).set_function(age_seconds)
+
+    def set_bus_up(self, index: int, up: bool) -> None:
+        self._bus_up.labels(str(index)).set(1.0 if up else 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inference and sinks
+# --------------------------------------------------------------------------------------------------
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FRAME_AGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+REPLICA_KEY_PREFIX = "vigil:replica:"
+REPLICA_TTL_S = 120  # a replica's series vanish this long after its last batch (it died or left)
+
+
+def _bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
+    le = next((b for b in bounds if value <= b), None)
+    return f"{prefix}:{'+Inf' if le is None else repr(float(le))}"
+
+
+class ReplicaStatsRecorder:
+    """Per-replica batch statistics, kept in Redis so that any process can export them.
+
+    Serve replicas are short-lived processes spread over a cluster; writing their counters to one
+    hash each (``vigil:replica:<name>``, expiring ``REPLICA_TTL_S`` after the last batch) lets the
+    sink worker or ``vigil run`` serve them from one ``/metrics`` endpoint via :class:`PipelineCollector`.
+    Counts are summed in memory and written at most every ``flush_every_s`` (and by :meth:`flush`,
+    which the inference loop calls when idle): a Redis round trip per batch would cost the model CPU.
+    Thread-safe (the loop's lanes share one recorder).
+    """
+
+    def __init__(self, redis_url: str, replica: str, flush_every_s: float = 1.0) -> None:
+        import redis
+
+        self._client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._key = REPLICA_KEY_PREFIX + replica
+        self._redis_error = redis.RedisError
+        self._flush_every_s = flush_every_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self._last_flush = 0.0
+
+    def batch_done(self, size: int, inference_seconds: float) -> None:
+        increments = (("batches", 1), ("frames", size), ("inference_seconds_sum", inference_seconds),
+                      (_bucket_field("batch", BATCH_SIZE_BUCKETS, size), 1),
+                      (_bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1), ("batch_sum", size))
+        with self._lock:
+            self._add(increments)
+            due = time.monotonic() - self._last_flush >= self._flush_every_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the counts summed since the last flush (no-op when there are none)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
+        if not pending:
+            return
+        try:
+            with self._client.pipeline(transaction=False) as p:
+                for name, value in pending.items():
+                    if isinstance(value, float):
+                        p.hincrbyfloat(self._key, name, value)
+                    else:
+                        p.hincrby(self._key, name, value)
+                p.expire(self._key, REPLICA_TTL_S)
+                p.execute()
+        except self._redis_error:
+            with self._lock:  # keep them for the next flush: the counters must stay exact
+                self._add(pending.items())
+
+    def _add(self, increments: Iterable[tuple[str, float]]) -> None:
+        for name, value in increments:
+            self._pending[name] = self._pending.get(name, 0) + value
+
+    def close(self) -> None:
+        self.flush()
+        self._client.close()
+
+
+class SinkMetrics:
+    """The sink worker's metrics: results written per sink, failures, frame age at the sink."""
+
+    def __init__(self, stream_ids: Iterable[str], registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._streams = set(stream_ids)
+        self._written = Counter("vigil_sink_written_results", "Result records a sink took.", ["sink"],
+                                registry=self.registry)
+        self._failures = Counter("vigil_sink_failed_writes", "Sink writes that failed (retried).", ["sink"],
+                                 registry=self.registry)
+        self._age = Histogram("vigil_sink_frame_age_seconds", "Capture to result written by the sink.",
+                              ["stream", "sink"], buckets=FRAME_AGE_BUCKETS_S, registry=self.registry)
+        # The last ages per camera, for exact percentiles in `vigil run`'s table and `vigil bench`.
+        self._recent: dict[str, deque[float]] = {sid: deque(maxlen=500) for sid in self._streams}
+        self._recent_lock = threading.Lock()
+
+    def recent_ages(self, stream: str) -> list[float]:
+        with self._recent_lock:
+            return list(self._recent.get(stream, ()))
+
+    def written(self, sink: str, records: list[Any], now_s: float) -> None:
+        self._written.labels(sink).inc(len(records))
+        for r in records:
+            if r.stream in self._streams:  # bounded: configured cameras only
+                age = max(0.0, now_s - r.capture_ts)
+                self._age.labels(r.stream, sink).observe(age)
+                with self._recent_lock:
+                    self._recent[r.stream].append(age)
+
+    def failed(self, sink: str) -> None:
+        self._failures.labels(sink).inc()
+
+
+class PipelineCollector(Collector):
+    """Frame accounting and queue depth per camera, and replica statistics, read from Redis at scrape.
+
+    The counters live in Redis (written in the same transactions as the results), so every process
+    that scrapes sees the same exact numbers; ``published = inferred + dropped + dead_lettered``
+    holds once the queues are empty.
+    """
+
+    def __init__(self, redis_urls: list[str], stream_ids: Iterable[str]) -> None:
+        import redis
+
+        from pipeline.bus.publisher import instance_identity, pick_instance
+
+        self._clients: list[Any] = [redis.Redis.from_url(u, socket_timeout=5) for u in redis_urls]
+        idents = [instance_identity(u) for u in redis_urls]
+        self._streams = {sid: pick_instance(sid, idents) for sid in stream_ids}
+        self._redis_error = redis.RedisError
+
+    @property
+    def clients(self) -> list[Any]:
+        """The Redis clients, one per bus instance (read-only use)."""
+        return list(self._clients)
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            yield from self._stream_families()
+            yield from self._replica_families()
+        except self._redis_error:
+            return  # Redis down: no pipeline series this scrape (ingest reports the bus state)
+
+    def _stream_families(self) -> Iterator[Metric]:
+        from pipeline.bus.publisher import stream_key
+        from pipeline.bus.reader import GROUP, stats_key
+
+        inferred = CounterMetricFamily("vigil_pipeline_inferred_frames", "Frames with a result written.",
+                                       labels=["stream"])
+        dead = CounterMetricFamily("vigil_pipeline_dead_lettered_frames", "Frames moved to vigil:deadletter.",
+                                   labels=["stream"])
+        dropped = CounterMetricFamily("vigil_pipeline_dropped_frames", "Frames dropped by backpressure: "
+                                      "evicted (trimmed unread) or trimmed while pending.", labels=["stream", "reason"])
+        queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
+                                  "pending (read, no result yet).", labels=["stream", "state"])
+        for sid, idx in sorted(self._streams.items()):
+            c = self._clients[idx]
+            stats = {k.decode(): int(v) for k, v in c.hgetall(stats_key(sid)).items()}
+            evicted, backlog, pending = self._stream_queue(c, stream_key(sid), GROUP)
+            inferred.add_metric([sid], stats.get("inferred", 0))
+            dead.add_metric([sid], stats.get("dead_lettered", 0))
+            dropped.add_metric([sid, "evicted"], evicted)
+            dropped.add_metric([sid, "trimmed_pending"], stats.get("dropped_pending", 0))
+            queue.add_metric([sid, "backlog"], backlog)
+            queue.add_metric([sid, "pending"], pending)
+        yield from (inferred, dead, dropped, queue)
+
+    @staticmethod
+    def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:
+        """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
+        import redis
+
+        from pipeline.bus.publisher import trimmed_unread_entries
+
+        try:
+            info = c.xinfo_stream(key)
+            groups = [g for g in c.xinfo_groups(key) if g["name"].decode() == group]
+        except redis.ResponseError:
+            return 0, 0, 0  # stream not created yet
+        evicted = trimmed_unread_entries(info, groups)
+        if not groups:
+            return evicted, int(info.get("length", 0)), 0
+        g = groups[0]
+        lag = g.get("lag")
+        backlog = int(lag) if lag is not None else max(0, int(info.get("entries-added", 0))
+                                                       - int(g.get("entries-read") or 0))
+        return evicted, backlog, int(g.get("pending", 0))
+
+    def _replica_families(self) -> Iterator[Metric]:
+        batches = CounterMetricFamily("vigil_replica_batches", "Batches classified by the replica.",
+                                      labels=["replica"])
+        frames = CounterMetricFamily("vigil_replica_inferred_frames", "Frames classified by the replica.",
+                                     labels=["replica"])
+        size = HistogramMetricFamily("vigil_replica_batch_size", "Frames per batch.", labels=["replica"])
+        latency = HistogramMetricFamily("vigil_replica_inference_latency_seconds", "Model time per batch.",
+                                        labels=["replica"])
+        for client in self._clients:
+            for key in client.scan_iter(match=REPLICA_KEY_PREFIX + "*", count=100):
+                h = {k.decode(): float(v) for k, v in client.hgetall(key).items()}
+                if not h:
+                    continue
+                name = key.decode()[len(REPLICA_KEY_PREFIX):]
+                batches.add_metric([name], h.get("batches", 0))
+                frames.add_metric([name], h.get("frames", 0))
+                size.add_metric([name], _cumulative(h, "batch", BATCH_SIZE_BUCKETS), h.get("batch_sum", 0))
+                latency.add_metric([name], _cumulative(h, "latency", INFERENCE_BUCKETS_S),
+                                   h.get("inference_seconds_sum", 0))
+        yield from (batches, frames, size, latency)
+
+
+def _cumulative(h: dict[str, float], prefix: str, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    out, total = [], 0.0
+    for b in (*map(float, bounds), None):
+        total += h.get(f"{prefix}:{'+Inf' if b is None else repr(b)}", 0)
+        out.append(("+Inf" if b is None else repr(b), total))
+    return out

@@ -1,0 +1,247 @@
+"""`vigil run`: the whole pipeline on one machine, in one context manager.
+
+Start order (stop order is the reverse): Redis (embedded when ``redis.urls`` is empty) -> a local Ray
+instance with the Serve application -> the sink worker -> the ingest worker, whose HTTP endpoint
+serves ``/metrics`` for everything (ingest, sinks, and the pipeline accounting read from Redis).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from pipeline.core.config import VigilConfig
+from pipeline.core.errors import BusError, ModelContractError, ModelError
+from pipeline.core.redact import redact_url
+from pipeline.inference.contract import load_onnx, read_contract
+from pipeline.inference.model_store import resolve_model_path
+from pipeline.inference.providers import cuda_device_count
+from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
+from pipeline.ops.embedded_redis import EmbeddedRedis
+from pipeline.ops.metrics import PipelineCollector, SinkMetrics
+from workers.ingest import IngestWorker
+from workers.sink import SinkWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CameraRow:
+    """One line of the live table."""
+
+    stream: str
+    state: str
+    fps_in: float
+    fps_out: float
+    age_p95_s: float | None
+    dropped: int
+    dead_lettered: int
+    last_result: str = "-"  # latest top-1 label and scene
+
+
+def _check_reachable(urls: list[str], timeout_s: float) -> None:
+    """Fail fast, before Ray starts, when a configured Redis cannot be reached."""
+    for i, url in enumerate(urls):
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise BusError(f"redis.urls[{i}] {redact_url(url)}: {type(exc).__name__}: {exc}; start that Redis, "
+                           "or leave redis.urls empty and vigil run starts its own") from exc
+        finally:
+            client.close()
+
+
+class LocalPipeline:
+    """Redis + Ray Serve + sink worker + ingest worker for one config, on this machine."""
+
+    def __init__(self, cfg: VigilConfig, *, ray_cpus: int | None = None, ray_address: str | None = None) -> None:
+        self.cfg = cfg
+        self.ray_cpus, self.ray_address = ray_cpus, ray_address
+        self.registry = CollectorRegistry()
+        self.model_path: Path = resolve_model_path(cfg.inference.model)
+        self._redis: EmbeddedRedis | None = None
+        self._collector: PipelineCollector | None = None
+        self.sink_metrics: SinkMetrics | None = None
+        self.ingest: IngestWorker | None = None
+        self.sinks: SinkWorker | None = None
+        self._ray_started = False
+        self._serve_started = False
+        self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
+        self._ages: dict[str, deque[float]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalPipeline:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        from ray import serve
+
+        contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
+        urls = list(self.cfg.redis.urls)
+        if not urls:
+            self._redis = EmbeddedRedis().__enter__()
+            urls = [self._redis.url]
+            self.cfg = self.cfg.model_copy(update={"redis": self.cfg.redis.model_copy(update={"urls": urls})})
+        else:
+            _check_reachable(urls, self.cfg.redis.socket_timeout_s)
+        stream_ids = [s.id for s in self.cfg.streams]
+        init_ray(self.ray_cpus, self.ray_address)
+        self._ray_started = True
+        inf = self.cfg.inference
+        serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
+        self._serve_started = True
+        self._deploy(self.model_path)
+        self._collector = PipelineCollector(urls, stream_ids)
+        self.registry.register(self._collector)
+        self.sink_metrics = SinkMetrics(stream_ids, self.registry)
+        self.sinks = SinkWorker(self.cfg, metrics=self.sink_metrics, consumer="vigil-run").__enter__()
+        self.ingest = IngestWorker(self.cfg, frame_size=(contract.height, contract.width),
+                                   registry=self.registry).__enter__()
+        log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d", len(stream_ids),
+                 inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self.ingest is not None:
+            self.ingest.__exit__(None, None, None)
+            self.ingest = None
+        if self._ray_started:
+            import ray
+            from ray import serve
+
+            # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make
+            # the raylet print a spurious "ServeController.graceful_shutdown failed" on stdout.
+            if self._serve_started:
+                serve.delete(APP_NAME)
+            ray.shutdown()
+            self._ray_started = self._serve_started = False
+        if self.sinks is not None:  # after inference: results written while stopping still reach sinks
+            self.sinks.__exit__(None, None, None)
+            self.sinks = None
+        if self._collector is not None:
+            self.registry.unregister(self._collector)
+            self._collector.close()
+            self._collector = None
+        if self._redis is not None:
+            self._redis.__exit__(None, None, None)
+            self._redis = None
+
+    @property
+    def replica_gpus(self) -> float:
+        """``inference.num_gpus``; when it is 0 with device auto/cuda and this machine has GPUs, share them.
+
+        Ray hides GPUs from actors that reserve none, so without this a replica on a GPU machine
+        would silently run on the CPU.
+        """
+        inf = self.cfg.inference
+        if inf.num_gpus > 0 or inf.device == "cpu":
+            return inf.num_gpus
+        count = cuda_device_count()
+        if count == 0:
+            return 0.0
+        share = min(1.0, count / inf.replicas)
+        log.info("vigil run: %d GPU(s) here and inference.num_gpus is 0: giving each of the %d replica(s) %.2f GPU",
+                 count, inf.replicas, share)
+        return share
+
+    # ------------------------------------------------------------------ status
+    @property
+    def metrics_port(self) -> int:
+        return self.ingest.http_port if self.ingest is not None else 0
+
+    def samples(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """Current metric samples by name -> label values -> value (for the table and tests)."""
+        out: dict[str, dict[tuple[str, ...], float]] = {}
+        for family in self.registry.collect():
+            for s in family.samples:
+                out.setdefault(s.name, {})[tuple(s.labels.values())] = s.value
+        return out
+
+    def rows(self) -> list[CameraRow]:
+        status: dict[str, Any] = self.ingest.status() if self.ingest is not None else {"cameras": []}
+        states = {c["id"]: c["state"] for c in status["cameras"]}
+        m = self.samples()
+        published = m.get("vigil_ingest_published_frames_total", {})
+        inferred = m.get("vigil_pipeline_inferred_frames_total", {})
+        dropped = m.get("vigil_pipeline_dropped_frames_total", {})
+        dead = m.get("vigil_pipeline_dead_lettered_frames_total", {})
+        now = time.monotonic()
+        latest = self._latest_results()
+        rows = []
+        for s in self.cfg.streams:
+            pub, inf = published.get((s.id,), 0.0), inferred.get((s.id,), 0.0)
+            t0, pub0, inf0 = self._last.get(s.id, (now, pub, inf))
+            dt = max(1e-6, now - t0)
+            self._last[s.id] = (now, pub, inf)
+            ages = self.sink_metrics.recent_ages(s.id) if self.sink_metrics is not None else []
+            p95 = sorted(ages)[int(0.95 * (len(ages) - 1))] if ages else None
+            rows.append(CameraRow(s.id, states.get(s.id, "-"), (pub - pub0) / dt if dt > 1e-3 else 0.0,
+                                  (inf - inf0) / dt if dt > 1e-3 else 0.0, p95,
+                                  int(sum(v for k, v in dropped.items() if k[0] == s.id)),
+                                  int(dead.get((s.id,), 0)), latest.get(s.id, "-")))
+        return rows
+
+    def _latest_results(self) -> dict[str, str]:
+        """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
+        from pipeline.results.record import RESULTS_KEY, ResultFormatError, ResultRecord
+
+        out: dict[str, str] = {}
+        for client in self._collector.clients if self._collector is not None else []:
+            try:
+                entries = client.xrevrange(RESULTS_KEY, count=20 * max(1, len(self.cfg.streams)))
+            except redis.RedisError:
+                continue
+            for _, fields in entries:
+                try:
+                    r = ResultRecord.from_fields(fields)
+                except ResultFormatError:
+                    continue
+                if r.stream not in out and r.classification["top_k"]:
+                    score = r.classification["top_k"][0]["score"]
+                    out[r.stream] = f"{r.top1.split(',')[0]} ({score:.2f}) / {r.scene or '-'}"
+        return out
+
+    # ------------------------------------------------------------------ deploying, model swap
+    def _deploy(self, model_path: Path, user_config: dict[str, Any] | None = None) -> None:
+        """Run (or redeploy) the Serve application with the model at ``model_path``."""
+        from ray import serve
+
+        inf = self.cfg.inference
+        # On a machine of our own, the replicas share its cores; joining a cluster, Ray places them.
+        settings = ServeSettings.from_config(self.cfg, model_path,
+                                             replicas_per_machine=inf.replicas if self.ray_address is None else 1)
+        serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus,
+                            user_config=user_config), name=APP_NAME, route_prefix="/")
+
+    def swap_model(self, path: Path | str) -> None:
+        """Deploy another model while frames flow; returns once the Serve application runs it.
+
+        The application is redeployed with ``user_config={"model": PATH}``: replicas that Serve
+        keeps get :meth:`~pipeline.inference.serving.ClassifierReplica.reconfigure` (load, warm, swap between
+        two batches); replicas that it replaces (a rolling update) finish their batch before they
+        stop, and whatever they left pending is reclaimed by the new ones, so no frame is lost.
+        Results carry the model name and version that classified them.
+        """
+        if not self._ray_started:
+            raise ModelError("the pipeline is not running; swap_model() needs `with LocalPipeline(...)`")
+        new_path = resolve_model_path(path)
+        new, old = (read_contract(load_onnx(p), str(p)) for p in (new_path, self.model_path))
+        if (new.height, new.width) != (old.height, old.width):
+            raise ModelContractError(f"{new_path} takes {new.height}x{new.width} frames but ingest resizes to "
+                                     f"{old.height}x{old.width}; restart `vigil run` to change the input size")
+        self._deploy(new_path, user_config={"model": str(new_path)})
+        log.info("vigil run: model swapped from %s to %s", self.model_path, new_path)
+        self.model_path = new_path

@@ -1,0 +1,123 @@
+"""The result record: one per classified frame, on the Redis results stream, read by every sink.
+
+Record (JSON object, format version 1)::
+
+    {
+      "v": 1,
+      "stream": "front-door",            camera id
+      "seq": 42,                         ingest sequence number of the frame
+      "frame_id": "1732600000000-0",     Redis entry id of the frame on vigil:frames:<stream>
+      "capture_ts": 1732600000.123,      capture time, Unix seconds
+      "inference_ts": 1732600000.180,    when the result was produced, Unix seconds
+      "model": {"name": "...", "version": "..."},
+      "top_k": [{"index": 286, "label": "Egyptian cat", "score": 0.78}, ...],
+      "scene": {"index": 0, "label": "animals", "score": 0.95} | null,
+      "latency_ms": {"queue": 12.0, "inference": 30.5, "total": 57.1},
+      "batch_size": 32,
+      "replica": "host-1234-ab12"
+    }
+
+``latency_ms.queue`` is capture -> picked up by a replica, ``inference`` the batch's model time,
+``total`` capture -> result produced. On Redis the record is one entry of ``vigil:results`` with
+fields ``v``, ``stream`` and ``json`` (the object above), written in the same transaction that
+acknowledges the frame, so a result exists exactly when its frame is acknowledged.
+
+Within one camera, results are written roughly in capture order, not exactly: a replica classifies
+its batch in lanes side by side (``inference.lanes``), and frames reclaimed from a crashed replica
+come later. ``seq`` and ``capture_ts`` give the order; the events sink ignores late results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.core.classification import FrameClassification
+from pipeline.core.errors import VigilError
+
+RESULT_VERSION = 1
+RESULTS_KEY = "vigil:results"
+
+
+class ResultFormatError(VigilError):
+    """A results-stream entry that is not a version-1 result record."""
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    stream: str
+    seq: int
+    frame_id: str
+    capture_ts: float
+    inference_ts: float
+    model_name: str
+    model_version: str
+    classification: dict[str, Any]  # FrameClassification.as_dict(): top_k and scene
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+    replica: str
+
+    @classmethod
+    def build(cls, *, stream: str, seq: int, frame_id: str, capture_ts: float, inference_ts: float,
+              picked_ts: float, model: tuple[str, str], result: FrameClassification, inference_ms: float,
+              batch_size: int, replica: str) -> ResultRecord:
+        return cls(stream=stream, seq=seq, frame_id=frame_id, capture_ts=capture_ts, inference_ts=inference_ts,
+                   model_name=model[0], model_version=model[1], classification=result.as_dict(),
+                   queue_ms=max(0.0, (picked_ts - capture_ts) * 1000), inference_ms=inference_ms,
+                   batch_size=batch_size, replica=replica)
+
+    @property
+    def total_ms(self) -> float:
+        return max(0.0, (self.inference_ts - self.capture_ts) * 1000)
+
+    @property
+    def top1(self) -> str:
+        top: list[dict[str, Any]] = self.classification["top_k"]
+        return str(top[0]["label"]) if top else ""
+
+    @property
+    def scene(self) -> str | None:
+        scene = self.classification.get("scene")
+        return str(scene["label"]) if scene else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "v": RESULT_VERSION, "stream": self.stream, "seq": self.seq, "frame_id": self.frame_id,
+            "capture_ts": round(self.capture_ts, 6), "inference_ts": round(self.inference_ts, 6),
+            "model": {"name": self.model_name, "version": self.model_version},
+            "top_k": self.classification["top_k"], "scene": self.classification.get("scene"),
+            "latency_ms": {"queue": round(self.queue_ms, 3), "inference": round(self.inference_ms, 3),
+                           "total": round(self.total_ms, 3)},
+            "batch_size": self.batch_size, "replica": self.replica,
+        }
+
+    def to_fields(self) -> dict[str, str]:
+        return {"v": str(RESULT_VERSION), "stream": self.stream, "json": json.dumps(self.as_dict())}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ResultRecord:
+        try:
+            if int(d["v"]) != RESULT_VERSION:
+                raise ResultFormatError(f"result record version {d['v']}; this reader understands {RESULT_VERSION}")
+            lat = d["latency_ms"]
+            return cls(stream=str(d["stream"]), seq=int(d["seq"]), frame_id=str(d["frame_id"]),
+                       capture_ts=float(d["capture_ts"]), inference_ts=float(d["inference_ts"]),
+                       model_name=str(d["model"]["name"]), model_version=str(d["model"]["version"]),
+                       classification={"top_k": list(d["top_k"]), "scene": d.get("scene")},
+                       queue_ms=float(lat["queue"]), inference_ms=float(lat["inference"]),
+                       batch_size=int(d["batch_size"]), replica=str(d["replica"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultFormatError(f"malformed result record: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[Any, Any]) -> ResultRecord:
+        raw = fields.get(b"json", fields.get("json"))
+        if raw is None:
+            raise ResultFormatError("results entry has no 'json' field")
+        try:
+            return cls.from_dict(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise ResultFormatError(f"results entry 'json' is not JSON: {exc}") from exc

@@ -1,0 +1,54 @@
+"""Result sinks: plugins keyed by ``type``, each a context manager with ``write(records)``.
+
+Built-in types: ``jsonl``, ``webhook``, ``stdout``, ``redis``, ``events``; ``plugin`` loads
+``module:callable`` from another package. A sink's ``write`` either takes the whole batch or raises
+:class:`~pipeline.core.errors.SinkError`; the sink worker acknowledges records only after ``write``
+returned, so a failing sink gets the same records again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.core.config import (
+    EventsSinkConfig,
+    JsonlSinkConfig,
+    PluginSinkConfig,
+    RedisSinkConfig,
+    SinkConfig,
+    StdoutSinkConfig,
+    WebhookSinkConfig,
+)
+from pipeline.core.errors import ConfigError
+from pipeline.results.sinks.base import Sink
+
+__all__ = ["Sink", "build_sink"]
+
+
+def _plugin(cfg: PluginSinkConfig, default_redis_url: str | None) -> Sink:
+    module_name, _, attr = cfg.factory.partition(":")
+    try:
+        factory: Callable[..., Sink] = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"sink plugin {cfg.factory!r} cannot be loaded: {exc}") from exc
+    return factory(cfg, cfg.options)
+
+
+def build_sink(cfg: SinkConfig, default_redis_url: str | None = None) -> Sink:
+    """Make the sink for one ``sinks[]`` entry (not yet opened)."""
+    from pipeline.results.sinks.events import EventsSink
+    from pipeline.results.sinks.files import JsonlSink, StdoutSink
+    from pipeline.results.sinks.redis_stream import RedisStreamSink
+    from pipeline.results.sinks.webhook import WebhookSink
+
+    builders: dict[type[Any], Callable[[Any], Sink]] = {
+        JsonlSinkConfig: JsonlSink,
+        StdoutSinkConfig: lambda c: StdoutSink(),
+        WebhookSinkConfig: WebhookSink,
+        EventsSinkConfig: EventsSink,
+        RedisSinkConfig: lambda c: RedisStreamSink(c, default_redis_url),
+        PluginSinkConfig: lambda c: _plugin(c, default_redis_url),
+    }
+    return builders[type(cfg)](cfg)

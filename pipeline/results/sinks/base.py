@@ -1,0 +1,20 @@
+"""The sink interface."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from pipeline.results.record import ResultRecord
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where result records go. Open with ``with``; ``write`` takes a batch or raises SinkError."""
+
+    def __enter__(self) -> Sink: ...
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+    def write(self, records: list[ResultRecord]) -> None: ...

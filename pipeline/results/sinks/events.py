@@ -1,0 +1,131 @@
+"""The events sink: only what changed, per camera, with hysteresis against flicker.
+
+Events (JSON objects, to a JSON-lines file and/or a webhook):
+
+* ``label_changed``: the camera's top-1 label differs from the last stable one for ``hysteresis``
+  consecutive results (the first stable label after start is reported with ``"from": null``);
+* ``scene_changed``: the same for the scene category;
+* ``watch_appeared`` / ``watch_cleared``: a label of ``watch`` is in the top-k at or above its
+  minimum score for ``hysteresis`` consecutive results / then absent for as many.
+
+Each event carries ``stream``, ``frame_id``, ``capture_ts`` and ``score`` of the result that
+settled it. State is kept in memory: after a restart the current labels are reported again.
+
+Results of one camera can reach the results stream a little out of capture order (a replica
+classifies batches side by side; a crashed replica's frames are reclaimed later). A result captured
+before the newest one already seen for its camera is ignored, so a late result cannot flip a label
+back and forth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pipeline.core.config import EventsSinkConfig
+from pipeline.results.record import ResultRecord
+from pipeline.results.sinks.files import RotatingJsonl
+from pipeline.results.sinks.webhook import WebhookPoster
+
+
+@dataclass
+class _Debounced:
+    """A value that changes only after ``n`` consecutive observations of the new value."""
+
+    n: int
+    stable: Any = None
+    candidate: Any = None
+    count: int = 0
+
+    def observe(self, value: Any) -> bool:
+        """Feed one observation; True when the stable value changed."""
+        if value == self.stable:
+            self.candidate, self.count = None, 0
+            return False
+        if value == self.candidate:
+            self.count += 1
+        else:
+            self.candidate, self.count = value, 1
+        if self.count >= self.n:
+            self.stable, self.candidate, self.count = value, None, 0
+            return True
+        return False
+
+
+@dataclass
+class _Camera:
+    label: _Debounced
+    scene: _Debounced
+    watched: dict[str, _Debounced] = field(default_factory=dict)
+    newest_capture_ts: float = float("-inf")
+
+
+class EventDetector:
+    """Turns result records into change events (pure logic; no I/O)."""
+
+    def __init__(self, hysteresis: int, watch: dict[str, float]) -> None:
+        self.hysteresis, self.watch = hysteresis, watch
+        self._cameras: dict[str, _Camera] = {}
+
+    def _camera(self, stream: str) -> _Camera:
+        cam = self._cameras.get(stream)
+        if cam is None:
+            n = self.hysteresis
+            cam = _Camera(_Debounced(n), _Debounced(n), {w: _Debounced(n, stable=False) for w in self.watch})
+            self._cameras[stream] = cam
+        return cam
+
+    def feed(self, r: ResultRecord) -> list[dict[str, Any]]:
+        cam = self._camera(r.stream)
+        if r.capture_ts < cam.newest_capture_ts:
+            return []  # a late result: the camera's state already reflects newer frames
+        cam.newest_capture_ts = r.capture_ts
+        base = {"stream": r.stream, "frame_id": r.frame_id, "capture_ts": r.capture_ts}
+        events: list[dict[str, Any]] = []
+        top = r.classification["top_k"]
+        old_label, old_scene = cam.label.stable, cam.scene.stable
+        if top and cam.label.observe(r.top1):
+            events.append({"event": "label_changed", **base, "from": old_label, "to": r.top1,
+                           "score": top[0]["score"]})
+        scene = r.classification.get("scene")
+        if scene and cam.scene.observe(scene["label"]):
+            events.append({"event": "scene_changed", **base, "from": old_scene, "to": scene["label"],
+                           "score": scene["score"]})
+        scores = {t["label"]: float(t["score"]) for t in top}
+        for label, minimum in self.watch.items():
+            present = scores.get(label, 0.0) >= minimum
+            if cam.watched[label].observe(present):
+                kind = "watch_appeared" if present else "watch_cleared"
+                events.append({"event": kind, **base, "label": label, "score": scores.get(label, 0.0)})
+        return events
+
+
+class EventsSink:
+    def __init__(self, cfg: EventsSinkConfig) -> None:
+        self.detector = EventDetector(cfg.hysteresis, cfg.watch)
+        self._file = RotatingJsonl(Path(cfg.path), 100 * 1024 * 1024, 5) if cfg.path else None
+        self._poster = WebhookPoster(cfg.url, cfg.timeout_s) if cfg.url else None
+
+    def __enter__(self) -> EventsSink:
+        if self._file is not None:
+            self._file.open()
+        if self._poster is not None:
+            self._poster.open()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._poster is not None:
+            self._poster.close()
+
+    def write(self, records: list[ResultRecord]) -> None:
+        events = [e for r in records for e in self.detector.feed(r)]
+        if not events:
+            return
+        if self._file is not None:
+            self._file.write_lines(events)
+        if self._poster is not None:
+            self._poster.post(events)

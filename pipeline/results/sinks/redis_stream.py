@@ -1,0 +1,39 @@
+"""Copy result records to another Redis stream (e.g. for a downstream service)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import redis
+
+from pipeline.core.config import RedisSinkConfig
+from pipeline.core.errors import ConfigError, SinkError
+from pipeline.results.record import ResultRecord
+
+
+class RedisStreamSink:
+    def __init__(self, cfg: RedisSinkConfig, default_url: str | None) -> None:
+        url = cfg.url or default_url
+        if not url:
+            raise ConfigError("a redis sink needs url: (or a redis.urls entry to default to)")
+        self.cfg, self.url = cfg, url
+        self._client: redis.Redis | None = None
+
+    def __enter__(self) -> RedisStreamSink:
+        self._client = redis.Redis.from_url(self.url, socket_timeout=10)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def write(self, records: list[ResultRecord]) -> None:
+        if self._client is None:
+            raise SinkError("redis sink is not open")
+        try:
+            with self._client.pipeline(transaction=False) as p:
+                for r in records:
+                    p.xadd(self.cfg.stream, r.to_fields(), maxlen=self.cfg.maxlen, approximate=True)  # type: ignore[arg-type]
+                p.execute()
+        except redis.RedisError as exc:
+            raise SinkError(f"redis sink {self.cfg.stream}: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,85 @@
+"""POST batches of records as a JSON array; retry with jittered backoff until the server takes them.
+
+Delivery is at-least-once: a batch is retried until a 2xx answer, so the server may see a batch
+twice when it took it but the answer was lost (timeout, connection reset). Each record carries
+``stream`` + ``frame_id``, a unique key receivers can deduplicate on. 4xx answers other than 408/429
+are not retried: the request itself is wrong, and retrying would block the sink forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from pipeline.core.config import WebhookSinkConfig
+from pipeline.core.errors import SinkError
+from pipeline.core.redact import redact_url
+from pipeline.results.record import ResultRecord
+
+log = logging.getLogger(__name__)
+
+
+class WebhookPoster:
+    """One HTTP client with the retry policy; shared by the webhook and events sinks."""
+
+    def __init__(self, url: str, timeout_s: float, headers: dict[str, str] | None = None, *,
+                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0,
+                 stop: threading.Event | None = None) -> None:
+        self.url, self.timeout_s, self.headers = url, timeout_s, headers or {}
+        self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
+        self.stop = stop or threading.Event()
+        self._client: httpx.Client | None = None
+        self.retries = 0
+
+    def open(self) -> None:
+        self._client = httpx.Client(timeout=self.timeout_s, headers=self.headers)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def post(self, payload: list[dict[str, Any]]) -> None:
+        """POST until accepted; raises SinkError only if the sink is closing or the request is rejected."""
+        if self._client is None:
+            raise SinkError(f"webhook {redact_url(self.url)} is not open")
+        attempt = 0
+        while True:
+            try:
+                resp = self._client.post(self.url, json=payload)
+                if resp.is_success:
+                    return
+                if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+                    raise SinkError(f"webhook {redact_url(self.url)} rejected a batch of {len(payload)}: "
+                                    f"HTTP {resp.status_code}")
+                why = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                why = f"{type(exc).__name__}"
+            delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+            attempt += 1
+            self.retries += 1
+            log.warning("webhook %s: %s; retry %d in %.1fs", redact_url(self.url), why, attempt, delay)
+            if self.stop.wait(delay):
+                raise SinkError(f"webhook {redact_url(self.url)}: stopped while retrying ({why})")
+
+
+class WebhookSink:
+    def __init__(self, cfg: WebhookSinkConfig) -> None:
+        self._poster = WebhookPoster(cfg.url, cfg.timeout_s, cfg.headers, backoff_base_s=cfg.backoff_base_s,
+                                     backoff_cap_s=cfg.backoff_cap_s)
+
+    def __enter__(self) -> WebhookSink:
+        self._poster.open()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self._poster.close()
+
+    def write(self, records: list[ResultRecord]) -> None:
+        self._poster.post([r.as_dict() for r in records])

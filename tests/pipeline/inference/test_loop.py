@@ -1,0 +1,174 @@
+"""The inference loop with the real model on a real Redis: labels, poison entries, failing batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from pipeline.bus.publisher import FrameMessage, encode_frame, stream_key
+from pipeline.bus.reader import DEADLETTER_KEY, GROUP, ConsumerOptions, FrameConsumer, stats_key
+from pipeline.core.preprocess import read_image_rgb, resize
+from pipeline.inference.loop import InferenceLoop, LoopOptions
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
+from pipeline.results.record import RESULTS_KEY, ResultRecord
+
+
+@pytest.fixture(scope="module")
+def runtime(shared_model: Path) -> Iterator[ModelRuntime]:
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8)) as rt:
+        yield rt
+
+
+def publish_photos(client: redis.Redis, sid: str, images_dir: Path, names: list[str], encoding: str) -> None:
+    for i, name in enumerate(names):
+        px = resize(read_image_rgb(images_dir / name), 224, 224)
+        msg = FrameMessage(stream_id=sid, seq=i, capture_ts_ns=time.time_ns(), pixels=px)
+        client.xadd(stream_key(sid), encode_frame(msg, encoding, 95))  # type: ignore[arg-type]
+
+
+def drain(loop: InferenceLoop, expected: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    while done < expected and time.monotonic() < deadline:
+        done += loop.step()
+    assert done == expected
+
+
+def test_results_carry_expected_labels(clean_redis_url: str, runtime: ModelRuntime, images_dir: Path,
+                                       expected_images: dict[str, Any]) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    names = list(expected_images)
+    publish_photos(client, "raw-cam", images_dir, names, "raw")
+    publish_photos(client, "jpeg-cam", images_dir, names[:5], "jpeg")
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["raw-cam", "jpeg-cam"])
+    with FrameConsumer(opts) as c:
+        loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01, replica="r1"))
+        drain(loop, 15)
+    records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+    raw = sorted((r for r in records if r.stream == "raw-cam"), key=lambda r: r.seq)
+    assert [r.top1 for r in raw] == [expected_images[n]["top1_label"] for n in names]
+    jpeg = sorted((r for r in records if r.stream == "jpeg-cam"), key=lambda r: r.seq)
+    assert len(jpeg) == 5
+    assert sum(r.top1 == expected_images[n]["top1_label"] for r, n in zip(jpeg, names, strict=False)) >= 4
+    first = raw[0]
+    assert first.model_name == "mobilenet_v2_1.0_224_imagenet" and first.model_version == runtime.sha256[:12]
+    assert first.scene == "animals" and first.replica == "r1"
+    assert 1 <= first.batch_size <= 8 and first.inference_ms > 0 and first.total_ms >= first.queue_ms
+    assert client.hget(stats_key("raw-cam"), "inferred") == b"10"
+    assert client.xpending(stream_key("raw-cam"), GROUP)["pending"] == 0
+
+
+def test_poison_entry_goes_to_dead_letter_at_once(clean_redis_url: str, runtime: ModelRuntime) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    good = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((224, 224, 3), np.uint8))
+    client.xadd(stream_key("cam"), encode_frame(good))  # type: ignore[arg-type]
+    bad = encode_frame(good)
+    bad["data"] = b"short"
+    client.xadd(stream_key("cam"), bad)  # type: ignore[arg-type]
+    with FrameConsumer(ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"])) as c:
+        loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01))
+        assert loop.step() == 1
+    [(_, dl)] = client.xrange(DEADLETTER_KEY)
+    assert dl[b"reason"].startswith(b"undecodable frame: stream cam: raw frame has 5 bytes")
+    assert client.hget(stats_key("cam"), "dead_lettered") == b"1"
+    assert client.hget(stats_key("cam"), "inferred") == b"1"
+
+
+class ExplodingRuntime:
+    """Stands in for a model whose batch fails (e.g. out of GPU memory)."""
+
+    name, version = "boom", "0"
+
+    def classify(self, frames: Any) -> Any:
+        raise RuntimeError("CUDA error: out of memory")
+
+
+def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    msg = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))
+    client.xadd(stream_key("cam"), encode_frame(msg))  # type: ignore[arg-type]
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"], claim_idle_s=0.01,
+                           max_deliveries=2)
+    with FrameConsumer(opts) as c:
+        loop = InferenceLoop(ExplodingRuntime(), c, LoopOptions(batch_size=4, batch_window_s=0.01,  # type: ignore[arg-type]
+                                                                reclaim_every_s=0))
+        for _ in range(6):
+            loop.step()
+            time.sleep(0.02)
+    assert loop.stats.failures == 2
+    [(_, dl)] = client.xrange(DEADLETTER_KEY)
+    assert dl[b"reason"] == b"failed 2 deliveries: RuntimeError: CUDA error: out of memory"
+    assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+
+
+class OverlapProbe:
+    """The real runtime, counting how many classify calls run at the same moment."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self._runtime = runtime
+        self._lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def classify(self, frames: np.ndarray) -> Any:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            return self._runtime.classify(frames)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url: str, shared_model: Path,
+                                                                        images_dir: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    streams = ["a", "b", "c"]
+    for sid in streams:
+        publish_photos(client, sid, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5, "raw")
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=streams)
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, lanes=2)) as rt, \
+            FrameConsumer(opts) as c:
+        probe = OverlapProbe(rt)
+        loop = InferenceLoop(probe, c, LoopOptions(batch_size=8, batch_window_s=0.01, lanes=2))  # type: ignore[arg-type]
+        stop = threading.Event()
+        runner = threading.Thread(target=loop.run, args=(stop,))
+        runner.start()
+        deadline = time.monotonic() + 60
+        while loop.stats.frames < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    assert probe.max_active == 2
+    records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+    assert len(records) == 60 and loop.stats.frames == 60
+    assert len({r.frame_id for r in records}) == 60
+    assert loop.lane_batch == 4 and max(r.batch_size for r in records) <= 4  # each lane: its half of 8
+    assert {r.stream for r in records} == set(streams)
+    assert all(client.xpending(stream_key(s), GROUP)["pending"] == 0 for s in streams)
+    assert sum(int(client.hget(stats_key(s), "inferred") or 0) for s in streams) == 60
+
+
+def test_http_classify_splits_over_the_lanes(clean_redis_url: str, shared_model: Path, images_dir: Path,
+                                             expected_images: dict[str, Any]) -> None:
+    frames = np.stack([resize(read_image_rgb(images_dir / n), 224, 224) for n in expected_images])
+    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=[])
+    with ModelRuntime(shared_model, RuntimeOptions(device="cpu", lanes=2)) as rt, FrameConsumer(opts) as c:
+        probe = OverlapProbe(rt)
+        loop = InferenceLoop(probe, c, LoopOptions(lanes=2))  # type: ignore[arg-type]
+        got = loop.classify(frames)
+        assert loop.classify(frames[:0]) == [] and len(loop.classify(frames[:1])) == 1
+    assert [f.top_k[0].name for f in got] == [e["top1_label"] for e in expected_images.values()]
+    assert probe.max_active == 2

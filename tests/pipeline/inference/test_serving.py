@@ -1,0 +1,116 @@
+"""The Ray Serve application for real: replicas pull frames from a real Redis, HTTP /classify, crashes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import ray
+import redis
+from ray import serve
+
+from pipeline.bus.publisher import FrameMessage, encode_frame, stream_key
+from pipeline.bus.reader import GROUP, stats_key
+from pipeline.core.config import InferenceConfig
+from pipeline.core.preprocess import read_image_rgb, resize
+from pipeline.inference.serving import APP_NAME, ServeSettings, batch_window_s, build_app
+from pipeline.results.record import RESULTS_KEY, ResultRecord
+from tests.fixtures.services import free_port, wait_for
+
+
+@pytest.fixture(scope="module")
+def ray_serve() -> Iterator[int]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+
+
+def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int, claim_idle_s: float = 30.0) -> None:
+    inference = InferenceConfig(device="cpu", batch_size=8, batch_window_ms=10, intra_op_threads=1)
+    settings = ServeSettings(inference=inference.model_dump(), model_path=str(model), redis_urls=[clean_redis_url],
+                             stream_ids=streams, claim_idle_s=claim_idle_s)
+    serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME, route_prefix="/")
+
+
+def publish(client: redis.Redis, sid: str, frames: list[np.ndarray], start_seq: int = 0) -> None:
+    for i, px in enumerate(frames):
+        msg = FrameMessage(stream_id=sid, seq=start_seq + i, capture_ts_ns=time.time_ns(), pixels=px)
+        client.xadd(stream_key(sid), encode_frame(msg))  # type: ignore[arg-type]
+
+
+
+
+def test_replicas_classify_frames_and_http(ray_serve: int, clean_redis_url: str, shared_model: Path, images_dir: Path,
+                                           expected_images: dict[str, Any]) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    names = list(expected_images)
+    frames = [resize(read_image_rgb(images_dir / n), 224, 224) for n in names]
+    deploy(clean_redis_url, shared_model, ["a", "b"], replicas=2)
+    publish(client, "a", frames)
+    publish(client, "b", frames[::-1])
+    assert wait_for(lambda: client.xlen(RESULTS_KEY) >= 20, 60)
+    records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+    for r in records:
+        name = names[r.seq] if r.stream == "a" else names[::-1][r.seq]
+        assert r.top1 == expected_images[name]["top1_label"]
+    assert len({(r.stream, r.seq) for r in records}) == 20  # each frame exactly once
+    with (images_dir / "cat.png").open("rb") as f:
+        resp = httpx.post(f"http://127.0.0.1:{ray_serve}/classify", content=f.read(), timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["top_k"][0]["label"] == "Egyptian cat" and resp.json()["scene"]["label"] == "animals"
+    bad = httpx.post(f"http://127.0.0.1:{ray_serve}/classify", content=b"not an image", timeout=30)
+    assert bad.status_code == 400 and "not a PNG/JPEG" in bad.json()["error"]
+    health = httpx.get(f"http://127.0.0.1:{ray_serve}/healthz", timeout=30).json()
+    assert health["alive"] and health["model"]["provider"] == "CPUExecutionProvider"
+
+
+def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, shared_model: Path,
+                                       images_dir: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    deploy(clean_redis_url, shared_model, ["cam"], replicas=2, claim_idle_s=2.0)
+    frame = resize(read_image_rgb(images_dir / "bird.png"), 224, 224)
+    total = 400
+    stop = threading.Event()
+
+    def feed() -> None:
+        for i in range(total):
+            publish(client, "cam", [frame], start_seq=i)
+            time.sleep(0.01)
+        stop.set()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    time.sleep(1.5)
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "SERVE_REPLICA" in a["name"] and "classifier" in a["name"]]
+    assert len(replicas) == 2
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+    feeder.join()
+
+    def accounted() -> bool:
+        stats = {k.decode(): int(v) for k, v in client.hgetall(stats_key("cam")).items()}
+        done = stats.get("inferred", 0) + stats.get("dead_lettered", 0) + stats.get("dropped_pending", 0)
+        return done == total and client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+
+    assert wait_for(accounted, 90)
+    records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+    seqs = sorted(r.seq for r in records)
+    assert seqs == list(range(total))  # every frame has exactly one result, none lost
+    assert all(r.top1 == "chickadee" for r in records)
+
+
+def test_batch_window_defaults_to_waiting_only_with_one_lane() -> None:
+    assert batch_window_s(InferenceConfig(), lanes=1) == 0.02  # GPU: fuller batches are cheaper per frame
+    assert batch_window_s(InferenceConfig(), lanes=2) == 0.0  # CPU lanes: waiting would only add latency
+    assert batch_window_s(InferenceConfig(batch_window_ms=5), lanes=2) == 0.005
