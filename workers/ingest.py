@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import signal
 import threading
@@ -224,7 +225,7 @@ class IngestWorker:
     def _count_evictions(self, sid: str) -> None:
         """Every few seconds, add the frames Redis trimmed unread since the last check."""
         now = time.monotonic()
-        checked_at, before = self._evicted.get(sid, (0.0, -1))
+        checked_at, before = self._evicted.get(sid, (-math.inf, -1))
         if now - checked_at < self.eviction_check_s:
             return
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -92,7 +93,7 @@ class FrameConsumer:
         self._identities = [instance_identity(u) for u in opts.urls]
         self._keys: list[set[str]] = [set() for _ in opts.urls]  # stream keys with our group, per instance
         self._rotation = 0
-        self._last_discovery = 0.0
+        self._last_discovery = -math.inf  # never (time.monotonic() is uptime, not 0 at start)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FrameConsumer:
@@ -213,7 +214,7 @@ class FrameConsumer:
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
                 self._keys[idx].clear()
-                self._last_discovery = 0.0
+                self._last_discovery = -math.inf  # never (time.monotonic() is uptime, not 0 at start)
                 return []
             raise BusError(f"XREADGROUP on instance {idx} failed: {exc}") from exc
         except redis.RedisError as exc:

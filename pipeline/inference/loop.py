@@ -8,6 +8,7 @@ a millisecond each could not feed a GPU that classifies 10-20k frames/s.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -62,7 +63,7 @@ class InferenceLoop:
         self.opts = opts
         self.metrics = metrics
         self.stats = LoopStats()
-        self._last_reclaim = 0.0
+        self._last_reclaim = -math.inf  # never: the first batch reclaims (time.monotonic() is uptime)
         # One lock per lane: a batch holds its lane's; the model swap takes them all, so it happens
         # when no batch is being classified.
         self._lane_locks = [threading.Lock() for _ in range(max(1, opts.lanes))]

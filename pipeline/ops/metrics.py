@@ -169,7 +169,8 @@ class ReplicaStatsRecorder:
     Thread-safe (the loop's lanes share one recorder).
     """
 
-    def __init__(self, redis_url: str, replica: str, flush_every_s: float = 1.0) -> None:
+    def __init__(self, redis_url: str, replica: str, flush_every_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         import redis
 
         self._client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
@@ -178,7 +179,10 @@ class ReplicaStatsRecorder:
         self._flush_every_s = flush_every_s
         self._lock = threading.Lock()
         self._pending: dict[str, float] = {}
-        self._last_flush = 0.0
+        self._clock = clock
+        # Measured from start, not from the clock's zero: time.monotonic() is the machine's uptime, so
+        # 0.0 here would make "due" depend on how long ago the machine booted.
+        self._last_flush = clock()
 
     def batch_done(self, size: int, inference_seconds: float) -> None:
         increments = (("batches", 1), ("frames", size), ("inference_seconds_sum", inference_seconds),
@@ -186,7 +190,7 @@ class ReplicaStatsRecorder:
                       (_bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1), ("batch_sum", size))
         with self._lock:
             self._add(increments)
-            due = time.monotonic() - self._last_flush >= self._flush_every_s
+            due = self._clock() - self._last_flush >= self._flush_every_s
         if due:
             self.flush()
 
@@ -194,7 +198,7 @@ class ReplicaStatsRecorder:
         """Write the counts summed since the last flush (no-op when there are none)."""
         with self._lock:
             pending, self._pending = self._pending, {}
-            self._last_flush = time.monotonic()
+            self._last_flush = self._clock()
         if not pending:
             return
         try:
