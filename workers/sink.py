@@ -21,8 +21,9 @@ import redis
 
 from pipeline.core.config import VigilConfig, sink_name
 from pipeline.core.errors import BusError, SinkError, VigilError
+from pipeline.core.keys import RESULTS_KEY, sink_group
 from pipeline.core.redact import redact_url
-from pipeline.results.record import RESULTS_KEY, ResultFormatError, ResultRecord
+from pipeline.results.record import ResultFormatError, ResultRecord
 from pipeline.results.sinks import Sink, build_sink
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class SinkRunner:
                  metrics: SinkMetricsLike | None = None, backoff_cap_s: float = 30.0) -> None:
         # clients typed Any: redis-py's reply types are a union over decode_responses; ours are bytes.
         self.name, self.sink, self.clients, self.batch_size = name, sink, clients, batch_size
-        self.group, self.consumer, self.metrics = f"vigil-sink-{name}", consumer, metrics
+        self.group, self.consumer, self.metrics = sink_group(name), consumer, metrics
         self.backoff_cap_s = backoff_cap_s
         self.delivered = 0
         self._own_pending_done = [False] * len(clients)

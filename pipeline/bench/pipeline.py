@@ -26,12 +26,12 @@ import redis
 
 from pipeline.bench.model import bench_model
 from pipeline.bus.publisher import BusOptions, FrameBus, FrameMessage
-from pipeline.bus.reader import stats_key
 from pipeline.core.config import InferenceConfig
+from pipeline.core.keys import RESULTS_KEY, stats_key
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
 from pipeline.ops.embedded_redis import EmbeddedRedis
-from pipeline.results.record import RESULTS_KEY, ResultRecord
+from pipeline.results.record import ResultRecord
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,10 @@ def _drain(client: Any, streams: list[str], timeout_s: float = 30) -> None:
 
 
 def _backlog(client: Any, streams: list[str]) -> bool:
-    from pipeline.bus.publisher import stream_key
-    from pipeline.bus.reader import GROUP
+    from pipeline.core.keys import INFERENCE_GROUP, frames_key
 
     for s in streams:
-        g = [x for x in client.xinfo_groups(stream_key(s)) if x["name"].decode() == GROUP]
+        g = [x for x in client.xinfo_groups(frames_key(s)) if x["name"].decode() == INFERENCE_GROUP]
         if g and (int(g[0].get("lag") or 0) or int(g[0].get("pending") or 0)):
             return True
     return False

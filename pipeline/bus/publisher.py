@@ -57,12 +57,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
+from pipeline.core.keys import frames_key
 from pipeline.core.redact import redact_url
 
 log = logging.getLogger("vigil.framebus")
 
 WIRE_VERSION = 1
-KEY_PREFIX = "vigil:frames:"
 Encoding = Literal["raw", "jpeg"]
 Frame = npt.NDArray[np.uint8]
 
@@ -76,11 +76,6 @@ def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str
     trimmed = int(info.get("entries-added", 0)) - int(info.get("length", 0))
     read = max((int(g.get("entries-read") or 0) for g in groups), default=0)
     return max(0, trimmed - read)
-
-
-def stream_key(stream_id: str) -> str:
-    """The Redis key of a camera's frame stream."""
-    return KEY_PREFIX + stream_id
 
 
 @dataclass(frozen=True)
@@ -333,7 +328,7 @@ class FrameBus:
         :class:`BusError` when the command fails (which starts the backoff).
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
-        key = stream_key(msg.stream_id)
+        key = frames_key(msg.stream_id)
         entry: bytes = self._call(
             self._instance(msg.stream_id), "XADD",
             lambda c: c.xadd(key, fields, maxlen=self.opts.maxlen, approximate=True))
@@ -341,7 +336,7 @@ class FrameBus:
 
     def trimmed_unread(self, stream_id: str) -> int:
         """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
-        key = stream_key(stream_id)
+        key = frames_key(stream_id)
 
         def query(c: redis.Redis) -> int:
             try:

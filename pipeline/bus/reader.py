@@ -33,22 +33,22 @@ from typing import Any
 
 import redis
 
-from pipeline.bus.publisher import KEY_PREFIX, instance_identity, pick_instance, stream_key
+from pipeline.bus.publisher import instance_identity, pick_instance
 from pipeline.core.errors import BusError
+from pipeline.core.keys import (
+    DEADLETTER_KEY,
+    FAILURES_KEY,
+    FRAMES_PREFIX,
+    INFERENCE_GROUP,
+    RESULTS_KEY,
+    camera_of_frames_key,
+    frames_key,
+    stats_key,
+)
 from pipeline.core.redact import redact_url
-from pipeline.results.record import RESULTS_KEY, ResultRecord
+from pipeline.results.record import ResultRecord
 
 log = logging.getLogger(__name__)
-
-GROUP = "vigil-inference"
-DEADLETTER_KEY = "vigil:deadletter"
-STATS_PREFIX = "vigil:stats:"
-FAILURES_KEY = "vigil:failures"  # entry id -> last error, for the dead-letter reason
-
-
-def stats_key(stream_id: str) -> str:
-    return STATS_PREFIX + stream_id
-
 
 @contextlib.contextmanager
 def _bus_errors(what: str) -> Iterator[None]:
@@ -121,11 +121,11 @@ class FrameConsumer:
         """Create the consumer group on each camera's stream (idempotent)."""
         for sid in stream_ids:
             idx = pick_instance(sid, self._identities)
-            key = stream_key(sid)
+            key = frames_key(sid)
             if key in self._keys[idx]:
                 continue
             try:
-                self._client(idx).xgroup_create(key, GROUP, id="0", mkstream=True)
+                self._client(idx).xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise BusError(f"cannot create consumer group on {key}: {exc}") from exc
@@ -141,8 +141,8 @@ class FrameConsumer:
         found = []
         with _bus_errors("discovering camera streams"):
             for idx in range(len(self._clients)):
-                for key in self._client(idx).scan_iter(match=KEY_PREFIX + "*", count=1000, _type="stream"):
-                    found.append(key.decode()[len(KEY_PREFIX):])
+                for key in self._client(idx).scan_iter(match=FRAMES_PREFIX + "*", count=1000, _type="stream"):
+                    found.append(camera_of_frames_key(key))
         self.add_streams(found)
 
     @property
@@ -201,7 +201,7 @@ class FrameConsumer:
             got = self._xreadgroup(idx, asked[idx], count, block_ms if n == 0 else None, several=len(targets) > 1)
             out.extend(got)
             returned = Counter(d.stream_id for d in got)
-            drained.update(key for key in asked[idx] if returned[key[len(KEY_PREFIX):]] < count)
+            drained.update(key for key in asked[idx] if returned[camera_of_frames_key(key)] < count)
         return out
 
     def _xreadgroup(self, idx: int, keys: list[str], count: int, block_ms: int | None,
@@ -209,7 +209,7 @@ class FrameConsumer:
         # With several instances only the first asked blocks, briefly, so none is starved of polls.
         block = min(block_ms, 20) if (block_ms and several) else block_ms
         try:
-            reply = self._client(idx).xreadgroup(GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
+            reply = self._client(idx).xreadgroup(INFERENCE_GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
                                                  count=count, block=block or None)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
@@ -221,7 +221,7 @@ class FrameConsumer:
             raise BusError(f"redis instance {idx} unavailable: {exc}") from exc
         out: list[Delivery] = []
         for key, entries in reply or []:
-            sid = key.decode()[len(KEY_PREFIX):]
+            sid = camera_of_frames_key(key)
             out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
         return out
 
@@ -244,11 +244,11 @@ class FrameConsumer:
             for key in list(self._keys[idx]):
                 if len(claimed) >= max_frames:
                     return claimed, dead
-                pending = client.xpending_range(key, GROUP, min="-", max="+", count=max_frames - len(claimed),
+                pending = client.xpending_range(key, INFERENCE_GROUP, min="-", max="+", count=max_frames - len(claimed),
                                                 idle=idle_ms)
                 if not pending:
                     continue
-                sid = key[len(KEY_PREFIX):]
+                sid = camera_of_frames_key(key)
                 retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]
                 for p in pending:
                     if int(p["times_delivered"]) >= self.opts.max_deliveries:
@@ -262,15 +262,15 @@ class FrameConsumer:
         if not ids:
             return []
         client = self._client(idx)
-        key = stream_key(sid)
-        entries = client.xclaim(key, GROUP, self.opts.consumer_name, int(self.opts.claim_idle_s * 1000), ids)
+        key = frames_key(sid)
+        entries = client.xclaim(key, INFERENCE_GROUP, self.opts.consumer_name, int(self.opts.claim_idle_s * 1000), ids)
         got = {eid for eid, f in entries if f}
         # Entries trimmed by MAXLEN while they were pending come back empty or not at all: they were
         # dropped by backpressure. Acknowledge and count them.
         lost = [i for i in ids if i not in got]
         if lost:
             with client.pipeline(transaction=True) as p:
-                p.xack(key, GROUP, *lost)
+                p.xack(key, INFERENCE_GROUP, *lost)
                 p.hincrby(stats_key(sid), "dropped_pending", len(lost))
                 p.execute()
             log.info("stream %s: %d pending frame(s) were trimmed before they could be reclaimed", sid, len(lost))
@@ -295,7 +295,7 @@ class FrameConsumer:
                     p.xadd(RESULTS_KEY, r.to_fields(), maxlen=self.opts.results_maxlen, approximate=True)
                     per_stream.setdefault(d.stream_id, []).append(d.entry_id)
                 for sid, ids in per_stream.items():  # one XACK per camera, not per frame
-                    p.xack(stream_key(sid), GROUP, *ids)
+                    p.xack(frames_key(sid), INFERENCE_GROUP, *ids)
                     p.hincrby(stats_key(sid), "inferred", len(ids))
                 p.hdel(FAILURES_KEY, *[d.entry_id for d, _ in items])
                 p.execute()
@@ -317,7 +317,7 @@ class FrameConsumer:
 
     def _dead_letter_pending(self, idx: int, sid: str, entry_id: str, deliveries: int) -> int:
         client = self._client(idx)
-        entries = client.xrange(stream_key(sid), min=entry_id, max=entry_id)
+        entries = client.xrange(frames_key(sid), min=entry_id, max=entry_id)
         reason = client.hget(FAILURES_KEY, entry_id)
         why = reason.decode() if reason else "no result after repeated deliveries (replica crashed each time?)"
         fields: dict[Any, Any] = dict(entries[0][1]) if entries else {}
@@ -332,7 +332,7 @@ class FrameConsumer:
         record.update({b"frame_" + (k if isinstance(k, bytes) else str(k).encode()): v for k, v in fields.items()})
         with self._client(idx).pipeline(transaction=True) as p:
             p.xadd(DEADLETTER_KEY, record, maxlen=self.opts.deadletter_maxlen, approximate=True)
-            p.xack(stream_key(sid), GROUP, entry_id)
+            p.xack(frames_key(sid), INFERENCE_GROUP, entry_id)
             p.hincrby(stats_key(sid), "dead_lettered", 1)
             p.hdel(FAILURES_KEY, entry_id)
             p.execute()

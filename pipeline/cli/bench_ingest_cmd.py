@@ -30,6 +30,7 @@ import typer
 from pipeline.bus.publisher import BusOptions, FrameBus, FrameMessage
 from pipeline.cli.ingest_cmd import parse_frame_size
 from pipeline.core.errors import SourceError, VigilError
+from pipeline.core.keys import frames_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.source import SourceOptions, VideoSource
 from pipeline.ops.embedded_redis import EmbeddedRedis
@@ -158,7 +159,7 @@ def ingest(
             keyframes = bench_vigil(video, bus, opts, keyframes_only=True)
         except SourceError as exc:
             raise VigilError(f"bench: {exc}") from exc
-        bus.client_for(opts.stream_id).delete(f"vigil:frames:{opts.stream_id}")
+        bus.client_for(opts.stream_id).delete(frames_key(opts.stream_id))
     _report(video, opts, native_fps, [baseline, full, keyframes], redis_cpu, as_json)
 
 

@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, frames_key, replica_key, stats_key
+
 __all__ = ["CAMERA_STATES", "CONTENT_TYPE_LATEST", "DROP_REASONS", "IngestMetrics", "PipelineCollector",
            "ReplicaStatsRecorder", "SinkMetrics", "render"]
 
@@ -149,7 +151,6 @@ class IngestMetrics:
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FRAME_AGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-REPLICA_KEY_PREFIX = "vigil:replica:"
 REPLICA_TTL_S = 120  # a replica's series vanish this long after its last batch (it died or left)
 
 
@@ -174,7 +175,7 @@ class ReplicaStatsRecorder:
         import redis
 
         self._client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
-        self._key = REPLICA_KEY_PREFIX + replica
+        self._key = replica_key(replica)
         self._redis_error = redis.RedisError
         self._flush_every_s = flush_every_s
         self._lock = threading.Lock()
@@ -291,8 +292,6 @@ class PipelineCollector(Collector):
             return  # Redis down: no pipeline series this scrape (ingest reports the bus state)
 
     def _stream_families(self) -> Iterator[Metric]:
-        from pipeline.bus.publisher import stream_key
-        from pipeline.bus.reader import GROUP, stats_key
 
         inferred = CounterMetricFamily("vigil_pipeline_inferred_frames", "Frames with a result written.",
                                        labels=["stream"])
@@ -305,7 +304,7 @@ class PipelineCollector(Collector):
         for sid, idx in sorted(self._streams.items()):
             c = self._clients[idx]
             stats = {k.decode(): int(v) for k, v in c.hgetall(stats_key(sid)).items()}
-            evicted, backlog, pending = self._stream_queue(c, stream_key(sid), GROUP)
+            evicted, backlog, pending = self._stream_queue(c, frames_key(sid), INFERENCE_GROUP)
             inferred.add_metric([sid], stats.get("inferred", 0))
             dead.add_metric([sid], stats.get("dead_lettered", 0))
             dropped.add_metric([sid, "evicted"], evicted)

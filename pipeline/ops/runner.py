@@ -196,7 +196,8 @@ class LocalPipeline:
 
     def _latest_results(self) -> dict[str, str]:
         """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
-        from pipeline.results.record import RESULTS_KEY, ResultFormatError, ResultRecord
+        from pipeline.core.keys import RESULTS_KEY
+        from pipeline.results.record import ResultFormatError, ResultRecord
 
         out: dict[str, str] = {}
         for client in self._collector.clients if self._collector is not None else []:

@@ -38,7 +38,6 @@ from pipeline.core.classification import FrameClassification
 from pipeline.core.errors import VigilError
 
 RESULT_VERSION = 1
-RESULTS_KEY = "vigil:results"
 
 
 class ResultFormatError(VigilError):

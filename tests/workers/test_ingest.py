@@ -21,10 +21,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from pipeline.bus.publisher import FrameMessage, decode_frame, stream_key
+from pipeline.bus.publisher import FrameMessage, decode_frame
 from pipeline.cli import app
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.errors import ConfigError
+from pipeline.core.keys import frames_key
 from pipeline.ingest.camera import CameraState
 from tests.fixtures import media
 from tests.fixtures.services import RedisServer, RtspServer, wait_for
@@ -43,7 +44,7 @@ def make_config(streams: list[dict[str, Any]], redis_url: str, **extra: Any) -> 
 
 
 def read_stream(server: RedisServer, sid: str) -> list[FrameMessage]:
-    return [decode_frame(f) for _, f in server.client().xrange(stream_key(sid))]
+    return [decode_frame(f) for _, f in server.client().xrange(frames_key(sid))]
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -67,7 +68,7 @@ def test_rtsp_frames_arrive_at_fps_in_order_and_match_a_direct_decode(
         rtsp_server: RtspServer, redis_server: RedisServer, video_dir: Path) -> None:
     files = {"w1-slideshow": video_dir / "slideshow.mp4", "w1-bikes": video_dir / "bikes.mp4"}
     for sid in files:
-        redis_server.client().delete(stream_key(sid))
+        redis_server.client().delete(frames_key(sid))
     cfg = make_config([{"id": "w1-slideshow", "url": rtsp_server.url("slideshow"), "fps": 5},
                        {"id": "w1-bikes", "url": rtsp_server.url("bikes"), "fps": 5}], redis_server.url())
     with IngestWorker(cfg) as worker:
@@ -126,7 +127,7 @@ def test_broken_sources_report_why_while_others_keep_flowing(
                 "w2-badcreds": "credentials rejected", "w2-notvideo": "not a video file",
                 "w2-truncated": "truncated or corrupted", "w2-corrupted": "end of file"}
     for s in streams:
-        redis_server.client().delete(stream_key(s["id"]))
+        redis_server.client().delete(frames_key(s["id"]))
     cfg = make_config(streams, redis_server.url())
     with IngestWorker(cfg) as worker:
         wait_until(lambda: all(worker.cameras[s].last_error for s in expected), 25, "every broken camera")
@@ -176,14 +177,14 @@ def test_eviction_by_maxlen_is_counted(redis_factory: Callable[..., RedisServer]
                       server.url(), redis={"maxlen": 10})
     with IngestWorker(cfg) as worker:
         worker.eviction_check_s = 0.3
-        wait_until(lambda: server.client().xinfo_stream(stream_key("w4"))["entries-added"] > 40
-                   if server.client().exists(stream_key("w4")) else False, 10, "40 frames")
+        wait_until(lambda: server.client().xinfo_stream(frames_key("w4"))["entries-added"] > 40
+                   if server.client().exists(frames_key("w4")) else False, 10, "40 frames")
         time.sleep(0.5)
         _, metrics = http_get(worker.http_port, "/metrics")
     evicted = [s.value for f in text_string_to_metric_families(metrics) for s in f.samples
                if s.name == "vigil_ingest_dropped_frames_total" and s.labels["reason"] == "evicted"]
     assert evicted and evicted[0] >= 20
-    assert server.client().xlen(stream_key("w4")) < 20
+    assert server.client().xlen(frames_key("w4")) < 20
 
 
 # -- metrics, health, reload ---------------------------------------------------------------------------
@@ -305,7 +306,7 @@ def test_sighup_reload_sigterm_exit_and_no_credentials_anywhere(
         assert worker.cameras()["p-auth"]["reconnects"] == 0  # untouched by the reload
         readyz = json.dumps(worker.readyz())
         metrics = http_get(worker.port, "/metrics")[1]
-        assert redis.client().xlen(stream_key("p-auth")) > 0
+        assert redis.client().xlen(frames_key("p-auth")) > 0
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(15) == 0
     finally:

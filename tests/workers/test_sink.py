@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from pipeline.core.config import validate_config
-from pipeline.results.record import RESULTS_KEY
+from pipeline.core.keys import RESULTS_KEY
 from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.results.sinks.records import record

@@ -18,9 +18,9 @@ from pipeline.bus.publisher import (
     encode_frame,
     instance_identity,
     pick_instance,
-    stream_key,
 )
 from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
+from pipeline.core.keys import frames_key
 from tests.fixtures.services import RedisServer
 
 
@@ -113,7 +113,7 @@ def test_publish_reads_back_in_order(redis_server: RedisServer) -> None:
     with FrameBus(BusOptions(urls=[redis_server.url()], maxlen=100)) as bus:
         for seq in range(5):
             bus.publish(_frame("fb-order", seq))
-        entries = redis_server.client().xrange(stream_key("fb-order"))
+        entries = redis_server.client().xrange(frames_key("fb-order"))
     msgs = [decode_frame(fields) for _, fields in entries]
     assert [m.seq for m in msgs] == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(msgs[3].pixels, _frame("fb-order", 3).pixels)
@@ -126,7 +126,7 @@ def test_maxlen_drops_oldest_and_counts_unread(redis_factory: Callable[..., Redi
     with FrameBus(BusOptions(urls=[server.url()], maxlen=10)) as bus:
         for seq in range(40):
             bus.publish(_frame("fb-trim", seq, 8, 8))
-        entries = client.xrange(stream_key("fb-trim"))
+        entries = client.xrange(frames_key("fb-trim"))
         seqs = [decode_frame(f).seq for _, f in entries]
         assert 10 <= len(seqs) < 20
         assert seqs == list(range(40 - len(seqs), 40))  # the newest survive, in order
@@ -134,7 +134,7 @@ def test_maxlen_drops_oldest_and_counts_unread(redis_factory: Callable[..., Redi
         assert bus.trimmed_unread("fb-none") == 0  # no such stream yet
 
         # A consumer group that reads 10 entries and falls behind: the rest trimmed is lost to it.
-        key = stream_key("fb-lag")
+        key = frames_key("fb-lag")
         client.xgroup_create(key, "inference", id="0", mkstream=True)
         for seq in range(10):
             bus.publish(_frame("fb-lag", seq, 8, 8))
@@ -154,8 +154,8 @@ def test_several_instances_pin_each_camera(redis_factory: Callable[..., RedisSer
             bus.publish(_frame(cam, 0, 4, 4))
         for cam in cams:
             home = bus.instance_index(cam)
-            assert servers[home].client().xlen(stream_key(cam)) == 1
-            assert servers[1 - home].client().exists(stream_key(cam)) == 0
+            assert servers[home].client().xlen(frames_key(cam)) == 1
+            assert servers[1 - home].client().exists(frames_key(cam)) == 0
     assert {bus.instance_index(c) for c in cams} == {0, 1}
 
 
@@ -166,7 +166,7 @@ def test_password_and_acl_user(redis_factory: Callable[..., RedisServer]) -> Non
     for server in (plain, acl):
         with FrameBus(BusOptions(urls=[server.url()])) as bus:
             bus.publish(_frame("fb-auth", 0, 4, 4))
-        assert server.client().xlen(stream_key("fb-auth")) == 1
+        assert server.client().xlen(frames_key("fb-auth")) == 1
     wrong = acl.url().replace(secret, "wrong-pw-123")
     with FrameBus(BusOptions(urls=[wrong])) as bus:
         with pytest.raises(BusError) as err:
@@ -182,7 +182,7 @@ def test_tls_with_acl_user(redis_factory: Callable[..., RedisServer]) -> None:
     with FrameBus(BusOptions(urls=[server.url()])) as bus:
         bus.publish(_frame("fb-tls", 0, 4, 4))
         assert bus.instance_url("fb-tls").startswith("rediss://ingest:***@")
-    assert server.client().xlen(stream_key("fb-tls")) == 1
+    assert server.client().xlen(frames_key("fb-tls")) == 1
     plain = server.url().replace("rediss://", "redis://").split("?")[0]  # TLS port, no TLS
     with FrameBus(BusOptions(urls=[plain], socket_timeout_s=1.0)) as bus, pytest.raises(BusError) as err:
         bus.publish(_frame("fb-tls", 1, 4, 4))
@@ -212,4 +212,4 @@ def test_redis_down_fails_fast_then_recovers(redis_factory: Callable[..., RedisS
                 assert time.monotonic() < deadline, "the bus did not reconnect"
                 time.sleep(0.05)
     assert ups == [(0, True), (0, False), (0, True)]
-    assert server.client().xlen(stream_key("fb-down")) == 1  # the restarted Redis was empty
+    assert server.client().xlen(frames_key("fb-down")) == 1  # the restarted Redis was empty

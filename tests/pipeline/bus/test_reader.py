@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.bus.publisher import FrameMessage, encode_frame, stream_key
-from pipeline.bus.reader import DEADLETTER_KEY, GROUP, ConsumerOptions, FrameConsumer, stats_key
-from pipeline.results.record import RESULTS_KEY, ResultRecord
+from pipeline.bus.publisher import FrameMessage, encode_frame
+from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
+from pipeline.results.record import ResultRecord
 
 
 def publish(client: redis.Redis, sid: str, n: int, start: int = 0, maxlen: int = 1000) -> list[str]:
@@ -19,7 +20,7 @@ def publish(client: redis.Redis, sid: str, n: int, start: int = 0, maxlen: int =
     for i in range(start, start + n):
         px = np.full((8, 8, 3), i % 256, np.uint8)
         msg = FrameMessage(stream_id=sid, seq=i, capture_ts_ns=1_700_000_000_000_000_000 + i, pixels=px)
-        ids.append(client.xadd(stream_key(sid), encode_frame(msg), maxlen=maxlen).decode())  # type: ignore[union-attr]
+        ids.append(client.xadd(frames_key(sid), encode_frame(msg), maxlen=maxlen).decode())  # type: ignore[union-attr]
     return ids
 
 
@@ -85,9 +86,9 @@ def test_complete_writes_results_and_acks_atomically(clean_redis_url: str) -> No
     publish(client, "cam", 4)
     with consumer(clean_redis_url, "c1", ["cam"]) as c:
         batch = c.read_batch(4, window_s=0.05)
-        assert client.xpending(stream_key("cam"), GROUP)["pending"] == 4
+        assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 4
         c.complete([(d, fake_record(d)) for d in batch])
-    assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+    assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
     results = client.xrange(RESULTS_KEY)
     assert [ResultRecord.from_fields(f).frame_id for _, f in results] == [d.entry_id for d in batch]
     assert client.hget(stats_key("cam"), "inferred") == b"4"
@@ -108,7 +109,7 @@ def test_crashed_consumer_frames_are_reclaimed(clean_redis_url: str) -> None:
         assert [d.entry_id for d in claimed] == ids
         assert all(d.deliveries == 2 for d in claimed)
         c.complete([(d, fake_record(d)) for d in claimed])
-    assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+    assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
     assert client.xlen(RESULTS_KEY) == 6
 
 
@@ -132,7 +133,7 @@ def test_repeatedly_failing_frame_is_dead_lettered_with_reason(clean_redis_url: 
     assert entry[b"reason"] == b"failed 3 deliveries: RuntimeError: CUDA out of memory"
     assert entry[b"frame_seq"] == b"0"  # the original frame travels with it
     assert client.hget(stats_key("cam"), "dead_lettered") == b"1"
-    assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+    assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
 
 
 def test_frames_trimmed_while_pending_count_as_dropped(clean_redis_url: str) -> None:
@@ -142,13 +143,13 @@ def test_frames_trimmed_while_pending_count_as_dropped(clean_redis_url: str) -> 
     publish(client, "cam", 5)
     with consumer(clean_redis_url, "doomed", ["cam"]) as dead:
         assert len(dead.read_batch(5, window_s=0.01)) == 5
-    client.xtrim(stream_key("cam"), maxlen=0)
+    client.xtrim(frames_key("cam"), maxlen=0)
     with consumer(clean_redis_url, "survivor", ["cam"], claim_idle_s=0.01) as c:
         time.sleep(0.03)
         claimed, _ = c.reclaim(10)
     assert claimed == []
     assert client.hget(stats_key("cam"), "dropped_pending") == b"5"
-    assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+    assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
 
 
 def test_new_streams_are_discovered(clean_redis_url: str) -> None:

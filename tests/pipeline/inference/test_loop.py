@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.bus.publisher import FrameMessage, encode_frame, stream_key
-from pipeline.bus.reader import DEADLETTER_KEY, GROUP, ConsumerOptions, FrameConsumer, stats_key
+from pipeline.bus.publisher import FrameMessage, encode_frame
+from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
 from pipeline.inference.loop import InferenceLoop, LoopOptions
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
-from pipeline.results.record import RESULTS_KEY, ResultRecord
+from pipeline.results.record import ResultRecord
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def publish_photos(client: redis.Redis, sid: str, images_dir: Path, names: list[
     for i, name in enumerate(names):
         px = resize(read_image_rgb(images_dir / name), 224, 224)
         msg = FrameMessage(stream_id=sid, seq=i, capture_ts_ns=time.time_ns(), pixels=px)
-        client.xadd(stream_key(sid), encode_frame(msg, encoding, 95))  # type: ignore[arg-type]
+        client.xadd(frames_key(sid), encode_frame(msg, encoding, 95))  # type: ignore[arg-type]
 
 
 def drain(loop: InferenceLoop, expected: int, timeout_s: float = 30) -> None:
@@ -62,16 +63,16 @@ def test_results_carry_expected_labels(clean_redis_url: str, runtime: ModelRunti
     assert first.scene == "animals" and first.replica == "r1"
     assert 1 <= first.batch_size <= 8 and first.inference_ms > 0 and first.total_ms >= first.queue_ms
     assert client.hget(stats_key("raw-cam"), "inferred") == b"10"
-    assert client.xpending(stream_key("raw-cam"), GROUP)["pending"] == 0
+    assert client.xpending(frames_key("raw-cam"), INFERENCE_GROUP)["pending"] == 0
 
 
 def test_poison_entry_goes_to_dead_letter_at_once(clean_redis_url: str, runtime: ModelRuntime) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     good = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((224, 224, 3), np.uint8))
-    client.xadd(stream_key("cam"), encode_frame(good))  # type: ignore[arg-type]
+    client.xadd(frames_key("cam"), encode_frame(good))  # type: ignore[arg-type]
     bad = encode_frame(good)
     bad["data"] = b"short"
-    client.xadd(stream_key("cam"), bad)  # type: ignore[arg-type]
+    client.xadd(frames_key("cam"), bad)  # type: ignore[arg-type]
     with FrameConsumer(ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"])) as c:
         loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01))
         assert loop.step() == 1
@@ -93,7 +94,7 @@ class ExplodingRuntime:
 def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     msg = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))
-    client.xadd(stream_key("cam"), encode_frame(msg))  # type: ignore[arg-type]
+    client.xadd(frames_key("cam"), encode_frame(msg))  # type: ignore[arg-type]
     opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"], claim_idle_s=0.01,
                            max_deliveries=2)
     with FrameConsumer(opts) as c:
@@ -105,7 +106,7 @@ def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) ->
     assert loop.stats.failures == 2
     [(_, dl)] = client.xrange(DEADLETTER_KEY)
     assert dl[b"reason"] == b"failed 2 deliveries: RuntimeError: CUDA error: out of memory"
-    assert client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+    assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
 
 
 class OverlapProbe:
@@ -157,7 +158,7 @@ def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url
     assert len({r.frame_id for r in records}) == 60
     assert loop.lane_batch == 4 and max(r.batch_size for r in records) <= 4  # each lane: its half of 8
     assert {r.stream for r in records} == set(streams)
-    assert all(client.xpending(stream_key(s), GROUP)["pending"] == 0 for s in streams)
+    assert all(client.xpending(frames_key(s), INFERENCE_GROUP)["pending"] == 0 for s in streams)
     assert sum(int(client.hget(stats_key(s), "inferred") or 0) for s in streams) == 60
 
 

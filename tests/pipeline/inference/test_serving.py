@@ -15,12 +15,12 @@ import ray
 import redis
 from ray import serve
 
-from pipeline.bus.publisher import FrameMessage, encode_frame, stream_key
-from pipeline.bus.reader import GROUP, stats_key
+from pipeline.bus.publisher import FrameMessage, encode_frame
 from pipeline.core.config import InferenceConfig
+from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
 from pipeline.inference.serving import APP_NAME, ServeSettings, batch_window_s, build_app
-from pipeline.results.record import RESULTS_KEY, ResultRecord
+from pipeline.results.record import ResultRecord
 from tests.fixtures.services import free_port, wait_for
 
 
@@ -46,7 +46,7 @@ def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int,
 def publish(client: redis.Redis, sid: str, frames: list[np.ndarray], start_seq: int = 0) -> None:
     for i, px in enumerate(frames):
         msg = FrameMessage(stream_id=sid, seq=start_seq + i, capture_ts_ns=time.time_ns(), pixels=px)
-        client.xadd(stream_key(sid), encode_frame(msg))  # type: ignore[arg-type]
+        client.xadd(frames_key(sid), encode_frame(msg))  # type: ignore[arg-type]
 
 
 
@@ -101,7 +101,7 @@ def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, sha
     def accounted() -> bool:
         stats = {k.decode(): int(v) for k, v in client.hgetall(stats_key("cam")).items()}
         done = stats.get("inferred", 0) + stats.get("dead_lettered", 0) + stats.get("dropped_pending", 0)
-        return done == total and client.xpending(stream_key("cam"), GROUP)["pending"] == 0
+        return done == total and client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
 
     assert wait_for(accounted, 90)
     records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline.ops.metrics import REPLICA_KEY_PREFIX, ReplicaStatsRecorder
+from pipeline.core.keys import REPLICA_KEY_PREFIX
+from pipeline.ops.metrics import ReplicaStatsRecorder
 from tests.fixtures.services import RedisServer
 
 
