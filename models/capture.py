@@ -22,9 +22,10 @@ from pathlib import Path
 
 import cv2
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import ConfigError, SourceError
-from pipeline.ingest.camera import Backoff, source_options
+from pipeline.ingest.camera import source_options
 from pipeline.ingest.source import LiveEdgeReader, RawFrame, VideoSource
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.bus.publisher import BusOptions, FrameBus, FrameMessage
+from pipeline.bus.publisher import BusOptions, FrameBus
+from pipeline.bus.wire import FrameMessage
 from pipeline.core.config import StreamConfig, VigilConfig, load_config
 from pipeline.core.errors import BusError, BusUnavailableError, ConfigError, VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
@@ -114,14 +115,7 @@ class IngestWorker:
         self._lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
         self.eviction_check_s = EVICTION_CHECK_S
-        self._bus = FrameBus(self._bus_options(cfg), self.metrics.set_bus_up)
-
-    @staticmethod
-    def _bus_options(cfg: VigilConfig) -> BusOptions:
-        r, i = cfg.redis, cfg.ingest
-        return BusOptions(urls=list(r.urls), maxlen=r.maxlen, encoding=r.frame_encoding,
-                          jpeg_quality=r.jpeg_quality, socket_timeout_s=r.socket_timeout_s,
-                          backoff_base_s=i.backoff_base_s, backoff_cap_s=i.backoff_cap_s)
+        self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
 
     @property
     def bus(self) -> FrameBus:

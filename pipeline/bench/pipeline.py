@@ -25,8 +25,9 @@ import numpy as np
 import redis
 
 from pipeline.bench.model import bench_model
-from pipeline.bus.publisher import BusOptions, FrameBus, FrameMessage
-from pipeline.core.config import InferenceConfig
+from pipeline.bus.publisher import BusOptions, FrameBus
+from pipeline.bus.wire import FrameMessage
+from pipeline.core.config import InferenceConfig, RedisConfig, VigilConfig
 from pipeline.core.keys import RESULTS_KEY, stats_key
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
@@ -147,7 +148,7 @@ def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds:
                       route_prefix="/")
             # The default stream length (BusOptions.maxlen): the backlog kept below never reaches it, and
             # longer streams would make Redis fault in fresh memory for every frame instead of reusing it.
-            with FrameBus(BusOptions(urls=[r.url])) as bus:
+            with FrameBus(BusOptions.from_config(VigilConfig(redis=RedisConfig(urls=[r.url])))) as bus:
                 _saturate(bus, client, frames, ids, seconds=min(5.0, seconds / 2), backlog=4 * batch_size)  # warm-up
                 sustained = _saturate(bus, client, frames, ids, seconds=seconds, backlog=4 * batch_size)
                 _drain(client, ids)  # frames left queued by saturation would age the first paced ones

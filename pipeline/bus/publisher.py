@@ -1,70 +1,40 @@
-"""The frame bus: model-ready frames on Redis Streams, one stream per camera.
+"""The publisher side of the frame bus: XADD each sampled frame to its camera's stream.
 
-Wire format (version 1)
------------------------
-Each camera ``<stream_id>`` has one Redis Stream, key ``vigil:frames:<stream_id>``. The ingest worker
-appends one entry per sampled frame with ``XADD <key> MAXLEN ~ <redis.maxlen> * <fields>``, so when
-inference falls behind, Redis trims the *oldest* entries first (drop-oldest backpressure, per camera).
-Entry ids are Redis' own (milliseconds-sequence) and increase in publish order.
+A camera's frames go to ``vigil:frames:<camera>`` (:mod:`pipeline.core.keys`) on the Redis instance
+the camera is pinned to (:func:`pipeline.core.redis_clients.pick_instance`), with ``MAXLEN ~
+redis.maxlen``: when inference falls behind, Redis trims the oldest frames first (drop-oldest
+backpressure, per camera). The entry's fields are :mod:`pipeline.bus.wire`'s format.
 
-Every field name and value is a byte string; numbers are ASCII decimal:
-
-============  =================================================================================
-``v``         format version, ``1``
-``stream``    the stream id (same as in the key)
-``seq``       per-camera sampled-frame counter of this worker process, from 0; a gap means frames
-              were dropped before Redis (bus down) -- consumers must not rely on it across restarts
-``ts_ns``     capture time: Unix epoch nanoseconds when the worker received the decoded frame
-``h`` ``w``   frame geometry in pixels (the model input size, e.g. 224 x 224)
-``c``         channels, always ``3``
-``src_h``     the camera's own resolution, before resizing
-``src_w``
-``enc``       ``raw`` or ``jpeg``
-``data``      ``raw``: ``h*w*3`` bytes, uint8 RGB, row-major (HWC), no padding;
-              ``jpeg``: a baseline JPEG of the RGB frame (``redis.jpeg_quality``), ~6x smaller
-============  =================================================================================
-
-Readers call :func:`decode_frame` on an entry's field mapping and get a :class:`FrameMessage`.
-
-Several Redis instances
------------------------
-One Redis moves only a few thousand raw 224x224 frames/s, so ``redis.urls`` may list several. Each
-camera is pinned to one instance by rendezvous hashing (SHA-1 of the stream id and the instance's
-``host:port/db``): stable across processes and restarts (unlike Python's salted ``hash()``),
-independent of password rotation, and adding an instance moves only the cameras that land on it.
-URLs may carry an ACL user and password (``redis://user:pass@host:6379/0``) and use TLS
-(``rediss://``); they are only ever logged redacted.
+Each instance has its own up/down state and reconnect backoff: while an instance is down and in
+backoff, :meth:`FrameBus.publish` raises :class:`~pipeline.core.errors.BusUnavailableError` without
+any I/O, so a camera thread never waits on a dead Redis; its frames are counted as dropped.
+URLs may carry an ACL user and password and use TLS (``rediss://``); they are only logged redacted.
 """
 
 from __future__ import annotations
 
-import hashlib
+import enum
 import logging
-import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, cast
-from urllib.parse import urlsplit
+from typing import Any
 
-import cv2
-import numpy as np
-import numpy.typing as npt
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
+from pipeline.bus.wire import Encoding, FrameMessage, encode_frame
+from pipeline.core.backoff import Backoff
+from pipeline.core.config import VigilConfig
+from pipeline.core.errors import BusError, BusUnavailableError
 from pipeline.core.keys import frames_key
 from pipeline.core.redact import redact_url
+from pipeline.core.redis_clients import Client, connect, instance_identity, pick_instance
 
 log = logging.getLogger("vigil.framebus")
 
-WIRE_VERSION = 1
-Encoding = Literal["raw", "jpeg"]
-Frame = npt.NDArray[np.uint8]
+BusStateHandler = Callable[[int, bool], None]  # (index in redis.urls, up)
 
 
 def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> int:
@@ -79,130 +49,23 @@ def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str
 
 
 @dataclass(frozen=True)
-class FrameMessage:
-    """One model-ready frame: uint8 RGB pixels [h, w, 3] and where/when it came from."""
+class BusOptions:
+    """The publisher's settings: the ``redis:`` section, and the ``ingest:`` backoff for reconnects."""
 
-    stream_id: str
-    seq: int
-    capture_ts_ns: int
-    pixels: Frame
-    source_height: int = 0
-    source_width: int = 0
+    urls: list[str]
+    maxlen: int
+    encoding: Encoding
+    jpeg_quality: int
+    socket_timeout_s: float
+    backoff_base_s: float
+    backoff_cap_s: float
 
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def capture_time_s(self) -> float:
-        return self.capture_ts_ns / 1e9
-
-
-# --------------------------------------------------------------------------------------------------
-# Encoding
-# --------------------------------------------------------------------------------------------------
-
-
-def encode_frame(msg: FrameMessage, encoding: Encoding = "raw", jpeg_quality: int = 90) -> dict[str, bytes]:
-    """The XADD fields of ``msg`` (see the module docstring)."""
-    px = msg.pixels
-    if px.dtype != np.uint8 or px.ndim != 3 or px.shape[2] != 3:
-        raise FrameFormatError(f"stream {msg.stream_id}: frames must be uint8 [h, w, 3], got "
-                               f"{px.dtype} {list(px.shape)}")
-    if encoding == "raw":
-        data = np.ascontiguousarray(px).tobytes()
-    elif encoding == "jpeg":
-        # OpenCV's JPEG encoder expects BGR; convert so that the decoded frame is RGB again.
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(px, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-        if not ok:
-            raise FrameFormatError(f"stream {msg.stream_id}: JPEG encoding failed")
-        data = buf.tobytes()
-    else:
-        raise FrameFormatError(f"unknown frame encoding {encoding!r}; use raw or jpeg")
-    return {
-        "v": b"%d" % WIRE_VERSION, "stream": msg.stream_id.encode(), "seq": b"%d" % msg.seq,
-        "ts_ns": b"%d" % msg.capture_ts_ns, "h": b"%d" % px.shape[0], "w": b"%d" % px.shape[1],
-        "c": b"3", "src_h": b"%d" % msg.source_height, "src_w": b"%d" % msg.source_width,
-        "enc": encoding.encode(), "data": data,
-    }
-
-
-def _field(fields: Mapping[Any, Any], name: str) -> bytes:
-    value = fields.get(name.encode(), fields.get(name))
-    if value is None:
-        raise FrameFormatError(f"frame entry has no {name!r} field")
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _int_field(fields: Mapping[Any, Any], name: str) -> int:
-    raw = _field(fields, name)
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise FrameFormatError(f"frame entry field {name!r} is not an integer") from exc
-
-
-def _pixels(stream: str, enc: bytes, data: bytes, h: int, w: int) -> Frame:
-    if enc == b"raw":
-        if len(data) != h * w * 3:
-            raise FrameFormatError(f"stream {stream}: raw frame has {len(data)} bytes, expected "
-                                   f"{h}*{w}*3 = {h * w * 3}")
-        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3)
-    if enc == b"jpeg":
-        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None or bgr.shape[:2] != (h, w):
-            raise FrameFormatError(f"stream {stream}: JPEG frame does not decode to {h}x{w}")
-        return cast(Frame, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    raise FrameFormatError(f"stream {stream}: unknown encoding {enc.decode(errors='replace')!r}")
-
-
-def decode_frame(fields: Mapping[Any, Any]) -> FrameMessage:
-    """Parse one stream entry's fields (bytes or str keys) into a :class:`FrameMessage`.
-
-    Raw frames are zero-copy, read-only views of the entry's bytes.
-    """
-    version = _int_field(fields, "v")
-    if version != WIRE_VERSION:
-        raise FrameFormatError(f"frame entry has wire version {version}; this reader understands "
-                               f"{WIRE_VERSION} (upgrade the reader)")
-    stream = _field(fields, "stream").decode(errors="replace")
-    h, w, c = _int_field(fields, "h"), _int_field(fields, "w"), _int_field(fields, "c")
-    if h <= 0 or w <= 0 or c != 3:
-        raise FrameFormatError(f"stream {stream}: bad geometry {h}x{w}x{c}")
-    pixels = _pixels(stream, _field(fields, "enc"), _field(fields, "data"), h, w)
-    return FrameMessage(stream_id=stream, seq=_int_field(fields, "seq"),
-                        capture_ts_ns=_int_field(fields, "ts_ns"), pixels=pixels,
-                        source_height=_int_field(fields, "src_h"), source_width=_int_field(fields, "src_w"))
-
-
-# --------------------------------------------------------------------------------------------------
-# Instances and pinning
-# --------------------------------------------------------------------------------------------------
-
-
-def instance_identity(url: str) -> str:
-    """``host:port/db`` (or the socket path) of a Redis URL: what pinning hashes, without secrets."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix:{parts.path}"
-    db = parts.path.lstrip("/") or "0"
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
-
-
-def pick_instance(stream_id: str, identities: list[str]) -> int:
-    """Index of the instance a camera is pinned to (rendezvous hashing over SHA-1)."""
-    if not identities:
-        raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
-
-    def score(ident: str) -> int:
-        return int.from_bytes(hashlib.sha1(f"{stream_id}\0{ident}".encode(), usedforsecurity=False).digest()[:8], "big")
-
-    return max(range(len(identities)), key=lambda i: score(identities[i]))
+    @classmethod
+    def from_config(cls, cfg: VigilConfig) -> BusOptions:
+        r, i = cfg.redis, cfg.ingest
+        return cls(urls=list(r.urls), maxlen=r.maxlen, encoding=r.frame_encoding, jpeg_quality=r.jpeg_quality,
+                   socket_timeout_s=r.socket_timeout_s, backoff_base_s=i.backoff_base_s,
+                   backoff_cap_s=i.backoff_cap_s)
 
 
 @dataclass
@@ -211,48 +74,49 @@ class _Instance:
 
     index: int
     redacted_url: str
-    client: redis.Redis
+    client: Client
+    backoff: Backoff
     lock: threading.Lock = field(default_factory=threading.Lock)
     up: bool = True
-    failures: int = 0
-    retry_at: float = 0.0  # time.monotonic() before which calls are skipped
+    retry_at: float = 0.0  # time.monotonic() before which calls are skipped (only read while down)
     last_error: str = ""
 
 
-@dataclass
-class BusOptions:
-    urls: list[str]
-    maxlen: int = 500
-    encoding: Encoding = "raw"
-    jpeg_quality: int = 90
-    socket_timeout_s: float = 5.0
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 30.0
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class FrameBus:
-    """Publisher side of the bus. Use as a context manager; thread-safe (one pool per instance)."""
+    """Publisher side of the bus: ``with FrameBus(opts) as bus: bus.publish(msg)``. Thread-safe.
 
-    def __init__(self, opts: BusOptions, on_bus_state: Any = None) -> None:
+    ``on_bus_state(index, up)`` is told each instance's state when the bus opens and on every change
+    (e.g. :meth:`pipeline.ops.metrics.IngestMetrics.set_bus_up`). A bus opens once.
+    """
+
+    def __init__(self, opts: BusOptions, on_bus_state: BusStateHandler | None = None) -> None:
         self.opts = opts
-        self._on_state = on_bus_state  # callable(index, up) or None, e.g. IngestMetrics.set_bus_up
+        self._on_state: BusStateHandler = on_bus_state or (lambda index, up: None)
         self._instances: list[_Instance] = []
         self._identities = [instance_identity(u) for u in opts.urls]
+        self._state = _State.NEW
 
     def __enter__(self) -> FrameBus:
-        for i, url in enumerate(self.opts.urls):
-            try:
-                # No client-side retries: the bus has its own backoff, and a publish must fail fast
-                # so that the camera thread keeps sampling while Redis is down.
-                client = redis.Redis.from_url(
-                    url, socket_timeout=self.opts.socket_timeout_s,
-                    socket_connect_timeout=self.opts.socket_timeout_s, retry=Retry(NoBackoff(), 0),
-                    health_check_interval=0)
-            except ValueError as exc:
-                raise BusError(f"redis.urls[{i}] {redact_url(url)}: invalid URL ({exc})") from exc
-            self._instances.append(_Instance(index=i, redacted_url=redact_url(url), client=client))
-            if self._on_state is not None:
-                self._on_state(i, True)
+        if self._state is not _State.NEW:
+            raise BusError(f"the frame bus is {self._state.value}; make a new FrameBus to publish again")
+        try:
+            for i, url in enumerate(self.opts.urls):
+                client = connect(url, self.opts.socket_timeout_s, fail_fast=True)
+                backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
+                self._instances.append(_Instance(index=i, redacted_url=redact_url(url), client=client,
+                                                 backoff=backoff))
+        except BusError:
+            self.__exit__(None, None, None)
+            raise
+        self._state = _State.OPEN
+        for inst in self._instances:
+            self._on_state(inst.index, True)
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
@@ -260,6 +124,7 @@ class FrameBus:
         for inst in self._instances:
             inst.client.close()
         self._instances = []
+        self._state = _State.CLOSED
 
     # -- routing -----------------------------------------------------------------------------------
 
@@ -271,11 +136,12 @@ class FrameBus:
         return redact_url(self.opts.urls[self.instance_index(stream_id)])
 
     def client_for(self, stream_id: str) -> redis.Redis:
-        return self._instance(stream_id).client
+        client: redis.Redis = self._instance(stream_id).client
+        return client
 
     def _instance(self, stream_id: str) -> _Instance:
-        if not self._instances:
-            raise BusError("the frame bus is not open (use it as a context manager)")
+        if self._state is not _State.OPEN:
+            raise BusError(f"the frame bus is {self._state.value}, not open (use it as a context manager)")
         return self._instances[self.instance_index(stream_id)]
 
     def health(self) -> list[dict[str, Any]]:
@@ -284,7 +150,7 @@ class FrameBus:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    def _call(self, inst: _Instance, what: str, fn: Any) -> Any:
+    def _call(self, inst: _Instance, what: str, fn: Callable[[Client], Any]) -> Any:
         """Run ``fn(client)`` unless the instance is backing off; track up/down and backoff."""
         with inst.lock:
             if not inst.up and time.monotonic() < inst.retry_at:
@@ -301,25 +167,21 @@ class FrameBus:
 
     def _mark_down(self, inst: _Instance, what: str, exc: BaseException) -> None:
         with inst.lock:
-            inst.failures += 1
-            delay = min(self.opts.backoff_cap_s, self.opts.backoff_base_s * 2 ** min(inst.failures - 1, 30))
-            delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
-            inst.retry_at = time.monotonic() + delay
+            inst.retry_at = time.monotonic() + inst.backoff.next_delay_s()
             was_up, inst.up = inst.up, False
             # redis-py messages can include host names but never the password; keep just the type.
             inst.last_error = f"{what}: {type(exc).__name__}"
         if was_up:
             log.warning("frame bus: Redis %s is down (%s: %s); dropping frames for its cameras, "
                         "reconnecting with backoff", inst.redacted_url, what, type(exc).__name__)
-            if self._on_state is not None:
-                self._on_state(inst.index, False)
+            self._on_state(inst.index, False)
 
     def _mark_up(self, inst: _Instance) -> None:
         with inst.lock:
-            inst.up, inst.failures, inst.last_error = True, 0, ""
+            inst.up, inst.last_error = True, ""
+            inst.backoff.reset()
         log.info("frame bus: Redis %s is back", inst.redacted_url)
-        if self._on_state is not None:
-            self._on_state(inst.index, True)
+        self._on_state(inst.index, True)
 
     def publish(self, msg: FrameMessage) -> bytes:
         """XADD one frame to its camera's stream; return the entry id.
@@ -338,7 +200,7 @@ class FrameBus:
         """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
         key = frames_key(stream_id)
 
-        def query(c: redis.Redis) -> int:
+        def query(c: Client) -> int:
             try:
                 info = c.xinfo_stream(key)
                 groups = c.xinfo_groups(key) if info.get("groups") else []

@@ -33,7 +33,6 @@ from typing import Any
 
 import redis
 
-from pipeline.bus.publisher import instance_identity, pick_instance
 from pipeline.core.errors import BusError
 from pipeline.core.keys import (
     DEADLETTER_KEY,
@@ -46,6 +45,7 @@ from pipeline.core.keys import (
     stats_key,
 )
 from pipeline.core.redact import redact_url
+from pipeline.core.redis_clients import instance_identity, pick_instance
 from pipeline.results.record import ResultRecord
 
 log = logging.getLogger(__name__)

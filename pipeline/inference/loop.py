@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.bus.publisher import FrameMessage, decode_frame
 from pipeline.bus.reader import Delivery, FrameConsumer
+from pipeline.bus.wire import FrameMessage, decode_frame
 from pipeline.core.classification import FrameClassification
 from pipeline.core.errors import FrameFormatError, VigilError
 from pipeline.inference.runtime import ModelRuntime, lane_share

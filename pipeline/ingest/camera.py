@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.config import IngestConfig, StreamConfig
 from pipeline.core.errors import SourceError
 from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
@@ -47,28 +47,6 @@ class CameraState(enum.StrEnum):
     BACKING_OFF = "backing_off"
     FAILED = "failed"
     STOPPED = "stopped"
-
-
-class Backoff:
-    """Jittered exponential backoff: attempt n waits ``min(cap, base * 2**n) * U(0.5, 1)``.
-
-    The jitter keeps a fleet of cameras that lost the same server from reconnecting in lockstep.
-    """
-
-    def __init__(self, base_s: float, cap_s: float, rng: random.Random | None = None) -> None:
-        if base_s <= 0 or cap_s < base_s:
-            raise ValueError(f"backoff needs 0 < base_s <= cap_s, got base_s={base_s}, cap_s={cap_s}")
-        self.base_s, self.cap_s = base_s, cap_s
-        self.attempt = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-
-    def next_delay_s(self) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.attempt, 30))
-        self.attempt += 1
-        return float(ceiling * self._rng.uniform(0.5, 1.0))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True)

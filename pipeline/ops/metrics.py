@@ -268,7 +268,7 @@ class PipelineCollector(Collector):
     def __init__(self, redis_urls: list[str], stream_ids: Iterable[str]) -> None:
         import redis
 
-        from pipeline.bus.publisher import instance_identity, pick_instance
+        from pipeline.core.redis_clients import instance_identity, pick_instance
 
         self._clients: list[Any] = [redis.Redis.from_url(u, socket_timeout=5) for u in redis_urls]
         idents = [instance_identity(u) for u in redis_urls]

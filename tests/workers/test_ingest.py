@@ -21,7 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from pipeline.bus.publisher import FrameMessage, decode_frame
+from pipeline.bus.wire import FrameMessage, decode_frame
 from pipeline.cli import app
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.errors import ConfigError

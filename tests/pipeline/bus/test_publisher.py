@@ -6,22 +6,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
-from pipeline.bus.publisher import (
-    BusOptions,
-    FrameBus,
-    FrameMessage,
-    decode_frame,
-    encode_frame,
-    instance_identity,
-    pick_instance,
-)
+from pipeline.bus.publisher import BusOptions, FrameBus
+from pipeline.bus.wire import FrameMessage, decode_frame, encode_frame
+from pipeline.core.config import RedisConfig, VigilConfig
 from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
 from pipeline.core.keys import frames_key
+from pipeline.core.redis_clients import instance_identity, pick_instance
 from tests.fixtures.services import RedisServer
+
+
+def bus_options(urls: list[str], **overrides: Any) -> BusOptions:
+    """The publisher's options for ``urls``, as the config's defaults give them, with ``overrides``."""
+    return replace(BusOptions.from_config(VigilConfig(redis=RedisConfig(urls=urls))), **overrides)
 
 
 def _frame(stream: str = "cam", seq: int = 0, h: int = 224, w: int = 224) -> FrameMessage:
@@ -110,7 +112,7 @@ def test_pinning_is_stable_across_processes_and_moves_few_cameras() -> None:
 
 
 def test_publish_reads_back_in_order(redis_server: RedisServer) -> None:
-    with FrameBus(BusOptions(urls=[redis_server.url()], maxlen=100)) as bus:
+    with FrameBus(bus_options([redis_server.url()], maxlen=100)) as bus:
         for seq in range(5):
             bus.publish(_frame("fb-order", seq))
         entries = redis_server.client().xrange(frames_key("fb-order"))
@@ -123,7 +125,7 @@ def test_maxlen_drops_oldest_and_counts_unread(redis_factory: Callable[..., Redi
     # Small stream nodes so that approximate trimming (whole nodes only) works at small lengths.
     server = redis_factory(extra_args=["--stream-node-max-entries", "5"])
     client = server.client()
-    with FrameBus(BusOptions(urls=[server.url()], maxlen=10)) as bus:
+    with FrameBus(bus_options([server.url()], maxlen=10)) as bus:
         for seq in range(40):
             bus.publish(_frame("fb-trim", seq, 8, 8))
         entries = client.xrange(frames_key("fb-trim"))
@@ -149,7 +151,7 @@ def test_several_instances_pin_each_camera(redis_factory: Callable[..., RedisSer
     servers = [redis_factory(), redis_factory()]
     urls = [s.url() for s in servers]
     cams = [f"pin-{i}" for i in range(12)]
-    with FrameBus(BusOptions(urls=urls)) as bus:
+    with FrameBus(bus_options(urls)) as bus:
         for cam in cams:
             bus.publish(_frame(cam, 0, 4, 4))
         for cam in cams:
@@ -164,11 +166,11 @@ def test_password_and_acl_user(redis_factory: Callable[..., RedisServer]) -> Non
     plain = redis_factory(password=secret)
     acl = redis_factory(password=secret, user="ingest")
     for server in (plain, acl):
-        with FrameBus(BusOptions(urls=[server.url()])) as bus:
+        with FrameBus(bus_options([server.url()])) as bus:
             bus.publish(_frame("fb-auth", 0, 4, 4))
         assert server.client().xlen(frames_key("fb-auth")) == 1
     wrong = acl.url().replace(secret, "wrong-pw-123")
-    with FrameBus(BusOptions(urls=[wrong])) as bus:
+    with FrameBus(bus_options([wrong])) as bus:
         with pytest.raises(BusError) as err:
             bus.publish(_frame("fb-auth", 1, 4, 4))
         assert bus.health()[0]["up"] is False
@@ -179,12 +181,12 @@ def test_password_and_acl_user(redis_factory: Callable[..., RedisServer]) -> Non
 def test_tls_with_acl_user(redis_factory: Callable[..., RedisServer]) -> None:
     server = redis_factory(password="Tls-Pw-77", user="ingest", tls=True)
     assert server.url().startswith("rediss://ingest:Tls-Pw-77@")
-    with FrameBus(BusOptions(urls=[server.url()])) as bus:
+    with FrameBus(bus_options([server.url()])) as bus:
         bus.publish(_frame("fb-tls", 0, 4, 4))
         assert bus.instance_url("fb-tls").startswith("rediss://ingest:***@")
     assert server.client().xlen(frames_key("fb-tls")) == 1
     plain = server.url().replace("rediss://", "redis://").split("?")[0]  # TLS port, no TLS
-    with FrameBus(BusOptions(urls=[plain], socket_timeout_s=1.0)) as bus, pytest.raises(BusError) as err:
+    with FrameBus(bus_options([plain], socket_timeout_s=1.0)) as bus, pytest.raises(BusError) as err:
         bus.publish(_frame("fb-tls", 1, 4, 4))
     assert "Tls-Pw-77" not in str(err.value)
 
@@ -192,7 +194,7 @@ def test_tls_with_acl_user(redis_factory: Callable[..., RedisServer]) -> None:
 def test_redis_down_fails_fast_then_recovers(redis_factory: Callable[..., RedisServer]) -> None:
     server = redis_factory()
     ups: list[tuple[int, bool]] = []
-    opts = BusOptions(urls=[server.url()], socket_timeout_s=1.0, backoff_base_s=0.2, backoff_cap_s=0.5)
+    opts = bus_options([server.url()], socket_timeout_s=1.0, backoff_base_s=0.2, backoff_cap_s=0.5)
     with FrameBus(opts, on_bus_state=lambda i, up: ups.append((i, up))) as bus:
         bus.publish(_frame("fb-down", 0, 4, 4))
         server.stop()

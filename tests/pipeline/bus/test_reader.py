@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.bus.publisher import FrameMessage, encode_frame
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.results.record import ResultRecord
 

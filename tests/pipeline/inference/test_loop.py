@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.bus.publisher import FrameMessage, encode_frame
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
 from pipeline.inference.loop import InferenceLoop, LoopOptions

@@ -15,7 +15,7 @@ import ray
 import redis
 from ray import serve
 
-from pipeline.bus.publisher import FrameMessage, encode_frame
+from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.config import InferenceConfig
 from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.config import IngestConfig, StreamConfig
-from pipeline.ingest.camera import Backoff, Camera, CameraState
+from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.source import RawFrame
 from pipeline.ops.metrics import IngestMetrics
 from tests.fixtures.services import RtspServer

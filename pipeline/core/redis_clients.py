@@ -1,0 +1,93 @@
+"""The one way Vigil connects to Redis, and which instance of the frame bus holds a camera.
+
+:func:`connect` makes every client: the connect and command timeouts come from the config
+(``redis.socket_timeout_s``), a command that blocks on the server (``XREADGROUP BLOCK``) gets its
+block time on top, and an invalid URL is a :class:`~pipeline.core.errors.BusError` that names the
+URL redacted. ``fail_fast`` clients make no retries of their own: the frame publisher has its own
+backoff, and a publish must fail at once so the camera thread keeps sampling while Redis is down.
+
+Several instances: each camera is pinned to one by rendezvous hashing (SHA-1 of the camera id and
+the instance's ``host:port/db``): stable across processes and restarts (unlike Python's salted
+``hash()``), independent of password rotation, and adding an instance moves only the cameras that
+land on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from pipeline.core.errors import BusError
+from pipeline.core.redact import redact_url
+
+# Typed Any: redis-py's reply types are a union over decode_responses; Vigil's are always bytes.
+Client = Any
+
+
+def connect(url: str, timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> Client:
+    """A client for ``url`` (nothing is sent until the first command).
+
+    ``timeout_s`` bounds connecting and every command; commands that block on the server for up to
+    ``block_s`` get that much longer.
+    """
+    options: dict[str, Any] = {"socket_timeout": timeout_s + block_s, "socket_connect_timeout": timeout_s}
+    if fail_fast:
+        options.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    try:
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:
+        raise BusError(f"Redis URL {redact_url(url)} is invalid: {exc}") from exc
+
+
+def connect_all(urls: list[str], timeout_s: float, *, block_s: float = 0.0) -> list[Client]:
+    """One client per instance of the bus, in ``redis.urls`` order; closes those made if one fails."""
+    clients: list[Client] = []
+    try:
+        for url in urls:
+            clients.append(connect(url, timeout_s, block_s=block_s))
+    except BusError:
+        close_all(clients)
+        raise
+    return clients
+
+
+def close_all(clients: list[Client]) -> None:
+    for client in clients:
+        client.close()
+
+
+def instance_identity(url: str) -> str:
+    """``host:port/db`` (or the socket path) of a Redis URL: what pinning hashes, without secrets."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    db = parts.path.lstrip("/") or "0"
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
+
+
+def pick_instance(stream_id: str, identities: list[str]) -> int:
+    """Index of the instance a camera is pinned to (rendezvous hashing over SHA-1)."""
+    if not identities:
+        raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
+
+    def score(ident: str) -> int:
+        digest = hashlib.sha1(f"{stream_id}\0{ident}".encode(), usedforsecurity=False).digest()
+        return int.from_bytes(digest[:8], "big")
+
+    return max(range(len(identities)), key=lambda i: score(identities[i]))
+
+
+def ping(url: str, timeout_s: float) -> None:
+    """Raise :class:`BusError` (URL redacted) unless the Redis at ``url`` answers within ``timeout_s``."""
+    client = connect(url, timeout_s)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BusError(f"Redis {redact_url(url)}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()
