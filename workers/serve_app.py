@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import VigilConfig, load_config, serve_config_path
-from pipeline.core.errors import ConfigError
 from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.serving import ServeSettings, build_app
 
@@ -27,9 +26,7 @@ __all__ = ["build_app_from_args", "build_app_from_config", "serve_settings"]
 
 def serve_settings(cfg: VigilConfig) -> ServeSettings:
     """What every replica needs, from a config whose ``redis.urls`` name the bus."""
-    if not cfg.redis.urls:
-        raise ConfigError("redis.urls is empty: a Serve application on a cluster needs the Redis instance(s) "
-                          "of the frame bus (only `vigil run` starts its own)")
+    cfg.redis.bus_urls("a Serve application on a cluster")  # before looking for the model
     return ServeSettings.from_config(cfg, resolve_model_path(cfg.inference.model))
 
 

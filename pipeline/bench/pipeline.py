@@ -27,7 +27,7 @@ import redis
 from pipeline.bench.model import bench_model
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
-from pipeline.core.config import InferenceConfig, RedisConfig, VigilConfig
+from pipeline.core.config import InferenceConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.keys import RESULTS_KEY, stats_key
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
@@ -139,16 +139,17 @@ def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds:
         client: Any = redis.Redis.from_url(r.url)
         init_ray(ray_cpus)
         try:
-            inf = InferenceConfig(device="cpu", batch_size=batch_size, replicas=replicas)
-            settings = ServeSettings(inference=inf.model_dump(), model_path=str(model), redis_urls=[r.url],
-                                     stream_ids=ids, replicas_per_machine=replicas)
+            cfg = VigilConfig(streams=[StreamConfig(id=i, url="rtsp://127.0.0.1/bench") for i in ids],  # published here
+                              redis=RedisConfig(urls=[r.url]),
+                              inference=InferenceConfig(device="cpu", batch_size=batch_size, replicas=replicas))
+            settings = ServeSettings.from_config(cfg, model, replicas_per_machine=replicas)
             # No HTTP proxy: frames never cross HTTP, and an idle proxy would still take CPU here.
             serve.start(proxy_location="Disabled")
             serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME,
                       route_prefix="/")
             # The default stream length (BusOptions.maxlen): the backlog kept below never reaches it, and
             # longer streams would make Redis fault in fresh memory for every frame instead of reusing it.
-            with FrameBus(BusOptions.from_config(VigilConfig(redis=RedisConfig(urls=[r.url])))) as bus:
+            with FrameBus(BusOptions.from_config(cfg)) as bus:
                 _saturate(bus, client, frames, ids, seconds=min(5.0, seconds / 2), backlog=4 * batch_size)  # warm-up
                 sustained = _saturate(bus, client, frames, ids, seconds=seconds, backlog=4 * batch_size)
                 _drain(client, ids)  # frames left queued by saturation would age the first paced ones

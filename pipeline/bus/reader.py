@@ -1,10 +1,10 @@
-"""The inference side of the frame bus: batches of frames from every camera, acknowledged with results.
+"""The reader side of the frame bus: where a batch is formed, fairly across every camera.
 
 Delivery semantics (every frame that entered Redis ends as exactly one of these):
 
-* **result written**: :meth:`FrameConsumer.complete` writes the result records, acknowledges the
-  frames and counts them in one Redis transaction (MULTI/EXEC), so a frame is acknowledged exactly
-  when its result exists;
+* **result written**: :meth:`pipeline.results.writer.ResultWriter.write` writes the result records,
+  acknowledges the frames and counts them in one Redis transaction (MULTI/EXEC), so a frame is
+  acknowledged exactly when its result exists;
 * **dropped by backpressure**: trimmed off its stream by ``MAXLEN`` before any replica read it
   (counted from ``XINFO``), or trimmed while pending on a crashed replica (counted when reclaimed);
 * **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` at once; a frame
@@ -21,43 +21,33 @@ Per-stream counters live in Redis (``vigil:stats:<stream>``: ``inferred``, ``dea
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
+from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import (
     DEADLETTER_KEY,
     FAILURES_KEY,
     FRAMES_PREFIX,
     INFERENCE_GROUP,
-    RESULTS_KEY,
     camera_of_frames_key,
     frames_key,
     stats_key,
 )
-from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import instance_identity, pick_instance
-from pipeline.results.record import ResultRecord
+from pipeline.core.redis_clients import Client, bus_errors, close_all, connect_all, instance_identity, pick_instance
 
 log = logging.getLogger(__name__)
 
-@contextlib.contextmanager
-def _bus_errors(what: str) -> Iterator[None]:
-    """Wrap redis-py's errors as :class:`BusError` at this boundary."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise BusError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
+_MAX_BLOCK_S = 10.0  # the longest XREADGROUP BLOCK a read asks for (a batch window is at most 10 s)
 
 @dataclass
 class Delivery:
@@ -70,17 +60,25 @@ class Delivery:
     deliveries: int = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConsumerOptions:
+    """The reader's settings, from the ``redis:`` and ``inference:`` sections (see :meth:`from_config`)."""
+
     urls: list[str]
     consumer_name: str
-    stream_ids: list[str] = field(default_factory=list)
-    discover: bool = True  # also pick up vigil:frames:* streams that appear later
-    max_deliveries: int = 3
-    claim_idle_s: float = 30.0
-    results_maxlen: int = 100_000
-    deadletter_maxlen: int = 10_000
-    socket_timeout_s: float = 5.0
+    stream_ids: list[str]
+    max_deliveries: int
+    claim_idle_s: float
+    deadletter_maxlen: int
+    socket_timeout_s: float
+    discover: bool = True  # also pick up vigil:frames:* streams that appear later (not a config key)
+
+    @classmethod
+    def from_config(cls, cfg: VigilConfig, consumer_name: str) -> ConsumerOptions:
+        inf, r = cfg.inference, cfg.redis
+        return cls(urls=list(r.urls), consumer_name=consumer_name, stream_ids=[s.id for s in cfg.streams],
+                   max_deliveries=inf.max_deliveries, claim_idle_s=inf.claim_idle_s,
+                   deadletter_maxlen=r.deadletter_maxlen, socket_timeout_s=r.socket_timeout_s)
 
 
 class FrameConsumer:
@@ -88,8 +86,8 @@ class FrameConsumer:
 
     def __init__(self, opts: ConsumerOptions) -> None:
         self.opts = opts
-        # Typed Any: redis-py's reply types are a union over decode_responses; ours are always bytes.
-        self._clients: list[Any] = []
+        self._clients: list[Client] = []
+        self._state: Literal["new", "open", "closed"] = "new"
         self._identities = [instance_identity(u) for u in opts.urls]
         self._keys: list[set[str]] = [set() for _ in opts.urls]  # stream keys with our group, per instance
         self._rotation = 0
@@ -97,23 +95,33 @@ class FrameConsumer:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FrameConsumer:
-        for url in self.opts.urls:
-            try:
-                self._clients.append(redis.Redis.from_url(url, socket_timeout=self.opts.socket_timeout_s + 5,
-                                                          socket_connect_timeout=self.opts.socket_timeout_s))
-            except ValueError as exc:
-                raise BusError(f"redis URL {redact_url(url)} is invalid: {exc}") from exc
-        self.add_streams(self.opts.stream_ids)
+        if self._state != "new":
+            raise BusError(f"the frame consumer is {self._state}; make a new FrameConsumer to read again")
+        # Reads block on the server for up to a batch window; a second of slack on top of the timeout.
+        self._clients = connect_all(self.opts.urls, self.opts.socket_timeout_s, block_s=_MAX_BLOCK_S + 1)
+        self._state = "open"
+        try:
+            self.add_streams(self.opts.stream_ids)
+        except BusError:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        for c in self._clients:
-            c.close()
+        close_all(self._clients)
         self._clients = []
+        self._state = "closed"
 
-    def _client(self, index: int) -> Any:
-        if not self._clients:
-            raise BusError("the frame consumer is closed; use it as a context manager")
+    @property
+    def clients(self) -> list[Client]:
+        """The open clients, one per bus instance (the result writer writes through them)."""
+        if self._state != "open":
+            raise BusError(f"the frame consumer is {self._state}, not open; use it as a context manager")
+        return list(self._clients)
+
+    def _client(self, index: int) -> Client:
+        if self._state != "open":
+            raise BusError(f"the frame consumer is {self._state}, not open; use it as a context manager")
         return self._clients[index]
 
     # ------------------------------------------------------------------ streams
@@ -139,7 +147,7 @@ class FrameConsumer:
             return
         self._last_discovery = time.monotonic()
         found = []
-        with _bus_errors("discovering camera streams"):
+        with bus_errors("discovering camera streams"):
             for idx in range(len(self._clients)):
                 for key in self._client(idx).scan_iter(match=FRAMES_PREFIX + "*", count=1000, _type="stream"):
                     found.append(camera_of_frames_key(key))
@@ -227,7 +235,7 @@ class FrameConsumer:
 
     # ------------------------------------------------------------------ reclaiming
     def reclaim(self, max_frames: int) -> tuple[list[Delivery], int]:
-        with _bus_errors("reclaiming pending frames"):
+        with bus_errors("reclaiming pending frames"):
             return self._reclaim(max_frames)
 
     def _reclaim(self, max_frames: int) -> tuple[list[Delivery], int]:
@@ -278,40 +286,19 @@ class FrameConsumer:
             log.info("stream %s: reclaimed %d frame(s) left pending by a stopped replica", sid, len(got))
         return [Delivery(idx, sid, eid.decode(), f, counts.get(eid, 2)) for eid, f in entries if f]
 
-    # ------------------------------------------------------------------ completing
-    def complete(self, done: list[tuple[Delivery, ResultRecord]]) -> None:
-        """Write results, acknowledge their frames and count them: one transaction per instance."""
-        with _bus_errors("writing results"):
-            self._complete(done)
-
-    def _complete(self, done: list[tuple[Delivery, ResultRecord]]) -> None:
-        by_instance: dict[int, list[tuple[Delivery, ResultRecord]]] = {}
-        for d, r in done:
-            by_instance.setdefault(d.instance, []).append((d, r))
-        for idx, items in by_instance.items():
-            per_stream: dict[str, list[str]] = {}
-            with self._client(idx).pipeline(transaction=True) as p:
-                for d, r in items:
-                    p.xadd(RESULTS_KEY, r.to_fields(), maxlen=self.opts.results_maxlen, approximate=True)
-                    per_stream.setdefault(d.stream_id, []).append(d.entry_id)
-                for sid, ids in per_stream.items():  # one XACK per camera, not per frame
-                    p.xack(frames_key(sid), INFERENCE_GROUP, *ids)
-                    p.hincrby(stats_key(sid), "inferred", len(ids))
-                p.hdel(FAILURES_KEY, *[d.entry_id for d, _ in items])
-                p.execute()
-
+    # ------------------------------------------------------------------ failures
     def record_failure(self, deliveries: list[Delivery], reason: str) -> None:
         """Remember why a batch failed; the frames stay pending and are retried after ``claim_idle_s``."""
         by_instance: dict[int, list[str]] = {}
         for d in deliveries:
             by_instance.setdefault(d.instance, []).append(d.entry_id)
-        with _bus_errors("recording a failed batch"):
+        with bus_errors("recording a failed batch"):
             for idx, ids in by_instance.items():
                 self._client(idx).hset(FAILURES_KEY, mapping=dict.fromkeys(ids, reason[:500]))
 
     def dead_letter(self, d: Delivery, reason: str) -> None:
         """Move one frame to the dead-letter stream now (e.g. it cannot be decoded)."""
-        with _bus_errors("dead-lettering a frame"):
+        with bus_errors("dead-lettering a frame"):
             self._dead_letter(d.instance, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
                               deliveries=d.deliveries)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-from workers.ingest import DEFAULT_FRAME_SIZE, parse_shard, run
+from pipeline.ingest.shard import parse_shard
+from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE
+from workers.ingest import run
 
 
 def parse_frame_size(text: str) -> tuple[int, int]:

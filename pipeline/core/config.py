@@ -59,6 +59,8 @@ class RedisConfig(_Strict):
 
     urls: list[str] = Field(default_factory=list, description="Empty: `vigil run` starts its own Redis.")
     maxlen: Annotated[int, Field(ge=10, description="Per-camera stream length (XADD MAXLEN ~).")] = 500
+    results_maxlen: Annotated[int, Field(ge=100, description="Results stream length (XADD MAXLEN ~).")] = 100_000
+    deadletter_maxlen: Annotated[int, Field(ge=10, description="Dead-letter stream length.")] = 10_000
     frame_encoding: Literal["raw", "jpeg"] = "raw"
     jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
     socket_timeout_s: Annotated[float, Field(gt=0)] = 5.0
@@ -72,6 +74,14 @@ class RedisConfig(_Strict):
                     f"{redact_url(url)!r} must start with redis://, rediss:// (TLS) or unix://"
                 )
         return urls
+
+    def bus_urls(self, component: str) -> list[str]:
+        """``urls``, or a :class:`ConfigError` saying that ``component`` needs them (the one such check)."""
+        if not self.urls:
+            raise ConfigError(f"redis.urls is empty: {component} needs the Redis instance(s) of the frame bus; "
+                              "list them under redis.urls (only `vigil run` starts a Redis of its own)",
+                              ["redis.urls: is empty"])
+        return list(self.urls)
 
 
 class IngestConfig(_Strict):

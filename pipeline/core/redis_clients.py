@@ -14,7 +14,9 @@ land on it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,3 +93,12 @@ def ping(url: str, timeout_s: float) -> None:
         raise BusError(f"Redis {redact_url(url)}: {type(exc).__name__}: {exc}") from exc
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def bus_errors(what: str) -> Iterator[None]:
+    """Wrap redis-py's errors as :class:`BusError` ("<what> failed: ...") at this boundary."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BusError(f"{what} failed: {type(exc).__name__}: {exc}") from exc

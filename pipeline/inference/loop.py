@@ -21,17 +21,31 @@ import numpy as np
 from pipeline.bus.reader import Delivery, FrameConsumer
 from pipeline.bus.wire import FrameMessage, decode_frame
 from pipeline.core.classification import FrameClassification
+from pipeline.core.config import InferenceConfig
 from pipeline.core.errors import FrameFormatError, VigilError
 from pipeline.inference.runtime import ModelRuntime, lane_share
 from pipeline.results.record import ResultRecord
+from pipeline.results.writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
 
 class LoopMetrics(Protocol):
+    """Where the loop reports its batches (:class:`pipeline.inference.replica_stats.ReplicaStatsRecorder`)."""
+
     def batch_done(self, size: int, inference_seconds: float) -> None: ...
 
     def flush(self) -> None: ...
+
+
+class NoLoopMetrics:
+    """The loop's metrics when nobody records them (tests, tools)."""
+
+    def batch_done(self, size: int, inference_seconds: float) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
 
 
 @dataclass
@@ -44,24 +58,39 @@ class LoopStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
-@dataclass
+def batch_window_s(inference: InferenceConfig, lanes: int) -> float:
+    """The configured batch window, or the default for this many lanes (see InferenceConfig.batch_window_ms)."""
+    if inference.batch_window_ms is not None:
+        return inference.batch_window_ms / 1000
+    return 0.02 if lanes == 1 else 0.0
+
+
+@dataclass(frozen=True)
 class LoopOptions:
-    batch_size: int = 32  # frames classified at once by the replica, split evenly over its lanes
-    batch_window_s: float = 0.02
-    reclaim_every_s: float = 5.0
-    replica: str = "local"
-    lanes: int = 1  # threads sharing each batch (ModelRuntime.lanes)
+    """The loop's settings, from the ``inference:`` section and the runtime's lanes (:meth:`from_config`)."""
+
+    batch_size: int  # frames classified at once by the replica, split evenly over its lanes
+    batch_window_s: float
+    reclaim_every_s: float
+    replica: str
+    lanes: int  # threads sharing each batch (ModelRuntime.lanes)
+
+    @classmethod
+    def from_config(cls, inference: InferenceConfig, *, lanes: int, replica: str) -> LoopOptions:
+        return cls(batch_size=inference.batch_size, batch_window_s=batch_window_s(inference, lanes),
+                   reclaim_every_s=min(5.0, inference.claim_idle_s), replica=replica, lanes=lanes)
 
 
 class InferenceLoop:
     """Pull, classify, write, acknowledge. One per replica; :meth:`run` until ``stop`` is set."""
 
-    def __init__(self, runtime: ModelRuntime, consumer: FrameConsumer, opts: LoopOptions,
+    def __init__(self, runtime: ModelRuntime, consumer: FrameConsumer, writer: ResultWriter, opts: LoopOptions,
                  metrics: LoopMetrics | None = None) -> None:
         self.runtime = runtime
         self.consumer = consumer
+        self.writer = writer
         self.opts = opts
-        self.metrics = metrics
+        self.metrics: LoopMetrics = metrics or NoLoopMetrics()
         self.stats = LoopStats()
         self._last_reclaim = -math.inf  # never: the first batch reclaims (time.monotonic() is uptime)
         # One lock per lane: a batch holds its lane's; the model swap takes them all, so it happens
@@ -158,12 +187,11 @@ class InferenceLoop:
                                    batch_size=len(good), replica=self.opts.replica))
             for i, (d, m) in enumerate(good)
         ]
-        self.consumer.complete(records)
+        self.writer.write(records)
         with self._stats_lock:
             self.stats.batches += 1
             self.stats.frames += len(records)
-        if self.metrics is not None:
-            self.metrics.batch_done(len(records), inference_s)
+        self.metrics.batch_done(len(records), inference_s)
         return len(records)
 
     def _fetch(self, stop: threading.Event, backoff_s: float) -> list[Delivery]:
@@ -177,7 +205,7 @@ class InferenceLoop:
             log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
             stop.wait(backoff_s)
             return []
-        if not deliveries and self.metrics is not None:
+        if not deliveries:
             self.metrics.flush()  # idle: the last counts must not wait for the next batch
         return deliveries
 

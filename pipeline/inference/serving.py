@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
-from pipeline.core.config import InferenceConfig, VigilConfig
+from pipeline.core.config import VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.loop import InferenceLoop, LoopOptions
+from pipeline.inference.replica_stats import ReplicaStatsRecorder
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
-from pipeline.ops.metrics import ReplicaStatsRecorder
+from pipeline.results.writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +50,20 @@ DEPLOYMENT_NAME = "classifier"
 class ServeSettings:
     """Everything a replica needs, resolved by the launcher (plain data: it crosses processes)."""
 
-    inference: dict[str, Any]  # InferenceConfig.model_dump()
+    config: dict[str, Any]  # the config's streams, redis and inference sections (model_dump), never its sinks
     model_path: str
-    redis_urls: list[str]
-    stream_ids: list[str] = field(default_factory=list)
-    claim_idle_s: float = 30.0
-    max_deliveries: int = 3
-    socket_timeout_s: float = 5.0
     replicas_per_machine: int = 1  # replicas sharing one machine's CPU cores (all of them in `vigil run`)
 
     @classmethod
     def from_config(cls, cfg: VigilConfig, model_path: Path, replicas_per_machine: int = 1) -> ServeSettings:
         """The settings of ``cfg``'s Serve application, running the model at ``model_path``."""
-        inf = cfg.inference
-        return cls(inference=inf.model_dump(), model_path=str(model_path), redis_urls=list(cfg.redis.urls),
-                   stream_ids=[s.id for s in cfg.streams], claim_idle_s=inf.claim_idle_s,
-                   max_deliveries=inf.max_deliveries, socket_timeout_s=cfg.redis.socket_timeout_s,
-                   replicas_per_machine=replicas_per_machine)
+        cfg.redis.bus_urls("the Serve application")
+        return cls(config=cfg.model_dump(mode="json", include={"streams", "redis", "inference"}),
+                   model_path=str(model_path), replicas_per_machine=replicas_per_machine)
 
-
-def batch_window_s(inference: InferenceConfig, lanes: int) -> float:
-    """The configured batch window, or the default for this many lanes (see InferenceConfig.batch_window_ms)."""
-    if inference.batch_window_ms is not None:
-        return inference.batch_window_ms / 1000
-    return 0.02 if lanes == 1 else 0.0
+    @property
+    def stream_ids(self) -> list[str]:
+        return [str(s["id"]) for s in self.config["streams"]]
 
 
 def _replica_name() -> str:
@@ -89,19 +80,20 @@ class ClassifierReplica:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = ServeSettings(**settings)
-        self.inference = InferenceConfig.model_validate(self.settings.inference)
+        cfg = VigilConfig.model_validate(self.settings.config)
+        self.inference = cfg.inference
         self.name = _replica_name()
+        # The HTTP endpoint's batches follow the config too (the decorator's values are placeholders).
+        self.classify_one.set_max_batch_size(self.inference.batch_size)  # type: ignore[attr-defined]
+        self.classify_one.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+            (self.inference.batch_window_ms if self.inference.batch_window_ms is not None else 5.0) / 1000)
         self.runtime = ModelRuntime(self.settings.model_path, self._runtime_options()).open()
-        self.consumer = FrameConsumer(ConsumerOptions(
-            urls=self.settings.redis_urls, consumer_name=self.name, stream_ids=self.settings.stream_ids,
-            max_deliveries=self.settings.max_deliveries, claim_idle_s=self.settings.claim_idle_s,
-            socket_timeout_s=self.settings.socket_timeout_s)).__enter__()
-        self._stats = ReplicaStatsRecorder(self.settings.redis_urls[0], self.name)
-        self.loop = InferenceLoop(self.runtime, self.consumer, LoopOptions(
-            batch_size=self.inference.batch_size, batch_window_s=batch_window_s(self.inference, self.runtime.lanes),
-            reclaim_every_s=min(5.0, self.settings.claim_idle_s), replica=self.name,
-            lanes=self.runtime.lanes),
-            metrics=self._stats)
+        self.consumer = FrameConsumer(ConsumerOptions.from_config(cfg, self.name)).__enter__()
+        writer = ResultWriter(self.consumer.clients, cfg.redis.results_maxlen)
+        self._stats = ReplicaStatsRecorder(cfg.redis.urls[0], self.name, timeout_s=cfg.redis.socket_timeout_s)
+        self.loop = InferenceLoop(self.runtime, self.consumer, writer,
+                                  LoopOptions.from_config(self.inference, lanes=self.runtime.lanes, replica=self.name),
+                                  metrics=self._stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), name="inference", daemon=True)
         self._thread.start()

@@ -24,12 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import IngestConfig, StreamConfig
 from pipeline.core.errors import SourceError
 from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
-from pipeline.ops.metrics import IngestMetrics
 
 log = logging.getLogger("vigil.camera")
 
@@ -49,6 +49,39 @@ class CameraState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class CameraObserver(Protocol):
+    """What a camera reports as it runs (:class:`pipeline.ops.metrics.IngestMetrics` exports it)."""
+
+    def frame_decoded(self, sid: str, latency_seconds: float) -> None: ...
+
+    def frame_sampled(self, sid: str) -> None: ...
+
+    def reconnected(self, sid: str) -> None: ...
+
+    def set_state(self, sid: str, state: str) -> None: ...
+
+    def track_frame_age(self, sid: str, age_seconds: Callable[[], float]) -> None: ...
+
+
+class NoCameraObserver:
+    """The observer of a camera nobody watches (tests, ``vigil capture``)."""
+
+    def frame_decoded(self, sid: str, latency_seconds: float) -> None:
+        return None
+
+    def frame_sampled(self, sid: str) -> None:
+        return None
+
+    def reconnected(self, sid: str) -> None:
+        return None
+
+    def set_state(self, sid: str, state: str) -> None:
+        return None
+
+    def track_frame_age(self, sid: str, age_seconds: Callable[[], float]) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Transition:
     at_s: float  # time.time()
@@ -63,11 +96,11 @@ class Camera:
     """A camera thread (state machine + sampler) around a :class:`LiveEdgeReader`."""
 
     def __init__(self, stream: StreamConfig, ingest: IngestConfig, on_sample: SampleHandler,
-                 metrics: IngestMetrics | None = None) -> None:
+                 observer: CameraObserver | None = None) -> None:
         self.stream = stream
         self.ingest = ingest
         self._on_sample = on_sample
-        self._metrics = metrics
+        self._observer: CameraObserver = observer or NoCameraObserver()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._backoff = Backoff(ingest.backoff_base_s, ingest.backoff_cap_s)
@@ -89,8 +122,7 @@ class Camera:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> Camera:
-        if self._metrics is not None:
-            self._metrics.track_frame_age(self.id, self.last_frame_age_s)
+        self._observer.track_frame_age(self.id, self.last_frame_age_s)
         self._set_state(CameraState.CONNECTING, "starting")
         self._thread.start()
         return self
@@ -119,8 +151,7 @@ class Camera:
             changed = state != self.state or not self.history
             self.state, self.state_since_s = state, time.time()
             self.history.append(Transition(self.state_since_s, state, reason))
-        if self._metrics is not None:
-            self._metrics.set_state(self.id, state.value)
+        self._observer.set_state(self.id, state.value)
         if changed:
             level = logging.INFO if state in (CameraState.LIVE, CameraState.CONNECTING,
                                               CameraState.STOPPED) else logging.WARNING
@@ -134,8 +165,7 @@ class Camera:
         while not self._stop.is_set():
             if not first:
                 self.reconnects += 1
-                if self._metrics is not None:
-                    self._metrics.reconnected(self.id)
+                self._observer.reconnected(self.id)
             first = False
             self._set_state(CameraState.CONNECTING, "opening the stream")
             reason = self._connect_and_sample()
@@ -175,8 +205,7 @@ class Camera:
 
     def _decoded(self, frame: RawFrame) -> None:
         self._last_frame_monotonic = time.monotonic()
-        if self._metrics is not None:
-            self._metrics.frame_decoded(self.id, frame.decode_latency_s)
+        self._observer.frame_decoded(self.id, frame.decode_latency_s)
 
     def _sample(self, reader: LiveEdgeReader) -> str | None:
         period_s = 1.0 / self.stream.fps
@@ -204,8 +233,7 @@ class Camera:
                 self._backoff.reset()
                 self._set_state(CameraState.LIVE, f"receiving {reader_size(frame)} frames")
             last_index = frame.index
-            if self._metrics is not None:
-                self._metrics.frame_sampled(self.id)
+            self._observer.frame_sampled(self.id)
             self._on_sample(self.stream, frame)
             # Keep the schedule (no drift), but never burst to catch up after a slow frame.
             next_tick = max(next_tick + period_s, time.monotonic() - period_s / 2)

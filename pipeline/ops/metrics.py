@@ -14,7 +14,6 @@ Conventions:
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -25,12 +24,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, frames_key, replica_key, stats_key
+from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, frames_key, stats_key
+from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
+from pipeline.ingest.camera import CameraState
 
 __all__ = ["CAMERA_STATES", "CONTENT_TYPE_LATEST", "DROP_REASONS", "IngestMetrics", "PipelineCollector",
-           "ReplicaStatsRecorder", "SinkMetrics", "render"]
+           "SinkMetrics", "render"]
 
-CAMERA_STATES = ("connecting", "live", "stalled", "backing_off", "failed", "stopped")
+CAMERA_STATES = tuple(state.value for state in CameraState)
 
 #: Why a sampled frame did not reach Redis (or left it unread).
 DROP_REASONS = (
@@ -148,80 +149,7 @@ class IngestMetrics:
 # Inference and sinks
 # --------------------------------------------------------------------------------------------------
 
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FRAME_AGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-REPLICA_TTL_S = 120  # a replica's series vanish this long after its last batch (it died or left)
-
-
-def _bucket_field(prefix: str, bounds: tuple[float, ...], value: float) -> str:
-    le = next((b for b in bounds if value <= b), None)
-    return f"{prefix}:{'+Inf' if le is None else repr(float(le))}"
-
-
-class ReplicaStatsRecorder:
-    """Per-replica batch statistics, kept in Redis so that any process can export them.
-
-    Serve replicas are short-lived processes spread over a cluster; writing their counters to one
-    hash each (``vigil:replica:<name>``, expiring ``REPLICA_TTL_S`` after the last batch) lets the
-    sink worker or ``vigil run`` serve them from one ``/metrics`` endpoint via :class:`PipelineCollector`.
-    Counts are summed in memory and written at most every ``flush_every_s`` (and by :meth:`flush`,
-    which the inference loop calls when idle): a Redis round trip per batch would cost the model CPU.
-    Thread-safe (the loop's lanes share one recorder).
-    """
-
-    def __init__(self, redis_url: str, replica: str, flush_every_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        import redis
-
-        self._client: Any = redis.Redis.from_url(redis_url, socket_timeout=5)
-        self._key = replica_key(replica)
-        self._redis_error = redis.RedisError
-        self._flush_every_s = flush_every_s
-        self._lock = threading.Lock()
-        self._pending: dict[str, float] = {}
-        self._clock = clock
-        # Measured from start, not from the clock's zero: time.monotonic() is the machine's uptime, so
-        # 0.0 here would make "due" depend on how long ago the machine booted.
-        self._last_flush = clock()
-
-    def batch_done(self, size: int, inference_seconds: float) -> None:
-        increments = (("batches", 1), ("frames", size), ("inference_seconds_sum", inference_seconds),
-                      (_bucket_field("batch", BATCH_SIZE_BUCKETS, size), 1),
-                      (_bucket_field("latency", INFERENCE_BUCKETS_S, inference_seconds), 1), ("batch_sum", size))
-        with self._lock:
-            self._add(increments)
-            due = self._clock() - self._last_flush >= self._flush_every_s
-        if due:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the counts summed since the last flush (no-op when there are none)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            self._last_flush = self._clock()
-        if not pending:
-            return
-        try:
-            with self._client.pipeline(transaction=False) as p:
-                for name, value in pending.items():
-                    if isinstance(value, float):
-                        p.hincrbyfloat(self._key, name, value)
-                    else:
-                        p.hincrby(self._key, name, value)
-                p.expire(self._key, REPLICA_TTL_S)
-                p.execute()
-        except self._redis_error:
-            with self._lock:  # keep them for the next flush: the counters must stay exact
-                self._add(pending.items())
-
-    def _add(self, increments: Iterable[tuple[str, float]]) -> None:
-        for name, value in increments:
-            self._pending[name] = self._pending.get(name, 0) + value
-
-    def close(self) -> None:
-        self.flush()
-        self._client.close()
 
 
 class SinkMetrics:
@@ -350,15 +278,7 @@ class PipelineCollector(Collector):
                 name = key.decode()[len(REPLICA_KEY_PREFIX):]
                 batches.add_metric([name], h.get("batches", 0))
                 frames.add_metric([name], h.get("frames", 0))
-                size.add_metric([name], _cumulative(h, "batch", BATCH_SIZE_BUCKETS), h.get("batch_sum", 0))
-                latency.add_metric([name], _cumulative(h, "latency", INFERENCE_BUCKETS_S),
+                size.add_metric([name], cumulative_buckets(h, "batch", BATCH_SIZE_BUCKETS), h.get("batch_sum", 0))
+                latency.add_metric([name], cumulative_buckets(h, "latency", INFERENCE_BUCKETS_S),
                                    h.get("inference_seconds_sum", 0))
         yield from (batches, frames, size, latency)
-
-
-def _cumulative(h: dict[str, float], prefix: str, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-    out, total = [], 0.0
-    for b in (*map(float, bounds), None):
-        total += h.get(f"{prefix}:{'+Inf' if b is None else repr(b)}", 0)
-        out.append(("+Inf" if b is None else repr(b), total))
-    return out

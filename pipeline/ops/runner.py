@@ -26,8 +26,8 @@ from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.providers import cuda_device_count
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
 from pipeline.ops.embedded_redis import EmbeddedRedis
+from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
-from workers.ingest import IngestWorker
 from workers.sink import SinkWorker
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class LocalPipeline:
         self._redis: EmbeddedRedis | None = None
         self._collector: PipelineCollector | None = None
         self.sink_metrics: SinkMetrics | None = None
-        self.ingest: IngestWorker | None = None
+        self.ingest: IngestService | None = None
         self.sinks: SinkWorker | None = None
         self._ray_started = False
         self._serve_started = False
@@ -109,7 +109,7 @@ class LocalPipeline:
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(stream_ids, self.registry)
         self.sinks = SinkWorker(self.cfg, metrics=self.sink_metrics, consumer="vigil-run").__enter__()
-        self.ingest = IngestWorker(self.cfg, frame_size=(contract.height, contract.width),
+        self.ingest = IngestService(self.cfg, frame_size=(contract.height, contract.width),
                                    registry=self.registry).__enter__()
         log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d", len(stream_ids),
                  inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port)

@@ -146,7 +146,7 @@ def test_serve_app_builds_the_application_from_vigil_config(tmp_path: Path, monk
     assert isinstance(serve_app.app, Application)
     assert isinstance(serve_app.build_app_from_args({"config": str(cfg)}), Application)
     settings = serve_app.serve_settings(serve_app.load_config(cfg))
-    assert settings.redis_urls == ["redis://:pw@vigil-redis-0.vigil-redis.vigil.svc.cluster.local:6379/0"]
+    assert settings.config["redis"]["urls"] == ["redis://:pw@vigil-redis-0.vigil-redis.vigil.svc.cluster.local:6379/0"]
     assert settings.stream_ids == ["front-door", "parking"] and settings.model_path == str(shared_model)
     empty = tmp_path / "no-redis.yaml"
     empty.write_text("streams: []\n")

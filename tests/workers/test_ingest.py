@@ -27,9 +27,10 @@ from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.keys import frames_key
 from pipeline.ingest.camera import CameraState
+from pipeline.ingest.shard import ordinal_from_hostname, owned_streams, parse_shard, shard_of
+from pipeline.ops.ingest_service import IngestService
 from tests.fixtures import media
 from tests.fixtures.services import RedisServer, RtspServer, wait_for
-from workers.ingest import IngestWorker, ordinal_from_hostname, owned_streams, parse_shard, shard_of
 
 FAST = {"open_timeout_s": 1.5, "read_timeout_s": 1.5, "stall_timeout_s": 1.5, "backoff_base_s": 0.2,
         "backoff_cap_s": 1.0}
@@ -71,7 +72,7 @@ def test_rtsp_frames_arrive_at_fps_in_order_and_match_a_direct_decode(
         redis_server.client().delete(frames_key(sid))
     cfg = make_config([{"id": "w1-slideshow", "url": rtsp_server.url("slideshow"), "fps": 5},
                        {"id": "w1-bikes", "url": rtsp_server.url("bikes"), "fps": 5}], redis_server.url())
-    with IngestWorker(cfg) as worker:
+    with IngestService(cfg) as worker:
         wait_until(lambda: all(worker.camera_state(s) == CameraState.LIVE for s in files), 15, "live")
         time.sleep(4.0)
     for sid, path in files.items():
@@ -129,7 +130,7 @@ def test_broken_sources_report_why_while_others_keep_flowing(
     for s in streams:
         redis_server.client().delete(frames_key(s["id"]))
     cfg = make_config(streams, redis_server.url())
-    with IngestWorker(cfg) as worker:
+    with IngestService(cfg) as worker:
         wait_until(lambda: all(worker.cameras[s].last_error for s in expected), 25, "every broken camera")
         counts = {s: len(read_stream(redis_server, s)) for s in ("w2-good", "w2-file")}
         time.sleep(2.0)
@@ -151,7 +152,7 @@ def test_redis_down_for_10_s_drops_counted_and_resumes(
     server = redis_factory()
     cfg = make_config([{"id": "w3", "url": str(video_dir / "bikes.mp4"), "fps": 5, "loop": True}],
                       server.url())
-    with IngestWorker(cfg) as worker:
+    with IngestService(cfg) as worker:
         wait_until(lambda: len(read_stream(server, "w3")) >= 5, 10, "first frames")
         last_seq = read_stream(server, "w3")[-1].seq
         server.stop()
@@ -175,7 +176,7 @@ def test_eviction_by_maxlen_is_counted(redis_factory: Callable[..., RedisServer]
     server = redis_factory(extra_args=["--stream-node-max-entries", "5"])
     cfg = make_config([{"id": "w4", "url": str(video_dir / "bikes.mp4"), "fps": 25, "loop": True}],
                       server.url(), redis={"maxlen": 10})
-    with IngestWorker(cfg) as worker:
+    with IngestService(cfg) as worker:
         worker.eviction_check_s = 0.3
         wait_until(lambda: server.client().xinfo_stream(frames_key("w4"))["entries-added"] > 40
                    if server.client().exists(frames_key("w4")) else False, 10, "40 frames")
@@ -200,7 +201,7 @@ def test_metrics_health_and_reload_touch_only_changed_cameras(redis_server: Redi
     keep = {"id": "w5-keep", "url": file, "fps": 5, "loop": True}
     gone = {"id": "w5-gone", "url": file, "fps": 5, "loop": True}
     cfg = make_config([keep, gone], redis_server.url())
-    with IngestWorker(cfg) as worker:
+    with IngestService(cfg) as worker:
         port = worker.http_port
         wait_until(lambda: worker.camera_state("w5-gone") == CameraState.LIVE
                    and worker.camera_state("w5-keep") == CameraState.LIVE, 10, "live")

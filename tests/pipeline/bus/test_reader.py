@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.bus.reader import FrameConsumer
 from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.results.record import ResultRecord
+from tests.pipeline.options import consumer_options, writer_for
 
 
 def publish(client: redis.Redis, sid: str, n: int, start: int = 0, maxlen: int = 1000) -> list[str]:
@@ -31,7 +32,7 @@ def fake_record(d: Any) -> ResultRecord:
 
 
 def consumer(clean_redis_url: str, name: str, streams: list[str], **kw: Any) -> FrameConsumer:
-    return FrameConsumer(ConsumerOptions(urls=[clean_redis_url], consumer_name=name, stream_ids=streams, **kw))
+    return FrameConsumer(consumer_options([clean_redis_url], name, streams, **kw))
 
 
 def test_batches_are_fair_across_cameras(clean_redis_url: str) -> None:
@@ -87,7 +88,7 @@ def test_complete_writes_results_and_acks_atomically(clean_redis_url: str) -> No
     with consumer(clean_redis_url, "c1", ["cam"]) as c:
         batch = c.read_batch(4, window_s=0.05)
         assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 4
-        c.complete([(d, fake_record(d)) for d in batch])
+        writer_for(c).write([(d, fake_record(d)) for d in batch])
     assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
     results = client.xrange(RESULTS_KEY)
     assert [ResultRecord.from_fields(f).frame_id for _, f in results] == [d.entry_id for d in batch]
@@ -108,7 +109,7 @@ def test_crashed_consumer_frames_are_reclaimed(clean_redis_url: str) -> None:
         assert dead_count == 0
         assert [d.entry_id for d in claimed] == ids
         assert all(d.deliveries == 2 for d in claimed)
-        c.complete([(d, fake_record(d)) for d in claimed])
+        writer_for(c).write([(d, fake_record(d)) for d in claimed])
     assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
     assert client.xlen(RESULTS_KEY) == 6
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.bus.reader import FrameConsumer
 from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
-from pipeline.inference.loop import InferenceLoop, LoopOptions
+from pipeline.inference.loop import InferenceLoop
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.results.record import ResultRecord
+from tests.pipeline.options import consumer_options, loop_options, writer_for
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,9 @@ def test_results_carry_expected_labels(clean_redis_url: str, runtime: ModelRunti
     names = list(expected_images)
     publish_photos(client, "raw-cam", images_dir, names, "raw")
     publish_photos(client, "jpeg-cam", images_dir, names[:5], "jpeg")
-    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["raw-cam", "jpeg-cam"])
+    opts = consumer_options([clean_redis_url], "r1", ["raw-cam", "jpeg-cam"])
     with FrameConsumer(opts) as c:
-        loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01, replica="r1"))
+        loop = InferenceLoop(runtime, c, writer_for(c), loop_options(batch_size=8, batch_window_s=0.01, replica="r1"))
         drain(loop, 15)
     records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
     raw = sorted((r for r in records if r.stream == "raw-cam"), key=lambda r: r.seq)
@@ -73,8 +74,8 @@ def test_poison_entry_goes_to_dead_letter_at_once(clean_redis_url: str, runtime:
     bad = encode_frame(good)
     bad["data"] = b"short"
     client.xadd(frames_key("cam"), bad)  # type: ignore[arg-type]
-    with FrameConsumer(ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"])) as c:
-        loop = InferenceLoop(runtime, c, LoopOptions(batch_size=8, batch_window_s=0.01))
+    with FrameConsumer(consumer_options([clean_redis_url], "r1", ["cam"])) as c:
+        loop = InferenceLoop(runtime, c, writer_for(c), loop_options(batch_size=8, batch_window_s=0.01))
         assert loop.step() == 1
     [(_, dl)] = client.xrange(DEADLETTER_KEY)
     assert dl[b"reason"].startswith(b"undecodable frame: stream cam: raw frame has 5 bytes")
@@ -95,10 +96,10 @@ def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) ->
     client = redis.Redis.from_url(clean_redis_url)
     msg = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))
     client.xadd(frames_key("cam"), encode_frame(msg))  # type: ignore[arg-type]
-    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=["cam"], claim_idle_s=0.01,
+    opts = consumer_options([clean_redis_url], "r1", ["cam"], claim_idle_s=0.01,
                            max_deliveries=2)
     with FrameConsumer(opts) as c:
-        loop = InferenceLoop(ExplodingRuntime(), c, LoopOptions(batch_size=4, batch_window_s=0.01,  # type: ignore[arg-type]
+        loop = InferenceLoop(ExplodingRuntime(), c, writer_for(c), loop_options(batch_size=4, batch_window_s=0.01,  # type: ignore[arg-type]
                                                                 reclaim_every_s=0))
         for _ in range(6):
             loop.step()
@@ -138,11 +139,11 @@ def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url
     streams = ["a", "b", "c"]
     for sid in streams:
         publish_photos(client, sid, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5, "raw")
-    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=streams)
+    opts = consumer_options([clean_redis_url], "r1", streams)
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, lanes=2)) as rt, \
             FrameConsumer(opts) as c:
         probe = OverlapProbe(rt)
-        loop = InferenceLoop(probe, c, LoopOptions(batch_size=8, batch_window_s=0.01, lanes=2))  # type: ignore[arg-type]
+        loop = InferenceLoop(probe, c, writer_for(c), loop_options(batch_size=8, batch_window_s=0.01, lanes=2))  # type: ignore[arg-type]
         stop = threading.Event()
         runner = threading.Thread(target=loop.run, args=(stop,))
         runner.start()
@@ -165,10 +166,10 @@ def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url
 def test_http_classify_splits_over_the_lanes(clean_redis_url: str, shared_model: Path, images_dir: Path,
                                              expected_images: dict[str, Any]) -> None:
     frames = np.stack([resize(read_image_rgb(images_dir / n), 224, 224) for n in expected_images])
-    opts = ConsumerOptions(urls=[clean_redis_url], consumer_name="r1", stream_ids=[])
+    opts = consumer_options([clean_redis_url], "r1", [])
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", lanes=2)) as rt, FrameConsumer(opts) as c:
         probe = OverlapProbe(rt)
-        loop = InferenceLoop(probe, c, LoopOptions(lanes=2))  # type: ignore[arg-type]
+        loop = InferenceLoop(probe, c, writer_for(c), loop_options(lanes=2))  # type: ignore[arg-type]
         got = loop.classify(frames)
         assert loop.classify(frames[:0]) == [] and len(loop.classify(frames[:1])) == 1
     assert [f.top_k[0].name for f in got] == [e["top1_label"] for e in expected_images.values()]

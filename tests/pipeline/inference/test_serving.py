@@ -16,10 +16,11 @@ import redis
 from ray import serve
 
 from pipeline.bus.wire import FrameMessage, encode_frame
-from pipeline.core.config import InferenceConfig
+from pipeline.core.config import InferenceConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
-from pipeline.inference.serving import APP_NAME, ServeSettings, batch_window_s, build_app
+from pipeline.inference.loop import batch_window_s
+from pipeline.inference.serving import APP_NAME, ServeSettings, build_app
 from pipeline.results.record import ResultRecord
 from tests.fixtures.services import free_port, wait_for
 
@@ -37,9 +38,12 @@ def ray_serve() -> Iterator[int]:
 
 
 def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int, claim_idle_s: float = 30.0) -> None:
-    inference = InferenceConfig(device="cpu", batch_size=8, batch_window_ms=10, intra_op_threads=1)
-    settings = ServeSettings(inference=inference.model_dump(), model_path=str(model), redis_urls=[clean_redis_url],
-                             stream_ids=streams, claim_idle_s=claim_idle_s)
+    cfg = VigilConfig(
+        streams=[StreamConfig(id=s, url="rtsp://127.0.0.1/unused") for s in streams],  # frames come from publish()
+        redis=RedisConfig(urls=[clean_redis_url]),
+        inference=InferenceConfig(device="cpu", batch_size=8, batch_window_ms=10, intra_op_threads=1,
+                                  claim_idle_s=claim_idle_s))
+    settings = ServeSettings.from_config(cfg, model)
     serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME, route_prefix="/")
 
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from pipeline.core.keys import REPLICA_KEY_PREFIX
-from pipeline.ops.metrics import ReplicaStatsRecorder
+from pipeline.inference.replica_stats import ReplicaStatsRecorder
 from tests.fixtures.services import RedisServer
 
 

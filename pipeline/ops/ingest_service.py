@@ -1,0 +1,233 @@
+"""The ingest service: many cameras in one process -> sampled, model-sized RGB frames on Redis Streams.
+
+One thread per camera (:class:`~pipeline.ingest.camera.Camera`: state machine, live-edge reader,
+sampler at the stream's fps); each sampled frame is resized to the model input size with the
+stream's policy, converted BGR->RGB and published with :class:`~pipeline.bus.publisher.FrameBus`.
+When Redis is down the cameras keep reading, frames are counted as dropped, and the bus retries
+with backoff. ``vigil ingest`` runs it as a process (:mod:`workers.ingest`); ``vigil run`` in-process.
+
+* :meth:`IngestService.reload` applies a new camera list: added cameras start, removed ones stop,
+  changed ones restart, and the others are not touched;
+* HTTP on ``metrics.host:metrics.port`` (port 0 picks a free one): ``/metrics`` (Prometheus),
+  ``/healthz`` (process alive), ``/readyz`` (JSON: ready when every Redis instance is up, with each
+  camera's state; URLs redacted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.bus.publisher import BusOptions, FrameBus
+from pipeline.bus.wire import FrameMessage
+from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.errors import BusError, BusUnavailableError, VigilError
+from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.ingest.camera import Camera, CameraState
+from pipeline.ingest.shard import owned_streams
+from pipeline.ingest.source import RawFrame
+from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
+
+log = logging.getLogger("vigil.ingest")
+
+DEFAULT_FRAME_SIZE = (224, 224)
+EVICTION_CHECK_S = 5.0
+
+
+class IngestService:
+    """``with IngestService(cfg) as worker: ...`` runs every owned camera until the block exits."""
+
+    def __init__(self, cfg: VigilConfig, shard: tuple[int, int] = (0, 1),
+                 frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
+                 registry: CollectorRegistry | None = None) -> None:
+        if not cfg.redis.urls:
+            raise BusError("redis.urls is empty: the ingest worker needs the Redis instance(s) of the frame bus "
+                           "(or use `vigil run`, which starts one)")
+        self.cfg = cfg
+        self.shard = shard
+        self.frame_height, self.frame_width = frame_size
+        self.metrics = IngestMetrics(registry)
+        self.cameras: dict[str, Camera] = {}
+        self._seq: dict[str, int] = {}
+        self._evicted: dict[str, tuple[float, int]] = {}  # stream -> (checked at, trimmed unread)
+        self._lock = threading.Lock()
+        self._http: ThreadingHTTPServer | None = None
+        self.eviction_check_s = EVICTION_CHECK_S
+        self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
+
+    @property
+    def bus(self) -> FrameBus:
+        return self._bus
+
+    @property
+    def http_port(self) -> int:
+        return self._http.server_address[1] if self._http is not None else 0
+
+    def __enter__(self) -> IngestService:
+        self._bus.__enter__()
+        try:
+            if self.cfg.metrics.enabled:
+                self._start_http()
+            self._apply(owned_streams(self.cfg, self.shard))
+        except BaseException:
+            self.close()
+            raise
+        log.info("ingest worker: shard %d/%d owns %d of %d camera(s)%s", *self.shard, len(self.cameras),
+                 len(self.cfg.streams), f", http on port {self.http_port}" if self._http else "")
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            cameras = list(self.cameras.values())
+            self.cameras = {}
+        self._stop_all(cameras)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        self._bus.__exit__(None, None, None)
+
+    @staticmethod
+    def _stop_all(cameras: list[Camera]) -> None:
+        for cam in cameras:  # signal every camera first, then wait: stops run in parallel
+            cam.stop(join_timeout_s=0)
+        for cam in cameras:
+            if not cam.stop():
+                log.warning("camera %s did not stop in time (stuck in an open); abandoning it", cam.id)
+
+    # -- cameras -----------------------------------------------------------------------------------
+
+    def _apply(self, wanted: list[StreamConfig]) -> None:
+        """Start/stop/restart cameras so that exactly ``wanted`` run; leave unchanged ones alone."""
+        by_id = {s.id: s for s in wanted}
+        with self._lock:
+            stale = [c for sid, c in self.cameras.items() if by_id.get(sid) != c.stream]
+            for cam in stale:
+                del self.cameras[cam.id]
+        self._stop_all(stale)
+        self.metrics.set_streams(by_id)
+        with self._lock:
+            for sid, stream in by_id.items():
+                if sid not in self.cameras:
+                    self._seq.setdefault(sid, 0)
+                    cam = Camera(stream, self.cfg.ingest, self._handle_sample, self.metrics)
+                    self.cameras[sid] = cam.start()
+            for sid in list(self._seq):
+                if sid not in by_id:
+                    del self._seq[sid]
+
+    def reload(self, cfg: VigilConfig) -> None:
+        """Apply a new config's camera list (SIGHUP). Other sections need a restart."""
+        for section in ("redis", "ingest", "metrics"):
+            if getattr(cfg, section) != getattr(self.cfg, section):
+                log.warning("config reload: changes to %r apply after a restart; only streams reload",
+                            section)
+        self.cfg = self.cfg.model_copy(update={"streams": cfg.streams})
+        before = set(self.cameras)
+        self._apply(owned_streams(self.cfg, self.shard))
+        after = set(self.cameras)
+        log.info("config reloaded: %d camera(s); added %s, removed %s", len(after),
+                 sorted(after - before) or "none", sorted(before - after) or "none")
+
+    def _handle_sample(self, stream: StreamConfig, raw: RawFrame) -> None:
+        """Resize, convert and publish one sampled frame (runs in the camera thread)."""
+        t0 = time.perf_counter()
+        pixels = bgr_to_rgb(resize(raw.bgr, self.frame_height, self.frame_width, stream.resize))
+        with self._lock:
+            seq = self._seq.get(stream.id, 0)
+            self._seq[stream.id] = seq + 1
+        msg = FrameMessage(stream_id=stream.id, seq=seq, capture_ts_ns=raw.capture_ts_ns, pixels=pixels,
+                           source_height=raw.bgr.shape[0], source_width=raw.bgr.shape[1])
+        try:
+            self._bus.publish(msg)
+        except BusUnavailableError:
+            self.metrics.frames_dropped(stream.id, "bus_down")
+            return
+        except BusError as exc:
+            self.metrics.frames_dropped(stream.id, "bus_error")
+            log.debug("camera %s: frame %d dropped: %s", stream.id, seq, exc)
+            return
+        self.metrics.frame_published(stream.id, time.perf_counter() - t0)
+        self._count_evictions(stream.id)
+
+    def _count_evictions(self, sid: str) -> None:
+        """Every few seconds, add the frames Redis trimmed unread since the last check."""
+        now = time.monotonic()
+        checked_at, before = self._evicted.get(sid, (-math.inf, -1))
+        if now - checked_at < self.eviction_check_s:
+            return
+        try:
+            total = self._bus.trimmed_unread(sid)
+        except BusError:
+            return
+        if before >= 0 and total >= before:  # smaller: Redis restarted empty, start over
+            self.metrics.frames_dropped(sid, "evicted", total - before)
+        self._evicted[sid] = (now, total)
+
+    # -- status and HTTP ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The /readyz document. Every URL in it is redacted."""
+        bus = self._bus.health()
+        with self._lock:
+            cameras = list(self.cameras.values())
+        cams = [{
+            "id": c.id, "url": c.stream.redacted_url(), "state": c.state.value,
+            "since_s": round(time.time() - c.state_since_s, 3), "last_error": c.last_error,
+            "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
+            "bus": self._bus.instance_url(c.id),
+        } for c in cameras]
+        ready = all(b["up"] for b in bus)
+        return {"ready": ready, "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
+
+    def camera_state(self, sid: str) -> CameraState | None:
+        cam = self.cameras.get(sid)
+        return cam.state if cam is not None else None
+
+    def _start_http(self) -> None:
+        worker = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, render(worker.metrics.registry))
+                elif path == "/healthz":
+                    self._send(200, "text/plain; charset=utf-8", b"ok\n")
+                elif path == "/readyz":
+                    doc = worker.status()
+                    self._send(200 if doc["ready"] else 503, "application/json",
+                               json.dumps(doc, indent=1).encode())
+                else:
+                    self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz, /readyz\n")
+
+            def _send(self, code: int, ctype: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("http: " + format, *args)
+
+        m = self.cfg.metrics
+        try:
+            self._http = ThreadingHTTPServer((m.host, m.port), Handler)
+        except OSError as exc:
+            raise VigilError(f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror or exc}; "
+                             "set metrics.port (0 picks a free port)") from exc
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, name="ingest-http", daemon=True).start()

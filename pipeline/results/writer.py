@@ -1,0 +1,59 @@
+"""Where a result is written: result records onto ``vigil:results``, their frames acknowledged.
+
+:meth:`ResultWriter.write` does, per Redis instance, in one transaction (MULTI/EXEC): XADD each
+record to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on their camera's
+stream for the inference group, count them in ``vigil:stats:<camera>`` (``inferred``) and forget
+their failure reasons. So a frame is acknowledged exactly when its result exists, and the counters
+that the accounting identity ``published = inferred + dropped + dead_lettered`` reads are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pipeline.core.keys import FAILURES_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
+from pipeline.core.redis_clients import Client, bus_errors
+from pipeline.results.record import ResultRecord
+
+
+class FrameRef(Protocol):
+    """The frame a result belongs to: where it sits on the bus (a :class:`pipeline.bus.reader.Delivery`)."""
+
+    @property
+    def instance(self) -> int: ...
+
+    @property
+    def stream_id(self) -> str: ...
+
+    @property
+    def entry_id(self) -> str: ...
+
+
+class ResultWriter:
+    """Writes results through the bus's clients, one per instance (borrowed: the reader owns them)."""
+
+    def __init__(self, clients: Sequence[Client], results_maxlen: int) -> None:
+        self._clients = list(clients)
+        self._maxlen = results_maxlen
+
+    def write(self, done: Sequence[tuple[FrameRef, ResultRecord]]) -> None:
+        """Write results, acknowledge their frames and count them: one transaction per instance."""
+        by_instance: dict[int, list[tuple[FrameRef, ResultRecord]]] = {}
+        for frame, record in done:
+            by_instance.setdefault(frame.instance, []).append((frame, record))
+        with bus_errors("writing results"):
+            for idx, items in by_instance.items():
+                self._write_instance(self._clients[idx], items)
+
+    def _write_instance(self, client: Client, items: list[tuple[FrameRef, ResultRecord]]) -> None:
+        per_stream: dict[str, list[str]] = {}
+        with client.pipeline(transaction=True) as p:
+            for frame, record in items:
+                p.xadd(RESULTS_KEY, record.to_fields(), maxlen=self._maxlen, approximate=True)
+                per_stream.setdefault(frame.stream_id, []).append(frame.entry_id)
+            for sid, ids in per_stream.items():  # one XACK per camera, not per frame
+                p.xack(frames_key(sid), INFERENCE_GROUP, *ids)
+                p.hincrby(stats_key(sid), "inferred", len(ids))
+            p.hdel(FAILURES_KEY, *[frame.entry_id for frame, _ in items])
+            p.execute()
