@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 
 from pipeline.bench.model import bench_model
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
 from pipeline.core.config import InferenceConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.keys import RESULTS_KEY, stats_key
+from pipeline.core.redis_clients import connect
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
 from pipeline.ops.embedded_redis import EmbeddedRedis
@@ -136,7 +136,7 @@ def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds:
     raw_before = _raw_fps(model, batch_size, seconds / 2)
     ids = [f"bench-{i}" for i in range(streams)]
     with EmbeddedRedis(maxmemory_mb=2048) as r:
-        client: Any = redis.Redis.from_url(r.url)
+        client = connect(r.url, RedisConfig().socket_timeout_s)
         init_ray(ray_cpus)
         try:
             cfg = VigilConfig(streams=[StreamConfig(id=i, url="rtsp://127.0.0.1/bench") for i in ids],  # published here

@@ -144,6 +144,14 @@ class InferenceConfig(_Strict):
 class _SinkBase(_Strict):
     name: Annotated[str | None, Field(pattern=_STREAM_ID, description="Default: <type>-<index>.")] = None
     batch_size: Annotated[int, Field(ge=1, le=10_000, description="Results per write.")] = 100
+    backoff_base_s: Annotated[float, Field(gt=0, description="First retry delay after a failed write.")] = 0.5
+    backoff_cap_s: Annotated[float, Field(gt=0, description="Longest retry delay.")] = 30.0
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> _SinkBase:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be >= backoff_base_s")
+        return self
 
 
 class JsonlSinkConfig(_SinkBase):
@@ -161,8 +169,6 @@ class WebhookSinkConfig(_SinkBase):
     type: Literal["webhook"]
     url: Annotated[str, Field(pattern=r"^https?://")]
     timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
     headers: dict[str, str] = Field(default_factory=dict)
 
 
@@ -176,6 +182,7 @@ class RedisSinkConfig(_SinkBase):
     type: Literal["redis"]
     url: str | None = Field(default=None, description="Default: the first bus instance.")
     stream: str = "vigil:results:out"
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
     maxlen: Annotated[int, Field(ge=1)] = 100_000
 
 

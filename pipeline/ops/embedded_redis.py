@@ -20,9 +20,12 @@ from types import TracebackType
 import redis
 
 from pipeline.core.errors import BusError
+from pipeline.core.redis_clients import connect
 from pipeline.ops.processes import stop_process
 
 log = logging.getLogger(__name__)
+
+_STARTUP_PROBE_TIMEOUT_S = 2.0  # a loopback server that has not answered in 2 s is not up yet
 
 
 def find_redis_server() -> str:
@@ -70,7 +73,7 @@ class EmbeddedRedis:
              "--maxmemory", f"{self.maxmemory_mb}mb"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(self.url, socket_timeout=2)
+        client = connect(self.url, _STARTUP_PROBE_TIMEOUT_S)
         deadline = time.monotonic() + 15
         try:
             while True:

@@ -18,13 +18,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import Enum as StateMetric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from pipeline.bus.publisher import trimmed_unread_entries
 from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, frames_key, stats_key
+from pipeline.core.redis_clients import Client, close_all, connect_all, instance_identity, pick_instance
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 from pipeline.ingest.camera import CameraState
 
@@ -193,30 +196,24 @@ class PipelineCollector(Collector):
     holds once the queues are empty.
     """
 
-    def __init__(self, redis_urls: list[str], stream_ids: Iterable[str]) -> None:
-        import redis
-
-        from pipeline.core.redis_clients import instance_identity, pick_instance
-
-        self._clients: list[Any] = [redis.Redis.from_url(u, socket_timeout=5) for u in redis_urls]
+    def __init__(self, redis_urls: list[str], stream_ids: Iterable[str], timeout_s: float) -> None:
+        self._clients = connect_all(redis_urls, timeout_s)
         idents = [instance_identity(u) for u in redis_urls]
         self._streams = {sid: pick_instance(sid, idents) for sid in stream_ids}
-        self._redis_error = redis.RedisError
 
     @property
-    def clients(self) -> list[Any]:
+    def clients(self) -> list[Client]:
         """The Redis clients, one per bus instance (read-only use)."""
         return list(self._clients)
 
     def close(self) -> None:
-        for c in self._clients:
-            c.close()
+        close_all(self._clients)
 
     def collect(self) -> Iterator[Metric]:
         try:
             yield from self._stream_families()
             yield from self._replica_families()
-        except self._redis_error:
+        except redis.RedisError:
             return  # Redis down: no pipeline series this scrape (ingest reports the bus state)
 
     def _stream_families(self) -> Iterator[Metric]:
@@ -244,10 +241,6 @@ class PipelineCollector(Collector):
     @staticmethod
     def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:
         """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
-        import redis
-
-        from pipeline.bus.publisher import trimmed_unread_entries
-
         try:
             info = c.xinfo_stream(key)
             groups = [g for g in c.xinfo_groups(key) if g["name"].decode() == group]

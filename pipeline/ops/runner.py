@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, ModelContractError, ModelError
-from pipeline.core.redact import redact_url
+from pipeline.core.redis_clients import ping
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.providers import cuda_device_count
@@ -28,7 +28,7 @@ from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
-from workers.sink import SinkWorker
+from pipeline.ops.sink_service import SinkService
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +47,6 @@ class CameraRow:
     last_result: str = "-"  # latest top-1 label and scene
 
 
-def _check_reachable(urls: list[str], timeout_s: float) -> None:
-    """Fail fast, before Ray starts, when a configured Redis cannot be reached."""
-    for i, url in enumerate(urls):
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            raise BusError(f"redis.urls[{i}] {redact_url(url)}: {type(exc).__name__}: {exc}; start that Redis, "
-                           "or leave redis.urls empty and vigil run starts its own") from exc
-        finally:
-            client.close()
-
-
 class LocalPipeline:
     """Redis + Ray Serve + sink worker + ingest worker for one config, on this machine."""
 
@@ -72,7 +59,7 @@ class LocalPipeline:
         self._collector: PipelineCollector | None = None
         self.sink_metrics: SinkMetrics | None = None
         self.ingest: IngestService | None = None
-        self.sinks: SinkWorker | None = None
+        self.sinks: SinkService | None = None
         self._ray_started = False
         self._serve_started = False
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
@@ -97,7 +84,12 @@ class LocalPipeline:
             urls = [self._redis.url]
             self.cfg = self.cfg.model_copy(update={"redis": self.cfg.redis.model_copy(update={"urls": urls})})
         else:
-            _check_reachable(urls, self.cfg.redis.socket_timeout_s)
+            for i, url in enumerate(urls):  # fail fast, before Ray starts
+                try:
+                    ping(url, self.cfg.redis.socket_timeout_s)
+                except BusError as exc:
+                    raise BusError(f"redis.urls[{i}]: {exc}; start that Redis, or leave redis.urls empty and "
+                                   "vigil run starts its own") from exc
         stream_ids = [s.id for s in self.cfg.streams]
         init_ray(self.ray_cpus, self.ray_address)
         self._ray_started = True
@@ -105,10 +97,10 @@ class LocalPipeline:
         serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
         self._serve_started = True
         self._deploy(self.model_path)
-        self._collector = PipelineCollector(urls, stream_ids)
+        self._collector = PipelineCollector(urls, stream_ids, self.cfg.redis.socket_timeout_s)
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(stream_ids, self.registry)
-        self.sinks = SinkWorker(self.cfg, metrics=self.sink_metrics, consumer="vigil-run").__enter__()
+        self.sinks = SinkService(self.cfg, consumer="vigil-run", observer=self.sink_metrics).__enter__()
         self.ingest = IngestService(self.cfg, frame_size=(contract.height, contract.width),
                                    registry=self.registry).__enter__()
         log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d", len(stream_ids),

@@ -10,10 +10,10 @@ import redis
 
 from pipeline.core.config import validate_config
 from pipeline.core.keys import RESULTS_KEY
+from pipeline.ops.sink_service import SinkService
 from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.results.sinks.records import record
-from workers.sink import SinkWorker
 
 
 def test_webhook_down_10s_gets_all_results_and_jsonl_is_not_stalled(clean_redis_url: str, tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_webhook_down_10s_gets_all_results_and_jsonl_is_not_stalled(clean_redis_
     first = [record("cam", "cat", i=i) for i in range(20)]
     for r in first:
         client.xadd(RESULTS_KEY, r.to_fields())  # type: ignore[arg-type]
-    with SinkWorker(cfg, consumer="test") as worker:
+    with SinkService(cfg, consumer="test") as worker:
         assert wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 20, 10)
         later = [record("cam", "dog", i=i) for i in range(20, 30)]
         for r in later:  # results keep coming while the webhook is down
@@ -56,7 +56,7 @@ def test_restarted_worker_redelivers_unacknowledged(clean_redis_url: str, tmp_pa
     # A previous worker took the 5 records and died before acknowledging them.
     client.xgroup_create(RESULTS_KEY, "vigil-sink-jsonl-0", id="0")
     client.xreadgroup("vigil-sink-jsonl-0", "test", {RESULTS_KEY: ">"}, count=10)
-    with SinkWorker(cfg, consumer="test"):
+    with SinkService(cfg, consumer="test"):
         assert wait_for(lambda: (tmp_path / "a.jsonl").exists()
                         and len((tmp_path / "a.jsonl").read_text().splitlines()) == 5, 10)
     assert client.xpending(RESULTS_KEY, "vigil-sink-jsonl-0")["pending"] == 0

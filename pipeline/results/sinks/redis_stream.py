@@ -8,6 +8,7 @@ import redis
 
 from pipeline.core.config import RedisSinkConfig
 from pipeline.core.errors import ConfigError, SinkError
+from pipeline.core.redis_clients import Client, connect
 from pipeline.results.record import ResultRecord
 
 
@@ -17,10 +18,10 @@ class RedisStreamSink:
         if not url:
             raise ConfigError("a redis sink needs url: (or a redis.urls entry to default to)")
         self.cfg, self.url = cfg, url
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
 
     def __enter__(self) -> RedisStreamSink:
-        self._client = redis.Redis.from_url(self.url, socket_timeout=10)
+        self._client = connect(self.url, self.cfg.timeout_s)
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

@@ -1,0 +1,63 @@
+"""The sink service: every configured sink fed from the results streams, each in its own thread.
+
+``vigil sink`` runs it as a process (:mod:`workers.sink`); ``vigil run`` in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from types import TracebackType
+
+from pipeline.core.config import VigilConfig, sink_name
+from pipeline.core.errors import VigilError
+from pipeline.core.redis_clients import Client, close_all, connect_all
+from pipeline.results.delivery import SinkObserver, SinkRunner
+from pipeline.results.sinks import Sink, build_sink
+
+log = logging.getLogger(__name__)
+
+
+class SinkService:
+    """All sinks of a config, each in its own thread: ``with SinkService(cfg, consumer="pod-1"): ...``."""
+
+    def __init__(self, cfg: VigilConfig, consumer: str | None = None, observer: SinkObserver | None = None) -> None:
+        self.cfg = cfg
+        self.urls = cfg.redis.bus_urls("the sink service")
+        self.consumer = consumer or socket.gethostname()
+        self.observer = observer
+        self.stop = threading.Event()
+        self.runners: list[SinkRunner] = []
+        self._clients: list[Client] = []
+        self._sinks: list[Sink] = []
+        self._state = "new"
+
+    def __enter__(self) -> SinkService:
+        if self._state != "new":
+            raise VigilError(f"the sink service is {self._state}; make a new SinkService to run the sinks again")
+        self._state = "open"
+        try:
+            self._clients = connect_all(self.urls, self.cfg.redis.socket_timeout_s, block_s=1.0)
+            for i, sink_cfg in enumerate(self.cfg.sinks):
+                sink = build_sink(sink_cfg, self.urls[0]).__enter__()
+                self._sinks.append(sink)
+                self.runners.append(SinkRunner(sink_name(sink_cfg, i), sink, sink_cfg, self._clients,
+                                               consumer=self.consumer, observer=self.observer))
+        except VigilError:
+            self.__exit__(None, None, None)
+            raise
+        for r in self.runners:
+            r.start(self.stop)
+        log.info("sink worker: %d sink(s): %s", len(self.runners), ", ".join(r.name for r in self.runners))
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop.set()
+        for r in self.runners:
+            r.join(10)
+        for s in self._sinks:
+            s.__exit__(None, None, None)
+        close_all(self._clients)
+        self._sinks, self._clients, self.runners = [], [], []
+        self._state = "closed"

@@ -1,0 +1,143 @@
+"""Results -> one sink: a consumer group per sink on the results stream, acknowledged after the write.
+
+Each sink has its own consumer group (``vigil-sink-<name>``) on the results stream of every bus
+instance, so a slow or failing sink never stalls inference or the other sinks: its backlog waits in
+Redis (bounded by the results stream's MAXLEN). Records are acknowledged only after the sink's
+``write`` returned; a failing write is retried with the sink's backoff, and after a restart the
+runner first re-reads what it had taken but not acknowledged. Delivery is therefore at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+
+from pipeline.core.backoff import Backoff
+from pipeline.core.config import SinkConfig
+from pipeline.core.errors import SinkError
+from pipeline.core.keys import RESULTS_KEY, sink_group
+from pipeline.core.redis_clients import Client
+from pipeline.results.record import ResultFormatError, ResultRecord
+from pipeline.results.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+
+class SinkObserver(Protocol):
+    """What a sink runner reports (:class:`pipeline.ops.metrics.SinkMetrics` exports it)."""
+
+    def written(self, sink: str, records: list[ResultRecord], now_s: float) -> None: ...
+
+    def failed(self, sink: str) -> None: ...
+
+
+class NoSinkObserver:
+    def written(self, sink: str, records: list[ResultRecord], now_s: float) -> None:
+        return None
+
+    def failed(self, sink: str) -> None:
+        return None
+
+
+@dataclass
+class _Pending:
+    instance: int
+    ids: list[bytes]
+    records: list[ResultRecord]
+
+
+class SinkRunner:
+    """Feeds one sink from the results streams of all instances, in its own thread."""
+
+    def __init__(self, name: str, sink: Sink, cfg: SinkConfig, clients: list[Client], *, consumer: str,
+                 observer: SinkObserver | None = None) -> None:
+        self.name, self.sink, self.clients, self.batch_size = name, sink, clients, cfg.batch_size
+        self.group, self.consumer = sink_group(name), consumer
+        self.observer: SinkObserver = observer or NoSinkObserver()
+        self._backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)
+        self.delivered = 0
+        self._own_pending_done = [False] * len(clients)
+        self._thread: threading.Thread | None = None
+
+    def _ensure_group(self, idx: int) -> None:
+        try:
+            # "0": a new sink starts from the oldest result still kept, not only new ones.
+            self.clients[idx].xgroup_create(RESULTS_KEY, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _read(self, idx: int, block_ms: int | None) -> _Pending | None:
+        client = self.clients[idx]
+        # First our own unacknowledged entries (from before a restart), then new ones.
+        start = "0" if not self._own_pending_done[idx] else ">"
+        try:
+            reply = client.xreadgroup(self.group, self.consumer, {RESULTS_KEY: start}, count=self.batch_size,
+                                      block=None if start == "0" else block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ensure_group(idx)
+            return None
+        entries = reply[0][1] if reply else []
+        if start == "0" and not entries:
+            self._own_pending_done[idx] = True
+            return None
+        ids, records = [], []
+        for eid, fields in entries:
+            ids.append(eid)
+            try:
+                records.append(ResultRecord.from_fields(fields))
+            except ResultFormatError as exc:
+                log.error("sink %s: skipping malformed result %s: %s", self.name, eid.decode(), exc)
+        return _Pending(idx, ids, records) if ids else None
+
+    def _deliver(self, batch: _Pending, stop: threading.Event) -> None:
+        self._backoff.reset()
+        while not stop.is_set():
+            try:
+                if batch.records:
+                    self.sink.write(batch.records)
+                self.clients[batch.instance].xack(RESULTS_KEY, self.group, *batch.ids)
+                self.delivered += len(batch.records)
+                self.observer.written(self.name, batch.records, time.time())
+                return
+            except (SinkError, redis.RedisError) as exc:
+                delay = self._backoff.next_delay_s()
+                self.observer.failed(self.name)
+                log.warning("sink %s: %s; retrying the same %d record(s) in %.1fs", self.name, exc,
+                            len(batch.records), delay)
+                stop.wait(delay)
+
+    def run(self, stop: threading.Event) -> None:
+        for idx in range(len(self.clients)):
+            self._ensure_group(idx)
+        block_ms = 200 if len(self.clients) == 1 else 20
+        while not stop.is_set():
+            got_any = False
+            for idx in range(len(self.clients)):
+                try:
+                    batch = self._read(idx, block_ms)
+                except redis.RedisError as exc:
+                    log.warning("sink %s: redis instance %d: %s", self.name, idx, exc)
+                    stop.wait(1.0)
+                    continue
+                if batch is not None:
+                    got_any = True
+                    self._deliver(batch, stop)
+            if not got_any and len(self.clients) > 1:
+                stop.wait(0.01)
+
+    def start(self, stop: threading.Event) -> None:
+        self._thread = threading.Thread(target=self.run, args=(stop,), name=f"sink-{self.name}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
