@@ -34,7 +34,7 @@ class RedisStreamSink:
         try:
             with self._client.pipeline(transaction=False) as p:
                 for r in records:
-                    p.xadd(self.cfg.stream, r.to_fields(), maxlen=self.cfg.maxlen, approximate=True)  # type: ignore[arg-type]
+                    p.xadd(self.cfg.stream, r.to_fields(), maxlen=self.cfg.maxlen, approximate=True)
                 p.execute()
         except redis.RedisError as exc:
             raise SinkError(f"redis sink {self.cfg.stream}: {type(exc).__name__}: {exc}") from exc
