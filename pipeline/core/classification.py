@@ -1,11 +1,15 @@
-"""The one data type that inference produces: a batch of classifications.
+"""The one classification type, from the model runtime to every sink.
 
-Arrays, not per-frame objects, so the hot path stays vectorised; :meth:`Classifications.frame`
-gives one frame's view for sinks and the CLI.
+:class:`Classifications` is what the runtime produces for a batch: arrays, not per-frame objects,
+so the hot path stays vectorised. :meth:`Classifications.frame` gives one frame's
+:class:`FrameClassification` (object top-k and scene as :class:`Label`), which a result record
+carries to every sink; :meth:`FrameClassification.from_dict` validates it once, where a record is
+read back from Redis, so no sink ever indexes a raw dict.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,13 @@ class Label:
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "label": self.name, "score": round(self.score, 6)}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Label:
+        """``{"index": 3, "label": "tabby", "score": 0.8}``; raises KeyError/TypeError/ValueError if not."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a label must be an object, not {type(d).__name__}")
+        return cls(int(d["index"]), str(d["label"]), float(d["score"]))
+
 
 @dataclass(frozen=True)
 class FrameClassification:
@@ -30,11 +41,29 @@ class FrameClassification:
     top_k: list[Label]
     scene: Label | None
 
+    @property
+    def top1(self) -> Label | None:
+        """The best object label (None when the model gave none)."""
+        return self.top_k[0] if self.top_k else None
+
+    def score_of(self, label: str) -> float:
+        """The score of ``label`` if it is in the top-k, else 0."""
+        return next((lab.score for lab in self.top_k if lab.name == label), 0.0)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "top_k": [lab.as_dict() for lab in self.top_k],
             "scene": self.scene.as_dict() if self.scene else None,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FrameClassification:
+        """The inverse of :meth:`as_dict`; raises KeyError/TypeError/ValueError on a malformed document."""
+        top = d["top_k"]
+        if not isinstance(top, list):
+            raise TypeError(f"top_k must be a list, not {type(top).__name__}")
+        scene = d.get("scene")
+        return cls([Label.from_dict(t) for t in top], Label.from_dict(scene) if scene is not None else None)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ Tree::
     ├── BusError               Redis (frame bus, results) refused or failed a command
     │   └── BusUnavailableError    an instance is down and in backoff: not even tried
     ├── FrameFormatError       a frame-bus entry that is not a valid frame message
+    ├── ResultFormatError      a results-stream entry that is not a valid result record
     ├── SinkError              a sink could not take a batch (it is delivered again)
     └── DatasetError           a labelled image folder that cannot be used (empty class, ...)
 """
@@ -92,6 +93,10 @@ class BusUnavailableError(BusError):
 
 class FrameFormatError(VigilError):
     """A frame-bus entry is not a valid frame message (wrong version, missing field, bad size)."""
+
+
+class ResultFormatError(VigilError):
+    """A results-stream entry is not a valid result record (wrong version, missing field, bad type)."""
 
 
 class SinkError(VigilError):

@@ -188,8 +188,9 @@ class LocalPipeline:
 
     def _latest_results(self) -> dict[str, str]:
         """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
+        from pipeline.core.errors import ResultFormatError
         from pipeline.core.keys import RESULTS_KEY
-        from pipeline.results.record import ResultFormatError, ResultRecord
+        from pipeline.results.record import ResultRecord
 
         out: dict[str, str] = {}
         for client in self._collector.clients if self._collector is not None else []:
@@ -202,9 +203,9 @@ class LocalPipeline:
                     r = ResultRecord.from_fields(fields)
                 except ResultFormatError:
                     continue
-                if r.stream not in out and r.classification["top_k"]:
-                    score = r.classification["top_k"][0]["score"]
-                    out[r.stream] = f"{r.top1.split(',')[0]} ({score:.2f}) / {r.scene or '-'}"
+                top = r.classification.top1
+                if r.stream not in out and top is not None:
+                    out[r.stream] = f"{top.name.split(',')[0]} ({top.score:.2f}) / {r.scene or '-'}"
         return out
 
     # ------------------------------------------------------------------ deploying, model swap

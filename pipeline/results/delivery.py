@@ -19,10 +19,10 @@ import redis
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import SinkConfig
-from pipeline.core.errors import SinkError
+from pipeline.core.errors import ResultFormatError, SinkError
 from pipeline.core.keys import RESULTS_KEY, sink_group
 from pipeline.core.redis_clients import Client
-from pipeline.results.record import ResultFormatError, ResultRecord
+from pipeline.results.record import ResultRecord
 from pipeline.results.sinks import Sink
 
 log = logging.getLogger(__name__)

@@ -35,13 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.classification import FrameClassification
-from pipeline.core.errors import VigilError
+from pipeline.core.errors import ResultFormatError
 
 RESULT_VERSION = 1
-
-
-class ResultFormatError(VigilError):
-    """A results-stream entry that is not a version-1 result record."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ class ResultRecord:
     inference_ts: float
     model_name: str
     model_version: str
-    classification: dict[str, Any]  # FrameClassification.as_dict(): top_k and scene
+    classification: FrameClassification
     queue_ms: float
     inference_ms: float
     batch_size: int
@@ -64,7 +60,7 @@ class ResultRecord:
               picked_ts: float, model: tuple[str, str], result: FrameClassification, inference_ms: float,
               batch_size: int, replica: str) -> ResultRecord:
         return cls(stream=stream, seq=seq, frame_id=frame_id, capture_ts=capture_ts, inference_ts=inference_ts,
-                   model_name=model[0], model_version=model[1], classification=result.as_dict(),
+                   model_name=model[0], model_version=model[1], classification=result,
                    queue_ms=max(0.0, (picked_ts - capture_ts) * 1000), inference_ms=inference_ms,
                    batch_size=batch_size, replica=replica)
 
@@ -74,20 +70,20 @@ class ResultRecord:
 
     @property
     def top1(self) -> str:
-        top: list[dict[str, Any]] = self.classification["top_k"]
-        return str(top[0]["label"]) if top else ""
+        top = self.classification.top1
+        return top.name if top is not None else ""
 
     @property
     def scene(self) -> str | None:
-        scene = self.classification.get("scene")
-        return str(scene["label"]) if scene else None
+        scene = self.classification.scene
+        return scene.name if scene is not None else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "v": RESULT_VERSION, "stream": self.stream, "seq": self.seq, "frame_id": self.frame_id,
             "capture_ts": round(self.capture_ts, 6), "inference_ts": round(self.inference_ts, 6),
             "model": {"name": self.model_name, "version": self.model_version},
-            "top_k": self.classification["top_k"], "scene": self.classification.get("scene"),
+            **self.classification.as_dict(),
             "latency_ms": {"queue": round(self.queue_ms, 3), "inference": round(self.inference_ms, 3),
                            "total": round(self.total_ms, 3)},
             "batch_size": self.batch_size, "replica": self.replica,
@@ -105,7 +101,7 @@ class ResultRecord:
             return cls(stream=str(d["stream"]), seq=int(d["seq"]), frame_id=str(d["frame_id"]),
                        capture_ts=float(d["capture_ts"]), inference_ts=float(d["inference_ts"]),
                        model_name=str(d["model"]["name"]), model_version=str(d["model"]["version"]),
-                       classification={"top_k": list(d["top_k"]), "scene": d.get("scene")},
+                       classification=FrameClassification.from_dict(d),
                        queue_ms=float(lat["queue"]), inference_ms=float(lat["inference"]),
                        batch_size=int(d["batch_size"]), replica=str(d["replica"]))
         except (KeyError, TypeError, ValueError) as exc:

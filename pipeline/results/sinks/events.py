@@ -84,21 +84,19 @@ class EventDetector:
         cam.newest_capture_ts = r.capture_ts
         base = {"stream": r.stream, "frame_id": r.frame_id, "capture_ts": r.capture_ts}
         events: list[dict[str, Any]] = []
-        top = r.classification["top_k"]
+        top, scene = r.classification.top1, r.classification.scene
         old_label, old_scene = cam.label.stable, cam.scene.stable
-        if top and cam.label.observe(r.top1):
-            events.append({"event": "label_changed", **base, "from": old_label, "to": r.top1,
-                           "score": top[0]["score"]})
-        scene = r.classification.get("scene")
-        if scene and cam.scene.observe(scene["label"]):
-            events.append({"event": "scene_changed", **base, "from": old_scene, "to": scene["label"],
-                           "score": scene["score"]})
-        scores = {t["label"]: float(t["score"]) for t in top}
+        if top is not None and cam.label.observe(top.name):
+            events.append({"event": "label_changed", **base, "from": old_label, "to": top.name, "score": top.score})
+        if scene is not None and cam.scene.observe(scene.name):
+            events.append({"event": "scene_changed", **base, "from": old_scene, "to": scene.name,
+                           "score": scene.score})
         for label, minimum in self.watch.items():
-            present = scores.get(label, 0.0) >= minimum
+            score = r.classification.score_of(label)
+            present = score >= minimum
             if cam.watched[label].observe(present):
                 kind = "watch_appeared" if present else "watch_cleared"
-                events.append({"event": kind, **base, "label": label, "score": scores.get(label, 0.0)})
+                events.append({"event": kind, **base, "label": label, "score": score})
         return events
 
 
