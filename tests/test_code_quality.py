@@ -31,3 +31,9 @@ def test_modules_stay_small() -> None:
     big = [f"{p.relative_to(REPO)}: {n} lines" for p in sorted(REPO.glob("[pwm]*/**/*.py"))
            if ".venv" not in p.parts and (n := len(p.read_text().splitlines())) > 500]
     assert big == [], "split these modules (limit ~500 lines): " + ", ".join(big)
+
+
+def test_import_layers_hold() -> None:
+    # The contracts are in pyproject.toml ([tool.importlinter]); docs/architecture.md explains them.
+    out = subprocess.run([_tool("lint-imports")], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0 and "0 broken" in out.stdout, out.stdout + out.stderr

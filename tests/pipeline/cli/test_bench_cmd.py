@@ -26,7 +26,7 @@ def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_di
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
     assert doc["raw_fps"] > 0 and doc["sustained_fps"] > 0
-    assert doc["ratio"] == doc["sustained_fps"] / doc["raw_fps"]
+    assert 0 < doc["ratio"] <= 1.5  # the pipeline cannot run far faster than the raw runtime it feeds
     assert doc["frames"] > 0 and 0 < doc["age_ms_p50"] <= doc["age_ms_p95"] <= doc["age_ms_p99"]
 
 
@@ -37,4 +37,7 @@ def test_bench_ingest_publishes_every_sampled_frame_to_its_own_redis(video_dir: 
     rows = {r["name"]: r for r in doc["runs"]}
     vigil_row = rows["vigil decode+sample+resize+publish"]
     assert vigil_row["published_frames"] == round(vigil_row["video_s"] * 5)  # every sampled frame reached Redis
-    assert doc["redis_cpu_s"] >= 0 and doc["vigil_vs_ffmpeg"] > 0  # the embedded redis-server was measured
+    # Vigil decodes every frame FFmpeg decodes; keyframe-only mode decodes only the keyframes.
+    assert abs(vigil_row["decoded_frames"] - rows["ffmpeg decode only"]["decoded_frames"]) <= 2
+    assert 0 < rows["vigil keyframes only"]["decoded_frames"] < vigil_row["decoded_frames"] / 2
+    assert doc["vigil_vs_ffmpeg"] > 0 and doc["keyframes_only_cpu_saving"] > 0
