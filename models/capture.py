@@ -25,8 +25,7 @@ import cv2
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import ConfigError, SourceError
-from pipeline.ingest.camera import source_options
-from pipeline.ingest.source import LiveEdgeReader, RawFrame, VideoSource
+from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class FrameCapture:
         deadline = time.monotonic() + self.opts.duration_s if self.opts.duration_s else None
         first = True
         while not self._done(deadline):
-            source = VideoSource(source_options(self.stream, self.ingest))
+            source = VideoSource(SourceOptions.from_config(self.stream, self.ingest))
             try:
                 source.open()
             except SourceError as exc:

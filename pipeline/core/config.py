@@ -48,7 +48,6 @@ class StreamConfig(_Strict):
     transport: Literal["tcp", "udp"] = "tcp"
     loop: bool = Field(default=False, description="Loop a local file (paced at its native fps).")
     keyframes_only: bool = Field(default=False, description="Decode only keyframes (saves CPU at low fps).")
-    labels: dict[str, str] = Field(default_factory=dict, description="Free-form tags, e.g. site/zone.")
 
     def redacted_url(self) -> str:
         return redact_url(self.url)

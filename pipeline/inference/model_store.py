@@ -26,16 +26,12 @@ class PinnedModel:
     filename: str
     url: str
     sha256: str
-    size_bytes: int
-    description: str
 
 
 MOBILENET_V2 = PinnedModel(
     filename="mobilenetv2-12.onnx",
     url="https://github.com/onnx/models/raw/main/validated/vision/classification/mobilenet/model/mobilenetv2-12.onnx",
     sha256="c0c3f76d93fa3fd6580652a45618618a220fced18babf65774ed169de0432ad5",
-    size_bytes=13_964_571,
-    description="ONNX Model Zoo MobileNetV2 1.0 224, float NCHW, ImageNet-1k (Apache-2.0)",
 )
 EXPORTED_NAME = "mobilenet_v2_torchvision_uint8.onnx"
 

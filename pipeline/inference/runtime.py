@@ -33,17 +33,18 @@ log = logging.getLogger(__name__)
 
 Frames = npt.NDArray[np.uint8]
 Probs = npt.NDArray[np.float32]
+_DEFAULTS = InferenceConfig()  # the options' defaults are the config's
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How to run a model; :meth:`from_config` maps the ``inference:`` section onto it."""
 
-    device: str = "auto"
-    batch_size: int = 32
-    top_k: int = 5
-    intra_op_threads: int = 0
-    lanes: int = 0  # 0 = auto (see ModelRuntime.lanes)
+    device: str = _DEFAULTS.device
+    batch_size: int = _DEFAULTS.batch_size
+    top_k: int = _DEFAULTS.top_k
+    intra_op_threads: int = _DEFAULTS.intra_op_threads
+    lanes: int = _DEFAULTS.lanes  # 0 = auto (see ModelRuntime.lanes)
     cpu_share: int = 1  # runtimes sharing this machine's cores (replicas of one `vigil run`)
     gpu: GpuOptions = field(default_factory=GpuOptions)
     labels: Path | None = None

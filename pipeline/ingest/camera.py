@@ -34,12 +34,6 @@ from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, Vide
 log = logging.getLogger("vigil.camera")
 
 
-def source_options(stream: StreamConfig, ingest: IngestConfig) -> SourceOptions:
-    """How a camera is opened: the stream's transport and the ``ingest:`` timeouts (ingest and capture)."""
-    return SourceOptions(url=stream.url, transport=stream.transport, keyframes_only=stream.keyframes_only,
-                         loop=stream.loop, open_timeout_s=ingest.open_timeout_s, read_timeout_s=ingest.read_timeout_s)
-
-
 class CameraState(enum.StrEnum):
     CONNECTING = "connecting"
     LIVE = "live"
@@ -186,7 +180,7 @@ class Camera:
 
     def _connect_and_sample(self) -> str | None:
         """Open and sample until the stream ends. Returns a failure reason, or None after a stall."""
-        source = VideoSource(source_options(self.stream, self.ingest))
+        source = VideoSource(SourceOptions.from_config(self.stream, self.ingest))
         try:
             source.open()
         except SourceError as exc:

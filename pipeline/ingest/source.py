@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.core.config import IngestConfig, StreamConfig
 from pipeline.core.errors import SourceError
 from pipeline.core.redact import redact_url
 
@@ -42,17 +43,26 @@ log = logging.getLogger("vigil.sources")
 Frame = npt.NDArray[np.uint8]
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()
+_INGEST_DEFAULTS = IngestConfig()
 
 
 @dataclass(frozen=True)
 class SourceOptions:
+    """How one source is opened; defaults are the config's (``streams[]`` and ``ingest:``)."""
+
     url: str
-    transport: Literal["tcp", "udp"] = "tcp"
-    keyframes_only: bool = False
-    loop: bool = False
-    paced: bool = True  # local files only: deliver frames at native fps, like a camera
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 5.0
+    transport: Literal["tcp", "udp"] = StreamConfig.model_fields["transport"].default
+    keyframes_only: bool = StreamConfig.model_fields["keyframes_only"].default
+    loop: bool = StreamConfig.model_fields["loop"].default
+    paced: bool = True  # local files only: deliver frames at native fps, like a camera (not a config key)
+    open_timeout_s: float = _INGEST_DEFAULTS.open_timeout_s
+    read_timeout_s: float = _INGEST_DEFAULTS.read_timeout_s
+
+    @classmethod
+    def from_config(cls, stream: StreamConfig, ingest: IngestConfig) -> SourceOptions:
+        """How a camera is opened: the stream's transport and the ``ingest:`` timeouts (ingest and capture)."""
+        return cls(url=stream.url, transport=stream.transport, keyframes_only=stream.keyframes_only,
+                   loop=stream.loop, open_timeout_s=ingest.open_timeout_s, read_timeout_s=ingest.read_timeout_s)
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,6 @@ class IngestService:
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
 
     @property
-    def bus(self) -> FrameBus:
-        return self._bus
-
-    @property
     def http_port(self) -> int:
         return self._http.server_address[1] if self._http is not None else 0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,7 +62,6 @@ class LocalPipeline:
         self._ray_started = False
         self._serve_started = False
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
-        self._ages: dict[str, deque[float]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalPipeline:

@@ -27,7 +27,7 @@ from pipeline.results.sinks.base import Sink
 __all__ = ["Sink", "build_sink"]
 
 
-def _plugin(cfg: PluginSinkConfig, default_redis_url: str | None) -> Sink:
+def _plugin(cfg: PluginSinkConfig) -> Sink:
     module_name, _, attr = cfg.factory.partition(":")
     try:
         factory: Callable[..., Sink] = getattr(importlib.import_module(module_name), attr)
@@ -49,6 +49,6 @@ def build_sink(cfg: SinkConfig, default_redis_url: str | None = None) -> Sink:
         WebhookSinkConfig: WebhookSink,
         EventsSinkConfig: EventsSink,
         RedisSinkConfig: lambda c: RedisStreamSink(c, default_redis_url),
-        PluginSinkConfig: lambda c: _plugin(c, default_redis_url),
+        PluginSinkConfig: _plugin,
     }
     return builders[type(cfg)](cfg)

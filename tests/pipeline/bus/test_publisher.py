@@ -98,7 +98,7 @@ def test_pinning_is_stable_across_processes_and_moves_few_cameras() -> None:
     ids = [f"cam-{i}" for i in range(300)]
     here = [pick_instance(s, idents) for s in ids]
     # Another interpreter with a different hash seed must agree (Python's hash() would not).
-    code = ("from pipeline.bus.publisher import pick_instance;"
+    code = ("from pipeline.core.redis_clients import pick_instance;"
             f"print([pick_instance(f'cam-{{i}}', {idents!r}) for i in range(300)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "12345", "PATH": ""})
