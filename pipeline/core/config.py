@@ -83,21 +83,26 @@ class RedisConfig(_Strict):
         return list(self.urls)
 
 
-class IngestConfig(_Strict):
+class _Backoff(_Strict):
+    """Retry delays (:class:`pipeline.core.backoff.Backoff`): attempt n waits min(cap, base * 2**n), jittered."""
+
+    backoff_base_s: Annotated[float, Field(gt=0, description="First retry delay.")] = 0.5
+    backoff_cap_s: Annotated[float, Field(gt=0, description="Longest retry delay.")] = 30.0
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> _Backoff:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be >= backoff_base_s")
+        return self
+
+
+class IngestConfig(_Backoff):
     """Timeouts and backoff of the ingest worker."""
 
     open_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     read_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     stall_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    backoff_base_s: Annotated[float, Field(gt=0)] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0)] = 30.0
     max_failures: Annotated[int, Field(ge=0, description="0 = retry forever.")] = 0
-
-    @model_validator(mode="after")
-    def _cap_above_base(self) -> IngestConfig:
-        if self.backoff_cap_s < self.backoff_base_s:
-            raise ValueError("backoff_cap_s must be >= backoff_base_s")
-        return self
 
 
 class GpuOptions(_Strict):
@@ -140,17 +145,9 @@ class InferenceConfig(_Strict):
     gpu: GpuOptions = Field(default_factory=GpuOptions)
 
 
-class _SinkBase(_Strict):
+class _SinkBase(_Backoff):
     name: Annotated[str | None, Field(pattern=_STREAM_ID, description="Default: <type>-<index>.")] = None
     batch_size: Annotated[int, Field(ge=1, le=10_000, description="Results per write.")] = 100
-    backoff_base_s: Annotated[float, Field(gt=0, description="First retry delay after a failed write.")] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0, description="Longest retry delay.")] = 30.0
-
-    @model_validator(mode="after")
-    def _cap_above_base(self) -> _SinkBase:
-        if self.backoff_cap_s < self.backoff_base_s:
-            raise ValueError("backoff_cap_s must be >= backoff_base_s")
-        return self
 
 
 class JsonlSinkConfig(_SinkBase):

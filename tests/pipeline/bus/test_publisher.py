@@ -215,3 +215,18 @@ def test_redis_down_fails_fast_then_recovers(redis_factory: Callable[..., RedisS
                 time.sleep(0.05)
     assert ups == [(0, True), (0, False), (0, True)]
     assert server.client().xlen(frames_key("fb-down")) == 1  # the restarted Redis was empty
+
+
+def test_a_bus_has_an_explicit_open_closed_state(redis_server: RedisServer) -> None:
+    bus = FrameBus(bus_options([redis_server.url()]))
+    msg = FrameMessage("fb-state", 0, 1, np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(BusError, match="is new, not open"):
+        bus.publish(msg)
+    with bus:
+        with pytest.raises(BusError, match="is open; make a new FrameBus"):
+            bus.__enter__()  # entering twice would have opened a second set of clients
+        bus.publish(msg)
+    with pytest.raises(BusError, match="is closed, not open"):
+        bus.publish(msg)
+    with pytest.raises(BusError, match="is closed; make a new FrameBus"):
+        bus.__enter__()
