@@ -48,9 +48,7 @@ class IngestService:
     def __init__(self, cfg: VigilConfig, shard: tuple[int, int] = (0, 1),
                  frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE,
                  registry: CollectorRegistry | None = None) -> None:
-        if not cfg.redis.urls:
-            raise BusError("redis.urls is empty: the ingest worker needs the Redis instance(s) of the frame bus "
-                           "(or use `vigil run`, which starts one)")
+        cfg.redis.bus_urls("the ingest worker")
         self.cfg = cfg
         self.shard = shard
         self.frame_height, self.frame_width = frame_size

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.config import EventsSinkConfig
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.files import RotatingJsonl
@@ -104,7 +105,8 @@ class EventsSink:
     def __init__(self, cfg: EventsSinkConfig) -> None:
         self.detector = EventDetector(cfg.hysteresis, cfg.watch)
         self._file = RotatingJsonl(Path(cfg.path), 100 * 1024 * 1024, 5) if cfg.path else None
-        self._poster = WebhookPoster(cfg.url, cfg.timeout_s) if cfg.url else None
+        self._poster = WebhookPoster(cfg.url, cfg.timeout_s, backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)) \
+            if cfg.url else None
 
     def __enter__(self) -> EventsSink:
         if self._file is not None:

@@ -9,13 +9,13 @@ are not retried: the request itself is wrong, and retrying would block the sink 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.config import WebhookSinkConfig
 from pipeline.core.errors import SinkError
 from pipeline.core.redact import redact_url
@@ -28,10 +28,10 @@ class WebhookPoster:
     """One HTTP client with the retry policy; shared by the webhook and events sinks."""
 
     def __init__(self, url: str, timeout_s: float, headers: dict[str, str] | None = None, *,
-                 backoff_base_s: float = 0.5, backoff_cap_s: float = 30.0,
+                 backoff: Backoff,
                  stop: threading.Event | None = None) -> None:
         self.url, self.timeout_s, self.headers = url, timeout_s, headers or {}
-        self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
+        self._backoff = backoff
         self.stop = stop or threading.Event()
         self._client: httpx.Client | None = None
         self.retries = 0
@@ -49,7 +49,7 @@ class WebhookPoster:
         """POST until accepted; raises SinkError only if the sink is closing or the request is rejected."""
         if self._client is None:
             raise SinkError(f"webhook {redact_url(self.url)} is not open")
-        attempt = 0
+        self._backoff.reset()
         while True:
             try:
                 resp = self._client.post(self.url, json=payload)
@@ -61,18 +61,17 @@ class WebhookPoster:
                 why = f"HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
                 why = f"{type(exc).__name__}"
-            delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** attempt) * random.uniform(0.5, 1.0)  # noqa: S311
-            attempt += 1
+            delay = self._backoff.next_delay_s()
             self.retries += 1
-            log.warning("webhook %s: %s; retry %d in %.1fs", redact_url(self.url), why, attempt, delay)
+            log.warning("webhook %s: %s; retry %d in %.1fs", redact_url(self.url), why, self._backoff.attempt, delay)
             if self.stop.wait(delay):
                 raise SinkError(f"webhook {redact_url(self.url)}: stopped while retrying ({why})")
 
 
 class WebhookSink:
     def __init__(self, cfg: WebhookSinkConfig) -> None:
-        self._poster = WebhookPoster(cfg.url, cfg.timeout_s, cfg.headers, backoff_base_s=cfg.backoff_base_s,
-                                     backoff_cap_s=cfg.backoff_cap_s)
+        self._poster = WebhookPoster(cfg.url, cfg.timeout_s, cfg.headers,
+                                     backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s))
 
     def __enter__(self) -> WebhookSink:
         self._poster.open()

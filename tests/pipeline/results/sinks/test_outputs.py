@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.backoff import Backoff
 from pipeline.core.config import JsonlSinkConfig, PluginSinkConfig, WebhookSinkConfig
 from pipeline.core.errors import ConfigError, SinkError
 from pipeline.results.sinks import build_sink
@@ -49,7 +50,7 @@ def test_webhook_retries_503_then_delivers() -> None:
 
 def test_webhook_waits_for_a_server_that_comes_up_later() -> None:
     port = free_port()
-    poster = WebhookPoster(f"http://127.0.0.1:{port}/hook", timeout_s=1, backoff_base_s=0.05, backoff_cap_s=0.2)
+    poster = WebhookPoster(f"http://127.0.0.1:{port}/hook", timeout_s=1, backoff=Backoff(0.05, 0.2))
     poster.open()
     done = threading.Event()
     threading.Thread(target=lambda: (poster.post([{"a": 1}]), done.set()), daemon=True).start()
@@ -63,7 +64,7 @@ def test_webhook_waits_for_a_server_that_comes_up_later() -> None:
 
 def test_webhook_4xx_is_not_retried() -> None:
     with Receiver() as rx:
-        poster = WebhookPoster(rx.url.replace("127.0.0.1", "127.0.0.1") + "x", timeout_s=1)
+        poster = WebhookPoster(rx.url + "x", timeout_s=1, backoff=Backoff(0.5, 30.0))
         poster.open()
         rx.server.RequestHandlerClass.do_POST = lambda self: (self.send_response(400), self.end_headers())  # type: ignore[method-assign,assignment]
         with pytest.raises(SinkError, match="rejected a batch of 1: HTTP 400"):
