@@ -132,7 +132,7 @@ def test_serve_app_builds_the_application_from_vigil_config(tmp_path: Path, monk
                                                             shared_model: Path) -> None:
     from ray.serve.deployment import Application
 
-    from pipeline import serve_app
+    from workers import serve_app
 
     text = find(render(OVERLAYS["cpu"]), "ConfigMap", "vigil-config")["data"]["vigil.yaml"]
     cfg = tmp_path / "vigil.yaml"

@@ -39,7 +39,7 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def pinned(url: str, data: bytes) -> PinnedModel:
-    return PinnedModel("m.onnx", url, hashlib.sha256(data).hexdigest(), len(data), "test")
+    return PinnedModel("m.onnx", url, hashlib.sha256(data).hexdigest())
 
 
 def test_fetch_downloads_verifies_and_caches(tmp_path: Path, shared_model: Path,
@@ -59,7 +59,7 @@ def test_fetch_downloads_verifies_and_caches(tmp_path: Path, shared_model: Path,
 def test_fetch_rejects_wrong_checksum_and_leaves_nothing(tmp_path: Path, http_dir: tuple[Path, str]) -> None:
     root, base = http_dir
     (root / "m.onnx").write_bytes(b"tampered")
-    pin = PinnedModel("m.onnx", f"{base}/m.onnx", "0" * 64, 8, "test")
+    pin = PinnedModel("m.onnx", f"{base}/m.onnx", "0" * 64)
     with pytest.raises(ModelNotFoundError, match=r"has sha256 .* expected 0000"):
         store.fetch(tmp_path / "cache", pinned=pin)
     assert list((tmp_path / "cache").iterdir()) == []
@@ -69,7 +69,7 @@ def test_fetch_offline_names_the_alternatives(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nothing listens on: connection refused, like being offline
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    pin = PinnedModel("m.onnx", f"http://127.0.0.1:{port}/m.onnx", "0" * 64, 1, "test")
+    pin = PinnedModel("m.onnx", f"http://127.0.0.1:{port}/m.onnx", "0" * 64)
     with pytest.raises(ModelNotFoundError) as info:
         store.fetch(tmp_path, pinned=pin)
     assert "--model PATH" in str(info.value) and "vigil models export" in str(info.value)
