@@ -48,10 +48,11 @@ class PipelineBench:
 
 
 def _inferred(client: Any, streams: list[str]) -> int:
+    """Frames no longer queued: classified, or dropped as stale (which only an overloaded machine does)."""
     with client.pipeline(transaction=False) as p:
         for s in streams:
-            p.hget(stats_key(s), "inferred")
-        return sum(int(n or 0) for n in p.execute())
+            p.hmget(stats_key(s), "inferred", "dropped_stale")
+        return sum(int(n or 0) for pair in p.execute() for n in pair)
 
 
 def _saturate(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str], *, seconds: float,

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import redis
 
+from pipeline.bus.scripts import BusScripts
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import (
@@ -47,7 +48,13 @@ from pipeline.core.redis_clients import Client, bus_errors, close_all, connect_a
 
 log = logging.getLogger(__name__)
 
+_STALE_PER_READ = 64  # stale frames one read may drop per camera (bounds the script's time; the rest go next read)
 _MAX_BLOCK_S = 10.0  # the longest XREADGROUP BLOCK a read asks for (a batch window is at most 10 s)
+
+def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A Lua reply's ``[field, value, field, value, ...]`` as the mapping XREADGROUP gives."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
 
 @dataclass
 class Delivery:
@@ -71,6 +78,7 @@ class ConsumerOptions:
     claim_idle_s: float
     deadletter_maxlen: int
     socket_timeout_s: float
+    max_frame_age_ms: float
     discover: bool = True  # also pick up vigil:frames:* streams that appear later (not a config key)
 
     @classmethod
@@ -78,7 +86,8 @@ class ConsumerOptions:
         inf, r = cfg.inference, cfg.redis
         return cls(urls=list(r.urls), consumer_name=consumer_name, stream_ids=[s.id for s in cfg.streams],
                    max_deliveries=inf.max_deliveries, claim_idle_s=inf.claim_idle_s,
-                   deadletter_maxlen=r.deadletter_maxlen, socket_timeout_s=r.socket_timeout_s)
+                   deadletter_maxlen=r.deadletter_maxlen, socket_timeout_s=r.socket_timeout_s,
+                   max_frame_age_ms=inf.max_frame_age_ms)
 
 
 class FrameConsumer:
@@ -90,7 +99,9 @@ class FrameConsumer:
         self._state: Literal["new", "open", "closed"] = "new"
         self._identities = [instance_identity(u) for u in opts.urls]
         self._keys: list[set[str]] = [set() for _ in opts.urls]  # stream keys with our group, per instance
+        self._scripts: list[BusScripts] = []
         self._rotation = 0
+        self.stale_dropped = 0  # frames this consumer dropped as older than max_frame_age_ms
         self._last_discovery = -math.inf  # never (time.monotonic() is uptime, not 0 at start)
 
     # ------------------------------------------------------------------ lifecycle
@@ -99,6 +110,7 @@ class FrameConsumer:
             raise BusError(f"the frame consumer is {self._state}; make a new FrameConsumer to read again")
         # Reads block on the server for up to a batch window; a second of slack on top of the timeout.
         self._clients = connect_all(self.opts.urls, self.opts.socket_timeout_s, block_s=_MAX_BLOCK_S + 1)
+        self._scripts = [BusScripts(c) for c in self._clients]
         self._state = "open"
         try:
             self.add_streams(self.opts.stream_ids)
@@ -217,8 +229,11 @@ class FrameConsumer:
         # With several instances only the first asked blocks, briefly, so none is starved of polls.
         block = min(block_ms, 20) if (block_ms and several) else block_ms
         try:
+            if not block:  # frames waiting: drop the stale ones server-side, one round trip per instance
+                return self._read_fresh(idx, keys, count)
+            # Nothing was waiting: what arrives while blocked is new, so fresh.
             reply = self._client(idx).xreadgroup(INFERENCE_GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
-                                                 count=count, block=block or None)
+                                                 count=count, block=block)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
                 self._keys[idx].clear()
@@ -231,6 +246,25 @@ class FrameConsumer:
         for key, entries in reply or []:
             sid = camera_of_frames_key(key)
             out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
+        return out
+
+    def _read_fresh(self, idx: int, keys: list[str], count: int) -> list[Delivery]:
+        """Up to ``count`` frames of each camera, none older than ``max_frame_age_ms`` (see READ_FRESH)."""
+        scripts = self._scripts[idx]
+        with self._client(idx).pipeline(transaction=False) as p:
+            for key in keys:
+                scripts.read_fresh(keys=[key, stats_key(camera_of_frames_key(key))],
+                                   args=[INFERENCE_GROUP, self.opts.consumer_name, count, self.opts.max_frame_age_ms,
+                                         _STALE_PER_READ],
+                                   client=p)
+            replies = p.execute()
+        out: list[Delivery] = []
+        for key, (stale, entries) in zip(keys, replies, strict=True):
+            sid = camera_of_frames_key(key)
+            if stale:
+                self.stale_dropped += int(stale)
+                log.debug("stream %s: dropped %d frame(s) older than %g ms", sid, stale, self.opts.max_frame_age_ms)
+            out.extend(Delivery(idx, sid, eid.decode(), _fields(flat)) for eid, flat in entries if flat)
         return out
 
     # ------------------------------------------------------------------ reclaiming
@@ -279,6 +313,7 @@ class FrameConsumer:
         if lost:
             with client.pipeline(transaction=True) as p:
                 p.xack(key, INFERENCE_GROUP, *lost)
+                self._scripts[idx].trim_acked(keys=[key], args=[INFERENCE_GROUP], client=p)
                 p.hincrby(stats_key(sid), "dropped_pending", len(lost))
                 p.execute()
             log.info("stream %s: %d pending frame(s) were trimmed before they could be reclaimed", sid, len(lost))
@@ -320,6 +355,7 @@ class FrameConsumer:
         with self._client(idx).pipeline(transaction=True) as p:
             p.xadd(DEADLETTER_KEY, record, maxlen=self.opts.deadletter_maxlen, approximate=True)
             p.xack(frames_key(sid), INFERENCE_GROUP, entry_id)
+            self._scripts[idx].trim_acked(keys=[frames_key(sid)], args=[INFERENCE_GROUP], client=p)
             p.hincrby(stats_key(sid), "dead_lettered", 1)
             p.hdel(FAILURES_KEY, entry_id)
             p.execute()

@@ -134,6 +134,10 @@ class InferenceConfig(_Strict):
     num_gpus: Annotated[float, Field(ge=0, le=8)] = 0.0
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
     replica_cpus: Annotated[float, Field(gt=0, le=256, description="Ray CPUs reserved per replica.")] = 1.0
+    max_frame_age_ms: Annotated[float, Field(gt=0, le=3_600_000, description=(
+        "A frame that waited longer than this (since it entered Redis) when a replica would read it is not "
+        "classified but dropped as `stale` and counted: results stay fresh when cameras offer more than "
+        "inference takes. Frames reclaimed from a crashed replica are classified whatever their age."))] = 2000.0
     claim_idle_s: Annotated[float, Field(gt=0, description="Reclaim frames pending this long.")] = 30.0
     max_deliveries: Annotated[int, Field(ge=1, description="Dead-letter after this many tries.")] = 3
     http_host: str = "127.0.0.1"

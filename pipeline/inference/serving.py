@@ -10,7 +10,8 @@ so concurrent HTTP requests share model batches; every request gets exactly one 
 included. ``GET /healthz`` returns the replica's loop statistics.
 
 Model swap: ``reconfigure(user_config)`` with ``{"model": PATH}`` loads and warms the new model,
-then swaps it in between two batches; frames are never dropped, results carry the model version.
+then swaps it in between two batches; no frame is lost (one that waits longer than
+``inference.max_frame_age_ms`` meanwhile is dropped as stale and counted), results carry the model version.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class ClassifierReplica:
     def stats(self) -> dict[str, Any]:
         return {"replica": self.name, "model": {"name": self.runtime.name, "version": self.runtime.version,
                                                 "provider": self.runtime.provider},
-                "alive": self._thread.is_alive(), **asdict(self.loop.stats)}
+                "alive": self._thread.is_alive(), "stale_dropped": self.consumer.stale_dropped,
+                **asdict(self.loop.stats)}
 
     async def __call__(self, request: Request) -> JSONResponse:
         path = request.url.path.rstrip("/")

@@ -223,7 +223,9 @@ class PipelineCollector(Collector):
         dead = CounterMetricFamily("vigil_pipeline_dead_lettered_frames", "Frames moved to vigil:deadletter.",
                                    labels=["stream"])
         dropped = CounterMetricFamily("vigil_pipeline_dropped_frames", "Frames dropped by backpressure: "
-                                      "evicted (trimmed unread) or trimmed while pending.", labels=["stream", "reason"])
+                                      "evicted (trimmed unread), trimmed while pending, or stale (older than "
+                                      "inference.max_frame_age_ms when a replica would read it).",
+                                      labels=["stream", "reason"])
         queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
                                   "pending (read, no result yet).", labels=["stream", "state"])
         for sid, idx in sorted(self._streams.items()):
@@ -234,6 +236,7 @@ class PipelineCollector(Collector):
             dead.add_metric([sid], stats.get("dead_lettered", 0))
             dropped.add_metric([sid, "evicted"], evicted)
             dropped.add_metric([sid, "trimmed_pending"], stats.get("dropped_pending", 0))
+            dropped.add_metric([sid, "stale"], stats.get("dropped_stale", 0))
             queue.add_metric([sid, "backlog"], backlog)
             queue.add_metric([sid, "pending"], pending)
         yield from (inferred, dead, dropped, queue)

@@ -2,9 +2,11 @@
 
 :meth:`ResultWriter.write` does, per Redis instance, in one transaction (MULTI/EXEC): XADD each
 record to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on their camera's
-stream for the inference group, count them in ``vigil:stats:<camera>`` (``inferred``) and forget
-their failure reasons. So a frame is acknowledged exactly when its result exists, and the counters
-that the accounting identity ``published = inferred + dropped + dead_lettered`` reads are exact.
+stream for the inference group, count them in ``vigil:stats:<camera>`` (``inferred``), remove the
+acknowledged frames from the camera's stream (:data:`pipeline.bus.scripts.TRIM_ACKED`: Redis holds
+only frames in flight) and forget their failure reasons. So a frame is acknowledged exactly when its
+result exists, and the counters that the accounting identity ``published = inferred + dropped +
+dead_lettered`` reads are exact.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from pipeline.bus.scripts import BusScripts
 from pipeline.core.keys import FAILURES_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.redis_clients import Client, bus_errors
 from pipeline.results.record import ResultRecord
@@ -35,6 +38,7 @@ class ResultWriter:
 
     def __init__(self, clients: Sequence[Client], results_maxlen: int) -> None:
         self._clients = list(clients)
+        self._scripts = [BusScripts(c) for c in self._clients]
         self._maxlen = results_maxlen
 
     def write(self, done: Sequence[tuple[FrameRef, ResultRecord]]) -> None:
@@ -44,16 +48,18 @@ class ResultWriter:
             by_instance.setdefault(frame.instance, []).append((frame, record))
         with bus_errors("writing results"):
             for idx, items in by_instance.items():
-                self._write_instance(self._clients[idx], items)
+                self._write_instance(idx, items)
 
-    def _write_instance(self, client: Client, items: list[tuple[FrameRef, ResultRecord]]) -> None:
+    def _write_instance(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
         per_stream: dict[str, list[str]] = {}
-        with client.pipeline(transaction=True) as p:
+        with self._clients[idx].pipeline(transaction=True) as p:
             for frame, record in items:
                 p.xadd(RESULTS_KEY, record.to_fields(), maxlen=self._maxlen, approximate=True)
                 per_stream.setdefault(frame.stream_id, []).append(frame.entry_id)
             for sid, ids in per_stream.items():  # one XACK per camera, not per frame
                 p.xack(frames_key(sid), INFERENCE_GROUP, *ids)
                 p.hincrby(stats_key(sid), "inferred", len(ids))
+                # Classified frames leave Redis now: it holds only frames in flight.
+                self._scripts[idx].trim_acked(keys=[frames_key(sid)], args=[INFERENCE_GROUP], client=p)
             p.hdel(FAILURES_KEY, *[frame.entry_id for frame, _ in items])
             p.execute()

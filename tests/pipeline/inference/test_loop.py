@@ -139,7 +139,8 @@ def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url
     streams = ["a", "b", "c"]
     for sid in streams:
         publish_photos(client, sid, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5, "raw")
-    opts = consumer_options([clean_redis_url], "r1", streams)
+    # The frames wait while the model loads: no staleness here, this test is about the lanes.
+    opts = consumer_options([clean_redis_url], "r1", streams, max_frame_age_ms=60_000)
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, lanes=2)) as rt, \
             FrameConsumer(opts) as c:
         probe = OverlapProbe(rt)

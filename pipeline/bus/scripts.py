@@ -1,0 +1,83 @@
+"""The frame bus's server-side steps (Lua), each one atomic and one round trip.
+
+* :data:`READ_FRESH` reads a camera's next frames for the inference group, oldest first, and drops
+  (acknowledges, counts ``dropped_stale``) those older than ``inference.max_frame_age_ms`` by the
+  entry id's time, which is Redis' own clock at XADD. So a replica never classifies a frame that
+  waited too long, the accounting stays exact (the group reads every entry, in order), and a backlog
+  of old frames costs no transfer to the replica.
+* :data:`TRIM_ACKED` removes a camera's frames that the group has read and acknowledged (every
+  entry before both the oldest pending one and the group's read position), so classified frames
+  leave Redis at once and its memory holds only frames in flight. It trims a prefix of the stream,
+  like MAXLEN does, which keeps :func:`pipeline.bus.publisher.trimmed_unread_entries` exact.
+"""
+
+from __future__ import annotations
+
+from pipeline.core.redis_clients import Client
+
+# Shared Lua: the id just after ``id`` ("ms-seq" -> "ms-(seq+1)"); entries >= it are unread.
+_SUCCESSOR = """
+local function successor(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+local function trim_acked(key, group)
+  local summary = redis.call('XPENDING', key, group)
+  local minid = summary[2]
+  if not minid then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      local fields = {}
+      for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+      if fields['name'] == group then minid = successor(fields['last-delivered-id']) end
+    end
+  end
+  if minid then return redis.call('XTRIM', key, 'MINID', minid) end
+  return 0
+end
+"""
+
+#: KEYS: frames stream. ARGV: group. Returns the number of entries removed.
+TRIM_ACKED = _SUCCESSOR + "return trim_acked(KEYS[1], ARGV[1])\n"
+
+#: KEYS: frames stream, stats hash. ARGV: group, consumer, count, max age (ms), most stale frames to drop.
+#: Returns {stale dropped, {entry, ...}} with at most ``count`` fresh entries, now pending for ``consumer``.
+READ_FRESH = _SUCCESSOR + """
+local key, stats = KEYS[1], KEYS[2]
+local group, consumer = ARGV[1], ARGV[2]
+local want, max_age_ms, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age_ms
+local kept, stale = {}, 0
+while #kept < want and stale < budget do
+  local asked = want - #kept
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', asked, 'STREAMS', key, '>')
+  if not reply then break end
+  local entries = reply[1][2]
+  local old = {}
+  for _, entry in ipairs(entries) do
+    if tonumber(string.match(entry[1], '^(%d+)-')) < cutoff then
+      old[#old + 1] = entry[1]
+    else
+      kept[#kept + 1] = entry
+    end
+  end
+  if #old > 0 then
+    redis.call('XACK', key, group, unpack(old))
+    stale = stale + #old
+  end
+  if #entries < asked then break end
+end
+if stale > 0 then
+  redis.call('HINCRBY', stats, 'dropped_stale', stale)
+  trim_acked(key, group)
+end
+return {stale, kept}
+"""
+
+
+class BusScripts:
+    """The scripts registered on one client (EVALSHA; redis-py loads them on first use, in pipelines too)."""
+
+    def __init__(self, client: Client) -> None:
+        self.read_fresh = client.register_script(READ_FRESH)
+        self.trim_acked = client.register_script(TRIM_ACKED)
