@@ -17,7 +17,8 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -27,7 +28,7 @@ import redis
 from pipeline.bus.wire import Encoding, FrameMessage, encode_frame
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import VigilConfig
-from pipeline.core.errors import BusError, BusUnavailableError
+from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
 from pipeline.core.keys import frames_key
 from pipeline.core.redact import redact_url
 from pipeline.core.redis_clients import Client, connect, instance_identity, pick_instance
@@ -35,6 +36,7 @@ from pipeline.core.redis_clients import Client, connect, instance_identity, pick
 log = logging.getLogger("vigil.framebus")
 
 BusStateHandler = Callable[[int, bool], None]  # (index in redis.urls, up)
+_MEMORY_HEADROOM = 0.8  # queued frames may take this share of maxmemory; results and the rest need the remainder
 
 
 def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> int:
@@ -78,6 +80,7 @@ class _Instance:
     backoff: Backoff
     lock: threading.Lock = field(default_factory=threading.Lock)
     up: bool = True
+    full: bool = False  # at maxmemory: refusing new frames (up, and reading and writing results go on)
     retry_at: float = 0.0  # time.monotonic() before which calls are skipped (only read while down)
     last_error: str = ""
 
@@ -144,8 +147,33 @@ class FrameBus:
             raise BusError(f"the frame bus is {self._state.value}, not open (use it as a context manager)")
         return self._instances[self.instance_index(stream_id)]
 
+    def capacity_warnings(self, stream_ids: Iterable[str], frame_bytes: int) -> list[str]:
+        """Where full queues (every camera's ``redis.maxlen`` frames) would not fit the instance's ``maxmemory``.
+
+        Frames queue in Redis only while inference cannot take them, but then up to ``maxlen`` of each
+        camera's; at ``maxmemory`` new frames are refused (counted as ``bus_full``). An instance that
+        does not say its ``maxmemory`` (CONFIG refused, as on some managed services) is not checked.
+        """
+        cameras = Counter(self.instance_index(s) for s in stream_ids)
+        out = []
+        for idx, count in sorted(cameras.items()):
+            inst = self._instances[idx]
+            try:
+                maxmemory = int(inst.client.config_get("maxmemory").get("maxmemory") or 0)
+            except (redis.RedisError, OSError, ValueError):
+                continue
+            need = count * self.opts.maxlen * frame_bytes
+            if maxmemory and need > _MEMORY_HEADROOM * maxmemory:
+                fit = int(_MEMORY_HEADROOM * maxmemory / (count * frame_bytes))
+                out.append(f"redis.urls[{idx}] {inst.redacted_url}: {count} camera(s) x redis.maxlen "
+                           f"{self.opts.maxlen} x {frame_bytes / 1024:.0f} KB a frame = {need / 2**20:.0f} MB of frames can queue, more "
+                           f"than {_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / 2**20:.0f} MB): set "
+                           f"redis.maxlen to {fit} or less, or raise its maxmemory to "
+                           f"{need / _MEMORY_HEADROOM / 2**20:.0f} MB")
+        return out
+
     def health(self) -> list[dict[str, Any]]:
-        return [{"index": i.index, "url": i.redacted_url, "up": i.up, "last_error": i.last_error}
+        return [{"index": i.index, "url": i.redacted_url, "up": i.up, "full": i.full, "last_error": i.last_error}
                 for i in self._instances]
 
     # -- calls -------------------------------------------------------------------------------------
@@ -158,12 +186,28 @@ class FrameBus:
                                           f"retrying in {inst.retry_at - time.monotonic():.1f} s")
         try:
             result = fn(inst.client)
+        except redis.OutOfMemoryError as exc:
+            self._mark_full(inst, True)
+            raise BusFullError(f"Redis {inst.redacted_url} is full (maxmemory): {what} refused; frames are "
+                               "dropped until inference frees memory, or raise its maxmemory") from exc
         except (redis.RedisError, OSError) as exc:
             self._mark_down(inst, what, exc)
             raise BusError(f"Redis {inst.redacted_url}: {what} failed: {type(exc).__name__}") from exc
         if not inst.up:
             self._mark_up(inst)
+        if inst.full:
+            self._mark_full(inst, False)
         return result
+
+    def _mark_full(self, inst: _Instance, full: bool) -> None:
+        with inst.lock:
+            changed, inst.full = inst.full != full, full
+            inst.last_error = "full: maxmemory reached" if full else ""
+        if changed and full:
+            log.warning("frame bus: Redis %s is full (maxmemory); dropping new frames of its cameras until "
+                        "inference frees memory (raise maxmemory or lower redis.maxlen)", inst.redacted_url)
+        elif changed:
+            log.info("frame bus: Redis %s has room again", inst.redacted_url)
 
     def _mark_down(self, inst: _Instance, what: str, exc: BaseException) -> None:
         with inst.lock:
@@ -186,8 +230,9 @@ class FrameBus:
     def publish(self, msg: FrameMessage) -> bytes:
         """XADD one frame to its camera's stream; return the entry id.
 
-        Raises :class:`BusUnavailableError` without any I/O while the instance is backing off, and
-        :class:`BusError` when the command fails (which starts the backoff).
+        Raises :class:`BusUnavailableError` without any I/O while the instance is backing off,
+        :class:`BusFullError` while it is at its ``maxmemory`` (it stays up), and :class:`BusError` when
+        the command fails (which starts the backoff).
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
         key = frames_key(msg.stream_id)

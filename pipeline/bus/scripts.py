@@ -1,5 +1,9 @@
 """The frame bus's server-side steps (Lua), each one atomic and one round trip.
 
+Every script is flagged ``allow-oom``: at Redis' ``maxmemory`` (``noeviction``) new frames are
+refused, but reading, dropping stale frames and writing results must go on, because they are what
+frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
+
 * :data:`READ_FRESH` reads a camera's next frames for the inference group, oldest first, and drops
   (acknowledges, counts ``dropped_stale``) those older than ``inference.max_frame_age_ms`` by the
   entry id's time, which is Redis' own clock at XADD. So a replica never classifies a frame that
@@ -16,6 +20,7 @@ from __future__ import annotations
 from pipeline.core.redis_clients import Client
 
 # Shared Lua: the id just after ``id`` ("ms-seq" -> "ms-(seq+1)"); entries >= it are unread.
+_SHEBANG = "#!lua flags=allow-oom\n"
 _SUCCESSOR = """
 local function successor(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -37,11 +42,11 @@ end
 """
 
 #: KEYS: frames stream. ARGV: group. Returns the number of entries removed.
-TRIM_ACKED = _SUCCESSOR + "return trim_acked(KEYS[1], ARGV[1])\n"
+TRIM_ACKED = _SHEBANG + _SUCCESSOR + "return trim_acked(KEYS[1], ARGV[1])\n"
 
 #: KEYS: frames stream, stats hash. ARGV: group, consumer, count, max age (ms), most stale frames to drop.
 #: Returns {stale dropped, {entry, ...}} with at most ``count`` fresh entries, now pending for ``consumer``.
-READ_FRESH = _SUCCESSOR + """
+READ_FRESH = _SHEBANG + _SUCCESSOR + """
 local key, stats = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
 local want, max_age_ms, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -74,6 +79,28 @@ end
 return {stale, kept}
 """
 
+#: KEYS: results stream, failures hash, then each camera's frames stream and stats hash.
+#: ARGV: group, results MAXLEN, JSON ``{"records": [[v, stream, json], ...], "acks": [[entry id, ...], ...]}``
+#: (``acks[i]`` are the frames of the i-th camera). XADD the records, then per camera XACK, count
+#: ``inferred`` and trim the acknowledged frames; forget the frames' failure reasons.
+WRITE_RESULTS = _SHEBANG + _SUCCESSOR + """
+local group, maxlen = ARGV[1], ARGV[2]
+local doc = cjson.decode(ARGV[3])
+for _, r in ipairs(doc.records) do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', r[1], 'stream', r[2], 'json', r[3])
+end
+local done = {}
+for i, ids in ipairs(doc.acks) do
+  local frames, stats = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  redis.call('XACK', frames, group, unpack(ids))
+  redis.call('HINCRBY', stats, 'inferred', #ids)
+  trim_acked(frames, group)
+  for _, id in ipairs(ids) do done[#done + 1] = id end
+end
+if #done > 0 then redis.call('HDEL', KEYS[2], unpack(done)) end
+return #done
+"""
+
 
 class BusScripts:
     """The scripts registered on one client (EVALSHA; redis-py loads them on first use, in pipelines too)."""
@@ -81,3 +108,4 @@ class BusScripts:
     def __init__(self, client: Client) -> None:
         self.read_fresh = client.register_script(READ_FRESH)
         self.trim_acked = client.register_script(TRIM_ACKED)
+        self.write_results = client.register_script(WRITE_RESULTS)

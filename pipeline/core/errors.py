@@ -21,7 +21,8 @@ Tree::
     ├── InputError             frames passed to the runtime with the wrong dtype/shape
     ├── SourceError            a camera/file/device cannot be opened or read (``reason``)
     ├── BusError               Redis (frame bus, results) refused or failed a command
-    │   └── BusUnavailableError    an instance is down and in backoff: not even tried
+    │   ├── BusUnavailableError    an instance is down and in backoff: not even tried
+    │   └── BusFullError           an instance is at its maxmemory and refuses new frames
     ├── FrameFormatError       a frame-bus entry that is not a valid frame message
     ├── ResultFormatError      a results-stream entry that is not a valid result record
     ├── SinkError              a sink could not take a batch (it is delivered again)
@@ -89,6 +90,10 @@ class BusError(VigilError):
 
 class BusUnavailableError(BusError):
     """A Redis instance of the frame bus is down; calls are skipped until its backoff expires."""
+
+
+class BusFullError(BusError):
+    """A Redis instance of the frame bus is at its ``maxmemory`` and refuses new frames (it is up)."""
 
 
 class FrameFormatError(VigilError):

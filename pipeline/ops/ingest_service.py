@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
 from pipeline.core.config import StreamConfig, VigilConfig
-from pipeline.core.errors import BusError, BusUnavailableError, VigilError
+from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.shard import owned_streams
@@ -40,6 +40,7 @@ log = logging.getLogger("vigil.ingest")
 
 DEFAULT_FRAME_SIZE = (224, 224)
 EVICTION_CHECK_S = 5.0
+_ENTRY_OVERHEAD_BYTES = 256  # a stream entry's id, field names and listpack headers
 
 
 class IngestService:
@@ -62,12 +63,21 @@ class IngestService:
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
 
     @property
+    def frame_bytes(self) -> int:
+        """About what one published frame takes in Redis (raw pixels; JPEG about a sixth of them)."""
+        pixels = self.frame_height * self.frame_width * 3
+        return (pixels if self.cfg.redis.frame_encoding == "raw" else pixels // 6) + _ENTRY_OVERHEAD_BYTES
+
+    @property
     def http_port(self) -> int:
         return self._http.server_address[1] if self._http is not None else 0
 
     def __enter__(self) -> IngestService:
         self._bus.__enter__()
         try:
+            owned = [s.id for s in owned_streams(self.cfg, self.shard)]
+            for warning in self._bus.capacity_warnings(owned, self.frame_bytes):
+                log.warning("%s", warning)
             if self.cfg.metrics.enabled:
                 self._start_http()
             self._apply(owned_streams(self.cfg, self.shard))
@@ -149,6 +159,9 @@ class IngestService:
         except BusUnavailableError:
             self.metrics.frames_dropped(stream.id, "bus_down")
             return
+        except BusFullError:
+            self.metrics.frames_dropped(stream.id, "bus_full")
+            return
         except BusError as exc:
             self.metrics.frames_dropped(stream.id, "bus_error")
             log.debug("camera %s: frame %d dropped: %s", stream.id, seq, exc)
@@ -183,7 +196,7 @@ class IngestService:
             "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
             "bus": self._bus.instance_url(c.id),
         } for c in cameras]
-        ready = all(b["up"] for b in bus)
+        ready = all(b["up"] and not b["full"] for b in bus)
         return {"ready": ready, "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
 
     def camera_state(self, sid: str) -> CameraState | None:

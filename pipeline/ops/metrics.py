@@ -40,6 +40,7 @@ CAMERA_STATES = tuple(state.value for state in CameraState)
 DROP_REASONS = (
     "bus_down",  # the camera's Redis instance is down and in backoff: not even tried
     "bus_error",  # the XADD failed (connection lost, timeout, Redis error)
+    "bus_full",  # the camera's Redis instance is at its maxmemory and refused the frame (it is up)
     "evicted",  # trimmed by XADD MAXLEN ~ before any consumer group read it (drop-oldest)
 )
 

@@ -1,6 +1,7 @@
 """Where a result is written: result records onto ``vigil:results``, their frames acknowledged.
 
-:meth:`ResultWriter.write` does, per Redis instance, in one transaction (MULTI/EXEC): XADD each
+:meth:`ResultWriter.write` does, per Redis instance, in one atomic script
+(:data:`pipeline.bus.scripts.WRITE_RESULTS`, which runs at ``maxmemory`` too): XADD each
 record to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on their camera's
 stream for the inference group, count them in ``vigil:stats:<camera>`` (``inferred``), remove the
 acknowledged frames from the camera's stream (:data:`pipeline.bus.scripts.TRIM_ACKED`: Redis holds
@@ -11,6 +12,7 @@ dead_lettered`` reads are exact.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -51,15 +53,15 @@ class ResultWriter:
                 self._write_instance(idx, items)
 
     def _write_instance(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
-        per_stream: dict[str, list[str]] = {}
-        with self._clients[idx].pipeline(transaction=True) as p:
-            for frame, record in items:
-                p.xadd(RESULTS_KEY, record.to_fields(), maxlen=self._maxlen, approximate=True)
-                per_stream.setdefault(frame.stream_id, []).append(frame.entry_id)
-            for sid, ids in per_stream.items():  # one XACK per camera, not per frame
-                p.xack(frames_key(sid), INFERENCE_GROUP, *ids)
-                p.hincrby(stats_key(sid), "inferred", len(ids))
-                # Classified frames leave Redis now: it holds only frames in flight.
-                self._scripts[idx].trim_acked(keys=[frames_key(sid)], args=[INFERENCE_GROUP], client=p)
-            p.hdel(FAILURES_KEY, *[frame.entry_id for frame, _ in items])
-            p.execute()
+        acks: dict[str, list[str]] = {}
+        records = []
+        for frame, record in items:
+            fields = record.to_fields()
+            records.append([fields["v"], fields["stream"], fields["json"]])
+            acks.setdefault(frame.stream_id, []).append(frame.entry_id)  # one XACK per camera, not per frame
+        keys = [RESULTS_KEY, FAILURES_KEY]
+        for sid in acks:
+            keys += [frames_key(sid), stats_key(sid)]
+        payload = json.dumps({"records": records, "acks": list(acks.values())})
+        self._scripts[idx].write_results(keys=keys, args=[INFERENCE_GROUP, self._maxlen, payload],
+                                         client=self._clients[idx])
