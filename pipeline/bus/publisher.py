@@ -165,11 +165,12 @@ class FrameBus:
             need = count * self.opts.maxlen * frame_bytes
             if maxmemory and need > _MEMORY_HEADROOM * maxmemory:
                 fit = int(_MEMORY_HEADROOM * maxmemory / (count * frame_bytes))
-                out.append(f"redis.urls[{idx}] {inst.redacted_url}: {count} camera(s) x redis.maxlen "
-                           f"{self.opts.maxlen} x {frame_bytes / 1024:.0f} KB a frame = {need / 2**20:.0f} MB of frames can queue, more "
-                           f"than {_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / 2**20:.0f} MB): set "
-                           f"redis.maxlen to {fit} or less, or raise its maxmemory to "
-                           f"{need / _MEMORY_HEADROOM / 2**20:.0f} MB")
+                mib = 2**20
+                out.append(
+                    f"redis.urls[{idx}] {inst.redacted_url}: {count} camera(s) x redis.maxlen {self.opts.maxlen} x "
+                    f"{frame_bytes / 1024:.0f} KB a frame = {need / mib:.0f} MB of frames can queue, more than "
+                    f"{_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / mib:.0f} MB): set redis.maxlen to {fit} "
+                    f"or less, or raise its maxmemory to {need / _MEMORY_HEADROOM / mib:.0f} MB")
         return out
 
     def health(self) -> list[dict[str, Any]]:
