@@ -14,6 +14,7 @@ URLs may carry an ACL user and password and use TLS (``rediss://``); they are on
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import threading
 import time
@@ -25,11 +26,12 @@ from typing import Any
 
 import redis
 
+from pipeline.bus.scripts import BusScripts
 from pipeline.bus.wire import Encoding, FrameMessage, encode_frame
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
-from pipeline.core.keys import frames_key
+from pipeline.core.keys import INFERENCE_GROUP, frames_key, stats_key
 from pipeline.core.redact import redact_url
 from pipeline.core.redis_clients import Client, connect, instance_identity, pick_instance
 
@@ -102,6 +104,7 @@ class FrameBus:
         self.opts = opts
         self._on_state: BusStateHandler = on_bus_state or (lambda index, up: None)
         self._instances: list[_Instance] = []
+        self._scripts: list[BusScripts] = []
         self._identities = [instance_identity(u) for u in opts.urls]
         self._state = _State.NEW
 
@@ -114,6 +117,7 @@ class FrameBus:
                 backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
                 self._instances.append(_Instance(index=i, redacted_url=redact_url(url), client=client,
                                                  backoff=backoff))
+                self._scripts.append(BusScripts(client))
         except BusError:
             self.__exit__(None, None, None)
             raise
@@ -126,7 +130,7 @@ class FrameBus:
                  tb: TracebackType | None) -> None:
         for inst in self._instances:
             inst.client.close()
-        self._instances = []
+        self._instances, self._scripts = [], []
         self._state = _State.CLOSED
 
     # -- routing -----------------------------------------------------------------------------------
@@ -172,6 +176,35 @@ class FrameBus:
                     f"{_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / mib:.0f} MB): set redis.maxlen to {fit} "
                     f"or less, or raise its maxmemory to {need / _MEMORY_HEADROOM / mib:.0f} MB")
         return out
+
+    def queue_state(self, stream_ids: Iterable[str]) -> dict[str, tuple[int, float, int]]:
+        """``{camera: (frames waiting unread, seconds the oldest has waited, stale drops so far)}``.
+
+        One round trip per instance. Cameras whose stream or inference group does not exist yet, or
+        whose instance is down, are left out: there is nothing to adapt to then.
+        """
+        by_instance: dict[int, list[str]] = {}
+        for sid in stream_ids:
+            by_instance.setdefault(self.instance_index(sid), []).append(sid)
+        out: dict[str, tuple[int, float, int]] = {}
+        for idx, sids in by_instance.items():
+            inst = self._instances[idx]
+            try:
+                replies = self._call(inst, "queue state", functools.partial(self._queue_replies, idx, sids))
+            except BusError:
+                continue
+            for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
+                if wait_ms != -2:
+                    out[sid] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
+        return out
+
+    def _queue_replies(self, idx: int, stream_ids: list[str], client: Client) -> list[list[int]]:
+        script = self._scripts[idx].queue_state
+        with client.pipeline(transaction=False) as p:
+            for sid in stream_ids:
+                script(keys=[frames_key(sid), stats_key(sid)], args=[INFERENCE_GROUP], client=p)
+            replies: list[list[int]] = p.execute()
+        return replies
 
     def health(self) -> list[dict[str, Any]]:
         return [{"index": i.index, "url": i.redacted_url, "up": i.up, "full": i.full, "last_error": i.last_error}

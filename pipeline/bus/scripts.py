@@ -101,6 +101,27 @@ if #done > 0 then redis.call('HDEL', KEYS[2], unpack(done)) end
 return #done
 """
 
+#: KEYS: frames stream, stats hash. ARGV: group. Read-only. Returns {wait, stale, queued}: how long (ms,
+#: Redis' clock) the camera's oldest unread frame has waited (-1 when none waits, -2 when the stream or
+#: the group does not exist yet), the camera's stale drops so far, and its frames waiting unread.
+QUEUE_STATE = """#!lua flags=no-writes
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if groups['err'] then return {-2, 0, 0} end
+local last, lag = nil, 0
+for _, g in ipairs(groups) do
+  local fields = {}
+  for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+  if fields['name'] == ARGV[1] then last, lag = fields['last-delivered-id'], fields['lag'] end
+end
+if not last then return {-2, 0, 0} end
+local stale = tonumber(redis.call('HGET', KEYS[2], 'dropped_stale') or 0)
+local oldest = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
+if #oldest == 0 then return {-1, stale, 0} end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+return {now_ms - tonumber(string.match(oldest[1][1], '^(%d+)-')), stale, tonumber(lag) or 1}
+"""
+
 
 class BusScripts:
     """The scripts registered on one client (EVALSHA; redis-py loads them on first use, in pipelines too)."""
@@ -109,3 +130,4 @@ class BusScripts:
         self.read_fresh = client.register_script(READ_FRESH)
         self.trim_acked = client.register_script(TRIM_ACKED)
         self.write_results = client.register_script(WRITE_RESULTS)
+        self.queue_state = client.register_script(QUEUE_STATE)

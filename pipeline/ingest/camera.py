@@ -29,6 +29,7 @@ from typing import Protocol
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import IngestConfig, StreamConfig
 from pipeline.core.errors import SourceError
+from pipeline.ingest.pacing import RateController
 from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
 
 log = logging.getLogger("vigil.camera")
@@ -100,6 +101,8 @@ class Camera:
         self._backoff = Backoff(ingest.backoff_base_s, ingest.backoff_cap_s)
         self._thread = threading.Thread(target=self._run, name=f"camera-{stream.id}", daemon=True)
         self._reader: LiveEdgeReader | None = None
+        # The rate it samples at: the stream's fps, lowered by the ingest service's feedback under overload.
+        self.pacing = RateController(stream.fps)
         self.state = CameraState.CONNECTING
         self.state_since_s = time.time()
         self.last_error = ""
@@ -202,7 +205,6 @@ class Camera:
         self._observer.frame_decoded(self.id, frame.decode_latency_s)
 
     def _sample(self, reader: LiveEdgeReader) -> str | None:
-        period_s = 1.0 / self.stream.fps
         stall_s = self.ingest.stall_timeout_s
         next_tick = time.monotonic()
         last_index = -1
@@ -230,6 +232,7 @@ class Camera:
             self._observer.frame_sampled(self.id)
             self._on_sample(self.stream, frame)
             # Keep the schedule (no drift), but never burst to catch up after a slow frame.
+            period_s = 1.0 / self.pacing.rate_fps
             next_tick = max(next_tick + period_s, time.monotonic() - period_s / 2)
         return None
 

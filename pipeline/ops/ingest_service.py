@@ -32,6 +32,7 @@ from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.camera import Camera, CameraState
+from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor
 from pipeline.ingest.shard import owned_streams
 from pipeline.ingest.source import RawFrame
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
@@ -59,6 +60,12 @@ class IngestService:
         self._evicted: dict[str, tuple[float, int]] = {}  # stream -> (checked at, trimmed unread)
         self._lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
+        self._stop = threading.Event()
+        self._feedback = threading.Thread(target=self._adapt_rates, name="ingest-feedback", daemon=True)
+        self._stale_seen: dict[str, int] = {}  # camera -> its stale drops at the last feedback tick
+        inf = cfg.inference  # what one batch cycle of every replica takes from each camera
+        share = inf.batch_size * inf.replicas / max(1, len(cfg.streams))
+        self._governor = SamplingGovernor(batch_share=max(1.0, share))
         self.eviction_check_s = EVICTION_CHECK_S
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
 
@@ -81,6 +88,7 @@ class IngestService:
             if self.cfg.metrics.enabled:
                 self._start_http()
             self._apply(owned_streams(self.cfg, self.shard))
+            self._feedback.start()
         except BaseException:
             self.close()
             raise
@@ -93,6 +101,9 @@ class IngestService:
         self.close()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._feedback.is_alive():
+            self._feedback.join(5)
         with self._lock:
             cameras = list(self.cameras.values())
             self.cameras = {}
@@ -128,6 +139,7 @@ class IngestService:
                     self._seq.setdefault(sid, 0)
                     cam = Camera(stream, self.cfg.ingest, self._handle_sample, self.metrics)
                     self.cameras[sid] = cam.start()
+                    self.metrics.set_sampling_rate(sid, stream.fps, cam.pacing.rate_fps)
             for sid in list(self._seq):
                 if sid not in by_id:
                     del self._seq[sid]
@@ -183,6 +195,19 @@ class IngestService:
             self.metrics.frames_dropped(sid, "evicted", total - before)
         self._evicted[sid] = (now, total)
 
+    def _adapt_rates(self) -> None:
+        """Every FEEDBACK_EVERY_S: the cameras' queues on the bus set the rates they sample at (see pacing)."""
+        while not self._stop.wait(FEEDBACK_EVERY_S):
+            with self._lock:
+                cameras = dict(self.cameras)
+            signals = {}
+            for sid, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
+                signals[sid] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(sid, stale)))
+                self._stale_seen[sid] = stale  # the first tick only sets the baseline
+            self._governor.update({sid: cameras[sid].pacing for sid in signals}, signals)
+            for sid in signals:
+                self.metrics.set_sampling_rate(sid, cameras[sid].stream.fps, cameras[sid].pacing.rate_fps)
+
     # -- status and HTTP ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -194,6 +219,7 @@ class IngestService:
             "id": c.id, "url": c.stream.redacted_url(), "state": c.state.value,
             "since_s": round(time.time() - c.state_since_s, 3), "last_error": c.last_error,
             "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
+            "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
             "bus": self._bus.instance_url(c.id),
         } for c in cameras]
         ready = all(b["up"] and not b["full"] for b in bus)

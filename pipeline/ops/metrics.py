@@ -80,6 +80,11 @@ class IngestMetrics:
         self._publish_latency = Histogram("vigil_ingest_publish_latency_seconds", "Time to resize, "
                                           "encode and XADD one sampled frame.", ["stream"],
                                           buckets=_LATENCY_BUCKETS_S, registry=r)
+        self._configured_fps = Gauge("vigil_ingest_configured_frames_per_second", "The stream's fps: the most "
+                                     "it samples.", ["stream"], registry=r)
+        self._effective_fps = Gauge("vigil_ingest_effective_frames_per_second", "The rate the camera samples at "
+                                    "now: lower than configured while inference cannot take its frames.",
+                                    ["stream"], registry=r)
         self._bus_up = Gauge("vigil_ingest_bus_up", "1 if the Redis instance (index in redis.urls) "
                              "answered the last command, else 0.", ["bus"], registry=r)
 
@@ -96,7 +101,8 @@ class IngestMetrics:
 
     def _remove_stream(self, sid: str) -> None:
         for metric in (self._decoded, self._sampled, self._published, self._reconnects, self._state,
-                       self._age, self._decode_latency, self._publish_latency):
+                       self._age, self._decode_latency, self._publish_latency, self._configured_fps,
+                       self._effective_fps):
             try:
                 metric.remove(sid)
             except KeyError:
@@ -144,6 +150,11 @@ class IngestMetrics:
         """Compute the stream's last-frame age at scrape time, from the camera's own clock."""
         if self._known(sid):
             self._age.labels(sid).set_function(age_seconds)
+
+    def set_sampling_rate(self, sid: str, configured_fps: float, effective_fps: float) -> None:
+        if self._known(sid):
+            self._configured_fps.labels(sid).set(configured_fps)
+            self._effective_fps.labels(sid).set(effective_fps)
 
     def set_bus_up(self, index: int, up: bool) -> None:
         self._bus_up.labels(str(index)).set(1.0 if up else 0.0)

@@ -38,10 +38,12 @@ class CameraRow:
 
     stream: str
     state: str
+    sampling_fps: tuple[float, float]  # (effective, configured): lower under overload
     fps_in: float
     fps_out: float
     age_p95_s: float | None
     dropped: int
+    stale: int  # of dropped: older than inference.max_frame_age_ms when a replica would read them
     dead_lettered: int
     last_result: str = "-"  # latest top-1 label and scene
 
@@ -163,6 +165,7 @@ class LocalPipeline:
     def rows(self) -> list[CameraRow]:
         status: dict[str, Any] = self.ingest.status() if self.ingest is not None else {"cameras": []}
         states = {c["id"]: c["state"] for c in status["cameras"]}
+        sampling = {c["id"]: (c["fps"]["effective"], c["fps"]["configured"]) for c in status["cameras"]}
         m = self.samples()
         published = m.get("vigil_ingest_published_frames_total", {})
         inferred = m.get("vigil_pipeline_inferred_frames_total", {})
@@ -178,10 +181,12 @@ class LocalPipeline:
             self._last[s.id] = (now, pub, inf)
             ages = self.sink_metrics.recent_ages(s.id) if self.sink_metrics is not None else []
             p95 = sorted(ages)[int(0.95 * (len(ages) - 1))] if ages else None
-            rows.append(CameraRow(s.id, states.get(s.id, "-"), (pub - pub0) / dt if dt > 1e-3 else 0.0,
-                                  (inf - inf0) / dt if dt > 1e-3 else 0.0, p95,
-                                  int(sum(v for k, v in dropped.items() if k[0] == s.id)),
-                                  int(dead.get((s.id,), 0)), latest.get(s.id, "-")))
+            rows.append(CameraRow(
+                stream=s.id, state=states.get(s.id, "-"), sampling_fps=sampling.get(s.id, (s.fps, s.fps)),
+                fps_in=(pub - pub0) / dt if dt > 1e-3 else 0.0, fps_out=(inf - inf0) / dt if dt > 1e-3 else 0.0,
+                age_p95_s=p95, dropped=int(sum(v for k, v in dropped.items() if k[0] == s.id)),
+                stale=int(dropped.get((s.id, "stale"), 0)), dead_lettered=int(dead.get((s.id,), 0)),
+                last_result=latest.get(s.id, "-")))
         return rows
 
     def _latest_results(self) -> dict[str, str]:

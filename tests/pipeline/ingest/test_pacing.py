@@ -1,0 +1,131 @@
+"""Adaptive sampling as pure logic: a simulated inference of fixed capacity shared by cameras."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, RateController, SamplingGovernor
+
+TICK_S = FEEDBACK_EVERY_S
+STEP_S = 0.005
+
+
+class SharedInference:
+    """Cameras publish at their controller's rate; one inference classifies batches of up to ``batch``
+    frames at ``capacity_fps``, taking equal shares of the cameras that have frames (the reader's fair
+    batches, cameras taking turns), and frames older than ``max_age_s`` are dropped as stale."""
+
+    def __init__(self, fps: dict[str, float], capacity_fps: float, batch: int = 32, max_age_s: float = 2.0) -> None:
+        self.controllers = {sid: RateController(f) for sid, f in fps.items()}
+        self.capacity_fps, self.batch, self.max_age_s = capacity_fps, batch, max_age_s
+        self.queues: dict[str, deque[float]] = {sid: deque() for sid in fps}
+        self.carry = dict.fromkeys(fps, 0.0)
+        self.served = dict.fromkeys(fps, 0)
+        self.stale = dict.fromkeys(fps, 0)
+        self.waits: list[float] = []  # how long each classified frame waited
+        self.rates: list[dict[str, float]] = []  # each camera's rate at each tick
+        self.now, self.busy_until, self.turn = 0.0, 0.0, 0
+        self.governor = SamplingGovernor(batch_share=max(1.0, batch / len(fps)))
+
+    def _publish(self, dt: float) -> None:
+        for sid, ctl in self.controllers.items():
+            self.carry[sid] += ctl.rate_fps * dt
+            while self.carry[sid] >= 1:
+                self.carry[sid] -= 1
+                self.queues[sid].append(self.now)
+        for sid, q in self.queues.items():
+            while q and self.now - q[0] > self.max_age_s:
+                q.popleft()
+                self.stale[sid] += 1
+
+    def _read_batch(self) -> int:
+        order = list(self.queues)
+        self.turn = (self.turn + 1) % len(order)
+        order = order[self.turn:] + order[:self.turn]
+        taken = 0
+        while taken < self.batch and any(self.queues.values()):
+            for sid in order:
+                if self.queues[sid] and taken < self.batch:
+                    self.waits.append(self.now - self.queues[sid].popleft())
+                    self.served[sid] += 1
+                    taken += 1
+        return taken
+
+    def tick(self) -> None:
+        stale_before = dict(self.stale)
+        for _ in range(round(TICK_S / STEP_S)):
+            self.now += STEP_S
+            self._publish(STEP_S)
+            if self.now >= self.busy_until:
+                taken = self._read_batch()
+                self.busy_until = self.now + taken / self.capacity_fps
+        signals = {sid: QueueSignal(len(q), self.now - q[0] if q else 0.0, self.stale[sid] - stale_before[sid])
+                   for sid, q in self.queues.items()}
+        self.governor.update(self.controllers, signals)
+        self.rates.append({sid: ctl.rate_fps for sid, ctl in self.controllers.items()})
+
+    def mean_rate(self, sid: str) -> float:
+        """The camera's sampling rate averaged over the last run."""
+        return sum(r[sid] for r in self.rates) / len(self.rates)
+
+    def run(self, seconds: float) -> dict[str, int]:
+        """Run for ``seconds``; return the frames classified per camera meanwhile."""
+        before = dict(self.served)
+        self.waits, self.rates = [], []
+        for _ in range(int(seconds / TICK_S)):
+            self.tick()
+        return {sid: n - before[sid] for sid, n in self.served.items()}
+
+
+@pytest.mark.parametrize("capacity_fps", [250.0, 110.0])  # 120% and 270% of the 300 frames/s offered
+def test_equal_fps_get_equal_shares_of_an_overloaded_inference(capacity_fps: float) -> None:
+    sim = SharedInference({f"c{i}": 25.0 for i in range(12)}, capacity_fps=capacity_fps)
+    sim.run(30)  # settle
+    served = sim.run(60)
+    assert max(served.values()) / min(served.values()) <= 1.1, served
+    assert sum(served.values()) >= 0.9 * capacity_fps * 60  # no collapse: inference stays busy
+    waits = sorted(sim.waits)
+    assert waits[int(0.95 * len(waits))] <= 0.5  # fresh: queues are the feedback's, not maxlen's
+    assert sum(sim.stale.values()) == 0
+    assert sum(sim.mean_rate(sid) for sid in sim.controllers) <= 1.1 * capacity_fps  # ingest samples no surplus
+
+
+def test_shares_follow_the_configured_fps() -> None:
+    sim = SharedInference({"slow": 10.0, "fast": 20.0}, capacity_fps=15.0, batch=4)
+    sim.run(30)
+    served = sim.run(120)
+    assert 1.6 <= served["fast"] / served["slow"] <= 2.4, served
+
+
+def test_rates_fall_under_overload_and_climb_back_when_capacity_returns() -> None:
+    sim = SharedInference({"a": 25.0, "b": 25.0}, capacity_fps=20.0, batch=8)
+    sim.run(10)
+    served = sim.run(20)
+    assert all(sim.mean_rate(sid) < 15 for sid in served), [sim.mean_rate(s) for s in served]
+    assert sum(served.values()) >= 0.9 * 20 * 20
+    sim.capacity_fps = 500.0  # e.g. the GPU is back
+    sim.run(15)
+    assert all(ctl.rate_fps == 25.0 for ctl in sim.controllers.values())
+    assert sum(sim.stale.values()) == 0
+
+
+def test_under_capacity_nothing_changes() -> None:
+    sim = SharedInference({f"c{i}": 10.0 for i in range(8)}, capacity_fps=200.0)
+    sim.run(30)
+    assert all(ctl.rate_fps == 10.0 for ctl in sim.controllers.values())
+    assert sum(sim.stale.values()) == 0
+
+
+def test_a_controller_never_exceeds_its_fps_nor_falls_below_its_floor() -> None:
+    ctl = RateController(5.0)
+    for _ in range(100):
+        ctl.back_off()
+    assert ctl.rate_fps == pytest.approx(0.2)
+    for _ in range(100):
+        ctl.speed_up()
+    assert ctl.rate_fps == 5.0
+    assert RateController(0.1).back_off() == 0.1  # a camera slower than the floor keeps its own rate
+    with pytest.raises(ValueError, match="fps must be > 0"):
+        RateController(0.0)
