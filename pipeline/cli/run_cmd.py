@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -35,32 +36,44 @@ def _table(rows: list[CameraRow], pipeline: LocalPipeline) -> Table:
 
 
 def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None) -> None:
+    """Run the pipeline until Ctrl-C, SIGTERM or ``duration_s``; then stop it in order and return (exit 0)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def handle_signals() -> dict[int, Any]:
+        return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    previous = handle_signals()
     console = Console(stderr=True)
     deadline = time.monotonic() + duration_s if duration_s else None
     try:
         with LocalPipeline(cfg, ray_cpus=ray_cpus) as pipeline:
-            live = Live(_table(pipeline.rows(), pipeline), console=console, refresh_per_second=2) if table else None
-            if live is not None:
-                live.start()
-            try:
-                while not stop.wait(1.0):
-                    if live is not None:
-                        live.update(_table(pipeline.rows(), pipeline))
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-            finally:
-                if live is not None:
-                    live.stop()
+            handle_signals()  # again: starting Ray installs a crash handler of its own over SIGTERM
+            if not stop.is_set():
+                _watch(pipeline, stop, deadline, console if table else None)
             console.print("stopping: ingest, inference, sinks, redis …")
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    console.print("stopped")
+
+
+def _watch(pipeline: LocalPipeline, stop: threading.Event, deadline: float | None, console: Console | None) -> None:
+    """Refresh the live table (when ``console``) until ``stop`` is set or ``deadline`` passes."""
+    live = Live(_table(pipeline.rows(), pipeline), console=console, refresh_per_second=2) if console else None
+    if live is not None:
+        live.start()
+    try:
+        while not stop.wait(1.0):
+            if live is not None:
+                live.update(_table(pipeline.rows(), pipeline))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def run(

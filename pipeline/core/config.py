@@ -36,6 +36,8 @@ class _Strict(BaseModel):
 
 ResizePolicy = Literal["squash", "center_crop", "letterbox"]
 _STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: URL schemes a camera may use (OpenCV's FFmpeg backend opens them); a URL without one is a local file.
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 
 
 class StreamConfig(_Strict):
@@ -48,6 +50,15 @@ class StreamConfig(_Strict):
     transport: Literal["tcp", "udp"] = "tcp"
     loop: bool = Field(default=False, description="Loop a local file (paced at its native fps).")
     keyframes_only: bool = Field(default=False, description="Decode only keyframes (saves CPU at low fps).")
+
+    @field_validator("url")
+    @classmethod
+    def _supported_source(cls, url: str) -> str:
+        scheme, sep, _ = url.partition("://")
+        if sep and scheme.lower() not in SOURCE_SCHEMES:
+            raise ValueError(f"{redact_url(url)!r}: unsupported scheme {scheme + '://'!r}; use one of "
+                             f"{', '.join(s + '://' for s in SOURCE_SCHEMES)}, a local file path or /dev/videoN")
+        return url
 
     def redacted_url(self) -> str:
         return redact_url(self.url)

@@ -71,7 +71,9 @@ class EmbeddedRedis:
             [binary, str(workdir / "redis.conf"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
              "--maxmemory", f"{self.maxmemory_mb}mb"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Its own session: a Ctrl-C on the terminal reaches vigil run, not Redis, which must outlive
+            # the ingest, inference and sinks that are still writing while they stop.
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         client = connect(self.url, _STARTUP_PROBE_TIMEOUT_S)
         deadline = time.monotonic() + 15

@@ -173,3 +173,15 @@ def test_cli_unknown_key_and_unset_variable_exit_2(tmp_path: Path) -> None:
     unset = run_cli("config", "check", str(env_file))
     assert unset.returncode == 2
     assert "redis.urls[0]: environment variable ${VIGIL_TEST_UNSET_PW} is not set" in unset.stderr
+
+
+def test_unsupported_camera_schemes_are_rejected_with_the_supported_ones(tmp_path: Path) -> None:
+    doc = ("streams:\n  - {id: a, url: 'foo://cam/1'}\n  - {id: b, url: 'ftp://u:secret@h/v.mp4'}\n"
+           "  - {id: c, url: 'RTSP://h/ok'}\n  - {id: d, url: /videos/ok.mp4}\n  - {id: e, url: /dev/video0}\n")
+    out = run_cli("config", "check", str(write(tmp_path, doc)))
+    assert out.returncode == 2
+    supported = "use one of rtsp://, rtsps://, http://, https://, file://, a local file path or /dev/videoN"
+    assert f"streams[0].url: 'foo://cam/1': unsupported scheme 'foo://'; {supported} (line 2)" in out.stderr
+    assert "streams[1].url: 'ftp://u:***@h/v.mp4': unsupported scheme 'ftp://'" in out.stderr
+    assert "secret" not in out.stderr and "streams[2]" not in out.stderr and "streams[3]" not in out.stderr
+    assert "2 problem(s)" in out.stderr

@@ -1,0 +1,49 @@
+"""`vigil run` stops cleanly on Ctrl-C (SIGINT to its process group) and on SIGTERM: in order, exit 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.services import wait_for
+
+
+def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    # Its own session, as a terminal's foreground job is: Ctrl-C reaches the whole process group.
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--no-table"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
+    config = tmp_path / "vigil.yaml"
+    config.write_text(yaml.safe_dump({
+        "streams": [{"id": "sig-cam", "url": str(video_dir / "slideshow.mp4"), "fps": 5, "loop": True}],
+        "inference": {"model": str(shared_model), "http_port": 0, "batch_size": 4},
+        "sinks": [{"type": "jsonl", "path": str(tmp_path / "results.jsonl")}],
+        "metrics": {"port": 0}}))
+    log = tmp_path / "run.log"
+    proc = start(config, log)
+    try:
+        assert wait_for(lambda: (tmp_path / "results.jsonl").exists()
+                        and (tmp_path / "results.jsonl").stat().st_size > 0, 120), log.read_text()[-3000:]
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = log.read_text()
+    assert "stopping: ingest, inference, sinks, redis" in text and text.rstrip().endswith("stopped"), text[-2000:]
+    for symptom in ("SIGTERM received", "PC: @", "Connection refused", "Traceback"):
+        assert symptom not in text, f"{symptom!r} in the output:\n{text[-3000:]}"
