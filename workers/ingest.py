@@ -16,6 +16,7 @@ from types import FrameType
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
 from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE, IngestService
+from pipeline.ops.ports import check_ports_free
 
 log = logging.getLogger("vigil.ingest")
 
@@ -24,6 +25,7 @@ def run(config_path: Path, shard: tuple[int, int] = (0, 1),
         frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE) -> None:
     """Run the worker until SIGTERM/SIGINT; reload the config on SIGHUP. Call from the main thread."""
     cfg = load_config(config_path)
+    check_ports_free(cfg, serve_http=False)
     stop, hup = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -11,12 +11,14 @@ from prometheus_client import CollectorRegistry, start_http_server
 from pipeline.core.config import load_config
 from pipeline.core.errors import VigilError
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
+from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
 
 
 def run(config_path: str, consumer: str | None = None) -> None:
     """Run every sink, plus /metrics (sinks and pipeline accounting), until SIGTERM/SIGINT."""
     cfg = load_config(config_path)
+    check_ports_free(cfg, serve_http=False)
     urls = cfg.redis.bus_urls("the sink worker")
     stop = threading.Event()
 

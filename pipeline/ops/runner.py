@@ -27,6 +27,7 @@ from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
+from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class LocalPipeline:
         from ray import serve
 
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
+        check_ports_free(self.cfg, serve_http=True)  # every port this process will listen on, first
         urls = list(self.cfg.redis.urls)
         if not urls:
             self._redis = EmbeddedRedis().__enter__()
