@@ -122,16 +122,21 @@ def _pixels(stream: str, enc: bytes, data: bytes, h: int, w: int) -> Frame:
     raise FrameFormatError(f"stream {stream}: unknown encoding {enc.decode(errors='replace')!r}")
 
 
-def decode_frame(fields: Mapping[Any, Any]) -> FrameMessage:
+def decode_frame(fields: Mapping[Any, Any], in_stream: str | None = None) -> FrameMessage:
     """Parse one stream entry's fields (bytes or str keys) into a :class:`FrameMessage`.
 
-    Raw frames are zero-copy, read-only views of the entry's bytes.
+    Raw frames are zero-copy, read-only views of the entry's bytes. ``in_stream`` is the camera whose
+    stream the entry was read from: an entry that names another camera is rejected, since trusting
+    it would label the frame, and count it, as the other camera's.
     """
     version = _int_field(fields, "v")
     if version != WIRE_VERSION:
         raise FrameFormatError(f"frame entry has wire version {version}; this reader understands "
                                f"{WIRE_VERSION} (upgrade the reader)")
     stream = _field(fields, "stream").decode(errors="replace")
+    if in_stream is not None and stream != in_stream:
+        raise FrameFormatError(f"frame entry in vigil:frames:{in_stream} says it is from stream {stream!r}: "
+                               "a writer other than Vigil's ingest put it there")
     h, w, c = _int_field(fields, "h"), _int_field(fields, "w"), _int_field(fields, "c")
     if h <= 0 or w <= 0 or c != 3:
         raise FrameFormatError(f"stream {stream}: bad geometry {h}x{w}x{c}")

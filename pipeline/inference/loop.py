@@ -150,7 +150,7 @@ class InferenceLoop:
         good = []
         for d in deliveries:
             try:
-                good.append((d, decode_frame(d.fields)))
+                good.append((d, decode_frame(d.fields, in_stream=d.stream_id)))
             except FrameFormatError as exc:  # a poison entry: retrying cannot help
                 self.consumer.dead_letter(d, f"undecodable frame: {exc}")
                 with self._stats_lock:

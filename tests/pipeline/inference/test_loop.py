@@ -83,6 +83,26 @@ def test_poison_entry_goes_to_dead_letter_at_once(clean_redis_url: str, runtime:
     assert client.hget(stats_key("cam"), "inferred") == b"1"
 
 
+def test_a_frame_naming_another_camera_is_dead_lettered_not_miscounted(clean_redis_url: str,
+                                                                       runtime: ModelRuntime) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    px = np.zeros((224, 224, 3), np.uint8)
+    for sid in ("cam-a", "cam-b"):
+        client.xadd(frames_key(sid), encode_frame(FrameMessage(sid, 0, time.time_ns(), px)))  # type: ignore[arg-type]
+    # An entry in cam-a's stream that says it is cam-b's (a foreign writer, or a bug).
+    client.xadd(frames_key("cam-a"), encode_frame(FrameMessage("cam-b", 1, time.time_ns(), px)))  # type: ignore[arg-type]
+    with FrameConsumer(consumer_options([clean_redis_url], "r1", ["cam-a", "cam-b"])) as c:
+        loop = InferenceLoop(runtime, c, writer_for(c), loop_options(batch_size=8, batch_window_s=0.01))
+        assert loop.step() == 2
+    [(_, dl)] = client.xrange(DEADLETTER_KEY)
+    assert dl[b"stream"] == b"cam-a" and b"says it is from stream 'cam-b'" in dl[b"reason"]
+    records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+    assert sorted(r.stream for r in records) == ["cam-a", "cam-b"]  # one result each, none mislabelled
+    a, b = client.hgetall(stats_key("cam-a")), client.hgetall(stats_key("cam-b"))
+    assert (a[b"inferred"], a[b"dead_lettered"]) == (b"1", b"1")
+    assert b[b"inferred"] == b"1" and b"dead_lettered" not in b
+
+
 class ExplodingRuntime:
     """Stands in for a model whose batch fails (e.g. out of GPU memory)."""
 
