@@ -163,6 +163,9 @@ class InferenceConfig(_Strict):
 class _SinkBase(_Backoff):
     name: Annotated[str | None, Field(pattern=_STREAM_ID, description="Default: <type>-<index>.")] = None
     batch_size: Annotated[int, Field(ge=1, le=10_000, description="Results per write.")] = 100
+    claim_idle_s: Annotated[float, Field(gt=0, description=(
+        "Take over results another consumer of this sink (a pod that died, or restarted under a new name) "
+        "left unacknowledged this long."))] = 30.0
 
 
 class JsonlSinkConfig(_SinkBase):

@@ -10,6 +10,7 @@ runner first re-reads what it had taken but not acknowledged. Delivery is theref
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class SinkRunner:
         self.group, self.consumer = sink_group(name), consumer
         self.observer: SinkObserver = observer or NoSinkObserver()
         self._backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)
+        self.claim_idle_s = cfg.claim_idle_s
+        self._last_claim = [-math.inf] * len(clients)  # never: look at once (time.monotonic() is uptime)
         self.delivered = 0
         self._own_pending_done = [False] * len(clients)
         self._thread: threading.Thread | None = None
@@ -88,14 +91,40 @@ class SinkRunner:
         if start == "0" and not entries:
             self._own_pending_done[idx] = True
             return None
+        return self._batch(idx, entries)
+
+    def _batch(self, idx: int, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> _Pending | None:
         ids, records = [], []
         for eid, fields in entries:
             ids.append(eid)
+            if not fields:
+                continue  # trimmed off the results stream while pending: acknowledged with the rest
             try:
                 records.append(ResultRecord.from_fields(fields))
             except ResultFormatError as exc:
                 log.error("sink %s: skipping malformed result %s: %s", self.name, eid.decode(), exc)
         return _Pending(idx, ids, records) if ids else None
+
+    def _take_over(self, idx: int) -> _Pending | None:
+        """Results other consumers of this sink left pending for ``claim_idle_s``, now ours; and forget idle
+        consumers with nothing pending (a sink pod restarted under a new name leaves one behind each time)."""
+        now = time.monotonic()
+        if now - self._last_claim[idx] < min(5.0, self.claim_idle_s):
+            return None
+        self._last_claim[idx] = now
+        client, idle_ms = self.clients[idx], int(self.claim_idle_s * 1000)
+        pending = client.xpending_range(RESULTS_KEY, self.group, min="-", max="+", count=self.batch_size,
+                                        idle=idle_ms)
+        theirs = [p["message_id"] for p in pending if p["consumer"].decode() != self.consumer]
+        entries = client.xclaim(RESULTS_KEY, self.group, self.consumer, idle_ms, theirs) if theirs else []
+        for c in client.xinfo_consumers(RESULTS_KEY, self.group):
+            name = c["name"].decode()
+            if name != self.consumer and not c["pending"] and c["idle"] > idle_ms:
+                client.xgroup_delconsumer(RESULTS_KEY, self.group, name)
+                log.info("sink %s: removed consumer %s (idle, nothing pending)", self.name, name)
+        if entries:
+            log.warning("sink %s: took over %d result(s) left pending by another consumer", self.name, len(entries))
+        return self._batch(idx, entries)
 
     def _deliver(self, batch: _Pending, stop: threading.Event) -> None:
         self._backoff.reset()
@@ -122,7 +151,7 @@ class SinkRunner:
             got_any = False
             for idx in range(len(self.clients)):
                 try:
-                    batch = self._read(idx, block_ms)
+                    batch = self._take_over(idx) or self._read(idx, block_ms)
                 except redis.RedisError as exc:
                     log.warning("sink %s: redis instance %d: %s", self.name, idx, exc)
                     stop.wait(1.0)

@@ -60,3 +60,21 @@ def test_restarted_worker_redelivers_unacknowledged(clean_redis_url: str, tmp_pa
         assert wait_for(lambda: (tmp_path / "a.jsonl").exists()
                         and len((tmp_path / "a.jsonl").read_text().splitlines()) == 5, 10)
     assert client.xpending(RESULTS_KEY, "vigil-sink-jsonl-0")["pending"] == 0
+
+
+def test_a_worker_under_a_new_name_takes_over_what_the_dead_one_left(clean_redis_url: str, tmp_path: Path) -> None:
+    # On Kubernetes a restarted sink pod gets a new host name, so it never reads the old one's pending entries.
+    client = redis.Redis.from_url(clean_redis_url)
+    out = tmp_path / "a.jsonl"
+    cfg = validate_config({"redis": {"urls": [clean_redis_url]},
+                           "sinks": [{"type": "jsonl", "path": str(out), "claim_idle_s": 1}]}, environ={})
+    for i in range(10):
+        client.xadd(RESULTS_KEY, record("cam", "cat", i=i).to_fields())  # type: ignore[arg-type]
+    client.xgroup_create(RESULTS_KEY, "vigil-sink-jsonl-0", id="0")
+    client.xreadgroup("vigil-sink-jsonl-0", "sink-pod-old", {RESULTS_KEY: ">"}, count=10)  # then it died
+    with SinkService(cfg, consumer="sink-pod-new"):
+        assert wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 10, 15)
+        assert wait_for(lambda: [c["name"] for c in client.xinfo_consumers(RESULTS_KEY, "vigil-sink-jsonl-0")]
+                        == [b"sink-pod-new"], 10)  # the dead consumer is gone
+    assert sorted(json.loads(x)["seq"] for x in out.read_text().splitlines()) == list(range(10))
+    assert client.xpending(RESULTS_KEY, "vigil-sink-jsonl-0")["pending"] == 0
