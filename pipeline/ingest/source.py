@@ -15,20 +15,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
-import re
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Literal, cast
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -37,12 +31,14 @@ import numpy.typing as npt
 from pipeline.core.config import IngestConfig, StreamConfig
 from pipeline.core.errors import SourceError
 from pipeline.core.redact import redact_url
+from pipeline.ingest.diagnose import diagnose_open_failure, local_path, rtsp_unreachable
 
 log = logging.getLogger("vigil.sources")
 
 Frame = npt.NDArray[np.uint8]
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()
+_PROBE_TIMEOUT_S = 5.0  # how long an RTSP server may take to answer the probe's DESCRIBE
 _INGEST_DEFAULTS = IngestConfig()
 
 
@@ -74,16 +70,6 @@ class RawFrame:
     pts_s: float  # presentation time in the stream (continues across loops)
     capture_ts_ns: int  # wall clock (time.time_ns) when the frame was decoded
     decode_latency_s: float
-
-
-def is_local_file(url: str) -> bool:
-    return "://" not in url and not url.startswith("/dev/video")
-
-
-def local_path(url: str) -> Path | None:
-    if url.startswith("file://"):
-        return Path(url.removeprefix("file://"))
-    return Path(url) if is_local_file(url) else None
 
 
 def capture_options(opts: SourceOptions) -> str:
@@ -129,8 +115,17 @@ class VideoSource:
         self.close()
 
     def open(self) -> None:
-        """Open the capture within ``open_timeout_s``; raise :class:`SourceError` with the cause."""
+        """Open the capture within ``open_timeout_s``; raise :class:`SourceError` with the cause.
+
+        An RTSP server is asked first, with a DESCRIBE of our own, whether it answers at all: OpenCV
+        opens every FFmpeg capture of the process under one global mutex, so a server that accepts and
+        never answers would otherwise hold up every other camera's (re)connect for ``open_timeout_s``.
+        """
         self.close()
+        if self.opts.url.lower().startswith("rtsp://"):
+            unreachable = rtsp_unreachable(self.opts.url, min(self.opts.open_timeout_s, _PROBE_TIMEOUT_S))
+            if unreachable:
+                raise SourceError(f"cannot open {self.redacted_url}: {unreachable}", unreachable)
         cap = self._open_capture()
         if not cap.isOpened():
             cap.release()
@@ -322,102 +317,3 @@ class LiveEdgeReader:
         if join_timeout_s > 0 and self._thread.is_alive():
             self._thread.join(join_timeout_s)
         return not self._thread.is_alive()
-
-
-# --------------------------------------------------------------------------------------------------
-# Why did an open fail? OpenCV only says "not opened"; the operator needs the cause.
-# --------------------------------------------------------------------------------------------------
-
-
-def diagnose_open_failure(url: str, timeout_s: float) -> str:
-    """A short, secret-free cause for a failed open, found by probing the source directly."""
-    path = local_path(url)
-    if path is not None:
-        return _diagnose_file(path)
-    if url.startswith("/dev/video"):
-        return "no such video device" if not Path(url).exists() else "device busy or not a capture device"
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("rtsp", "rtsps"):
-        return _diagnose_rtsp(url, timeout_s)
-    return "FFmpeg could not open the stream (unreachable host, wrong path, or not a video stream)"
-
-
-def _diagnose_file(path: Path) -> str:
-    if not path.exists():
-        return "file does not exist"
-    if not path.is_file():
-        return "not a regular file"
-    if path.stat().st_size == 0:
-        return "file is empty"
-    with path.open("rb") as f:
-        head = f.read(12)
-    if head[4:8] == b"ftyp":
-        return "an MP4/MOV file FFmpeg cannot read: truncated or corrupted (its moov index is missing?)"
-    return "not a video file FFmpeg recognises (or its header is corrupted)"
-
-
-def _rtsp_request(host: str, port: int, uri: str, timeout_s: float, auth: str | None) -> tuple[int, str, str]:
-    """One DESCRIBE on a fresh connection: (status, reason, WWW-Authenticate header)."""
-    lines = [f"DESCRIBE {uri} RTSP/1.0", "CSeq: 1", "Accept: application/sdp", "User-Agent: vigil-probe"]
-    if auth:
-        lines.append(f"Authorization: {auth}")
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        data = b""
-        while b"\r\n\r\n" not in data and len(data) < 65536:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    status_line, *header_lines = head.split("\r\n")
-    m = re.match(r"RTSP/\d\.\d (\d{3}) ?(.*)", status_line)
-    if not m:
-        raise ValueError("not an RTSP reply")
-    challenge = next((h.split(":", 1)[1].strip() for h in header_lines
-                      if h.lower().startswith("www-authenticate:")), "")
-    return int(m.group(1)), m.group(2), challenge
-
-
-def _authorization(challenge: str, user: str, password: str, uri: str) -> str:
-    if not challenge.lower().startswith("digest"):
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
-
-    realm, nonce = params.get("realm", ""), params.get("nonce", "")
-    response = md5(f"{md5(f'{user}:{realm}:{password}')}:{nonce}:{md5(f'DESCRIBE:{uri}')}")
-    return (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-            f'response="{response}"')
-
-
-def _diagnose_rtsp(url: str, timeout_s: float) -> str:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "localhost", parts.port or (322 if parts.scheme == "rtsps" else 554)
-    where = f"{host}:{port}"
-    uri = urlunsplit((parts.scheme, where, parts.path, parts.query, ""))  # never the credentials
-    if parts.scheme == "rtsps":
-        return "FFmpeg could not open the TLS stream (unreachable, TLS/certificate or server problem)"
-    try:
-        status, reason, challenge = _rtsp_request(host, port, uri, timeout_s, None)
-        if status == 401 and parts.username is not None:
-            auth = _authorization(challenge, unquote(parts.username), unquote(parts.password or ""), uri)
-            status, reason, challenge = _rtsp_request(host, port, uri, timeout_s, auth)
-            if status == 401:
-                return "credentials rejected by the server (RTSP 401 Unauthorized)"
-    except ConnectionRefusedError:
-        return f"connection refused by {where} (server down or wrong port)"
-    except TimeoutError:
-        return f"no answer from {where} within {timeout_s:g} s (host down, firewalled, or server frozen)"
-    except (OSError, ValueError) as exc:
-        return f"cannot talk RTSP to {where}: {getattr(exc, 'strerror', None) or exc}"
-    return _STATUS_REASONS.get(status, f"the server answered RTSP {status} {reason}".strip())
-
-
-_STATUS_REASONS = {
-    401: "the server requires credentials (RTSP 401); put user:password in the URL",
-    404: "no stream at this path on the server (RTSP 404 Not Found)",
-    200: "the server offers the stream but FFmpeg could not open it (codec or transport problem)",
-}
