@@ -14,8 +14,11 @@ Conventions:
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import redis
@@ -206,12 +209,25 @@ class PipelineCollector(Collector):
     The counters live in Redis (written in the same transactions as the results), so every process
     that scrapes sees the same exact numbers; ``published = inferred + dropped + dead_lettered``
     holds once the queues are empty.
+
+    A scrape never waits on Redis for more than ``scrape_bound_s``: the read runs in a thread of its
+    own, and when it has not answered in time (a frozen Redis, exactly when ``bus_up`` and the drop
+    counters matter) the scrape serves the last figures read, with ``vigil_pipeline_stats_up`` 0 and
+    ``vigil_pipeline_stats_age_seconds`` saying how old they are. The slow read, if it ever answers,
+    refreshes them for the next scrape.
     """
 
-    def __init__(self, redis_urls: list[str], stream_ids: Iterable[str], timeout_s: float) -> None:
+    def __init__(self, redis_urls: list[str], stream_ids: Iterable[str], timeout_s: float,
+                 scrape_bound_s: float = 0.5) -> None:
         self._clients = connect_all(redis_urls, timeout_s)
         idents = [instance_identity(u) for u in redis_urls]
         self._streams = {sid: pick_instance(sid, idents) for sid in stream_ids}
+        self._bound_s = scrape_bound_s
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="pipeline-stats")
+        self._read: Future[list[Metric] | None] | None = None
+        self._lock = threading.Lock()
+        self._last: list[Metric] = []
+        self._last_at: float | None = None  # time.monotonic() of the figures in _last
 
     @property
     def clients(self) -> list[Client]:
@@ -219,14 +235,39 @@ class PipelineCollector(Collector):
         return list(self._clients)
 
     def close(self) -> None:
+        self._reader.shutdown(wait=False, cancel_futures=True)
         close_all(self._clients)
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:  # one read in flight at a time: a frozen Redis does not pile up reads
+            if self._read is None or self._read.done():
+                self._read = self._reader.submit(self._read_redis)
+            read = self._read
         try:
-            yield from self._stream_families()
-            yield from self._replica_families()
-        except redis.RedisError:
-            return  # Redis down: no pipeline series this scrape (ingest reports the bus state)
+            fresh = read.result(timeout=self._bound_s)
+        except FutureTimeout:
+            fresh = None
+        up = GaugeMetricFamily("vigil_pipeline_stats_up", "1 if Redis answered this scrape's read of the "
+                               "pipeline figures within the bound, else 0 (the figures are the last read).")
+        age = GaugeMetricFamily("vigil_pipeline_stats_age_seconds", "How old the pipeline figures of this "
+                                "scrape are (0 when read now; none read yet: absent).")
+        up.add_metric([], 1.0 if fresh is not None else 0.0)
+        with self._lock:
+            if fresh is not None:
+                self._last, self._last_at = fresh, time.monotonic()
+            families, read_at = self._last, self._last_at
+        yield up
+        if read_at is not None:
+            age.add_metric([], 0.0 if fresh is not None else time.monotonic() - read_at)
+            yield age
+        yield from families
+
+    def _read_redis(self) -> list[Metric] | None:
+        """Every pipeline family, read now; None when Redis failed (the last figures stay)."""
+        try:
+            return [*self._stream_families(), *self._replica_families()]
+        except (redis.RedisError, OSError):
+            return None
 
     def _stream_families(self) -> Iterator[Metric]:
 
