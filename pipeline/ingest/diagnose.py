@@ -53,9 +53,12 @@ def _diagnose_file(path: Path) -> str:
     return "not a video file FFmpeg recognises (or its header is corrupted)"
 
 
-def _rtsp_request(host: str, port: int, uri: str, timeout_s: float, auth: str | None) -> tuple[int, str, str]:
-    """One DESCRIBE on a fresh connection: (status, reason, WWW-Authenticate header)."""
-    lines = [f"DESCRIBE {uri} RTSP/1.0", "CSeq: 1", "Accept: application/sdp", "User-Agent: vigil-probe"]
+def _rtsp_request(host: str, port: int, uri: str, timeout_s: float, auth: str | None, *,
+                  method: str = "DESCRIBE") -> tuple[int, str, str]:
+    """One request on a fresh connection: (status, reason, WWW-Authenticate header)."""
+    lines = [f"{method} {uri} RTSP/1.0", "CSeq: 1", "User-Agent: vigil-probe"]
+    if method == "DESCRIBE":
+        lines.append("Accept: application/sdp")
     if auth:
         lines.append(f"Authorization: {auth}")
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
@@ -101,7 +104,8 @@ def rtsp_unreachable(url: str, timeout_s: float) -> str | None:
     """Why the RTSP server at ``url`` cannot be talked to at all (None when it answers, whatever it says)."""
     host, port, uri = _where(url)
     try:
-        _rtsp_request(host, port, uri, timeout_s, None)
+        # OPTIONS, not DESCRIBE: every RTSP server answers it, and it makes none prepare the stream.
+        _rtsp_request(host, port, uri, timeout_s, None, method="OPTIONS")
     except ConnectionRefusedError:
         return f"connection refused by {host}:{port} (server down or wrong port)"
     except TimeoutError:

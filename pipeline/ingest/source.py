@@ -117,7 +117,7 @@ class VideoSource:
     def open(self) -> None:
         """Open the capture within ``open_timeout_s``; raise :class:`SourceError` with the cause.
 
-        An RTSP server is asked first, with a DESCRIBE of our own, whether it answers at all: OpenCV
+        An RTSP server is asked first, with an OPTIONS request of our own, whether it answers at all: OpenCV
         opens every FFmpeg capture of the process under one global mutex, so a server that accepts and
         never answers would otherwise hold up every other camera's (re)connect for ``open_timeout_s``.
         """
