@@ -38,7 +38,7 @@ log = logging.getLogger("vigil.sources")
 Frame = npt.NDArray[np.uint8]
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _OPEN_LOCK = threading.Lock()
-_PROBE_TIMEOUT_S = 5.0  # how long an RTSP server may take to answer the probe's DESCRIBE
+_PROBE_TIMEOUT_S = 5.0  # how long an RTSP server may take to answer the probe's OPTIONS
 _INGEST_DEFAULTS = IngestConfig()
 
 
