@@ -153,6 +153,12 @@ class InferenceConfig(_Strict):
     max_deliveries: Annotated[int, Field(ge=1, description="Dead-letter after this many tries.")] = 3
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=0, le=65535, description="Serve HTTP (POST /classify).")] = 8000
+    http_max_body_mb: Annotated[float, Field(gt=0, le=1024, description=(
+        "Largest POST /classify body; a larger one is refused (413) without being read."))] = 20.0
+    http_max_pixels: Annotated[int, Field(ge=1, description=(
+        "Largest image POST /classify decodes, width x height, checked from its header (413)."))] = 40_000_000
+    http_token: Annotated[str | None, Field(min_length=16, description=(
+        "Bearer token POST /classify requires (write ${VAR} to keep it out of the file); unset: none."))] = None
     intra_op_threads: Annotated[int, Field(ge=0, description="0 = onnxruntime default.")] = 0
     lanes: Annotated[int, Field(ge=0, le=256, description=(
         "Threads that classify a replica's batch side by side, each an equal share of it on one core. "

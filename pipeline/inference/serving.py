@@ -36,6 +36,7 @@ from pipeline.bus.reader import ConsumerOptions, FrameConsumer
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.inference.http_limits import Rejected, check_pixels, check_token, read_body
 from pipeline.inference.loop import InferenceLoop, LoopOptions
 from pipeline.inference.replica_stats import ReplicaStatsRecorder
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
@@ -147,7 +148,13 @@ class ClassifierReplica:
             return JSONResponse(self.stats())
         if request.method != "POST" or not path.endswith("/classify"):
             return JSONResponse({"error": "POST image bytes to /classify, or GET /healthz"}, status_code=404)
-        body = await request.body()
+        try:
+            check_token(request, self.inference)
+            body = await read_body(request, self.inference)
+            check_pixels(body, self.inference)
+        except Rejected as r:
+            headers = {"WWW-Authenticate": "Bearer"} if r.status == 401 else None
+            return JSONResponse({"error": r.message}, status_code=r.status, headers=headers)
         bgr = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) if body else None
         if bgr is None:
             return JSONResponse({"error": "the request body is not a PNG/JPEG/BMP/WebP/TIFF image"}, status_code=400)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,13 @@ def ray_serve() -> Iterator[int]:
 
 
 
-def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int, claim_idle_s: float = 30.0) -> None:
+def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int, claim_idle_s: float = 30.0,
+           **inference: Any) -> None:
     cfg = VigilConfig(
         streams=[StreamConfig(id=s, url="rtsp://127.0.0.1/unused") for s in streams],  # frames come from publish()
         redis=RedisConfig(urls=[clean_redis_url]),
         inference=InferenceConfig(device="cpu", batch_size=8, batch_window_ms=10, intra_op_threads=1,
-                                  claim_idle_s=claim_idle_s))
+                                  claim_idle_s=claim_idle_s, **inference))
     settings = ServeSettings.from_config(cfg, model)
     serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME, route_prefix="/")
 
@@ -118,3 +121,36 @@ def test_batch_window_defaults_to_waiting_only_with_one_lane() -> None:
     assert batch_window_s(InferenceConfig(), lanes=1) == 0.02  # GPU: fuller batches are cheaper per frame
     assert batch_window_s(InferenceConfig(), lanes=2) == 0.0  # CPU lanes: waiting would only add latency
     assert batch_window_s(InferenceConfig(batch_window_ms=5), lanes=2) == 0.005
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_classify_refuses_oversized_bodies_and_images_and_wants_the_token(
+        ray_serve: int, clean_redis_url: str, shared_model: Path, images_dir: Path) -> None:
+    token = "t0k3n-" + "x" * 26
+    deploy(clean_redis_url, shared_model, ["a"], replicas=1, http_max_body_mb=1, http_max_pixels=4_000_000,
+           http_token=token)
+    url = f"http://127.0.0.1:{ray_serve}/classify"
+    auth = {"Authorization": f"Bearer {token}"}
+    cat = (images_dir / "cat.png").read_bytes()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+        resp = httpx.post(url, content=cat, headers=headers, timeout=30)
+        assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer", resp.text
+        assert token not in resp.text
+    assert httpx.post(url, content=cat, headers=auth, timeout=30).json()["top_k"][0]["label"] == "Egyptian cat"
+    t0 = time.monotonic()
+    big = httpx.post(url, content=b"\0" * (3 * 1024 * 1024), headers=auth, timeout=30)
+    assert big.status_code == 413 and "http_max_body_mb" in big.json()["error"]
+    assert time.monotonic() - t0 < 5
+    bomb = httpx.post(url, content=png_declaring(20000, 20000), headers=auth, timeout=30)
+    assert bomb.status_code == 413, bomb.text
+    assert bomb.json()["error"] == ("the image is 20000x20000 = 400000000 pixels; inference.http_max_pixels allows "
+                                    "4000000")
+    assert httpx.get(f"http://127.0.0.1:{ray_serve}/healthz", timeout=30).json()["alive"]
