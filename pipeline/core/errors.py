@@ -77,10 +77,15 @@ class InputError(VigilError):
 
 
 class SourceError(VigilError):
-    """A video source (camera, file, device) cannot be opened or read. ``reason`` is a short cause."""
+    """A video source (camera, file, device) cannot be opened or read. ``reason`` is a short cause.
 
-    def __init__(self, message: str, reason: str = "") -> None:
+    ``permanent``: retrying cannot help until the source or the config changes (a file that is not a
+    video, credentials rejected, no stream at that path), unlike a network error or a timeout.
+    """
+
+    def __init__(self, message: str, reason: str = "", *, permanent: bool = False) -> None:
         self.reason = reason or message
+        self.permanent = permanent
         super().__init__(message)
 
 

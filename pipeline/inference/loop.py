@@ -54,7 +54,9 @@ class LoopStats:
     frames: int = 0
     failures: int = 0
     dead_lettered: int = 0
-    last_error: str = ""
+    last_error: str = ""  # cleared by the next batch that succeeds, which moves it to previous_error
+    previous_error: str = ""
+    previous_error_at: float | None = None  # time.time()
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -191,6 +193,9 @@ class InferenceLoop:
         with self._stats_lock:
             self.stats.batches += 1
             self.stats.frames += len(records)
+            if self.stats.last_error:  # recovered: the error is history now
+                self.stats.previous_error, self.stats.previous_error_at = self.stats.last_error, time.time()
+                self.stats.last_error = ""
         self.metrics.batch_done(len(records), inference_s)
         return len(records)
 

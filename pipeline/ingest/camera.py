@@ -7,7 +7,9 @@ States (``CameraState``)::
         +--open failed--> backing_off <---+--stream ended / read error / timeout
                               |
                               +--(wait jittered exponential backoff)--> connecting
-                              +--max_failures consecutive failures--> failed (until reloaded)
+                              +--the same permanent error max_failures times in a row--> failed
+                                 (a file that is not a video, credentials rejected, no such path;
+                                 until the config is reloaded). Transient errors retry for ever.
 
 Stall detection does not rely on OpenCV's read timeout: measured here, a capture whose server froze
 returns False only after about three times ``CAP_PROP_READ_TIMEOUT_MSEC`` and never delivers again.
@@ -106,7 +108,10 @@ class Camera:
         self.state = CameraState.CONNECTING
         self.state_since_s = time.time()
         self.last_error = ""
+        self.previous_error = ""  # last_error when the camera last became live, and when (time.time())
+        self.previous_error_at_s: float | None = None
         self.failures = 0  # consecutive failed attempts
+        self._permanent: tuple[str, int] | None = None  # (reason, times in a row) of a permanent error
         self.reconnects = 0
         self.history: deque[Transition] = deque(maxlen=64)
         self._started_monotonic = time.monotonic()
@@ -165,29 +170,39 @@ class Camera:
                 self._observer.reconnected(self.id)
             first = False
             self._set_state(CameraState.CONNECTING, "opening the stream")
-            reason = self._connect_and_sample()
+            failure = self._connect_and_sample()
             if self._stop.is_set():
                 break
-            if reason is None:
+            if failure is None:
                 continue  # stalled: reopen at once, the stall already waited stall_timeout_s
+            reason, permanent = failure
             self.failures += 1
             self.last_error = reason
-            if self.ingest.max_failures and self.failures >= self.ingest.max_failures:
-                self._set_state(CameraState.FAILED, f"{reason}; gave up after {self.failures} "
-                                "consecutive failures (reload the config to retry)")
+            if self._gives_up(reason, permanent):
+                self._set_state(CameraState.FAILED, f"{reason}; gave up after the same error {self.failures} "
+                                "times in a row: retrying cannot help (fix the source or the config, then reload)")
                 return
             delay = self._backoff.next_delay_s()
             self._set_state(CameraState.BACKING_OFF, f"{reason}; retry in {delay:.1f} s")
             self._stop.wait(delay)
         self._set_state(CameraState.STOPPED, "stopped")
 
-    def _connect_and_sample(self) -> str | None:
-        """Open and sample until the stream ends. Returns a failure reason, or None after a stall."""
+    def _gives_up(self, reason: str, permanent: bool) -> bool:
+        """Count a permanent error that repeats; any other failure resets the count (retried for ever)."""
+        if not permanent:
+            self._permanent = None
+            return False
+        times = self._permanent[1] + 1 if self._permanent and self._permanent[0] == reason else 1
+        self._permanent = (reason, times)
+        return bool(self.ingest.max_failures) and times >= self.ingest.max_failures
+
+    def _connect_and_sample(self) -> tuple[str, bool] | None:
+        """Open and sample until the stream ends: (failure reason, permanent), or None after a stall."""
         source = VideoSource(SourceOptions.from_config(self.stream, self.ingest))
         try:
             source.open()
         except SourceError as exc:
-            return f"open failed: {exc.reason}"
+            return f"open failed: {exc.reason}", exc.permanent
         reader = LiveEdgeReader(source, self.id, self._decoded)
         with self._lock:
             self._reader = reader
@@ -204,7 +219,7 @@ class Camera:
         self._last_frame_monotonic = time.monotonic()
         self._observer.frame_decoded(self.id, frame.decode_latency_s)
 
-    def _sample(self, reader: LiveEdgeReader) -> str | None:
+    def _sample(self, reader: LiveEdgeReader) -> tuple[str, bool] | None:
         stall_s = self.ingest.stall_timeout_s
         next_tick = time.monotonic()
         last_index = -1
@@ -216,7 +231,7 @@ class Camera:
                 since = reader.last_frame_monotonic or reader.started_monotonic
                 silent_s = time.monotonic() - since
                 if reader.ended and silent_s < min(stall_s, self.ingest.read_timeout_s):
-                    return reader.end_reason or "the stream ended"
+                    return reader.end_reason or "the stream ended", reader.end_permanent
                 if reader.ended or silent_s > stall_s:
                     # OpenCV's read timeout may fire first (when read_timeout_s < stall_timeout_s):
                     # that is a stall too, not a lost connection.
@@ -225,7 +240,9 @@ class Camera:
                     return None
                 continue
             if self.state != CameraState.LIVE:
-                self.failures = 0
+                self.failures, self._permanent = 0, None
+                if self.last_error:  # the error is history now: /readyz shows it as previous_error
+                    self.previous_error, self.previous_error_at_s, self.last_error = self.last_error, time.time(), ""
                 self._backoff.reset()
                 self._set_state(CameraState.LIVE, f"receiving {reader_size(frame)} frames")
             last_index = frame.index

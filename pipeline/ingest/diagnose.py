@@ -11,6 +11,7 @@ import base64
 import hashlib
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -26,17 +27,26 @@ def local_path(url: str) -> Path | None:
     return Path(url) if is_local_file(url) else None
 
 
-def diagnose_open_failure(url: str, timeout_s: float) -> str:
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why an open failed, and whether retrying can help (see :class:`~pipeline.core.errors.SourceError`)."""
+
+    reason: str
+    permanent: bool = False
+
+
+def diagnose_open_failure(url: str, timeout_s: float) -> Diagnosis:
     """A short, secret-free cause for a failed open, found by probing the source directly."""
     path = local_path(url)
     if path is not None:
-        return _diagnose_file(path)
-    if url.startswith("/dev/video"):
-        return "no such video device" if not Path(url).exists() else "device busy or not a capture device"
+        return Diagnosis(_diagnose_file(path), permanent=True)  # a file does not fix itself
+    if url.startswith("/dev/video"):  # a device may be plugged in again, or freed
+        return Diagnosis("no such video device" if not Path(url).exists() else "device busy or not a capture device")
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("rtsp", "rtsps"):
-        return _diagnose_rtsp(url, timeout_s)
-    return "FFmpeg could not open the stream (unreachable host, wrong path, or not a video stream)"
+        reason = _diagnose_rtsp(url, timeout_s)
+        return Diagnosis(reason, permanent=reason in _PERMANENT_RTSP)
+    return Diagnosis("FFmpeg could not open the stream (unreachable host, wrong path, or not a video stream)")
 
 
 def _diagnose_file(path: Path) -> str:
@@ -127,7 +137,7 @@ def _diagnose_rtsp(url: str, timeout_s: float) -> str:
             auth = _authorization(challenge, unquote(parts.username), unquote(parts.password or ""), uri)
             status, reason, challenge = _rtsp_request(host, port, uri, timeout_s, auth)
             if status == 401:
-                return "credentials rejected by the server (RTSP 401 Unauthorized)"
+                return _CREDENTIALS_REJECTED
     except ConnectionRefusedError:
         return f"connection refused by {where} (server down or wrong port)"
     except TimeoutError:
@@ -137,8 +147,12 @@ def _diagnose_rtsp(url: str, timeout_s: float) -> str:
     return _STATUS_REASONS.get(status, f"the server answered RTSP {status} {reason}".strip())
 
 
+_CREDENTIALS_REJECTED = "credentials rejected by the server (RTSP 401 Unauthorized)"
 _STATUS_REASONS = {
     401: "the server requires credentials (RTSP 401); put user:password in the URL",
     404: "no stream at this path on the server (RTSP 404 Not Found)",
     200: "the server offers the stream but FFmpeg could not open it (codec or transport problem)",
 }
+
+#: Answers that mean the URL or its credentials are wrong: the same request will get the same answer.
+_PERMANENT_RTSP = frozenset({_CREDENTIALS_REJECTED, _STATUS_REASONS[401], _STATUS_REASONS[404]})

@@ -129,8 +129,8 @@ class VideoSource:
         cap = self._open_capture()
         if not cap.isOpened():
             cap.release()
-            reason = diagnose_open_failure(self.opts.url, min(self.opts.open_timeout_s, 3.0))
-            raise SourceError(f"cannot open {self.redacted_url}: {reason}", reason)
+            why = diagnose_open_failure(self.opts.url, min(self.opts.open_timeout_s, 3.0))
+            raise SourceError(f"cannot open {self.redacted_url}: {why.reason}", why.reason, permanent=why.permanent)
         self._cap = cap
         self.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -208,11 +208,11 @@ class VideoSource:
         got = self._index - self._pass_start_index
         if got == 0:
             raise SourceError(f"{self.redacted_url}: no decodable frame", "the file has no decodable "
-                              "video frame (corrupted, or not a video)")
+                              "video frame (corrupted, or not a video)", permanent=True)
         if self.frame_count and not self.opts.keyframes_only and got < 0.9 * self.frame_count:
             reason = (f"the file ended after {got} of {self.frame_count} frames: truncated or corrupted "
                       "(the decoder gave up)")
-            raise SourceError(f"{self.redacted_url}: {reason}", reason)
+            raise SourceError(f"{self.redacted_url}: {reason}", reason, permanent=True)
 
     def _rewind(self) -> Frame | None:
         """Reopen a looping file at its start; its timestamps continue after the last frame."""
@@ -251,6 +251,7 @@ class LiveEdgeReader:
         self.started_monotonic = time.monotonic()
         self.last_frame_monotonic: float | None = None
         self.end_reason: str | None = None  # set when the thread stops reading by itself
+        self.end_permanent = False  # ...for a reason that another open would meet again
 
     def start(self) -> LiveEdgeReader:
         self.started_monotonic = time.monotonic()
@@ -288,6 +289,7 @@ class LiveEdgeReader:
                     self.last_frame_monotonic = time.monotonic()
                     self._cond.notify_all()
         except SourceError as exc:
+            self.end_permanent = exc.permanent
             self._end(exc.reason)
         except cv2.error as exc:
             self._end(f"OpenCV read error {exc.code}")

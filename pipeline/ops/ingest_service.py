@@ -218,6 +218,8 @@ class IngestService:
         cams = [{
             "id": c.id, "url": c.stream.redacted_url(), "state": c.state.value,
             "since_s": round(time.time() - c.state_since_s, 3), "last_error": c.last_error,
+            "previous_error": c.previous_error,
+            "previous_error_at": round(c.previous_error_at_s, 3) if c.previous_error_at_s is not None else None,
             "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
             "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
             "bus": self._bus.instance_url(c.id),

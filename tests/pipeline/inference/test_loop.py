@@ -112,6 +112,36 @@ class ExplodingRuntime:
         raise RuntimeError("CUDA error: out of memory")
 
 
+class FailsOnce:
+    """The real runtime, whose first batch fails (a transient GPU error)."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime, self.failed = runtime, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.runtime, name)
+
+    def classify(self, frames: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return self.runtime.classify(frames)
+
+
+def test_a_recovered_error_is_history_not_the_current_state(clean_redis_url: str, runtime: ModelRuntime) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    px = np.zeros((224, 224, 3), np.uint8)
+    with FrameConsumer(consumer_options([clean_redis_url], "r1", ["cam"])) as c:
+        loop = InferenceLoop(FailsOnce(runtime), c, writer_for(c), loop_options(batch_size=4, batch_window_s=0.01))  # type: ignore[arg-type]
+        for seq in range(2):
+            client.xadd(frames_key("cam"), encode_frame(FrameMessage("cam", seq, time.time_ns(), px)))  # type: ignore[arg-type]
+            loop.step()
+            if seq == 0:
+                assert "illegal memory access" in loop.stats.last_error
+    assert loop.stats.batches == 1 and loop.stats.last_error == ""
+    assert "illegal memory access" in loop.stats.previous_error and loop.stats.previous_error_at is not None
+
+
 def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     msg = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))

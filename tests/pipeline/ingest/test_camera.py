@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +106,29 @@ def test_missing_file_backs_off_then_fails_after_max_failures(tmp_path: Path) ->
         assert cam.state == CameraState.FAILED  # it stays failed, no busy retrying
 
 
+def test_a_file_that_is_not_a_video_fails_for_good_with_the_reason(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.mp4"
+    junk.write_bytes(b"this is not a video, whatever its name says\n" * 100)
+    stream = StreamConfig(id="junk", url=str(junk))
+    with running(stream, FAST.model_copy(update={"max_failures": 3})) as (cam, _sink):
+        wait_for(cam, CameraState.FAILED, 10)
+        assert cam.failures == 3 and "not a video file" in cam.last_error
+        assert "gave up after the same error 3 times in a row" in cam.history[-1].reason
+
+
+def test_transient_errors_are_retried_for_ever(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on: connection refused, a transient error
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stream = StreamConfig(id="down", url=f"rtsp://127.0.0.1:{port}/cam")
+    with running(stream, FAST.model_copy(update={"max_failures": 2, "backoff_cap_s": 0.3})) as (cam, _sink):
+        deadline = time.monotonic() + 5
+        while cam.failures < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cam.failures >= 6 and cam.state != CameraState.FAILED, (cam.failures, cam.state)
+        assert "connection refused" in cam.last_error
+
+
 def test_killed_server_backs_off_and_comes_back_live(rtsp_factory: Callable[..., RtspServer]) -> None:
     server = rtsp_factory()
     stream = StreamConfig(id="cam", url=server.url("bikes"), fps=5)
@@ -119,6 +143,9 @@ def test_killed_server_backs_off_and_comes_back_live(rtsp_factory: Callable[...,
         server.start()
         # Live again within one backoff cap (plus opening, plus the first frame).
         wait_for(cam, CameraState.LIVE, FAST.backoff_cap_s + FAST.open_timeout_s + 1.0)
+        # Live again: the error is history, not the camera's current state.
+        assert cam.last_error == "" and "connection refused" in cam.previous_error
+        assert cam.previous_error_at_s is not None and cam.previous_error_at_s <= time.time()
         before = sink.count()
         time.sleep(1.0)
         assert sink.count() > before
