@@ -269,10 +269,18 @@ class FrameBus:
         the command fails (which starts the backoff).
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
-        key = frames_key(msg.stream_id)
-        entry: bytes = self._call(
-            self._instance(msg.stream_id), "XADD",
-            lambda c: c.xadd(key, fields, maxlen=self.opts.maxlen, approximate=True))
+        key, stats = frames_key(msg.stream_id), stats_key(msg.stream_id)
+
+        def xadd_counted(c: Client) -> bytes:
+            # The frame and its count in one transaction: a write that times out here but runs when a
+            # frozen Redis thaws is counted once, by Redis, with the frame (the ingest side counted it dropped).
+            with c.pipeline(transaction=True) as p:
+                p.xadd(key, fields, maxlen=self.opts.maxlen, approximate=True)
+                p.hincrby(stats, "published", 1)
+                entry, _ = p.execute()
+            return bytes(entry)
+
+        entry: bytes = self._call(self._instance(msg.stream_id), "XADD", xadd_counted)
         return entry
 
     def trimmed_unread(self, stream_id: str) -> int:

@@ -271,6 +271,9 @@ class PipelineCollector(Collector):
 
     def _stream_families(self) -> Iterator[Metric]:
 
+        published = CounterMetricFamily("vigil_pipeline_published_frames", "Frames written to the frame bus, "
+                                        "counted by Redis in the same transaction (exact after any outage).",
+                                        labels=["stream"])
         inferred = CounterMetricFamily("vigil_pipeline_inferred_frames", "Frames with a result written.",
                                        labels=["stream"])
         dead = CounterMetricFamily("vigil_pipeline_dead_lettered_frames", "Frames moved to vigil:deadletter.",
@@ -285,6 +288,7 @@ class PipelineCollector(Collector):
             c = self._clients[idx]
             stats = {k.decode(): int(v) for k, v in c.hgetall(stats_key(sid)).items()}
             evicted, backlog, pending = self._stream_queue(c, frames_key(sid), INFERENCE_GROUP)
+            published.add_metric([sid], stats.get("published", 0))
             inferred.add_metric([sid], stats.get("inferred", 0))
             dead.add_metric([sid], stats.get("dead_lettered", 0))
             dropped.add_metric([sid, "evicted"], evicted)
@@ -292,7 +296,7 @@ class PipelineCollector(Collector):
             dropped.add_metric([sid, "stale"], stats.get("dropped_stale", 0))
             queue.add_metric([sid, "backlog"], backlog)
             queue.add_metric([sid, "pending"], pending)
-        yield from (inferred, dead, dropped, queue)
+        yield from (published, inferred, dead, dropped, queue)
 
     @staticmethod
     def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:

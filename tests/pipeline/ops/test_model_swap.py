@@ -43,7 +43,8 @@ def test_model_swap_during_run_loses_no_frame(tmp_path: Path, rtsp_factory: Call
 
         assert wait_for(lambda: drained(pipeline.metrics_port, ["cam"]), 60)
         m = scrape(pipeline.metrics_port)
-        published = m[("vigil_ingest_published_frames_total", "cam")]
+        published = m[("vigil_pipeline_published_frames_total", "cam")]
+        assert published == m[("vigil_ingest_published_frames_total", "cam")]  # no outage here: both views agree
         inferred = m[("vigil_pipeline_inferred_frames_total", "cam")]
         dropped = m[("vigil_pipeline_dropped_frames_total", "cam")]
         dead = m[("vigil_pipeline_dead_lettered_frames_total", "cam")]

@@ -97,7 +97,8 @@ def test_four_cameras_and_exact_accounting(tmp_path: Path, rtsp_factory: Callabl
         assert wait_for(lambda: drained(pipeline.metrics_port, ids), 60)
         m = scrape(pipeline.metrics_port)
         for i in ids:
-            published = m[("vigil_ingest_published_frames_total", i)]
+            published = m[("vigil_pipeline_published_frames_total", i)]
+            assert published == m[("vigil_ingest_published_frames_total", i)]  # no outage here: both views agree
             inferred = m[("vigil_pipeline_inferred_frames_total", i)]
             dropped = m[("vigil_pipeline_dropped_frames_total", i)]
             dead = m[("vigil_pipeline_dead_lettered_frames_total", i)]
