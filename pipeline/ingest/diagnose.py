@@ -116,13 +116,18 @@ def rtsp_unreachable(url: str, timeout_s: float) -> str | None:
     try:
         # OPTIONS, not DESCRIBE: every RTSP server answers it, and it makes none prepare the stream.
         _rtsp_request(host, port, uri, timeout_s, None, method="OPTIONS")
-    except ConnectionRefusedError:
-        return f"connection refused by {host}:{port} (server down or wrong port)"
-    except TimeoutError:
-        return f"no answer from {host}:{port} within {timeout_s:g} s (host down, firewalled, or server frozen)"
     except (OSError, ValueError) as exc:
-        return f"cannot talk RTSP to {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
+        return _unreachable(exc, f"{host}:{port}", timeout_s)
     return None
+
+
+def _unreachable(exc: OSError | ValueError, where: str, timeout_s: float) -> str:
+    """Why a connection to the RTSP server at ``where`` failed, for an operator."""
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where} (server down or wrong port)"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} within {timeout_s:g} s (host down, firewalled, or server frozen)"
+    return f"cannot talk RTSP to {where}: {getattr(exc, 'strerror', None) or exc}"
 
 
 def _diagnose_rtsp(url: str, timeout_s: float) -> str:
@@ -138,12 +143,8 @@ def _diagnose_rtsp(url: str, timeout_s: float) -> str:
             status, reason, challenge = _rtsp_request(host, port, uri, timeout_s, auth)
             if status == 401:
                 return _CREDENTIALS_REJECTED
-    except ConnectionRefusedError:
-        return f"connection refused by {where} (server down or wrong port)"
-    except TimeoutError:
-        return f"no answer from {where} within {timeout_s:g} s (host down, firewalled, or server frozen)"
     except (OSError, ValueError) as exc:
-        return f"cannot talk RTSP to {where}: {getattr(exc, 'strerror', None) or exc}"
+        return _unreachable(exc, where, timeout_s)
     return _STATUS_REASONS.get(status, f"the server answered RTSP {status} {reason}".strip())
 
 
