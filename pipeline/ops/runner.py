@@ -153,6 +153,11 @@ class LocalPipeline:
 
     # ------------------------------------------------------------------ status
     @property
+    def redis_pid(self) -> int | None:
+        """The embedded redis-server's process id (None with an external Redis): for operators' tools and tests."""
+        return self._redis.pid if self._redis is not None else None
+
+    @property
     def metrics_port(self) -> int:
         return self.ingest.http_port if self.ingest is not None else 0
 
