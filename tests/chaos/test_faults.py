@@ -1,5 +1,6 @@
-"""Chaos under `vigil run`'s pipeline (embedded Redis, Ray Serve, ingest, sinks): faults one after another,
-then the exact identity per camera and no lost result. Bounded in time; the figures are printed (-s)."""
+"""Chaos under `vigil run`'s pipeline (embedded Redis, Ray Serve, ingest, sinks): faults one after another
+(camera server flaps, Redis frozen, the replica killed), then the exact identity per camera and no lost
+result. Bounded in time; the figures are printed (-s)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import ray
+
 from pipeline.ingest.camera import CameraState
 from pipeline.ops.runner import LocalPipeline
 from tests.fixtures.services import RtspServer, wait_for
@@ -18,8 +21,8 @@ from tests.pipeline.ops.test_runner import config, drained, read_results, scrape
 BACKOFF_CAP_S, OPEN_TIMEOUT_S = 2.0, 5.0  # as tests.pipeline.ops.test_runner.config sets them
 
 
-def test_camera_flaps_and_a_redis_freeze_lose_nothing(tmp_path: Path, rtsp_factory: Callable[..., RtspServer],
-                                                      shared_model: Path, video_dir: Path) -> None:
+def test_camera_flaps_a_redis_freeze_and_a_replica_kill_lose_nothing(
+        tmp_path: Path, rtsp_factory: Callable[..., RtspServer], shared_model: Path, video_dir: Path) -> None:
     server = rtsp_factory({"bikes": video_dir / "bikes.mp4"})
     ids = ["chaos-1", "chaos-2"]
     out = tmp_path / "results.jsonl"
@@ -47,6 +50,13 @@ def test_camera_flaps_and_a_redis_freeze_lose_nothing(tmp_path: Path, rtsp_facto
         os.kill(pipeline.redis_pid, signal.SIGCONT)
         assert wait_for(lambda: len(read_results(out)) > 0 and all_live(), 60)
         time.sleep(3)
+        before = len(read_results(out))
+        [replica] = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                     if "SERVE_REPLICA" in a["name"] and "classifier" in a["name"]]
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)  # SIGKILL-like
+        t0 = time.monotonic()
+        assert wait_for(lambda: len(read_results(out)) > before + 20, 90), "no results after the replica kill"
+        replica_back_s = time.monotonic() - t0
         server.kill()  # the cameras stop; the queues drain; the counts are final
         assert wait_for(lambda: drained(pipeline.metrics_port, ids), 90)
         m = scrape(pipeline.metrics_port)
@@ -63,5 +73,6 @@ def test_camera_flaps_and_a_redis_freeze_lose_nothing(tmp_path: Path, rtsp_facto
         keys = [(r["stream"], r["frame_id"]) for r in results]
         assert len(set(keys)) == inferred_total  # every classified frame reached the sink: no result lost
     print(f"\nchaos: 10 flaps, recovery s {[round(r, 1) for r in recoveries]} (max {max(recoveries):.1f}); "
-          f"{inferred_total} results, {len(keys) - len(set(keys))} duplicate(s)")
+          f"results again {replica_back_s:.1f} s after the replica kill; {inferred_total} results, "
+          f"{len(keys) - len(set(keys))} duplicate(s)")
     assert max(recoveries) <= BACKOFF_CAP_S + OPEN_TIMEOUT_S + 5
