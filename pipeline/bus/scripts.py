@@ -80,26 +80,31 @@ return {stale, kept}
 """
 
 #: KEYS: results stream, failures hash, then each camera's frames stream and stats hash.
-#: ARGV: group, results MAXLEN, JSON ``{"records": [[v, stream, json], ...], "acks": [[entry id, ...], ...]}``
-#: (``acks[i]`` are the frames of the i-th camera). XADD the records, then per camera XACK, count
-#: ``inferred`` and trim the acknowledged frames; forget the frames' failure reasons.
+#: ARGV: group, results MAXLEN, JSON ``{"cameras": n, "frames": [[camera (1-based), entry id, v, stream, json],
+#: ...]}``. Per frame: XACK it, and only if that acknowledged it (a frame classified twice, e.g. reclaimed while
+#: its first batch was still being written, is answered once) XADD its record and count it ``inferred``; then
+#: trim each camera's acknowledged frames and forget the frames' failure reasons. Returns the records written.
 WRITE_RESULTS = _SHEBANG + _SUCCESSOR + """
 local group, maxlen = ARGV[1], ARGV[2]
 local doc = cjson.decode(ARGV[3])
-for _, r in ipairs(doc.records) do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', r[1], 'stream', r[2], 'json', r[3])
+local written, done, total = {}, {}, 0
+for _, f in ipairs(doc.frames) do
+  local cam, id = f[1], f[2]
+  if redis.call('XACK', KEYS[1 + 2 * cam], group, id) == 1 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', f[3], 'stream', f[4], 'json', f[5])
+    written[cam] = (written[cam] or 0) + 1
+    total = total + 1
+  end
+  done[#done + 1] = id
 end
-local done = {}
-for i, ids in ipairs(doc.acks) do
-  local frames, stats = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  redis.call('XACK', frames, group, unpack(ids))
-  redis.call('HINCRBY', stats, 'inferred', #ids)
-  trim_acked(frames, group)
-  for _, id in ipairs(ids) do done[#done + 1] = id end
+for cam = 1, doc.cameras do
+  if written[cam] then redis.call('HINCRBY', KEYS[2 + 2 * cam], 'inferred', written[cam]) end
+  trim_acked(KEYS[1 + 2 * cam], group)
 end
 if #done > 0 then redis.call('HDEL', KEYS[2], unpack(done)) end
-return #done
+return total
 """
+
 
 #: KEYS: frames stream, stats hash. ARGV: group. Read-only. Returns {wait, stale, queued}: how long (ms,
 #: Redis' clock) the camera's oldest unread frame has waited (-1 when none waits, -2 when the stream or

@@ -3,7 +3,8 @@
 :meth:`ResultWriter.write` does, per Redis instance, in one atomic script
 (:data:`pipeline.bus.scripts.WRITE_RESULTS`, which runs at ``maxmemory`` too): XADD each
 record to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on their camera's
-stream for the inference group, count them in ``vigil:stats:<camera>`` (``inferred``), remove the
+stream for the inference group (a frame already answered, e.g. reclaimed while its first batch was
+being written, gets no second result), count them in ``vigil:stats:<camera>`` (``inferred``), remove the
 acknowledged frames from the camera's stream (:data:`pipeline.bus.scripts.TRIM_ACKED`: Redis holds
 only frames in flight) and forget their failure reasons. So a frame is acknowledged exactly when its
 result exists, and the counters that the accounting identity ``published = inferred + dropped +
@@ -53,15 +54,15 @@ class ResultWriter:
                 self._write_instance(idx, items)
 
     def _write_instance(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
-        acks: dict[str, list[str]] = {}
-        records = []
+        cameras: dict[str, int] = {}  # camera -> its 1-based position among the script's keys
+        frames = []
         for frame, record in items:
+            cam = cameras.setdefault(frame.stream_id, len(cameras) + 1)
             fields = record.to_fields()
-            records.append([fields["v"], fields["stream"], fields["json"]])
-            acks.setdefault(frame.stream_id, []).append(frame.entry_id)  # one XACK per camera, not per frame
+            frames.append([cam, frame.entry_id, fields["v"], fields["stream"], fields["json"]])
         keys = [RESULTS_KEY, FAILURES_KEY]
-        for sid in acks:
+        for sid in cameras:
             keys += [frames_key(sid), stats_key(sid)]
-        payload = json.dumps({"records": records, "acks": list(acks.values())})
+        payload = json.dumps({"cameras": len(cameras), "frames": frames})
         self._scripts[idx].write_results(keys=keys, args=[INFERENCE_GROUP, self._maxlen, payload],
                                          client=self._clients[idx])

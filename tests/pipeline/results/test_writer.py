@@ -46,3 +46,17 @@ def test_a_malformed_classification_is_rejected_once_where_it_is_read(bad: dict[
            "batch_size": 1, "replica": "r", **bad}
     with pytest.raises(ResultFormatError, match="malformed result record"):
         ResultRecord.from_dict(doc)
+
+
+def test_a_frame_written_twice_gets_one_result_and_one_count(clean_redis_url: str) -> None:
+    # A batch whose write was held up (a frozen Redis) can be reclaimed and classified again meanwhile:
+    # both writes arrive; only the first answers the frame.
+    client = redis.Redis.from_url(clean_redis_url)
+    publish(client, "cam", 3)
+    with consumer(clean_redis_url, "c1", ["cam"]) as c:
+        batch = c.read_batch(3, window_s=0.05)
+        writer = writer_for(c)
+        writer.write([(d, fake_record(d)) for d in batch])
+        writer.write([(d, fake_record(d)) for d in batch[1:]])  # the second classification of two of them
+    assert [ResultRecord.from_fields(f).frame_id for _, f in client.xrange(RESULTS_KEY)] == [d.entry_id for d in batch]
+    assert client.hget(stats_key("cam"), "inferred") == b"3"
