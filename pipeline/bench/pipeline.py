@@ -47,7 +47,7 @@ class PipelineBench:
     frames: int
 
 
-def _inferred(client: Any, streams: list[str]) -> int:
+def _done(client: Any, streams: list[str]) -> int:
     """Frames no longer queued: classified, or dropped as stale (which only an overloaded machine does)."""
     with client.pipeline(transaction=False) as p:
         for s in streams:
@@ -64,16 +64,16 @@ def _saturate(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str]
     """
     published, seq = 0, 0
     t0 = time.perf_counter()
-    start_done = _inferred(client, streams)
+    start_done = _done(client, streams)
     while time.perf_counter() - t0 < seconds:
-        rounds = (backlog - (published - (_inferred(client, streams) - start_done))) // len(streams)
+        rounds = (backlog - (published - (_done(client, streams) - start_done))) // len(streams)
         for _ in range(max(0, rounds)):
             for s in streams:
                 bus.publish(FrameMessage(s, seq, time.time_ns(), frames[seq % len(frames)]))
                 published += 1
             seq += 1
         time.sleep(0.02)
-    done = _inferred(client, streams) - start_done
+    done = _done(client, streams) - start_done
     return done / (time.perf_counter() - t0)
 
 

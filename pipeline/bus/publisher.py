@@ -52,6 +52,15 @@ def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str
     return max(0, trimmed - read)
 
 
+def _queue_replies(scripts: BusScripts, stream_ids: list[str], client: Client) -> list[list[int]]:
+    """QUEUE_STATE of each camera, pipelined: one round trip."""
+    with client.pipeline(transaction=False) as p:
+        for sid in stream_ids:
+            scripts.queue_state(keys=[frames_key(sid), stats_key(sid)], args=[INFERENCE_GROUP], client=p)
+        replies: list[list[int]] = p.execute()
+    return replies
+
+
 @dataclass(frozen=True)
 class BusOptions:
     """The publisher's settings: the ``redis:`` section, and the ``ingest:`` backoff for reconnects."""
@@ -79,6 +88,7 @@ class _Instance:
     index: int
     redacted_url: str
     client: Client
+    scripts: BusScripts  # the bus's Lua, registered on this client
     backoff: Backoff
     lock: threading.Lock = field(default_factory=threading.Lock)
     up: bool = True
@@ -104,7 +114,6 @@ class FrameBus:
         self.opts = opts
         self._on_state: BusStateHandler = on_bus_state or (lambda index, up: None)
         self._instances: list[_Instance] = []
-        self._scripts: list[BusScripts] = []
         self._identities = [instance_identity(u) for u in opts.urls]
         self._state = _State.NEW
 
@@ -116,8 +125,7 @@ class FrameBus:
                 client = connect(url, self.opts.socket_timeout_s, fail_fast=True)
                 backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
                 self._instances.append(_Instance(index=i, redacted_url=redact_url(url), client=client,
-                                                 backoff=backoff))
-                self._scripts.append(BusScripts(client))
+                                                 scripts=BusScripts(client), backoff=backoff))
         except BusError:
             self.__exit__(None, None, None)
             raise
@@ -130,7 +138,7 @@ class FrameBus:
                  tb: TracebackType | None) -> None:
         for inst in self._instances:
             inst.client.close()
-        self._instances, self._scripts = [], []
+        self._instances = []
         self._state = _State.CLOSED
 
     # -- routing -----------------------------------------------------------------------------------
@@ -190,21 +198,13 @@ class FrameBus:
         for idx, sids in by_instance.items():
             inst = self._instances[idx]
             try:
-                replies = self._call(inst, "queue state", functools.partial(self._queue_replies, idx, sids))
+                replies = self._call(inst, "queue state", functools.partial(_queue_replies, inst.scripts, sids))
             except BusError:
                 continue
             for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
                 if wait_ms != -2:
                     out[sid] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
         return out
-
-    def _queue_replies(self, idx: int, stream_ids: list[str], client: Client) -> list[list[int]]:
-        script = self._scripts[idx].queue_state
-        with client.pipeline(transaction=False) as p:
-            for sid in stream_ids:
-                script(keys=[frames_key(sid), stats_key(sid)], args=[INFERENCE_GROUP], client=p)
-            replies: list[list[int]] = p.execute()
-        return replies
 
     def health(self) -> list[dict[str, Any]]:
         return [{"index": i.index, "url": i.redacted_url, "up": i.up, "full": i.full, "last_error": i.last_error}
