@@ -210,9 +210,11 @@ class FrameConsumer:
             return []
         self._rotation += 1
         per_stream = want // len(live)
-        if not per_stream:
+        if not per_stream and not block_ms:
             first = self._rotation % len(live)
             live = (live[first:] + live[:first])[:want]
+        # A blocking read waits on every camera: nothing is queued, and Redis answers it with the frames of
+        # the one stream whose XADD woke it (at most ``count``), so asking all of them cannot over-read.
         asked = [[key for i, key in live if i == idx] for idx in range(len(self._keys))]
         targets = [idx for idx in range(len(asked)) if asked[idx]]
         first, count = self._rotation % len(targets), max(1, per_stream)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,23 @@ def test_window_closes_partial_batch(clean_redis_url: str) -> None:
         batch = c.read_batch(64, window_s=0.05)
         assert len(batch) == 3
         assert c.read_batch(64, window_s=0.05, idle_block_s=0.1) == []
+
+
+def test_an_idle_read_wakes_for_a_frame_of_any_camera_even_with_more_cameras_than_frames_wanted(
+        clean_redis_url: str) -> None:
+    # 32 cameras, a lane asking for 16 frames: the blocking read must wait on all 32, not on 16 of them
+    # (a frame of the others waited for the whole block, and at low rates that made frames old).
+    cams = [f"idle-{i:02d}" for i in range(32)]
+    client = redis.Redis.from_url(clean_redis_url)
+    with consumer(clean_redis_url, "c1", cams) as c:
+        c.read_batch(16, window_s=0.0, idle_block_s=0.05)  # the streams exist now: nothing to read
+        for sid in cams:
+            timer = threading.Timer(0.1, publish, (client, sid, 1))
+            timer.start()
+            t0 = time.monotonic()
+            got = c.read_batch(16, window_s=0.0, idle_block_s=3.0)
+            timer.join()
+            assert [d.stream_id for d in got] == [sid] and time.monotonic() - t0 < 1.5, sid
 
 
 def test_crashed_consumer_frames_are_reclaimed(clean_redis_url: str) -> None:
