@@ -144,6 +144,14 @@ class Camera:
             self._set_state(CameraState.STOPPED, "stopped")  # e.g. a failed camera, whose thread ended
         return stopped
 
+    def retune(self, stream: StreamConfig) -> bool:
+        """Take a new ``fps`` without reconnecting; False (nothing changed) when more than fps differs."""
+        if stream.model_copy(update={"fps": self.stream.fps}) != self.stream:
+            return False
+        self.pacing.set_fps(stream.fps)
+        self.stream = stream
+        return True
+
     def last_frame_age_s(self) -> float:
         last = self._last_frame_monotonic
         return time.monotonic() - (last if last is not None else self._started_monotonic)

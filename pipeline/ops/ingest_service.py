@@ -44,6 +44,12 @@ EVICTION_CHECK_S = 5.0
 _ENTRY_OVERHEAD_BYTES = 256  # a stream entry's id, field names and listpack headers
 
 
+def _batch_share(cfg: VigilConfig) -> float:
+    """What one batch cycle of every replica takes from each camera (at least one frame)."""
+    inf = cfg.inference
+    return max(1.0, inf.batch_size * inf.replicas / max(1, len(cfg.streams)))
+
+
 class IngestService:
     """``with IngestService(cfg) as worker: ...`` runs every owned camera until the block exits."""
 
@@ -63,9 +69,7 @@ class IngestService:
         self._stop = threading.Event()
         self._feedback = threading.Thread(target=self._adapt_rates, name="ingest-feedback", daemon=True)
         self._stale_seen: dict[str, int] = {}  # camera -> its stale drops at the last feedback tick
-        inf = cfg.inference  # what one batch cycle of every replica takes from each camera
-        share = inf.batch_size * inf.replicas / max(1, len(cfg.streams))
-        self._governor = SamplingGovernor(batch_share=max(1.0, share))
+        self._governor = SamplingGovernor(batch_share=_batch_share(cfg))
         self.eviction_check_s = EVICTION_CHECK_S
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
 
@@ -128,6 +132,10 @@ class IngestService:
         """Start/stop/restart cameras so that exactly ``wanted`` run; leave unchanged ones alone."""
         by_id = {s.id: s for s in wanted}
         with self._lock:
+            for sid, cam in self.cameras.items():  # a new fps alone is applied in place: no reconnect
+                new = by_id.get(sid)
+                if new is not None and new != cam.stream and cam.retune(new):
+                    self.metrics.set_sampling_rate(sid, new.fps, cam.pacing.rate_fps)
             stale = [c for sid, c in self.cameras.items() if by_id.get(sid) != c.stream]
             for cam in stale:
                 del self.cameras[cam.id]
@@ -151,6 +159,7 @@ class IngestService:
                 log.warning("config reload: changes to %r apply after a restart; only streams reload",
                             section)
         self.cfg = self.cfg.model_copy(update={"streams": cfg.streams})
+        self._governor.batch_share = _batch_share(self.cfg)  # the batch is shared by the new camera count
         before = set(self.cameras)
         self._apply(owned_streams(self.cfg, self.shard))
         after = set(self.cameras)

@@ -185,5 +185,15 @@ def test_metrics_health_and_reload_touch_only_changed_cameras(redis_server: Redi
         streams = {s.labels.get("stream") for series in scrape(port).values() for s in series}
         assert "w5-gone" not in streams and {"w5-keep", "w5-added"} <= streams
         assert http_get(port, "/nope")[0] == 404
+        # The adaptive sampling's per-camera share of a batch follows the camera count across a reload.
+        batch = cfg.inference.batch_size * cfg.inference.replicas
+        assert worker._governor.batch_share == batch / 2
+        worker.reload(make_config([keep], redis_server.url()))
+        assert worker._governor.batch_share == batch
+        # A new fps alone is applied in place: same camera, no reconnect, the new rate in /readyz.
+        worker.reload(make_config([{**keep, "fps": 2}], redis_server.url()))
+        assert worker.cameras["w5-keep"] is kept_cam and kept_cam.reconnects == 0
+        assert {c["id"]: c["fps"] for c in json.loads(http_get(port, "/readyz")[1])["cameras"]} == {
+            "w5-keep": {"configured": 2, "effective": 2}}
 
 
