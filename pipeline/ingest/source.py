@@ -37,6 +37,10 @@ log = logging.getLogger("vigil.sources")
 
 Frame = npt.NDArray[np.uint8]
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# FFmpeg's own log, which OpenCV reads once, at its first capture: AV_LOG_FATAL. A camera joined between
+# keyframes makes the H.264 decoder print an error for each frame it cannot reference yet ("mmco: unref
+# short failure"), on every (re)connect; Vigil reports what matters itself (camera states, stalls).
+FFMPEG_LOG_LEVEL_ENV, FFMPEG_LOG_LEVEL = "OPENCV_FFMPEG_LOGLEVEL", "8"
 _OPEN_LOCK = threading.Lock()
 _PROBE_TIMEOUT_S = 5.0  # how long an RTSP server may take to answer the probe's OPTIONS
 _INGEST_DEFAULTS = IngestConfig()
@@ -145,6 +149,7 @@ class VideoSource:
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, _ms(self.opts.read_timeout_s)]
         url = str(local_path(self.opts.url) or self.opts.url)
         with _OPEN_LOCK:
+            os.environ[FFMPEG_LOG_LEVEL_ENV] = FFMPEG_LOG_LEVEL
             previous = os.environ.get(CAPTURE_OPTIONS_ENV)
             options = capture_options(self.opts)
             if options:
