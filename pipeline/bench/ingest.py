@@ -52,7 +52,7 @@ class Run:
         return self.cpu_s / self.video_s if self.video_s > 0 else 0.0
 
 
-def _self_cpu_s() -> float:
+def self_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
@@ -66,7 +66,7 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _video_info(video: Path) -> tuple[float, int]:
+def video_info(video: Path) -> tuple[float, int]:
     with VideoSource(SourceOptions(url=str(video), paced=False)) as src:
         if src.fps <= 0 or src.frame_count <= 0:
             raise VigilError(f"{video}: cannot tell its frame rate/count; use an MP4/MKV file")
@@ -99,7 +99,7 @@ def bench_vigil(video: Path, bus: FrameBus, opts: BenchOptions, keyframes_only: 
     source_opts = SourceOptions(url=str(video), loop=True, paced=False, keyframes_only=keyframes_only)
     decoded = published = 0
     next_sample_s = 0.0
-    cpu0, t0 = _self_cpu_s(), time.perf_counter()
+    cpu0, t0 = self_cpu_s(), time.perf_counter()
     with VideoSource(source_opts) as src:
         while True:
             raw = src.read()
@@ -115,7 +115,7 @@ def bench_vigil(video: Path, bus: FrameBus, opts: BenchOptions, keyframes_only: 
                                      source_width=raw.bgr.shape[1]))
             published += 1
     name = "vigil keyframes only" if keyframes_only else "vigil decode+sample+resize+publish"
-    return Run(name, opts.video_s, decoded, published, _self_cpu_s() - cpu0, time.perf_counter() - t0)
+    return Run(name, opts.video_s, decoded, published, self_cpu_s() - cpu0, time.perf_counter() - t0)
 
 
 @dataclass
@@ -148,7 +148,7 @@ class IngestBench:
 
 def bench_ingest(video: Path, opts: BenchOptions, redis_url: str | None) -> IngestBench:
     """Measure ffmpeg alone, then Vigil's ingest path with and without keyframe-only decoding."""
-    native_fps, frame_count = _video_info(video)
+    native_fps, frame_count = video_info(video)
     loops = max(1, round(opts.video_s * native_fps / frame_count))
     opts = replace(opts, video_s=loops * frame_count / native_fps)
     baseline = bench_ffmpeg(video, loops, frame_count, native_fps)

@@ -62,3 +62,7 @@ app.command("ingest")(bench_ingest_cmd.ingest)
 from pipeline.cli import bench_pipeline_cmd  # noqa: E402 - registered after the app exists
 
 app.command("pipeline")(bench_pipeline_cmd.pipeline)
+
+from pipeline.cli import bench_overload_cmd  # noqa: E402 - registered after the app exists
+
+app.command("overload")(bench_overload_cmd.overload)
