@@ -77,10 +77,37 @@ def _replica_name() -> str:
         return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def _replica_grpc_on_loopback() -> None:
+    """On a Ray that listens on loopback only (`vigil run`'s, see :func:`_keep_on_loopback`), keep this
+    replica's inter-deployment gRPC server there too.
+
+    Serve 2.60 starts that server on ``[::]:0`` in every replica, after the user class is built, with no
+    setting to change it; Vigil never calls from one deployment into another (frames never cross a
+    handle), so the server only needs to exist. On a cluster (KubeRay) the node IP is not loopback and
+    nothing changes.
+    """
+    import ray
+
+    if not ray.is_initialized() or ray.util.get_node_ip_address() not in ("127.0.0.1", "::1"):  # type: ignore[no-untyped-call]
+        return
+    from ray.serve._private import replica
+
+    bind: Any = getattr(replica, "add_port_to_grpc_server", None)
+    if bind is None or getattr(bind, "vigil_loopback", False):
+        return
+
+    def on_loopback(server: Any, address: str) -> Any:
+        return bind(server, address.replace("[::]", "127.0.0.1", 1))
+
+    on_loopback.vigil_loopback = True  # type: ignore[attr-defined]
+    setattr(replica, "add_port_to_grpc_server", on_loopback)  # noqa: B010 - a module attribute of Ray's
+
+
 class ClassifierReplica:
     """The deployment's class body, usable without Ray in tests (see :func:`build_app`)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        _replica_grpc_on_loopback()
         self.settings = ServeSettings(**settings)
         cfg = VigilConfig.model_validate(self.settings.config)
         self.inference = cfg.inference
@@ -186,9 +213,26 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     # exports its own) and no task waits for a pre-started worker; both cost CPU the model needs.
     local_config = {"worker_niceness": 0, "enable_metrics_collection": False, "enable_worker_prestart": False,
                     "prestart_worker_first_driver": False}
+    if address is None:
+        _keep_on_loopback()
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
              configure_logging=False, _system_config=None if address else local_config,
+             _node_ip_address=None if address else "127.0.0.1",
              runtime_env={"env_vars": {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0"}})
+
+
+def _keep_on_loopback() -> None:
+    """Make the Ray that `vigil run` starts listen on 127.0.0.1 only: nothing off this machine talks to it.
+
+    Ray binds its GCS, raylet, workers and agents to the node's IP, and it replaces a node IP of
+    127.0.0.1 by the machine's outward address unless it runs as a single machine that forms no
+    cluster, which is what ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` declares (Ray reads it once, at its
+    import, into ``ray_constants.ENABLE_RAY_CLUSTER``). A test lists every listening socket of the
+    process tree, so an upgrade of Ray that changes this fails there.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def build_app(settings: ServeSettings, replicas: int, num_cpus: float, num_gpus: float,

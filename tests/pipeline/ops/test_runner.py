@@ -7,6 +7,7 @@ Serve, the shared model; everything on loopback.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import httpx
 from pipeline.core.config import validate_config
 from pipeline.ops.runner import LocalPipeline
 from tests.fixtures.services import RtspServer, wait_for
+from tests.fixtures.sockets import descendants, is_loopback, listening, process_name
 
 
 def config(streams: list[dict[str, Any]], out: Path, model: Path) -> Any:
@@ -92,6 +94,11 @@ def test_four_cameras_and_exact_accounting(tmp_path: Path, rtsp_factory: Callabl
     out = tmp_path / "results.jsonl"
     with LocalPipeline(config(streams, out, shared_model), ray_cpus=2) as pipeline:
         assert wait_for(lambda: {r["stream"] for r in read_results(out)} == set(ids), 120)
+        # Everything this process started (Redis, Ray's GCS, raylet, workers and agents, Serve's proxy, the
+        # metrics endpoint) listens on loopback only.
+        sockets = listening(descendants(os.getpid()))
+        assert any(process_name(pid) == "gcs_server" for pid, _, _ in sockets)  # Ray's are among them
+        assert [(process_name(pid), addr, port) for pid, addr, port in sockets if not is_loopback(addr)] == []
         time.sleep(3)
         server.kill()  # the cameras stop publishing; then the queues drain
         assert wait_for(lambda: drained(pipeline.metrics_port, ids), 60)
