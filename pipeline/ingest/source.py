@@ -41,6 +41,12 @@ CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # keyframes makes the H.264 decoder print an error for each frame it cannot reference yet ("mmco: unref
 # short failure"), on every (re)connect; Vigil reports what matters itself (camera states, stalls).
 FFMPEG_LOG_LEVEL_ENV, FFMPEG_LOG_LEVEL = "OPENCV_FFMPEG_LOGLEVEL", "8"
+# How long FFmpeg analyses an RTSP stream at a camera's first open attempt. OpenCV opens the captures of
+# a process one at a time, under one mutex, so this is also how long each camera holds up the others:
+# with FFmpeg's default (about 1 s here) 200 cameras take 200 s to (re)connect. A camera whose codec
+# parameters do not arrive within it (no SPS in the SDP, long keyframe interval) is opened again at once
+# with FFmpeg's defaults.
+QUICK_ANALYZE_US = 200_000
 _OPEN_LOCK = threading.Lock()
 _PROBE_TIMEOUT_S = 5.0  # how long an RTSP server may take to answer the probe's OPTIONS
 _INGEST_DEFAULTS = IngestConfig()
@@ -76,11 +82,17 @@ class RawFrame:
     decode_latency_s: float
 
 
-def capture_options(opts: SourceOptions) -> str:
-    """The ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` value (``key;value|key;value``) for these options."""
+def capture_options(opts: SourceOptions, quick: bool = False) -> str:
+    """The ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` value (``key;value|key;value``) for these options.
+
+    ``quick``: FFmpeg analyses an RTSP stream for :data:`QUICK_ANALYZE_US` only, instead of about a
+    second (its default stops once it has estimated the frame rate, which a live camera does not need).
+    """
     pairs: list[tuple[str, str]] = []
     if opts.url.startswith(("rtsp://", "rtsps://")):
         pairs.append(("rtsp_transport", opts.transport))
+        if quick:
+            pairs.append(("analyzeduration", str(QUICK_ANALYZE_US)))
     elif opts.url.startswith("/dev/video"):
         pairs.append(("input_format", "video4linux2"))  # FFmpeg cannot guess a device's format
     if opts.keyframes_only:
@@ -130,7 +142,11 @@ class VideoSource:
             unreachable = rtsp_unreachable(self.opts.url, min(self.opts.open_timeout_s, _PROBE_TIMEOUT_S))
             if unreachable:
                 raise SourceError(f"cannot open {self.redacted_url}: {unreachable}", unreachable)
-        cap = self._open_capture()
+        cap = self._open_capture(quick=True)
+        if not cap.isOpened() and capture_options(self.opts, quick=True) != capture_options(self.opts):
+            cap.release()
+            log.debug("%s: not open after a quick analysis; trying FFmpeg's full one", self.redacted_url)
+            cap = self._open_capture(quick=False)
         if not cap.isOpened():
             cap.release()
             why = diagnose_open_failure(self.opts.url, min(self.opts.open_timeout_s, 3.0))
@@ -144,14 +160,14 @@ class VideoSource:
         count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = int(count) if 0 < count < 1e9 else 0
 
-    def _open_capture(self) -> cv2.VideoCapture:
+    def _open_capture(self, quick: bool) -> cv2.VideoCapture:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _ms(self.opts.open_timeout_s),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, _ms(self.opts.read_timeout_s)]
         url = str(local_path(self.opts.url) or self.opts.url)
         with _OPEN_LOCK:
             os.environ[FFMPEG_LOG_LEVEL_ENV] = FFMPEG_LOG_LEVEL
             previous = os.environ.get(CAPTURE_OPTIONS_ENV)
-            options = capture_options(self.opts)
+            options = capture_options(self.opts, quick)
             if options:
                 os.environ[CAPTURE_OPTIONS_ENV] = options
             else:
