@@ -35,7 +35,8 @@ def _report(video: Path, bench: IngestBench, as_json: bool) -> None:
         doc = {"video": str(video), "native_fps": native_fps, "target_fps": opts.fps, "cpus": os.cpu_count(),
                "runs": [{**asdict(r), "frames_per_core_s": r.frames_per_core_s,
                          "cores_per_camera": r.cores_per_camera} for r in runs],
-               "vigil_vs_ffmpeg": ratio, "keyframes_only_cpu_saving": saving, "redis_cpu_s": redis_cpu_s}
+               "vigil_vs_ffmpeg": ratio, "keyframes_only_cpu_saving": saving, "redis_cpu_s": redis_cpu_s,
+               "health_cpu_share": full.health_cpu_s / full.cpu_s if full.cpu_s else 0.0}
         typer.echo(json.dumps(doc, indent=2))
         return
     typer.echo(f"vigil bench ingest: {video.name}, {native_fps:g} fps native, sampled at {opts.fps:g} fps, "
@@ -48,5 +49,8 @@ def _report(video: Path, bench: IngestBench, as_json: bool) -> None:
                    f"{r.frames_per_core_s:>13.1f} {r.cores_per_camera:>12.3f}")
     typer.echo(f"vigil / ffmpeg-alone decode throughput per core: {ratio:.2f}x "
                f"(redis-server used {redis_cpu_s:.2f} CPU s for the vigil run, not included)")
+    if full.published_frames:
+        typer.echo(f"camera health checks: {1e6 * full.health_cpu_s / full.published_frames:.0f} us CPU a sampled "
+                   f"frame, {full.health_cpu_s / full.cpu_s:.1%} of the ingest path's CPU")
     typer.echo(f"keyframe-only mode saves {saving:.0%} CPU "
                f"({full.cores_per_camera:.3f} -> {keyframes.cores_per_camera:.3f} cores per camera)")

@@ -22,15 +22,16 @@ from pipeline.ops.runner import CameraRow, LocalPipeline
 def _table(rows: list[CameraRow], pipeline: LocalPipeline) -> Table:
     t = Table(title=f"vigil: metrics http://{pipeline.cfg.metrics.host}:{pipeline.metrics_port}/metrics "
                     f"(Ctrl-C stops)", expand=False)
-    for col in ("camera", "state", "sampling", "fps in", "fps out", "age p95", "dropped", "stale", "dead"):
-        t.add_column(col, justify="left" if col in ("camera", "state") else "right", no_wrap=True,
+    for col in ("camera", "state", "health", "sampling", "fps in", "fps out", "age p95", "dropped", "stale", "dead"):
+        t.add_column(col, justify="left" if col in ("camera", "state", "health") else "right", no_wrap=True,
                      min_width=len(col))
     # The one column that gives way on a narrow terminal.
     t.add_column("last result", no_wrap=True, overflow="ellipsis", ratio=1)
     for r in rows:
         age = f"{r.age_p95_s * 1000:.0f} ms" if r.age_p95_s is not None else "-"
         effective, configured = r.sampling_fps
-        t.add_row(r.stream, r.state, f"{effective:g}/{configured:g}", f"{r.fps_in:.1f}", f"{r.fps_out:.1f}", age,
+        t.add_row(r.stream, r.state, ",".join(r.health) or "ok", f"{effective:g}/{configured:g}",
+                  f"{r.fps_in:.1f}", f"{r.fps_out:.1f}", age,
                   str(r.dropped), str(r.stale), str(r.dead_lettered), r.last_result)
     return t
 

@@ -20,18 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.health_config import HealthConfig
+from pipeline.core.health_config import Strict as _Strict
 from pipeline.core.redact import redact_url
 
 # --------------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 ResizePolicy = Literal["squash", "center_crop", "letterbox"]
@@ -50,6 +48,8 @@ class StreamConfig(_Strict):
     transport: Literal["tcp", "udp"] = "tcp"
     loop: bool = Field(default=False, description="Loop a local file (paced at its native fps).")
     keyframes_only: bool = Field(default=False, description="Decode only keyframes (saves CPU at low fps).")
+    health: HealthConfig = Field(default_factory=HealthConfig, description=(
+        "This camera's health checks: the top-level health: section, with the keys set here overriding it."))
 
     @field_validator("url")
     @classmethod
@@ -261,6 +261,15 @@ class VigilConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     sinks: list[SinkConfig] = Field(default_factory=list)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @model_validator(mode="after")
+    def _streams_inherit_health(self) -> VigilConfig:
+        """Each stream's ``health:`` is the top-level one with the keys the stream set itself on top."""
+        streams = [s.model_copy(update={"health": self.health.model_copy(
+            update={k: getattr(s.health, k) for k in s.health.model_fields_set})}) for s in self.streams]
+        object.__setattr__(self, "streams", streams)  # frozen: this validator completes the value
+        return self
 
     @field_validator("sinks")
     @classmethod

@@ -32,9 +32,10 @@ from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.camera import Camera, CameraState
+from pipeline.ingest.health import CameraHealth, describe
 from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor
 from pipeline.ingest.shard import owned_streams
-from pipeline.ingest.source import RawFrame
+from pipeline.ingest.source import Frame, RawFrame
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
 
 log = logging.getLogger("vigil.ingest")
@@ -62,6 +63,7 @@ class IngestService:
         self.frame_height, self.frame_width = frame_size
         self.metrics = IngestMetrics(registry)
         self.cameras: dict[str, Camera] = {}
+        self._health: dict[str, CameraHealth] = {}  # camera -> its health checks (fed in the camera's thread)
         self._seq: dict[str, int] = {}
         self._evicted: dict[str, tuple[float, int]] = {}  # stream -> (checked at, trimmed unread)
         self._lock = threading.Lock()
@@ -145,12 +147,14 @@ class IngestService:
             for sid, stream in by_id.items():
                 if sid not in self.cameras:
                     self._seq.setdefault(sid, 0)
+                    self._health[sid] = CameraHealth(stream.health)
                     cam = Camera(stream, self.cfg.ingest, self._handle_sample, self.metrics)
                     self.cameras[sid] = cam.start()
                     self.metrics.set_sampling_rate(sid, stream.fps, cam.pacing.rate_fps)
             for sid in list(self._seq):
                 if sid not in by_id:
                     del self._seq[sid]
+                    self._health.pop(sid, None)
 
     def reload(self, cfg: VigilConfig) -> None:
         """Apply a new config's camera list (SIGHUP). Other sections need a restart."""
@@ -170,6 +174,8 @@ class IngestService:
         """Resize, convert and publish one sampled frame (runs in the camera thread)."""
         t0 = time.perf_counter()
         pixels = bgr_to_rgb(resize(raw.bgr, self.frame_height, self.frame_width, stream.resize))
+        if self._judge_health(stream, pixels):
+            return
         with self._lock:
             seq = self._seq.get(stream.id, 0)
             self._seq[stream.id] = seq + 1
@@ -189,6 +195,32 @@ class IngestService:
             return
         self.metrics.frame_published(stream.id, time.perf_counter() - t0)
         self._count_evictions(stream.id)
+
+    def _judge_health(self, stream: StreamConfig, pixels: Frame) -> bool:
+        """Feed the camera's health checks one sampled frame; True when the frame is not to be published."""
+        health = self._health.get(stream.id)
+        if health is None:
+            return False
+        for condition, active in health.observe(pixels, time.monotonic(), time.time()):
+            if active:
+                log.warning("camera %s: %s (%s)", stream.id, condition, describe(condition, stream.health))
+            else:
+                log.info("camera %s: no longer %s", stream.id, condition)
+        if health.stats is not None:
+            self.metrics.set_health(stream.id, health.stats, health.active)
+        if stream.health.skip_frozen and "frozen" in health.active:
+            self.metrics.frames_dropped(stream.id, "frozen")
+            return True
+        return False
+
+    def accept_view(self, sid: str) -> bool:
+        """Make the camera's current view its reference (it was re-aimed on purpose); False: no such camera."""
+        health = self._health.get(sid)
+        if health is None:
+            return False
+        health.accept_view()
+        log.info("camera %s: current view accepted as the reference", sid)
+        return True
 
     def _count_evictions(self, sid: str) -> None:
         """Every few seconds, add the frames Redis trimmed unread since the last check."""
@@ -232,9 +264,16 @@ class IngestService:
             "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
             "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
             "bus": self._bus.instance_url(c.id),
+            **self._health_doc(c.id),
         } for c in cameras]
         ready = all(b["up"] and not b["full"] for b in bus)
         return {"ready": ready, "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
+
+    def _health_doc(self, sid: str) -> dict[str, Any]:
+        health = self._health.get(sid)
+        if health is None:
+            return {"health": [], "health_since": {}}
+        return {"health": health.active, "health_since": {k: round(v, 3) for k, v in health.since().items()}}
 
     def camera_state(self, sid: str) -> CameraState | None:
         cam = self.cameras.get(sid)
@@ -256,6 +295,16 @@ class IngestService:
                                json.dumps(doc, indent=1).encode())
                 else:
                     self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz, /readyz\n")
+
+            def do_POST(self) -> None:
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if len(parts) == 3 and parts[0] == "cameras" and parts[2] == "accept-view":
+                    if worker.accept_view(parts[1]):
+                        self._send(200, "application/json", json.dumps({"accepted_view": parts[1]}).encode())
+                    else:
+                        self._send(404, "text/plain; charset=utf-8", f"no camera {parts[1]!r} here\n".encode())
+                else:
+                    self._send(404, "text/plain; charset=utf-8", b"not found: try POST /cameras/<id>/accept-view\n")
 
             def _send(self, code: int, ctype: str, body: bytes) -> None:
                 self.send_response(code)

@@ -33,6 +33,7 @@ from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, frames_key, 
 from pipeline.core.redis_clients import Client, close_all, connect_all, instance_identity, pick_instance
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 from pipeline.ingest.camera import CameraState
+from pipeline.ingest.health import CONDITIONS, FrameStats
 
 __all__ = ["CAMERA_STATES", "CONTENT_TYPE_LATEST", "DROP_REASONS", "IngestMetrics", "PipelineCollector",
            "SinkMetrics", "render"]
@@ -45,6 +46,7 @@ DROP_REASONS = (
     "bus_error",  # the XADD failed (connection lost, timeout, Redis error)
     "bus_full",  # the camera's Redis instance is at its maxmemory and refused the frame (it is up)
     "evicted",  # trimmed by XADD MAXLEN ~ before any consumer group read it (drop-oldest)
+    "frozen",  # not published: the camera is frozen and its health.skip_frozen is set
 )
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -88,6 +90,18 @@ class IngestMetrics:
         self._effective_fps = Gauge("vigil_ingest_effective_frames_per_second", "The rate the camera samples at "
                                     "now: lower than configured while inference cannot take its frames.",
                                     ["stream"], registry=r)
+        self._health = Gauge("vigil_camera_health", "1 while the condition holds for the camera, else 0 "
+                             f"({', '.join(CONDITIONS)}).", ["stream", "condition"], registry=r)
+        self._brightness = Gauge("vigil_camera_brightness_ratio", "Mean grey level of the last sampled frame, "
+                                 "0 (black) to 1 (white).", ["stream"], registry=r)
+        self._contrast = Gauge("vigil_camera_contrast_ratio", "Standard deviation of its grey levels, / 255 "
+                               "(near 0: uniform).", ["stream"], registry=r)
+        self._sharpness = Gauge("vigil_camera_sharpness_variance", "Variance of the Laplacian of its grey "
+                                "picture at model size (low: blurred).", ["stream"], registry=r)
+        self._change = Gauge("vigil_camera_change_ratio", "Mean absolute change from the previous sampled frame, "
+                             "/ 255 (near 0: frozen).", ["stream"], registry=r)
+        self._view = Gauge("vigil_camera_view_correlation_ratio", "Correlation of the averaged view with the "
+                           "reference view (low: moved; NaN before a reference).", ["stream"], registry=r)
         self._bus_up = Gauge("vigil_ingest_bus_up", "1 if the Redis instance (index in redis.urls) "
                              "answered the last command, else 0.", ["bus"], registry=r)
 
@@ -105,16 +119,18 @@ class IngestMetrics:
     def _remove_stream(self, sid: str) -> None:
         for metric in (self._decoded, self._sampled, self._published, self._reconnects, self._state,
                        self._age, self._decode_latency, self._publish_latency, self._configured_fps,
-                       self._effective_fps):
+                       self._effective_fps, self._brightness, self._contrast, self._sharpness, self._change,
+                       self._view):
             try:
                 metric.remove(sid)
             except KeyError:
                 continue  # that series was never created (e.g. no frame was ever decoded)
-        for reason in DROP_REASONS:
-            try:
-                self._dropped.remove(sid, reason)
-            except KeyError:
-                continue
+        for metric, values in ((self._dropped, DROP_REASONS), (self._health, CONDITIONS)):
+            for value in values:
+                try:
+                    metric.remove(sid, value)
+                except KeyError:
+                    continue
 
     def _known(self, sid: str) -> bool:
         return sid in self._streams
@@ -125,6 +141,19 @@ class IngestMetrics:
         if self._known(sid):
             self._decoded.labels(sid).inc()
             self._decode_latency.labels(sid).observe(latency_seconds)
+
+    def set_health(self, sid: str, stats: FrameStats, active: Iterable[str]) -> None:
+        """The camera's health conditions (0/1 each) and the statistics of its last sampled frame."""
+        if not self._known(sid):
+            return
+        on = set(active)
+        for condition in CONDITIONS:
+            self._health.labels(sid, condition).set(1 if condition in on else 0)
+        self._brightness.labels(sid).set(stats.luma_mean / 255)
+        self._contrast.labels(sid).set(stats.luma_spread / 255)
+        self._sharpness.labels(sid).set(stats.sharpness)
+        self._change.labels(sid).set(min(stats.change, 255.0) / 255)
+        self._view.labels(sid).set(stats.view_correlation)
 
     def frame_sampled(self, sid: str) -> None:
         if self._known(sid):

@@ -39,6 +39,7 @@ class CameraRow:
 
     stream: str
     state: str
+    health: list[str]  # the picture's active conditions (frozen, dark, blurred, moved): empty when healthy
     sampling_fps: tuple[float, float]  # (effective, configured): lower under overload
     fps_in: float
     fps_out: float
@@ -173,6 +174,7 @@ class LocalPipeline:
         status: dict[str, Any] = self.ingest.status() if self.ingest is not None else {"cameras": []}
         states = {c["id"]: c["state"] for c in status["cameras"]}
         sampling = {c["id"]: (c["fps"]["effective"], c["fps"]["configured"]) for c in status["cameras"]}
+        health = {c["id"]: list(c["health"]) for c in status["cameras"]}
         m = self.samples()
         published = m.get("vigil_ingest_published_frames_total", {})
         inferred = m.get("vigil_pipeline_inferred_frames_total", {})
@@ -189,7 +191,8 @@ class LocalPipeline:
             ages = self.sink_metrics.recent_ages(s.id) if self.sink_metrics is not None else []
             p95 = sorted(ages)[int(0.95 * (len(ages) - 1))] if ages else None
             rows.append(CameraRow(
-                stream=s.id, state=states.get(s.id, "-"), sampling_fps=sampling.get(s.id, (s.fps, s.fps)),
+                stream=s.id, state=states.get(s.id, "-"), health=health.get(s.id, []),
+                sampling_fps=sampling.get(s.id, (s.fps, s.fps)),
                 fps_in=(pub - pub0) / dt if dt > 1e-3 else 0.0, fps_out=(inf - inf0) / dt if dt > 1e-3 else 0.0,
                 age_p95_s=p95, dropped=int(sum(v for k, v in dropped.items() if k[0] == s.id)),
                 stale=int(dropped.get((s.id, "stale"), 0)), dead_lettered=int(dead.get((s.id,), 0)),

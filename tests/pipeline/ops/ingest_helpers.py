@@ -17,7 +17,7 @@ from tests.fixtures.services import RedisServer, wait_for
 FAST = {"open_timeout_s": 1.5, "read_timeout_s": 1.5, "stall_timeout_s": 1.5, "backoff_base_s": 0.2,
         "backoff_cap_s": 1.0}
 UNITS = ("_total", "_seconds", "_seconds_bucket", "_seconds_count", "_seconds_sum", "_created", "_up",
-         "_frames_per_second", "_state")
+         "_frames_per_second", "_state", "_ratio", "_variance", "_health")  # _health: 0/1 per condition
 
 
 def make_config(streams: list[dict[str, Any]], redis_url: str, **extra: Any) -> VigilConfig:

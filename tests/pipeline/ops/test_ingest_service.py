@@ -172,7 +172,7 @@ def test_metrics_health_and_reload_touch_only_changed_cameras(redis_server: Redi
             "w5-keep": "live", "w5-gone": "live"}
         samples = scrape(port)
         for name, series in samples.items():
-            assert name.startswith("vigil_ingest_"), name
+            assert name.startswith(("vigil_ingest_", "vigil_camera_")), name
             for s in series:
                 assert s.name.endswith(UNITS), s.name
                 assert s.labels.get("stream", "w5-keep") in ("w5-keep", "w5-gone")

@@ -1,0 +1,113 @@
+"""Camera health end to end: real footage made bad with ffmpeg, served by the real RTSP server, judged by
+the ingest service (real Redis), seen in /readyz and /metrics, for a minute."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.ops.ingest_service import IngestService
+from tests.fixtures import media
+from tests.fixtures.services import RedisServer, RtspServer
+from tests.pipeline.ops.ingest_helpers import http_get, make_config, scrape
+
+SHORT = {"frozen_after_s": 5, "dark_after_s": 5, "blurred_after_s": 5, "moved_after_s": 5, "clear_after_s": 2,
+         "reference_after_s": 10}
+BAD_S, SAMPLE_S = 12, 0.2  # each bad segment lasts 12 s, then good footage; cameras sample at 5 fps
+SLACK_S = 1.5  # from a camera going live to its first frames being judged, and /readyz polling
+EARLY_S = 0.5  # "live" is seen by polling, a little after the stream (and the file) started
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory, video_dir: Path, images_dir: Path) -> dict[str, Path]:
+    d, bikes = tmp_path_factory.mktemp("health"), video_dir / "bikes.mp4"
+    return {"frozen": media.frozen_then_live(bikes, images_dir / "parrot.png", d / "frozen.mp4", BAD_S),
+            "dark": media.dark_then_live(bikes, d / "dark.mp4", BAD_S),
+            "blurred": media.blurred_then_live(bikes, d / "blurred.mp4", BAD_S),
+            "moved": media.shifted_view(bikes, d / "moved.mp4", each_s=20),
+            "bikes": bikes, "slideshow": video_dir / "slideshow.mp4"}
+
+
+@pytest.fixture
+def watched(footage: dict[str, Path], rtsp_factory: Callable[..., RtspServer],
+            redis_server: RedisServer) -> Iterator[tuple[IngestService, dict[str, float]]]:
+    server = rtsp_factory(footage)
+    streams: list[dict[str, Any]] = [{"id": f"h-{name}", "url": server.url(name), "fps": 1 / SAMPLE_S,
+                                      "health": SHORT} for name in ("frozen", "dark", "blurred", "moved")]
+    streams += [{"id": f"h-{name}", "url": server.url(name), "fps": 1 / SAMPLE_S} for name in ("bikes", "slideshow")]
+    with IngestService(make_config(streams, redis_server.url())) as worker:
+        live: dict[str, float] = {}
+        deadline = time.monotonic() + 20
+        while len(live) < len(streams) and time.monotonic() < deadline:
+            for cam in worker.status()["cameras"]:
+                if cam["state"] == "live":
+                    live.setdefault(cam["id"], time.monotonic())
+            time.sleep(0.05)
+        assert len(live) == len(streams), worker.status()
+        yield worker, live
+
+
+def transitions(worker: IngestService, live: dict[str, float], seconds: float,
+                on_moved: Callable[[], None]) -> dict[str, list[tuple[str, bool, float]]]:
+    """Poll /readyz: each camera's (condition, entered?, seconds after the camera went live)."""
+    seen: dict[str, set[str]] = {sid: set() for sid in live}
+    out: dict[str, list[tuple[str, bool, float]]] = {sid: [] for sid in live}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        _, body = http_get(worker.http_port, "/readyz")
+        for cam in json.loads(body)["cameras"]:
+            now = set(cam["health"])
+            sid = cam["id"]
+            for c in sorted(now ^ seen[sid]):
+                out[sid].append((c, c in now, time.monotonic() - live[sid]))
+                if sid == "h-moved" and c == "moved" and c in now:
+                    on_moved()
+            assert set(cam["health_since"]) == now
+            seen[sid] = now
+        time.sleep(0.1)
+    return out
+
+
+def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_ones_never(
+        watched: tuple[IngestService, dict[str, float]]) -> None:
+    worker, live = watched
+    metrics_while_moved: dict[str, list[Any]] = {}
+
+    def accept_the_new_view() -> None:
+        metrics_while_moved.update(scrape(worker.http_port))
+        req = urllib.request.Request(f"http://127.0.0.1:{worker.http_port}/cameras/h-moved/accept-view", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+
+    seen = transitions(worker, live, 60, accept_the_new_view)
+    for name in ("frozen", "dark", "blurred"):
+        events = seen[f"h-{name}"][:2]
+        assert [(c, on) for c, on, _ in events] == [(name, True), (name, False)], seen[f"h-{name}"]
+        entered, cleared = events[0][2], events[1][2]
+        assert 5 - EARLY_S <= entered <= 5 + SAMPLE_S + SLACK_S, (name, entered)  # within its time plus one sample
+        assert BAD_S + 2 - EARLY_S <= cleared <= BAD_S + 2 + SAMPLE_S + SLACK_S, (name, cleared)  # good again
+    # The view is taken as reference after 10 s; at 20 s the camera "turns"; the averaged view follows within
+    # a few seconds, then moved holds 5 s. Accepting the new view clears it.
+    moved = seen["h-moved"]
+    assert [(c, on) for c, on, _ in moved[:2]] == [("moved", True), ("moved", False)], moved
+    assert 20 + 5 <= moved[0][2] <= 20 + 5 + 5, moved
+    health = {(s.labels["stream"], s.labels["condition"]): s.value for s in metrics_while_moved["vigil_camera_health"]}
+    assert health[("h-moved", "moved")] == 1 and health[("h-bikes", "moved")] == 0
+    assert seen["h-bikes"] == [] and seen["h-slideshow"] == []  # real footage with motion and cuts: no alarm
+    code, body = http_get(worker.http_port, "/readyz")
+    assert code == 200 and {c["id"]: c["health"] for c in json.loads(body)["cameras"]}["h-bikes"] == []
+
+
+def test_accepting_the_view_of_an_unknown_camera_is_404(redis_server: RedisServer) -> None:
+    with IngestService(make_config([], redis_server.url())) as worker:
+        req = urllib.request.Request(f"http://127.0.0.1:{worker.http_port}/cameras/nope/accept-view", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 404
+        err.value.close()
