@@ -31,7 +31,7 @@ from pipeline.bus.wire import Encoding, FrameMessage, encode_frame
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
-from pipeline.core.keys import INFERENCE_GROUP, frames_key, stats_key
+from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.redact import redact_url
 from pipeline.core.redis_clients import Client, connect, instance_identity, pick_instance
 
@@ -282,6 +282,14 @@ class FrameBus:
 
         entry: bytes = self._call(self._instance(msg.stream_id), "XADD", xadd_counted)
         return entry
+
+    def publish_event(self, stream_id: str, fields: Mapping[str, str], maxlen: int) -> None:
+        """XADD an event about a camera (e.g. its health) to the results stream of the camera's instance.
+
+        Raises like :meth:`publish`; the results stream is trimmed to ``maxlen`` (``redis.results_maxlen``).
+        """
+        self._call(self._instance(stream_id), "XADD",
+                   lambda c: c.xadd(RESULTS_KEY, dict(fields), maxlen=maxlen, approximate=True))
 
     def trimmed_unread(self, stream_id: str) -> int:
         """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""

@@ -127,12 +127,16 @@ class CameraHealth:
         """Active condition -> when it became active (Unix seconds)."""
         return {name: h.since_s for name, h in self._conditions.items() if h.active and h.since_s is not None}
 
-    def accept_view(self) -> None:
-        """Make the current view the reference (an operator turned the camera on purpose); clears ``moved``."""
+    def accept_view(self) -> bool:
+        """Make the current view the reference (an operator turned the camera on purpose); clears ``moved``.
+
+        Returns whether ``moved`` was active (so that its clearing is announced like any other)."""
         if self._view is not None:
             self.reference = self._view.copy()
         moved = self._conditions["moved"]
+        was = moved.active
         moved.active, moved.since_s = False, None
+        return was
 
     def observe(self, rgb: Image, now: float, wall: float) -> list[tuple[Condition, bool]]:
         """Take one sampled RGB frame at ``now`` (monotonic s); return the conditions that entered or cleared."""

@@ -20,6 +20,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -37,6 +38,7 @@ from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovern
 from pipeline.ingest.shard import owned_streams
 from pipeline.ingest.source import Frame, RawFrame
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
+from pipeline.results.health_event import HealthEvent
 
 log = logging.getLogger("vigil.ingest")
 
@@ -206,6 +208,8 @@ class IngestService:
                 log.warning("camera %s: %s (%s)", stream.id, condition, describe(condition, stream.health))
             else:
                 log.info("camera %s: no longer %s", stream.id, condition)
+            self._announce(HealthEvent(stream.id, condition, active, time.time(),
+                                       asdict(health.stats) if health.stats is not None else {}))
         if health.stats is not None:
             self.metrics.set_health(stream.id, health.stats, health.active)
         if stream.health.skip_frozen and "frozen" in health.active:
@@ -213,12 +217,22 @@ class IngestService:
             return True
         return False
 
+    def _announce(self, event: HealthEvent) -> None:
+        """Put a health transition on the results stream, where the sinks (the events sink) hear of it."""
+        try:
+            self._bus.publish_event(event.stream, event.to_fields(), self.cfg.redis.results_maxlen)
+        except BusError as exc:  # /readyz and the metrics still say it; only the event is lost
+            log.warning("camera %s: health event %s=%s not written: %s", event.stream, event.condition,
+                        event.active, exc)
+
     def accept_view(self, sid: str) -> bool:
         """Make the camera's current view its reference (it was re-aimed on purpose); False: no such camera."""
         health = self._health.get(sid)
         if health is None:
             return False
-        health.accept_view()
+        if health.accept_view():
+            self._announce(HealthEvent(sid, "moved", False, time.time(),
+                                       asdict(health.stats) if health.stats is not None else {}))
         log.info("camera %s: current view accepted as the reference", sid)
         return True
 

@@ -23,8 +23,10 @@ from pipeline.core.config import SinkConfig
 from pipeline.core.errors import ResultFormatError, SinkError
 from pipeline.core.keys import RESULTS_KEY, sink_group
 from pipeline.core.redis_clients import Client
+from pipeline.results.health_event import HealthEvent, is_health_event
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks import Sink
+from pipeline.results.sinks.base import HealthEventSink
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class _Pending:
     instance: int
     ids: list[bytes]
     records: list[ResultRecord]
+    events: list[HealthEvent]  # health transitions from ingest, in the same stream
 
 
 class SinkRunner:
@@ -94,16 +97,19 @@ class SinkRunner:
         return self._batch(idx, entries)
 
     def _batch(self, idx: int, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> _Pending | None:
-        ids, records = [], []
+        ids, records, events = [], [], []
         for eid, fields in entries:
             ids.append(eid)
             if not fields:
                 continue  # trimmed off the results stream while pending: acknowledged with the rest
             try:
-                records.append(ResultRecord.from_fields(fields))
+                if is_health_event(fields):
+                    events.append(HealthEvent.from_fields(fields))
+                else:
+                    records.append(ResultRecord.from_fields(fields))
             except ResultFormatError as exc:
                 log.error("sink %s: skipping malformed result %s: %s", self.name, eid.decode(), exc)
-        return _Pending(idx, ids, records) if ids else None
+        return _Pending(idx, ids, records, events) if ids else None
 
     def _take_over(self, idx: int) -> _Pending | None:
         """Results other consumers of this sink left pending for ``claim_idle_s``, now ours; and forget idle
@@ -132,6 +138,8 @@ class SinkRunner:
             try:
                 if batch.records:
                     self.sink.write(batch.records)
+                if batch.events and isinstance(self.sink, HealthEventSink):  # other sinks store results only
+                    self.sink.write_health(batch.events)
                 self.clients[batch.instance].xack(RESULTS_KEY, self.group, *batch.ids)
                 self.delivered += len(batch.records)
                 self.observer.written(self.name, batch.records, time.time())

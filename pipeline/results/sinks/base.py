@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
+from pipeline.results.health_event import HealthEvent
 from pipeline.results.record import ResultRecord
 
 
@@ -18,3 +19,10 @@ class Sink(Protocol):
                  tb: TracebackType | None) -> None: ...
 
     def write(self, records: list[ResultRecord]) -> None: ...
+
+
+@runtime_checkable
+class HealthEventSink(Protocol):
+    """A sink that also hears of cameras' health transitions (the events sink); other sinks skip them."""
+
+    def write_health(self, events: list[HealthEvent]) -> None: ...

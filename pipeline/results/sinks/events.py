@@ -6,7 +6,9 @@ Events (JSON objects, to a JSON-lines file and/or a webhook):
   consecutive results (the first stable label after start is reported with ``"from": null``);
 * ``scene_changed``: the same for the scene category;
 * ``watch_appeared`` / ``watch_cleared``: a label of ``watch`` is in the top-k at or above its
-  minimum score for ``hysteresis`` consecutive results / then absent for as many.
+  minimum score for ``hysteresis`` consecutive results / then absent for as many;
+* ``health_changed``: a camera's picture became (``"active": true``) or stopped being frozen, dark,
+  blurred or moved, as ingest judged it (:mod:`pipeline.results.health_event`).
 
 Each event carries ``stream``, ``frame_id``, ``capture_ts`` and ``score`` of the result that
 settled it. State is kept in memory: after a restart the current labels are reported again.
@@ -26,6 +28,7 @@ from typing import Any
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.config import EventsSinkConfig
+from pipeline.results.health_event import HealthEvent
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.files import RotatingJsonl
 from pipeline.results.sinks.webhook import WebhookPoster
@@ -122,7 +125,13 @@ class EventsSink:
             self._poster.close()
 
     def write(self, records: list[ResultRecord]) -> None:
-        events = [e for r in records for e in self.detector.feed(r)]
+        self._emit([e for r in records for e in self.detector.feed(r)])
+
+    def write_health(self, events: list[HealthEvent]) -> None:
+        """A camera's picture became, or stopped being, frozen, dark, blurred or moved (already debounced)."""
+        self._emit([e.as_dict() for e in events])
+
+    def _emit(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
         if self._file is not None:

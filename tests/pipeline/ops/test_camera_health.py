@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from pipeline.core.config import validate_config
+from pipeline.core.keys import RESULTS_KEY
 from pipeline.ops.ingest_service import IngestService
+from pipeline.ops.sink_service import SinkService
 from tests.fixtures import media
-from tests.fixtures.services import RedisServer, RtspServer
+from tests.fixtures.services import RedisServer, RtspServer, wait_for
 from tests.pipeline.ops.ingest_helpers import http_get, make_config, scrape
 
 SHORT = {"frozen_after_s": 5, "dark_after_s": 5, "blurred_after_s": 5, "moved_after_s": 5, "clear_after_s": 2,
@@ -35,13 +38,16 @@ def footage(tmp_path_factory: pytest.TempPathFactory, video_dir: Path, images_di
 
 
 @pytest.fixture
-def watched(footage: dict[str, Path], rtsp_factory: Callable[..., RtspServer],
-            redis_server: RedisServer) -> Iterator[tuple[IngestService, dict[str, float]]]:
+def watched(footage: dict[str, Path], rtsp_factory: Callable[..., RtspServer], redis_server: RedisServer,
+            tmp_path: Path) -> Iterator[tuple[IngestService, dict[str, float]]]:
     server = rtsp_factory(footage)
     streams: list[dict[str, Any]] = [{"id": f"h-{name}", "url": server.url(name), "fps": 1 / SAMPLE_S,
                                       "health": SHORT} for name in ("frozen", "dark", "blurred", "moved")]
     streams += [{"id": f"h-{name}", "url": server.url(name), "fps": 1 / SAMPLE_S} for name in ("bikes", "slideshow")]
-    with IngestService(make_config(streams, redis_server.url())) as worker:
+    redis_server.client().delete(RESULTS_KEY)  # this test's events only
+    sinks = validate_config({"redis": {"urls": [redis_server.url()]}, "streams": streams, "metrics": {"port": 0},
+                             "sinks": [{"type": "events", "path": str(tmp_path / "events.jsonl")}]}, environ={})
+    with SinkService(sinks, consumer="health-test"), IngestService(make_config(streams, redis_server.url())) as worker:
         live: dict[str, float] = {}
         deadline = time.monotonic() + 20
         while len(live) < len(streams) and time.monotonic() < deadline:
@@ -75,7 +81,7 @@ def transitions(worker: IngestService, live: dict[str, float], seconds: float,
 
 
 def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_ones_never(
-        watched: tuple[IngestService, dict[str, float]]) -> None:
+        watched: tuple[IngestService, dict[str, float]], tmp_path: Path) -> None:
     worker, live = watched
     metrics_while_moved: dict[str, list[Any]] = {}
 
@@ -102,6 +108,15 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
     assert seen["h-bikes"] == [] and seen["h-slideshow"] == []  # real footage with motion and cuts: no alarm
     code, body = http_get(worker.http_port, "/readyz")
     assert code == 200 and {c["id"]: c["health"] for c in json.loads(body)["cameras"]}["h-bikes"] == []
+    # Every transition also went through the results stream to the events sink, in order, with its statistics.
+    out = tmp_path / "events.jsonl"
+    assert wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= sum(map(len, seen.values())), 10)
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {e["event"] for e in events} == {"health_changed"}
+    got = {sid: [(e["condition"], e["active"]) for e in events if e["stream"] == sid] for sid in seen}
+    assert got == {sid: [(c, on) for c, on, _ in t] for sid, t in seen.items()}
+    frozen = next(e for e in events if e["stream"] == "h-frozen" and e["active"])
+    assert frozen["stats"]["change"] < 0.5 and frozen["at"] > 0
 
 
 def test_accepting_the_view_of_an_unknown_camera_is_404(redis_server: RedisServer) -> None:
