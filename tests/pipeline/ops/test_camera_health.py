@@ -60,7 +60,7 @@ def watched(footage: dict[str, Path], rtsp_factory: Callable[..., RtspServer], r
 
 
 def transitions(worker: IngestService, live: dict[str, float], seconds: float,
-                on_moved: Callable[[], None]) -> dict[str, list[tuple[str, bool, float]]]:
+                on_moved: Callable[[], object]) -> dict[str, list[tuple[str, bool, float]]]:
     """Poll /readyz: each camera's (condition, entered?, seconds after the camera went live)."""
     seen: dict[str, set[str]] = {sid: set() for sid in live}
     out: dict[str, list[tuple[str, bool, float]]] = {sid: [] for sid in live}
@@ -84,14 +84,7 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
         watched: tuple[IngestService, dict[str, float]], tmp_path: Path) -> None:
     worker, live = watched
     metrics_while_moved: dict[str, list[Any]] = {}
-
-    def accept_the_new_view() -> None:
-        metrics_while_moved.update(scrape(worker.http_port))
-        req = urllib.request.Request(f"http://127.0.0.1:{worker.http_port}/cameras/h-moved/accept-view", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            assert resp.status == 200
-
-    seen = transitions(worker, live, 60, accept_the_new_view)
+    seen = transitions(worker, live, 60, lambda: metrics_while_moved.update(scrape(worker.http_port)))
     for name in ("frozen", "dark", "blurred"):
         events = seen[f"h-{name}"][:2]
         assert [(c, on) for c, on, _ in events] == [(name, True), (name, False)], seen[f"h-{name}"]
@@ -99,10 +92,11 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
         assert 5 - EARLY_S <= entered <= 5 + SAMPLE_S + SLACK_S, (name, entered)  # within its time plus one sample
         assert BAD_S + 2 - EARLY_S <= cleared <= BAD_S + 2 + SAMPLE_S + SLACK_S, (name, cleared)  # good again
     # The view is taken as reference after 10 s; at 20 s the camera "turns"; the averaged view follows within
-    # a few seconds, then moved holds 5 s. Accepting the new view clears it.
+    # a few seconds, then moved holds 5 s. At 40 s the file loops back to the first view: moved clears.
     moved = seen["h-moved"]
-    assert [(c, on) for c, on, _ in moved[:2]] == [("moved", True), ("moved", False)], moved
+    assert [(c, on) for c, on, _ in moved] == [("moved", True), ("moved", False)], moved
     assert 20 + 5 <= moved[0][2] <= 20 + 5 + 5, moved
+    assert 40 + 2 - EARLY_S <= moved[1][2] <= 40 + 2 + 5, moved
     health = {(s.labels["stream"], s.labels["condition"]): s.value for s in metrics_while_moved["vigil_camera_health"]}
     assert health[("h-moved", "moved")] == 1 and health[("h-bikes", "moved")] == 0
     assert seen["h-bikes"] == [] and seen["h-slideshow"] == []  # real footage with motion and cuts: no alarm
@@ -119,10 +113,36 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
     assert frozen["stats"]["change"] < 0.5 and frozen["at"] > 0
 
 
-def test_accepting_the_view_of_an_unknown_camera_is_404(redis_server: RedisServer) -> None:
-    with IngestService(make_config([], redis_server.url())) as worker:
-        req = urllib.request.Request(f"http://127.0.0.1:{worker.http_port}/cameras/nope/accept-view", method="POST")
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=5)
-        assert err.value.code == 404
-        err.value.close()
+def post(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST"),
+                                    timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        err.close()
+        return int(err.code)
+
+
+def test_a_frozen_camera_with_skip_frozen_stops_publishing_and_a_view_can_be_accepted(
+        footage: dict[str, Path], redis_server: RedisServer) -> None:
+    sid = "h-skip"
+    stream = {"id": sid, "url": str(footage["frozen"]), "loop": True, "fps": 5,
+              "health": {"frozen_after_s": 2, "clear_after_s": 1, "skip_frozen": True}}
+    with IngestService(make_config([stream], redis_server.url())) as worker:
+        assert wait_for(lambda: worker.status()["cameras"][0]["health"] == ["frozen"], 10)
+
+        def counts() -> tuple[float, float]:
+            m = scrape(worker.http_port)
+            published = sum(x.value for x in m["vigil_ingest_published_frames"] if x.labels["stream"] == sid
+                            and x.name.endswith("_total"))
+            frozen = sum(x.value for x in m.get("vigil_ingest_dropped_frames", []) if x.labels["stream"] == sid
+                         and x.labels["reason"] == "frozen" and x.name.endswith("_total"))
+            return published, frozen
+
+        before = counts()
+        time.sleep(2)
+        after = counts()
+        assert after[0] == before[0] and after[1] >= before[1] + 8  # 5 fps for 2 s: counted, not published
+        assert post(worker.http_port, f"/cameras/{sid}/accept-view") == 200
+        assert post(worker.http_port, "/cameras/nope/accept-view") == 404
+        assert post(worker.http_port, "/elsewhere") == 404
