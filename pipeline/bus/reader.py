@@ -333,11 +333,11 @@ class FrameConsumer:
             for idx, ids in by_instance.items():
                 self._client(idx).hset(FAILURES_KEY, mapping=dict.fromkeys(ids, reason[:500]))
 
-    def dead_letter(self, d: Delivery, reason: str) -> None:
-        """Move one frame to the dead-letter stream now (e.g. it cannot be decoded)."""
+    def dead_letter(self, d: Delivery, reason: str) -> bool:
+        """Move one frame to the dead-letter stream now (e.g. it cannot be decoded); False if it had a result."""
         with bus_errors("dead-lettering a frame"):
-            self._dead_letter(d.instance, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
-                              deliveries=d.deliveries)
+            return self._dead_letter(d.instance, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
+                                     deliveries=d.deliveries)
 
     def _dead_letter_pending(self, idx: int, sid: str, entry_id: str, deliveries: int) -> int:
         client = self._client(idx)
@@ -345,20 +345,21 @@ class FrameConsumer:
         reason = client.hget(FAILURES_KEY, entry_id)
         why = reason.decode() if reason else "no result after repeated deliveries (replica crashed each time?)"
         fields: dict[Any, Any] = dict(entries[0][1]) if entries else {}
-        self._dead_letter(idx, sid, entry_id, fields, reason=f"failed {deliveries} deliveries: {why}",
-                          deliveries=deliveries)
-        return 1
+        return int(self._dead_letter(idx, sid, entry_id, fields, reason=f"failed {deliveries} deliveries: {why}",
+                                     deliveries=deliveries))
 
     def _dead_letter(self, idx: int, sid: str, entry_id: str, fields: dict[Any, Any], *, reason: str,
-                     deliveries: int) -> None:
+                     deliveries: int) -> bool:
         record = {b"stream": sid.encode(), b"frame_id": entry_id.encode(), b"reason": reason.encode(),
                   b"deliveries": str(deliveries).encode(), b"ts": repr(time.time()).encode()}
         record.update({b"frame_" + (k if isinstance(k, bytes) else str(k).encode()): v for k, v in fields.items()})
-        with self._client(idx).pipeline(transaction=True) as p:
-            p.xadd(DEADLETTER_KEY, record, maxlen=self.opts.deadletter_maxlen, approximate=True)
-            p.xack(frames_key(sid), INFERENCE_GROUP, entry_id)
-            self._scripts[idx].trim_acked(keys=[frames_key(sid)], args=[INFERENCE_GROUP], client=p)
-            p.hincrby(stats_key(sid), "dead_lettered", 1)
-            p.hdel(FAILURES_KEY, entry_id)
-            p.execute()
-        log.warning("stream %s: frame %s dead-lettered: %s", sid, entry_id, reason)
+        # One script: a frame a result answered meanwhile (acknowledged) is not dead-lettered, nor counted twice.
+        pairs = [x for kv in record.items() for x in kv]
+        done = self._scripts[idx].dead_letter(
+            keys=[DEADLETTER_KEY, frames_key(sid), stats_key(sid), FAILURES_KEY],
+            args=[INFERENCE_GROUP, entry_id, self.opts.deadletter_maxlen, *pairs], client=self._client(idx))
+        if done:
+            log.warning("stream %s: frame %s dead-lettered: %s", sid, entry_id, reason)
+        else:
+            log.info("stream %s: frame %s got its result meanwhile; not dead-lettered", sid, entry_id)
+        return bool(done)

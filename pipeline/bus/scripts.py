@@ -105,6 +105,22 @@ if #done > 0 then redis.call('HDEL', KEYS[2], unpack(done)) end
 return total
 """
 
+#: KEYS: dead-letter stream, frames stream, stats hash, failures hash. ARGV: group, entry id, dead-letter
+#: MAXLEN, then the dead-letter record as field, value, ... XACK the frame, and only if that acknowledged it
+#: (not answered meanwhile by a result) XADD the record and count it ``dead_lettered``; then trim the
+#: camera's acknowledged frames and forget its failure reason. Returns 1 if it was dead-lettered, else 0.
+DEAD_LETTER = _SHEBANG + _SUCCESSOR + """
+local group, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local acked = redis.call('XACK', KEYS[2], group, id)
+if acked == 1 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 4))
+  redis.call('HINCRBY', KEYS[3], 'dead_lettered', 1)
+end
+trim_acked(KEYS[2], group)
+redis.call('HDEL', KEYS[4], id)
+return acked
+"""
+
 
 #: KEYS: frames stream, stats hash. ARGV: group. Read-only. Returns {wait, stale, queued}: how long (ms,
 #: Redis' clock) the camera's oldest unread frame has waited (-1 when none waits, -2 when the stream or
@@ -136,3 +152,4 @@ class BusScripts:
         self.trim_acked = client.register_script(TRIM_ACKED)
         self.write_results = client.register_script(WRITE_RESULTS)
         self.queue_state = client.register_script(QUEUE_STATE)
+        self.dead_letter = client.register_script(DEAD_LETTER)

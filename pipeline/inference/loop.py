@@ -154,9 +154,9 @@ class InferenceLoop:
             try:
                 good.append((d, decode_frame(d.fields, in_stream=d.stream_id)))
             except FrameFormatError as exc:  # a poison entry: retrying cannot help
-                self.consumer.dead_letter(d, f"undecodable frame: {exc}")
-                with self._stats_lock:
-                    self.stats.dead_lettered += 1
+                if self.consumer.dead_letter(d, f"undecodable frame: {exc}"):
+                    with self._stats_lock:
+                        self.stats.dead_lettered += 1
         return good
 
     def _process(self, deliveries: list[Delivery], lane: int) -> int:

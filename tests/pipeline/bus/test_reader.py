@@ -145,6 +145,19 @@ def test_repeatedly_failing_frame_is_dead_lettered_with_reason(clean_redis_url: 
     assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
 
 
+def test_a_frame_answered_meanwhile_is_neither_dead_lettered_nor_counted_twice(clean_redis_url: str) -> None:
+    # E.g. a batch reclaimed after a freeze: one copy got its result, the other is then dead-lettered.
+    client = redis.Redis.from_url(clean_redis_url)
+    publish(client, "cam", 1)
+    with consumer(clean_redis_url, "c1", ["cam"]) as c:
+        [d] = c.read_batch(1, window_s=0.01)
+        writer_for(c).write([(d, fake_record(d))])
+        assert c.dead_letter(d, "undecodable frame: late copy") is False
+    stats = {k.decode(): int(v) for k, v in client.hgetall(stats_key("cam")).items()}
+    assert stats.get("inferred") == 1 and stats.get("dead_lettered", 0) == 0
+    assert client.xlen(DEADLETTER_KEY) == 0
+
+
 def test_frames_trimmed_while_pending_count_as_dropped(clean_redis_url: str) -> None:
     import time
 
