@@ -237,7 +237,7 @@ class _Watch:
         return int(self.redis.info("memory")["used_memory"])
 
     def _wait_live(self, timeout_s: float = 180.0) -> None:
-        """Until every camera receives frames (OpenCV opens captures one at a time: about 1 s each here)."""
+        """Until every camera receives frames (OpenCV opens captures one at a time: about 0.2 s each here)."""
         assert self.pipe.ingest is not None
         deadline = time.monotonic() + timeout_s
         while True:
