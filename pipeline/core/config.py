@@ -472,7 +472,7 @@ def validate_config(data: Any, source: str = "<config>", lines: Mapping[Loc, int
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> VigilConfig:
-    """Read, substitute and validate a YAML config file."""
+    """Read, substitute and validate a YAML config file; relative paths in it are relative to its folder."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -492,4 +492,6 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> V
     lines: dict[Loc, int] = {}
     if node is not None:
         _node_lines(node, (), lines)
-    return validate_config(data, str(p), lines, environ)
+    from pipeline.core.config_paths import anchor_paths  # it builds on this module's schema
+
+    return anchor_paths(validate_config(data, str(p), lines, environ), p.parent.resolve())

@@ -1,0 +1,42 @@
+"""Relative paths in a config file are relative to the file's folder, not to the current directory.
+
+``vigil run --config site/vigil.yaml`` from another folder must find ``site/model.onnx`` when the file
+says ``model: model.onnx``, as every tool that reads a config file does (Docker Compose, Prometheus'
+``rule_files``). :func:`pipeline.core.config.load_config` applies this; a config validated from a
+mapping (tests, ``vigil demo``) has no folder and is left as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.core.config import EventsSinkConfig, JsonlSinkConfig, VigilConfig
+
+_NOT_FILES = ("/dev/video",)
+FILE_SINKS = (JsonlSinkConfig, EventsSinkConfig)  # the sinks that write a file (``path``)
+
+
+def _anchored(path: str | None, base: Path) -> str | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def _is_local_file(url: str) -> bool:
+    return "://" not in url and not url.startswith(_NOT_FILES)
+
+
+def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
+    """``cfg`` with every relative file path (model, labels, scene map and model, TensorRT cache, local
+    video files, sink files) taken relative to ``base``."""
+    inf = cfg.inference
+    inference = inf.model_copy(update={
+        "model": _anchored(inf.model, base), "labels": _anchored(inf.labels, base),
+        "scene_map": _anchored(inf.scene_map, base), "scene_model": _anchored(inf.scene_model, base),
+        "gpu": inf.gpu.model_copy(update={"tensorrt_cache_dir": _anchored(inf.gpu.tensorrt_cache_dir, base)})})
+    streams = [s.model_copy(update={"url": _anchored(s.url, base)}) if _is_local_file(s.url) else s
+               for s in cfg.streams]
+    sinks = [s.model_copy(update={"path": _anchored(s.path, base)}) if isinstance(s, FILE_SINKS) else s
+             for s in cfg.sinks]
+    return cfg.model_copy(update={"inference": inference, "streams": streams, "sinks": sinks})
