@@ -48,10 +48,10 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
 
     previous = handle_signals()
     console = Console(stderr=True)
-    deadline = time.monotonic() + duration_s if duration_s else None
     try:
         with LocalPipeline(cfg, ray_cpus=ray_cpus) as pipeline:
             handle_signals()  # again: starting Ray installs a crash handler of its own over SIGTERM
+            deadline = time.monotonic() + duration_s if duration_s else None  # counted from ready, not start-up
             if not stop.is_set():
                 _watch(pipeline, stop, deadline, console if table else None)
             console.print("stopping: ingest, inference, sinks, redis …")
@@ -79,7 +79,8 @@ def _watch(pipeline: LocalPipeline, stop: threading.Event, deadline: float | Non
 
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="Vigil YAML config."),
-    duration_s: float | None = typer.Option(None, "--duration-s", help="Stop after this long (default: Ctrl-C)."),
+    duration_s: float | None = typer.Option(None, "--duration-s", help=(
+        "Stop this long after the pipeline is up (default: Ctrl-C).")),
     table: bool = typer.Option(True, "--table/--no-table", help="Live per-camera table on stderr."),
     ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="CPUs for the local Ray instance."),
 ) -> None:
