@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pipeline.core.config import VigilConfig, load_config, validate_config
+from pipeline.core.config import VigilConfig, load_config, sink_name, validate_config
+from pipeline.core.redact import redact_url
 from pipeline.ops.runner import CameraRow, LocalPipeline
 
 
@@ -48,8 +49,9 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
 
     previous = handle_signals()
     console = Console(stderr=True)
+    pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus)
     try:
-        with LocalPipeline(cfg, ray_cpus=ray_cpus) as pipeline:
+        with pipeline:
             handle_signals()  # again: starting Ray installs a crash handler of its own over SIGTERM
             deadline = time.monotonic() + duration_s if duration_s else None  # counted from ready, not start-up
             if not stop.is_set():
@@ -59,6 +61,21 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
         for s, h in previous.items():
             signal.signal(s, h)
     console.print("stopped")
+    _summary(console, pipeline)
+
+
+def _summary(console: Console, pipeline: LocalPipeline) -> None:
+    """What the run did, per camera, and where its results went."""
+    for sid, t in pipeline.totals.items():
+        console.print(f"  {sid}: {t['published']} frame(s) published, {t['classified']} classified, "
+                      f"{t['dropped']} dropped, {t['dead_lettered']} dead-lettered", soft_wrap=True)
+    outputs = []
+    for i, sink in enumerate(pipeline.cfg.sinks):
+        path, url = getattr(sink, "path", None), getattr(sink, "url", None)
+        target = path or (redact_url(url) if url else None)
+        outputs.append(f"{sink_name(sink, i)} -> {target}" if target else sink_name(sink, i))
+    console.print("results went to: " + ("; ".join(outputs) or "the Redis stream vigil:results only (no sinks)"),
+                  soft_wrap=True)  # a path is copied from here: never broken over lines
 
 
 def _watch(pipeline: LocalPipeline, stop: threading.Event, deadline: float | None, console: Console | None) -> None:

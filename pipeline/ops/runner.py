@@ -66,6 +66,7 @@ class LocalPipeline:
         self._ray_started = False
         self._serve_started = False
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
+        self.totals: dict[str, dict[str, int]] = {}  # per camera, once stopped (see _totals)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalPipeline:
@@ -80,6 +81,8 @@ class LocalPipeline:
         from ray import serve
 
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
+        log.info("vigil run: model %s (%dx%d input, %d classes)", self.model_path, contract.width, contract.height,
+                 contract.num_classes)
         check_ports_free(self.cfg, serve_http=True)  # every port this process will listen on, first
         urls = list(self.cfg.redis.urls)
         if not urls:
@@ -94,12 +97,19 @@ class LocalPipeline:
                     raise BusError(f"redis.urls[{i}]: {exc}; start that Redis, or leave redis.urls empty and "
                                    "vigil run starts its own") from exc
         stream_ids = [s.id for s in self.cfg.streams]
+        t0 = time.monotonic()
+        log.info("vigil run: starting Ray%s (about 15-25 s on 2 cores)…",
+                 f" at {self.ray_address}" if self.ray_address else " on this machine")
         init_ray(self.ray_cpus, self.ray_address)
         self._ray_started = True
         inf = self.cfg.inference
         serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
         self._serve_started = True
+        log.info("vigil run: Ray up in %.1f s; starting %d inference replica(s) (device: %s)…",
+                 time.monotonic() - t0, inf.replicas, inf.device)
         self._deploy(self.model_path)
+        log.info("vigil run: inference ready %.1f s after Ray started; starting the sinks and the cameras",
+                 time.monotonic() - t0)
         self._collector = PipelineCollector(urls, stream_ids, self.cfg.redis.socket_timeout_s)
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(stream_ids, self.registry)
@@ -127,12 +137,31 @@ class LocalPipeline:
             self.sinks.__exit__(None, None, None)
             self.sinks = None
         if self._collector is not None:
+            self.totals = self._totals()  # everything has stopped: the final figures, read before Redis goes
             self.registry.unregister(self._collector)
             self._collector.close()
             self._collector = None
         if self._redis is not None:
             self._redis.__exit__(None, None, None)
             self._redis = None
+
+    def _totals(self) -> dict[str, dict[str, int]]:
+        """Per camera: frames published, classified, dropped and dead-lettered, from the pipeline's accounting."""
+        m = self.samples()
+
+        def per_camera(name: str) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for labels, v in m.get(name, {}).items():
+                out[labels[0]] = out.get(labels[0], 0.0) + v
+            return out
+
+        published = per_camera("vigil_pipeline_published_frames_total")
+        inferred = per_camera("vigil_pipeline_inferred_frames_total")
+        dropped = per_camera("vigil_pipeline_dropped_frames_total")
+        dead = per_camera("vigil_pipeline_dead_lettered_frames_total")
+        return {s.id: {"published": int(published.get(s.id, 0)), "classified": int(inferred.get(s.id, 0)),
+                       "dropped": int(dropped.get(s.id, 0)), "dead_lettered": int(dead.get(s.id, 0))}
+                for s in self.cfg.streams}
 
     @property
     def replica_gpus(self) -> float:

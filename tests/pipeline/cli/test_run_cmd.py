@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.cli_helpers import vigil
@@ -40,3 +41,14 @@ metrics: {{port: 0}}
     records = read_jsonl(tmp_path / "results.jsonl")  # the sink path is relative to the config's folder
     captured = sorted(float(r["capture_ts"]) for r in records)  # type: ignore[arg-type]
     assert len(records) >= 20 and captured[-1] - captured[0] >= 4.5, (len(records), captured[-1] - captured[0])
+    # Each start-up step says what it is doing, in order; at the end, what the run did and where it went.
+    steps = ["vigil run: model", "vigil run: starting Ray", "vigil run: Ray up in", "vigil run: inference ready",
+             "ingest worker: shard", "stopping:", "stopped"]
+    at = [out.stderr.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), dict(zip(steps, at, strict=True))
+    summary = re.search(r"cam: (\d+) frame\(s\) published, (\d+) classified, (\d+) dropped, (\d+) dead-lettered",
+                        out.stderr)
+    assert summary is not None, out.stderr[-2000:]
+    published, classified, dropped, dead = map(int, summary.groups())
+    assert classified == len(records) and published == classified + dropped + dead
+    assert f"results went to: jsonl-0 -> {tmp_path / 'results.jsonl'}" in out.stderr

@@ -44,6 +44,9 @@ def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     text = log.read_text()
-    assert "stopping: ingest, inference, sinks, redis" in text and text.rstrip().endswith("stopped"), text[-2000:]
+    # It stops in order, then says what it did: the last lines are "stopped" and the run's summary.
+    tail = text[text.find("stopping: ingest, inference, sinks, redis"):]
+    assert tail and "\nstopped\n" in tail and tail.rstrip().splitlines()[-1].startswith("results went to: "), \
+        text[-2000:]
     for symptom in ("SIGTERM received", "PC: @", "Connection refused", "Traceback"):
         assert symptom not in text, f"{symptom!r} in the output:\n{text[-3000:]}"
