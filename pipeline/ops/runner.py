@@ -81,9 +81,9 @@ class LocalPipeline:
         from ray import serve
 
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
+        check_ports_free(self.cfg, serve_http=True)  # every port this process will listen on, first
         log.info("vigil run: model %s (%dx%d input, %d classes)", self.model_path, contract.width, contract.height,
                  contract.num_classes)
-        check_ports_free(self.cfg, serve_http=True)  # every port this process will listen on, first
         urls = list(self.cfg.redis.urls)
         if not urls:
             self._redis = EmbeddedRedis().__enter__()
