@@ -277,19 +277,13 @@ class _Watch:
         assert self.pipe.ingest is not None
         self.pipe.ingest.reload(self.pipe.cfg.model_copy(update={"streams": []}))
         _wait_drained(self.pipe)
-        m = self.pipe.samples()
-        published = _per_camera(m, "vigil_pipeline_published_frames_total")
-        inferred = _per_camera(m, "vigil_pipeline_inferred_frames_total")
-        dead = _per_camera(m, "vigil_pipeline_dead_lettered_frames_total")
-        dropped: dict[str, float] = {}
-        for (sid, _reason), v in m.get("vigil_pipeline_dropped_frames_total", {}).items():
-            dropped[sid] = dropped.get(sid, 0.0) + v
-        for sid, pub in sorted(published.items()):
-            accounted = (inferred.get(sid, 0.0), dropped.get(sid, 0.0), dead.get(sid, 0.0))
-            if pub != sum(accounted):
-                report.identity_problems.append("{}: published {:.0f} != inferred {:.0f} + dropped {:.0f} + "
-                                                "dead-lettered {:.0f}".format(sid, pub, *accounted))
-        total, delivered, every_line = int(sum(inferred.values())), 0, _Results(self.out)
+        totals = self.pipe.camera_totals()
+        for sid, t in sorted(totals.items()):
+            if t["published"] != t["classified"] + t["dropped"] + t["dead_lettered"]:
+                report.identity_problems.append(
+                    f"{sid}: published {t['published']} != inferred {t['classified']} + dropped {t['dropped']} + "
+                    f"dead-lettered {t['dead_lettered']}")
+        total, delivered, every_line = sum(t["classified"] for t in totals.values()), 0, _Results(self.out)
         deadline = time.monotonic() + 30
         while delivered < total and time.monotonic() < deadline:
             delivered += len(every_line.read_new())

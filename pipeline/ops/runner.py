@@ -66,7 +66,7 @@ class LocalPipeline:
         self._ray_started = False
         self._serve_started = False
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
-        self.totals: dict[str, dict[str, int]] = {}  # per camera, once stopped (see _totals)
+        self.totals: dict[str, dict[str, int]] = {}  # per camera, once stopped (see camera_totals)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalPipeline:
@@ -137,7 +137,7 @@ class LocalPipeline:
             self.sinks.__exit__(None, None, None)
             self.sinks = None
         if self._collector is not None:
-            self.totals = self._totals()  # everything has stopped: the final figures, read before Redis goes
+            self.totals = self.camera_totals()  # everything has stopped: the final figures, read before Redis goes
             self.registry.unregister(self._collector)
             self._collector.close()
             self._collector = None
@@ -145,8 +145,9 @@ class LocalPipeline:
             self._redis.__exit__(None, None, None)
             self._redis = None
 
-    def _totals(self) -> dict[str, dict[str, int]]:
-        """Per camera: frames published, classified, dropped and dead-lettered, from the pipeline's accounting."""
+    def camera_totals(self) -> dict[str, dict[str, int]]:
+        """Per camera: frames published, classified, dropped and dead-lettered, from the pipeline's accounting
+        (the identity: published = classified + dropped + dead_lettered once the queues are empty)."""
         m = self.samples()
 
         def per_camera(name: str) -> dict[str, float]:
