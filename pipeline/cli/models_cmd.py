@@ -23,9 +23,11 @@ def info(model: str | None = typer.Argument(None, help="ONNX file (default: cach
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
+    classes = "; ".join(f'"{name}"' for name in doc["classes_sample"])  # ImageNet names hold commas
     typer.echo(f"{doc['path']}\n  size      {doc['size_bytes'] / 1e6:.1f} MB, {doc['parameters']:,} parameters"
+               " (weights and biases)"
                f"\n  sha256    {doc['sha256']}\n  opset     {doc['opset']}\n  contract  {doc['contract']}"
-               f"\n  classes   {doc['output']['num_classes']}: {', '.join(doc['classes_sample'])}, …")
+               f"\n  classes   {doc['output']['num_classes']}: {classes}; …")
     for k, v in doc["metadata"].items():
         typer.echo(f"  meta      {k} = {v}")
 

@@ -57,7 +57,7 @@ class LoopStats:
     last_error: str = ""  # cleared by the next batch that succeeds, which moves it to previous_error
     previous_error: str = ""
     previous_error_at: float | None = None  # time.time()
-    started_at: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)  # wall clock, Unix seconds
 
 
 def batch_window_s(inference: InferenceConfig, lanes: int) -> float:

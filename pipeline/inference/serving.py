@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
+from pipeline.core.clock import iso_utc
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
@@ -164,10 +165,13 @@ class ClassifierReplica:
 
     # ------------------------------------------------------------------ HTTP
     def stats(self) -> dict[str, Any]:
+        """The /healthz document; times in ISO 8601 UTC."""
+        stats = asdict(self.loop.stats)
         return {"replica": self.name, "model": {"name": self.runtime.name, "version": self.runtime.version,
                                                 "provider": self.runtime.provider},
                 "alive": self._thread.is_alive(), "stale_dropped": self.consumer.stale_dropped,
-                **asdict(self.loop.stats)}
+                **stats, "started_at": iso_utc(stats["started_at"]),
+                "previous_error_at": iso_utc(stats["previous_error_at"])}
 
     async def __call__(self, request: Request) -> JSONResponse:
         path = request.url.path.rstrip("/")

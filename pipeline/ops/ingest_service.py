@@ -9,8 +9,8 @@ with backoff. ``vigil ingest`` runs it as a process (:mod:`workers.ingest`); ``v
 * :meth:`IngestService.reload` applies a new camera list: added cameras start, removed ones stop,
   changed ones restart, and the others are not touched;
 * HTTP on ``metrics.host:metrics.port`` (port 0 picks a free one): ``/metrics`` (Prometheus),
-  ``/healthz`` (process alive), ``/readyz`` (JSON: ready when every Redis instance is up, with each
-  camera's state; URLs redacted).
+  ``/healthz`` (process alive), ``/readyz`` (JSON: ready when every Redis instance is up with room and at
+  least one camera is live, with each camera's state; times in ISO 8601 UTC; URLs redacted).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
+from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
@@ -266,22 +267,27 @@ class IngestService:
     # -- status and HTTP ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The /readyz document. Every URL in it is redacted."""
+        """The /readyz document: ready when every Redis instance is up with room, and (when this shard has
+        cameras) at least one camera is live; ``not_ready`` says what is missing. Every URL is redacted."""
         bus = self._bus.health()
         with self._lock:
             cameras = list(self.cameras.values())
         cams = [{
             "id": c.id, "url": c.stream.redacted_url(), "state": c.state.value,
-            "since_s": round(time.time() - c.state_since_s, 3), "last_error": c.last_error,
-            "previous_error": c.previous_error,
-            "previous_error_at": round(c.previous_error_at_s, 3) if c.previous_error_at_s is not None else None,
+            "since": iso_utc(c.state_since_s), "since_s": round(time.time() - c.state_since_s, 3),
+            "last_error": c.last_error, "previous_error": c.previous_error,
+            "previous_error_at": iso_utc(c.previous_error_at_s),
             "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
             "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
             "bus": self._bus.instance_url(c.id),
             **self._health_doc(c.id),
         } for c in cameras]
-        ready = all(b["up"] and not b["full"] for b in bus)
-        return {"ready": ready, "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
+        missing = [f"Redis {b['url']} is {'down' if not b['up'] else 'full'}" for b in bus
+                   if not b["up"] or b["full"]]
+        if cams and not any(c["state"] == CameraState.LIVE for c in cams):
+            missing.append(f"no camera is live yet (of {len(cams)})")
+        return {"ready": not missing, "not_ready": missing, "checked_at": iso_utc(time.time()),
+                "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
 
     def _health_doc(self, sid: str) -> dict[str, Any]:
         health = self._health.get(sid)

@@ -46,6 +46,8 @@ def test_compare_fp32_fp16_int8(tmp_path: Path, shared_model: Path, images_dir: 
     assert int8["accuracy"] >= fp32["accuracy"] - 0.02  # within 2 points
     assert int8["size_bytes"] < 0.30 * fp32["size_bytes"]
     assert fp16["size_bytes"] < 0.55 * fp32["size_bytes"]
+    # Weights are counted, not quantisation scales and zero points: every copy has the same parameters.
+    assert fp32["parameters"] == fp16["parameters"] == int8["parameters"] == 3_489_097
     assert all(r["latency_ms_b1"] > 0 and r["throughput"] > 0 and r["best_batch"] in (1, 8, 32)
                for r in rows.values())
     png = cv2.imread(str(out_dir / "compare.png"))

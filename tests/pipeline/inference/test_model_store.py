@@ -95,9 +95,12 @@ def test_models_info_cli(shared_model: Path) -> None:
                             "color": "RGB", "mean": None, "std": None, "dynamic_batch": True}
     assert doc["output"]["num_classes"] == 1001 and doc["output"]["background_class"] == 0
     assert doc["classes_sample"][:2] == ["background", "tench, Tinca tinca"]
-    assert 3_000_000 < doc["parameters"] < 4_000_000
+    assert doc["parameters"] == 3_489_097  # weights and biases; not the scalar input-normalisation constants
     text = vigil("models", "info", shared_model)
     assert text.returncode == 0 and "sha256    1ed676fb" in text.stdout
+    assert "3,489,097 parameters (weights and biases)" in text.stdout
+    # Class names that hold commas stay whole: each is quoted.
+    assert 'classes   1001: "background"; "tench, Tinca tinca"; "goldfish, Carassius auratus";' in text.stdout
 
 
 def test_models_info_on_non_image_model(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ def test_replicas_classify_frames_and_http(ray_serve: int, clean_redis_url: str,
     assert bad.status_code == 400 and "not a PNG/JPEG" in bad.json()["error"]
     health = httpx.get(f"http://127.0.0.1:{ray_serve}/healthz", timeout=30).json()
     assert health["alive"] and health["model"]["provider"] == "CPUExecutionProvider"
+    started = datetime.fromisoformat(health["started_at"])  # wall clock, ISO 8601 UTC
+    assert started.tzinfo is not None and 0 < time.time() - started.timestamp() < 600
 
 
 def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, shared_model: Path,

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,27 @@ def test_metrics_health_and_reload_touch_only_changed_cameras(redis_server: Redi
             "w5-keep": {"configured": 2, "effective": 2}}
 
 
+
+
+def test_ready_means_buses_up_and_a_camera_live(redis_server: RedisServer, video_dir: Path,
+                                                  silent_port: int) -> None:
+    """Not ready while the only camera has never delivered a frame; ready once one camera is live.
+    Times in /readyz are wall-clock ISO 8601 (UTC), not monotonic seconds."""
+    hung = {"id": "w6-hung", "url": f"rtsp://127.0.0.1:{silent_port}/x", "fps": 5}
+    cfg = make_config([hung], redis_server.url())
+    with IngestService(cfg) as worker:
+        port = worker.http_port
+        time.sleep(1.0)
+        code, body = http_get(port, "/readyz")
+        doc = json.loads(body)
+        assert code == 503 and doc["ready"] is False
+        assert doc["not_ready"] == ["no camera is live yet (of 1)"] and doc["bus"][0]["up"] is True
+        checked = datetime.fromisoformat(doc["checked_at"])
+        assert checked.tzinfo is not None and abs(checked.timestamp() - time.time()) < 5
+        since = datetime.fromisoformat(doc["cameras"][0]["since"])
+        assert 0 <= checked.timestamp() - since.timestamp() < 5
+        worker.reload(make_config([hung, {"id": "w6-file", "url": str(video_dir / "bikes.mp4"), "fps": 5,
+                                          "loop": True}], redis_server.url()))
+        wait_until(lambda: worker.camera_state("w6-file") == CameraState.LIVE, 10, "live")
+        code, body = http_get(port, "/readyz")
+        assert code == 200 and json.loads(body)["not_ready"] == []
