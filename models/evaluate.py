@@ -1,9 +1,11 @@
 """`vigil evaluate`: how good a classifier is on a labelled image folder.
 
-The dataset's class folders are matched to the model's class names: the full name (``hotdog, hot
-dog, red hot``), case-insensitively, or one of its comma-separated synonyms when that is unambiguous
-(``hotdog``). Predictions are the model's top-1 over *all* its classes; a prediction that is none of
-the dataset's classes is an error, shown in an extra ``(other)`` column of the confusion matrix.
+The dataset's class folders are matched to the model's classes by :class:`pipeline.core.class_names.ClassNames`:
+the full name or any synonym (``hotdog``, ``Egyptian_cat``), case-insensitively with ``_`` for spaces, the
+class index (``286_Egyptian_cat``) or its WordNet id (``n02124075``); a folder that matches nothing is
+reported with the nearest class names. Predictions are the model's top-1 over *all* its classes; a
+prediction that is none of the dataset's classes is an error, shown in an extra ``(other)`` column of
+the confusion matrix.
 
 Metrics: accuracy; top-5 accuracy when the model has more than 5 classes; precision, recall and F1
 per class and their macro (unweighted mean) and weighted (by support) averages, with 0 where a ratio
@@ -32,6 +34,7 @@ from rich.table import Table
 
 from models.dataset import ImageFolder, LoadedImages
 from models.info import model_info
+from pipeline.core.class_names import ClassNames
 from pipeline.core.errors import DatasetError
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
@@ -51,38 +54,27 @@ def progress_context(progress: Progress | None) -> AbstractContextManager[Any]:
 
 # ------------------------------------------------------------------------------------------ classes
 def map_classes(dataset_classes: Sequence[str], model_classes: Sequence[str]) -> list[int]:
-    """Index of each dataset class among the model's classes (see the module docstring)."""
-    full: dict[str, set[int]] = {}
-    synonyms: dict[str, set[int]] = {}
-    for i, name in enumerate(model_classes):
-        full.setdefault(name.strip().lower(), set()).add(i)
-        for part in name.split(","):
-            synonyms.setdefault(part.strip().lower(), set()).add(i)
+    """Index of each dataset class among the model's classes (rules: :mod:`pipeline.core.class_names`)."""
+    names = ClassNames(model_classes)
     out: list[int] = []
-    missing: list[str] = []
-    for name in dataset_classes:
-        key = name.strip().lower()
-        found = full.get(key) or synonyms.get(key, set())
+    problems: list[str] = []
+    for folder in dataset_classes:
+        found = names.find(folder)
         if len(found) == 1:
-            out.append(next(iter(found)))
-        elif found:
-            options = "; ".join(f"{i}: {model_classes[i]!r}" for i in sorted(found))
-            raise DatasetError(f"class folder {name!r} matches several classes of the model ({options}); rename "
-                               "the folder to a full class name that only one class has")
+            out.append(found[0])
         else:
-            missing.append(name)
-    if missing:
-        sample = ", ".join(repr(c) for c in model_classes[:5])
-        raise DatasetError(f"class folder(s) {', '.join(repr(m) for m in missing)} are not classes of the model "
-                           f"(it has {len(model_classes)} classes: {sample}, …); name class folders after the "
-                           "model's classes, or fine-tune a model for them (`vigil models finetune`)")
+            problems.append(names.explain(folder))
+    if problems:
+        raise DatasetError(f"class folder(s) do not name one class of the model each: {'; '.join(problems)}. "
+                           "Name each folder after a class (any synonym; case and _ for spaces do not matter), "
+                           "its index (286_Egyptian_cat) or WordNet id, or fine-tune a model for your classes "
+                           "(`vigil models finetune`)")
     dupes = {model_classes[i] for i in out if out.count(i) > 1}
     if dupes:
         raise DatasetError(f"several class folders are the same model class: {', '.join(sorted(dupes))}")
     return out
 
 
-# ------------------------------------------------------------------------------------------ metrics
 def confusion_matrix(y_true: IntArray, y_pred: IntArray, n_classes: int) -> IntArray:
     """[n_classes, n_classes (+1 when some prediction is ``n_classes`` = none of them)] counts."""
     cols = n_classes + 1 if bool((y_pred >= n_classes).any()) else n_classes

@@ -14,8 +14,9 @@ from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, lab_cm
 from pipeline.core.config import log_level
 from pipeline.core.errors import ConfigError, VigilError
 
+# Plain click help (rich_markup_mode=None): flags without a `<bool>` type column, and it fits 80 columns.
 app = typer.Typer(name="vigil", help="Streaming video analytics: cameras -> Redis -> ONNX -> sinks.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  rich_markup_mode=None, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.command("classify")(classify_cmd.classify)
 app.command("ingest")(ingest_cmd.ingest)
 app.command("sink")(sink_cmd.sink)

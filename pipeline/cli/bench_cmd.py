@@ -8,26 +8,28 @@ import os
 import typer
 
 from pipeline.bench.model import bench_model
+from pipeline.cli.options import device_option, json_option, model_option
 from pipeline.core.config import GpuOptions
 from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
-app = typer.Typer(help="Benchmarks (figures printed, never asserted).", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Benchmarks (figures printed, never asserted).", no_args_is_help=True)
 
 
 @app.command("model")
 def model(
-    model_path: str | None = typer.Option(None, "--model", "-m"),
-    batch_sizes: str = typer.Option("1,8,32,64", "--batch-sizes"),
-    seconds: float = typer.Option(3.0, "--seconds", min=0.1),
-    device: str = typer.Option("auto", "--device"),
-    prefer_nhwc: bool = typer.Option(True, "--prefer-nhwc/--no-prefer-nhwc"),
-    cuda_graphs: bool = typer.Option(False, "--cuda-graphs"),
-    tensorrt: bool = typer.Option(False, "--tensorrt"),
+    model_path: str | None = model_option(),
+    batch_sizes: str = typer.Option("1,8,32,64", "--batch-sizes", help="Comma-separated batch sizes to time."),
+    seconds: float = typer.Option(3.0, "--seconds", min=0.1, help="Seconds timed per batch size."),
+    device: str = device_option(),
+    prefer_nhwc: bool = typer.Option(True, "--prefer-nhwc/--no-prefer-nhwc",
+                                     help="CUDA: let convolutions run in NHWC (faster on tensor cores)."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="CUDA: replay a captured graph per batch size."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="Use the TensorRT execution provider when present."),
     lanes: int = typer.Option(
         0, "--lanes", min=0,
         help="Threads sharing each batch (0 = auto: one single-threaded lane per core on CPU, 1 on GPU)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_option(),
 ) -> None:
     """Images/s of the model runtime per batch size on this machine."""
     sizes = sorted({int(b) for b in batch_sizes.split(",") if b.strip()})
@@ -35,12 +37,11 @@ def model(
         raise typer.BadParameter("comma-separated positive integers", param_hint="--batch-sizes")
     gpu = GpuOptions(prefer_nhwc=prefer_nhwc, cuda_graphs=cuda_graphs, tensorrt=tensorrt)
     rows = []
-    for b in sizes:
-        # CUDA graphs capture one shape, so each batch size gets its own session then.
-        opts = RuntimeOptions(device=device, batch_size=b if cuda_graphs else max(sizes), gpu=gpu, top_k=5,
-                              lanes=lanes)
+    # The model is loaded once; only CUDA graphs, which capture one shape, need a session per batch size.
+    for group in ([[b] for b in sizes] if cuda_graphs else [sizes]):
+        opts = RuntimeOptions(device=device, batch_size=max(group), gpu=gpu, top_k=5, lanes=lanes)
         with ModelRuntime(resolve_model_path(model_path), opts) as rt:
-            rows.extend(bench_model(rt, [b], seconds))
+            rows.extend(bench_model(rt, group, seconds))
             provider = rt.provider
     if as_json:
         typer.echo(json.dumps({"provider": provider, "cpus": os.cpu_count(),

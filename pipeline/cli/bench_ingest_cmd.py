@@ -11,6 +11,7 @@ import typer
 
 from pipeline.bench.ingest import BenchOptions, IngestBench, bench_ingest
 from pipeline.cli.ingest_cmd import parse_frame_size
+from pipeline.cli.options import json_option
 
 
 def ingest(
@@ -19,7 +20,7 @@ def ingest(
     seconds: float = typer.Option(30.0, "--seconds", min=1.0, help="Video seconds per measurement."),
     frame_size: str = typer.Option("224x224", "--frame-size", help="WIDTHxHEIGHT published."),
     redis_url: str | None = typer.Option(None, "--redis-url", help="Default: a throwaway redis-server."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = json_option(),
 ) -> None:
     """CPU cost of decode+sample+resize+publish vs FFmpeg alone, and keyframe-only savings."""
     opts = BenchOptions(fps=fps, video_s=seconds, frame_size=parse_frame_size(frame_size))

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from pipeline.bench.overload import DEFAULT_LOADS, OverloadOptions, OverloadReport, Step, bench_overload, verdicts
+from pipeline.cli.options import batch_size_option, json_option, model_option, ray_cpus_option, replicas_option
 from pipeline.inference.model_store import resolve_model_path
 
 DEFAULT_LOADS_TEXT = ",".join(f"{load:g}" for load in DEFAULT_LOADS)
@@ -41,16 +42,16 @@ def _parse_loads(text: str) -> tuple[float, ...]:
 
 def overload(
     video: Path = typer.Argument(..., exists=True, dir_okay=False, help="An H.264 MP4 file the cameras serve."),
-    model_path: str | None = typer.Option(None, "--model", "-m"),
+    model_path: str | None = model_option(),
     cameras: int = typer.Option(32, "--cameras", min=1, help="RTSP cameras, each at the video's frame rate."),
     loads: str = typer.Option(DEFAULT_LOADS_TEXT, "--loads",
                               help="Offered loads, as fractions of the measured capacity."),
     seconds: float = typer.Option(20.0, "--seconds", min=2, help="Measured seconds per step."),
     settle_s: float = typer.Option(8.0, "--settle-s", min=0, help="Seconds each step settles before it is measured."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    replicas: int = typer.Option(1, "--replicas", min=1),
-    ray_cpus: int | None = typer.Option(None, "--ray-cpus"),
-    as_json: bool = typer.Option(False, "--json"),
+    batch_size: int = batch_size_option(),
+    replicas: int = replicas_option(),
+    ray_cpus: int | None = ray_cpus_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Real RTSP cameras through `vigil run`'s components at 50-300% of capacity: rate, age, fairness, memory."""
     opts = OverloadOptions(model=resolve_model_path(model_path), video=video, cameras=cameras,

@@ -11,6 +11,7 @@ import numpy as np
 import typer
 
 from pipeline.bench.pipeline import bench_pipeline
+from pipeline.cli.options import batch_size_option, json_option, model_option, ray_cpus_option, replicas_option
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path
@@ -33,14 +34,14 @@ def _frames(video: Path | None, height: int, width: int, count: int = 100) -> np
 
 
 def pipeline(
-    model_path: str | None = typer.Option(None, "--model", "-m"),
+    model_path: str | None = model_option(),
     video: Path | None = typer.Option(None, "--video", help="Frames to send (default: random pixels)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    seconds: float = typer.Option(15.0, "--seconds", min=1),
+    batch_size: int = batch_size_option(),
+    seconds: float = typer.Option(15.0, "--seconds", min=1, help="Seconds the sustained rate is measured."),
     streams: int = typer.Option(4, "--streams", min=1, help="Cameras the frames are spread over."),
-    replicas: int = typer.Option(1, "--replicas", min=1),
-    ray_cpus: int | None = typer.Option(None, "--ray-cpus"),
-    as_json: bool = typer.Option(False, "--json"),
+    replicas: int = replicas_option(),
+    ray_cpus: int | None = ray_cpus_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Frames/s through bus -> Ray Serve -> results vs the raw runtime (same cores, same run)."""
     model = resolve_model_path(model_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from pipeline.cli.options import device_option, json_option, model_option
 from pipeline.core.config import GpuOptions
 from pipeline.core.errors import ImageError
 from pipeline.core.preprocess import collect_images, read_image_rgb, resize
@@ -18,19 +19,17 @@ from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 def classify(
     images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
-    model: str | None = typer.Option(None, "--model", "-m", help="ONNX model (default: cached model)."),
+    model: str | None = model_option(),
     labels: Path | None = typer.Option(None, "--labels", help="Labels file (one class per line)."),
     scene_map: Path | None = typer.Option(None, "--scene-map", help="Scene map YAML."),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, max=100),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, max=100, help="Classes reported per image."),
     resize_policy: str = typer.Option("squash", "--resize", help="squash | center_crop | letterbox"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    device: str = device_option(),
+    as_json: bool = json_option("One JSON document on stdout."),
 ) -> None:
     """Classify images; unreadable ones are reported on stderr and make the exit code 1."""
     if resize_policy not in ("squash", "center_crop", "letterbox"):
         raise typer.BadParameter("use squash, center_crop or letterbox", param_hint="--resize")
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("use auto, cpu or cuda", param_hint="--device")
     files = collect_images(images)
     opts = RuntimeOptions(device=device, top_k=top_k, labels=labels, scene_map=scene_map, gpu=GpuOptions(),
                           batch_size=min(32, max(1, len(files))))

@@ -7,14 +7,21 @@ from pathlib import Path
 import typer
 
 from pipeline.core.config import load_config
+from pipeline.ops import preflight
 
-app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Validate configuration files.", no_args_is_help=True)
 
 
 @app.command("check")
-def check(file: Path = typer.Argument(..., help="YAML config file.")) -> None:
-    """Validate FILE; print every problem with its path (exit 2), or a summary (exit 0)."""
+def check(file: Path = typer.Argument(..., help="YAML config file."),
+          schema_only: bool = typer.Option(False, "--schema-only", help=(
+              "Check the config's keys and values only, not the model and files it names (for a config "
+              "written for another machine, such as a Kubernetes ConfigMap)."))) -> None:
+    """Validate FILE and what it names (model, video files, watch labels); every problem with its path
+    (exit 2), or a summary (exit 0)."""
     cfg = load_config(file)  # ConfigError -> exit 2 in pipeline.cli.main
+    if not schema_only:
+        preflight.check(cfg, str(file))
     sinks = ", ".join(s.type for s in cfg.sinks) or "none"
     window = cfg.inference.batch_window_ms
     typer.echo(f"{file}: OK: {len(cfg.streams)} stream(s), {len(cfg.redis.urls)} redis instance(s), "

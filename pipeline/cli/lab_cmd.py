@@ -10,19 +10,20 @@ from types import FrameType
 import typer
 from rich.console import Console
 
+from pipeline.cli.options import batch_size_option, device_option, json_option, model_option
 from pipeline.inference import model_store as store
 
 
 def evaluate(
     data: Path = typer.Option(..., "--data", "-d", help="Image folder: one sub-folder per class."),
-    model: str | None = typer.Option(None, "--model", "-m", help="ONNX model (default: cached model)."),
+    model: str | None = model_option(),
     out: Path | None = typer.Option(None, "--out", help="Folder for report.json, confusion.csv/png "
                                                         "(default: ./eval-<model>)."),
     labels: Path | None = typer.Option(None, "--labels", help="Labels file for the model."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = batch_size_option(),
+    device: str = device_option(),
     strict_sizes: bool = typer.Option(False, "--strict-sizes", help="Reject images of different sizes."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead of the summary."),
+    as_json: bool = json_option("Print the JSON report instead of the summary."),
 ) -> None:
     """Accuracy, top-5, precision/recall/F1, confusion matrix, throughput and size of a model on DATA."""
     from models.evaluate import EvalOptions, print_summary

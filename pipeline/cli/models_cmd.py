@@ -7,15 +7,16 @@ from pathlib import Path
 
 import typer
 
+from pipeline.cli.options import device_option, json_option, model_option
 from pipeline.inference import model_store as store
 
-app = typer.Typer(help="Get, inspect and convert models.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Get, inspect and convert models.", no_args_is_help=True)
 
 
 @app.command("info")
 def info(model: str | None = typer.Argument(None, help="ONNX file (default: cached model)."),
-         labels: Path | None = typer.Option(None, "--labels"),
-         as_json: bool = typer.Option(False, "--json")) -> None:
+         labels: Path | None = typer.Option(None, "--labels", help="Labels file (one class per line)."),
+         as_json: bool = json_option("Print the JSON document.")) -> None:
     """Contract, classes, size and sha256 of a model."""
     from models.info import model_info
 
@@ -43,7 +44,7 @@ def fetch(dest: Path | None = typer.Option(None, "--dest", help="Folder (default
 @app.command("export")
 def export(out: Path | None = typer.Option(None, "--out", help="Output .onnx (default: the cache)."),
            weights: str = typer.Option("DEFAULT", "--weights", help="DEFAULT, IMAGENET1K_V1/V2, FILE.pth or none."),
-           opset: int = typer.Option(17, "--opset")) -> None:
+           opset: int = typer.Option(17, "--opset", help="ONNX opset of the exported graph.")) -> None:
     """Export torchvision MobileNetV2 to ONNX with uint8 NHWC input (needs vigil[export])."""
     from models.export import export_mobilenet_v2
     from pipeline.core.config import cache_dir
@@ -70,10 +71,11 @@ def compare(models: list[Path] = typer.Argument(..., help="ONNX classifiers to c
             out: Path = typer.Option(Path("compare"), "--out", help="Folder for variants, compare.json/png."),
             variants: bool = typer.Option(True, "--variants/--no-variants",
                                           help="Add fp16 and int8 (static, calibrated) copies of the first model."),
-            calibration: int = typer.Option(64, "--calibration-images", min=1),
+            calibration: int = typer.Option(64, "--calibration-images", min=1,
+                                            help="Images the int8 copy is calibrated on."),
             bench_seconds: float = typer.Option(1.0, "--bench-seconds", min=0.0, help="Timing per batch size."),
-            device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
-            as_json: bool = typer.Option(False, "--json")) -> None:
+            device: str = device_option("cpu"),
+            as_json: bool = json_option()) -> None:
     """Accuracy, F1, size, parameters, latency and throughput of models (and fp16/int8 variants)."""
     from dataclasses import asdict
 
@@ -97,16 +99,17 @@ def compare(models: list[Path] = typer.Argument(..., help="ONNX classifiers to c
 @app.command("finetune")
 def finetune(data: Path = typer.Option(..., "--data", "-d", help="Image folder: one sub-folder per class."),
              out: Path = typer.Option(..., "--out", "-o", help="The new .onnx model."),
-             model: str | None = typer.Option(None, "--model", "-m", help="Base model (default: cached model)."),
-             val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.99),
+             model: str | None = model_option("Base model (default: the cached model)."),
+             val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.01, max=0.99,
+                                                help="Share of each class held out for validation."),
              augment: int = typer.Option(2, "--augment", min=0, help="Augmented copies per training image."),
-             epochs: int = typer.Option(300, "--epochs", min=1),
+             epochs: int = typer.Option(300, "--epochs", min=1, help="Most passes over the training features."),
              patience: int = typer.Option(25, "--patience", min=1, help="Early stopping on validation loss."),
-             seed: int = typer.Option(0, "--seed"),
+             seed: int = typer.Option(0, "--seed", help="Seed of the split, augmentation and training."),
              name: str | None = typer.Option(None, "--name", help="model_name metadata (default: file stem)."),
              version: str | None = typer.Option(None, "--version", help="model_version metadata."),
-             device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
-             as_json: bool = typer.Option(False, "--json")) -> None:
+             device: str = device_option("cpu"),
+             as_json: bool = json_option("Print the JSON report instead of the summary.")) -> None:
     """Transfer learning: a new softmax head on the model's pooled features, exported as one ONNX model."""
     from models.finetune import FinetuneOptions
     from models.finetune import finetune as run_finetune

@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from pipeline.cli.options import duration_option, model_option, ray_cpus_option
 from pipeline.core.config import VigilConfig, load_config, sink_name, validate_config
 from pipeline.core.redact import redact_url
+from pipeline.ops import preflight
 from pipeline.ops.runner import CameraRow, LocalPipeline
 
 
@@ -96,20 +98,25 @@ def _watch(pipeline: LocalPipeline, stop: threading.Event, deadline: float | Non
 
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="Vigil YAML config."),
-    duration_s: float | None = typer.Option(None, "--duration-s", help=(
-        "Stop this long after the pipeline is up (default: Ctrl-C).")),
+    model: str | None = model_option("ONNX model file; overrides inference.model of the config."),
+    duration_s: float | None = duration_option(),
     table: bool = typer.Option(True, "--table/--no-table", help="Live per-camera table on stderr."),
-    ray_cpus: int | None = typer.Option(None, "--ray-cpus", help="CPUs for the local Ray instance."),
+    ray_cpus: int | None = ray_cpus_option(),
 ) -> None:
     """Start Redis (if none configured), Ray Serve, the ingest and sink workers; Ctrl-C stops all."""
-    _serve_until_stopped(load_config(config), duration_s, table, ray_cpus)
+    cfg = load_config(config)
+    if model is not None:  # relative to the current folder, as any path on the command line
+        model = str(Path(model).expanduser().resolve())
+        cfg = cfg.model_copy(update={"inference": cfg.inference.model_copy(update={"model": model})})
+    preflight.check(cfg, str(config))
+    _serve_until_stopped(cfg, duration_s, table, ray_cpus)
 
 
 def demo(
     video: Path = typer.Argument(..., help="A video file, served as a looping camera."),
-    model: str | None = typer.Option(None, "--model", "-m", help="ONNX model (default: cached model)."),
+    model: str | None = model_option(),
     fps: float = typer.Option(5.0, "--fps", help="Frames per second to classify."),
-    duration_s: float | None = typer.Option(None, "--duration-s"),
+    duration_s: float | None = duration_option(),
     out: Path | None = typer.Option(None, "--out", help="Folder for results.jsonl and events.jsonl."),
 ) -> None:
     """Run the pipeline on a video file: a live table, and results plus events as JSON lines."""
@@ -118,10 +125,12 @@ def demo(
     folder = out or Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     cfg = validate_config({
         "streams": [{"id": "demo", "url": str(video.resolve()), "fps": fps, "loop": True}],
-        "inference": {"model": model, "batch_size": 8, "replicas": 1, "http_port": 0},
+        "inference": {"model": str(Path(model).expanduser().resolve()) if model else None, "batch_size": 8,
+                      "replicas": 1, "http_port": 0},
         "sinks": [{"type": "jsonl", "path": str(folder / "results.jsonl")},
                   {"type": "events", "path": str(folder / "events.jsonl"), "hysteresis": 2}],
         "metrics": {"port": 0},
     }, source="demo")
+    preflight.check(cfg, "vigil demo")
     Console(stderr=True).print(f"results: {folder / 'results.jsonl'}  events: {folder / 'events.jsonl'}")
     _serve_until_stopped(cfg, duration_s, True, None)

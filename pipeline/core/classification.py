@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.core.class_names import ClassRef, normalize
+
 
 @dataclass(frozen=True)
 class Label:
@@ -46,9 +48,14 @@ class FrameClassification:
         """The best object label (None when the model gave none)."""
         return self.top_k[0] if self.top_k else None
 
-    def score_of(self, label: str) -> float:
-        """The score of ``label`` if it is in the top-k, else 0."""
-        return next((lab.score for lab in self.top_k if lab.name == label), 0.0)
+    def score_of(self, ref: ClassRef | str) -> float:
+        """The score of the class ``ref`` names if it is in the top-k; else of the scene if ``ref`` names the
+        frame's scene category (``people``); else 0. Names match as :mod:`pipeline.core.class_names` says."""
+        ref = ClassRef.parse(ref) if isinstance(ref, str) else ref
+        score = next((lab.score for lab in self.top_k if ref.matches(lab.index, lab.name)), 0.0)
+        if not score and self.scene is not None and ref.index is None and ref.key == normalize(self.scene.name):
+            return self.scene.score
+        return score
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pipeline.core.config import EventsSinkConfig, JsonlSinkConfig, VigilConfig
 
-_NOT_FILES = ("/dev/video",)
 FILE_SINKS = (JsonlSinkConfig, EventsSinkConfig)  # the sinks that write a file (``path``)
 
 
@@ -23,8 +22,16 @@ def _anchored(path: str | None, base: Path) -> str | None:
     return str(p if p.is_absolute() else base / p)
 
 
-def _is_local_file(url: str) -> bool:
-    return "://" not in url and not url.startswith(_NOT_FILES)
+def is_local_file(url: str) -> bool:
+    """A bare path to a video file (not a URL, not a video device)."""
+    return "://" not in url and not url.startswith("/dev/video")
+
+
+def local_path(url: str) -> Path | None:
+    """The file a source URL names (``file://`` or a bare path), or None for a network stream or device."""
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    return Path(url) if is_local_file(url) else None
 
 
 def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
@@ -35,7 +42,7 @@ def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
         "model": _anchored(inf.model, base), "labels": _anchored(inf.labels, base),
         "scene_map": _anchored(inf.scene_map, base), "scene_model": _anchored(inf.scene_model, base),
         "gpu": inf.gpu.model_copy(update={"tensorrt_cache_dir": _anchored(inf.gpu.tensorrt_cache_dir, base)})})
-    streams = [s.model_copy(update={"url": _anchored(s.url, base)}) if _is_local_file(s.url) else s
+    streams = [s.model_copy(update={"url": _anchored(s.url, base)}) if is_local_file(s.url) else s
                for s in cfg.streams]
     sinks = [s.model_copy(update={"path": _anchored(s.path, base)}) if isinstance(s, FILE_SINKS) else s
              for s in cfg.sinks]

@@ -15,16 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-
-def is_local_file(url: str) -> bool:
-    return "://" not in url and not url.startswith("/dev/video")
-
-
-def local_path(url: str) -> Path | None:
-    """The file a source URL names (``file://`` or a bare path), or None for a network stream or device."""
-    if url.startswith("file://"):
-        return Path(url.removeprefix("file://"))
-    return Path(url) if is_local_file(url) else None
+from pipeline.core.config_paths import local_path
 
 
 @dataclass(frozen=True)

@@ -106,12 +106,31 @@ def test_compute_metrics_edge_cases() -> None:
 def test_class_folders_match_full_names_or_unambiguous_synonyms(shared_labels: Path) -> None:
     names = read_labels_file(shared_labels)
     assert map_classes(["egyptian cat", "hotdog"], names) == [names.index(CAT), names.index(HOTDOG)]
-    with pytest.raises(DatasetError, match="matches several classes of the model"):
+    with pytest.raises(DatasetError, match="'crane' names 2 classes of the model: write 135_crane"):
         map_classes(["crane", "hotdog"], names)  # the bird and the machine
-    with pytest.raises(DatasetError, match="'gate open' are not classes of the model"):
+    with pytest.raises(DatasetError, match="'gate open' is not a class of the model"):
         map_classes(["gate open", "hotdog"], names)
     with pytest.raises(DatasetError, match="same model class"):
         map_classes(["hotdog", "hot dog"], names)
+
+
+def test_evaluate_cli_takes_folders_as_people_name_them(tmp_path: Path, shared_model: Path, images_dir: Path,
+                                                        expected_images: dict[str, Any]) -> None:
+    """Folder names in any case, with _ for spaces, as a synonym, an index or a WordNet id."""
+    folders = {"cat.png": "Egyptian_cat", "bird.png": "n01592084", "parrot.png": "89_macaw",
+               "hot_dog.png": "HOT_DOG"}
+    data = tmp_path / "named"
+    for image, folder in folders.items():
+        (data / folder).mkdir(parents=True)
+        shutil.copy(images_dir / image, data / folder / image)
+    out = vigil("evaluate", "--data", data, "--model", shared_model, "--out", tmp_path / "o", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["accuracy"] == 1.0
+    (data / "chikadee").mkdir()
+    shutil.copy(images_dir / "bird.png", data / "chikadee" / "bird.png")
+    out = vigil("evaluate", "--data", data, "--model", shared_model, "--out", tmp_path / "p")
+    assert out.returncode == 1
+    assert "'chikadee' is not a class of the model (1001 classes); nearest: 'chickadee'" in out.stderr
 
 
 def test_evaluate_cli(tmp_path: Path, shared_model: Path, images_dir: Path, expected_images: dict[str, Any]) -> None:

@@ -5,8 +5,11 @@ Events (JSON objects, to a JSON-lines file and/or a webhook):
 * ``label_changed``: the camera's top-1 label differs from the last stable one for ``hysteresis``
   consecutive results (the first stable label after start is reported with ``"from": null``);
 * ``scene_changed``: the same for the scene category;
-* ``watch_appeared`` / ``watch_cleared``: a label of ``watch`` is in the top-k at or above its
-  minimum score for ``hysteresis`` consecutive results / then absent for as many;
+* ``watch_appeared`` / ``watch_cleared``: a class of ``watch`` is in the top-k at or above its
+  minimum score, or a scene category of ``watch`` is the frame's scene with that score, for
+  ``hysteresis`` consecutive results / then absent for as many. A key is a class name or any synonym
+  (``Egyptian_cat``, ``scooter``), a class index (``518_crane``) or a scene category (``people``):
+  :class:`pipeline.core.class_names.ClassRef`. The event's ``label`` is the key as configured;
 * ``health_changed``: a camera's picture became (``"active": true``) or stopped being frozen, dark,
   blurred or moved, as ingest judged it (:mod:`pipeline.results.health_event`).
 
@@ -27,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from pipeline.core.backoff import Backoff
+from pipeline.core.class_names import ClassRef
 from pipeline.core.config import EventsSinkConfig
 from pipeline.results.health_event import HealthEvent
 from pipeline.results.record import ResultRecord
@@ -70,14 +74,15 @@ class EventDetector:
     """Turns result records into change events (pure logic; no I/O)."""
 
     def __init__(self, hysteresis: int, watch: dict[str, float]) -> None:
-        self.hysteresis, self.watch = hysteresis, watch
+        self.hysteresis = hysteresis
+        self.watch = {ClassRef.parse(key): minimum for key, minimum in watch.items()}
         self._cameras: dict[str, _Camera] = {}
 
     def _camera(self, stream: str) -> _Camera:
         cam = self._cameras.get(stream)
         if cam is None:
             n = self.hysteresis
-            cam = _Camera(_Debounced(n), _Debounced(n), {w: _Debounced(n, stable=False) for w in self.watch})
+            cam = _Camera(_Debounced(n), _Debounced(n), {w.text: _Debounced(n, stable=False) for w in self.watch})
             self._cameras[stream] = cam
         return cam
 
@@ -95,12 +100,12 @@ class EventDetector:
         if scene is not None and cam.scene.observe(scene.name):
             events.append({"event": "scene_changed", **base, "from": old_scene, "to": scene.name,
                            "score": scene.score})
-        for label, minimum in self.watch.items():
-            score = r.classification.score_of(label)
+        for ref, minimum in self.watch.items():
+            score = r.classification.score_of(ref)
             present = score >= minimum
-            if cam.watched[label].observe(present):
+            if cam.watched[ref.text].observe(present):
                 kind = "watch_appeared" if present else "watch_cleared"
-                events.append({"event": kind, **base, "label": label, "score": score})
+                events.append({"event": kind, **base, "label": ref.text, "score": score})
         return events
 
 

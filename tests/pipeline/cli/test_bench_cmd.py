@@ -16,8 +16,9 @@ def test_bench_model_reports_each_batch_size(shared_model: Path) -> None:
     assert doc["provider"] == "CPUExecutionProvider"
     assert [r["batch_size"] for r in doc["rows"]] == [1, 4]
     assert all(r["images_per_s"] > 0 and r["batches"] >= 3 for r in doc["rows"])
-    text = vigil("bench", "model", "--model", shared_model, "--batch-sizes", "2", "--seconds", "0.2")
+    text = vigil("bench", "model", "--model", shared_model, "--batch-sizes", "1,2,4", "--seconds", "0.2")
     assert text.returncode == 0 and "images/s" in text.stdout
+    assert text.stderr.count("model mobilenet_v2_1.0_224_imagenet.onnx (") == 1, text.stderr  # loaded once
 
 
 def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_dir: Path) -> None:

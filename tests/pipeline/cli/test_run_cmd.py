@@ -32,11 +32,13 @@ def test_run_duration_counts_from_when_the_pipeline_is_up(shared_model: Path, vi
     # Start-up (Redis, Ray, the model) takes 15-25 s here; a 6 s run must still classify about 6 s of video.
     (tmp_path / "vigil.yaml").write_text(f"""
 streams: [{{id: cam, url: {video_dir / 'bikes.mp4'}, loop: true, fps: 5}}]
-inference: {{model: {shared_model}, batch_size: 8, http_port: 0}}
+inference: {{batch_size: 8, http_port: 0}}
 sinks: [{{type: jsonl, path: results.jsonl}}]
 metrics: {{port: 0}}
 """)
-    out = vigil("run", "--config", tmp_path / "vigil.yaml", "--duration-s", "6", "--no-table", timeout_s=240)
+    # No model in the config and none cached: `--model` gives it.
+    out = vigil("run", "--config", tmp_path / "vigil.yaml", "--model", shared_model, "--duration-s", "6",
+                "--no-table", env={"VIGIL_CACHE_DIR": str(tmp_path / "empty-cache")}, timeout_s=240)
     assert out.returncode == 0, out.stderr[-3000:]
     records = read_jsonl(tmp_path / "results.jsonl")  # the sink path is relative to the config's folder
     captured = sorted(float(r["capture_ts"]) for r in records)  # type: ignore[arg-type]

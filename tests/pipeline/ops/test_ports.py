@@ -27,7 +27,7 @@ def busy_port() -> Iterator[int]:
 def test_a_port_in_use_is_refused_before_anything_starts(command: str, key: str, busy_port: int, tmp_path: Path,
                                                          shared_model: Path) -> None:
     section, name = key.split(".")
-    doc = {"streams": [{"id": "p", "url": "/videos/none.mp4"}], "redis": {"urls": ["redis://127.0.0.1:1/0"]},
+    doc = {"streams": [{"id": "p", "url": "rtsp://127.0.0.1:1/none"}], "redis": {"urls": ["redis://127.0.0.1:1/0"]},
            "inference": {"model": str(shared_model), "http_port": free_port()},
            "metrics": {"port": free_port()}}
     if command == "run":

@@ -54,3 +54,14 @@ def test_late_results_cannot_flip_the_label_back() -> None:
         out += d.feed(record("cam", "cat" if i < 8 else "dog", i=i))
     assert kinds(out) == [("label_changed", None, "cat"), ("scene_changed", None, "animals"),
                           ("label_changed", "cat", "dog")]
+
+
+def test_watch_keys_match_synonyms_indices_and_scene_categories() -> None:
+    """`tabby` and `TABBY_cat` match the class "tabby, tabby cat", `2` its index, `people` the frame's scene."""
+    d = EventDetector(hysteresis=1, watch={"tabby": 0.5, "Tabby_Cat": 0.5, "2": 0.5, "3_tabby": 0.5, "people": 0.7})
+    cat = d.feed(record("cam", "bench", i=0, extra=[("tabby, tabby cat", 0.6)], scene="people"))
+    appeared = {e["label"]: e["score"] for e in cat if e["event"] == "watch_appeared"}
+    # index 2 is the tabby here (records() numbers extras from 2); "3_tabby" names another index: no match.
+    assert appeared == {"tabby": 0.6, "Tabby_Cat": 0.6, "2": 0.6, "people": 0.8}
+    gone = d.feed(record("cam", "bench", i=1, scene="indoor"))
+    assert {e["label"] for e in gone if e["event"] == "watch_cleared"} == {"tabby", "Tabby_Cat", "2", "people"}
