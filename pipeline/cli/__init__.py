@@ -11,6 +11,7 @@ import sys
 import typer
 
 from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, lab_cmd, models_cmd, run_cmd, sink_cmd
+from pipeline.cli.terminal import setup_logging
 from pipeline.core.config import log_level
 from pipeline.core.errors import ConfigError, VigilError
 
@@ -31,8 +32,7 @@ app.add_typer(bench_cmd.app, name="bench")
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else log_level(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.DEBUG if verbose else log_level())
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from pipeline.cli.options import batch_size_option, device_option, json_option, model_option
+from pipeline.cli.terminal import stderr_console
 from pipeline.inference import model_store as store
 
 
@@ -51,7 +52,7 @@ def capture(
     from models.capture import CaptureOptions, FrameCapture, parse_interval
     from pipeline.core.config import load_config
 
-    console = Console(stderr=True)
+    console = stderr_console
     job = FrameCapture(load_config(config), stream, out,
                        CaptureOptions(every_s=parse_interval(every), count=count, duration_s=duration_s),
                        on_saved=lambda p: console.print(f"saved {p}"))

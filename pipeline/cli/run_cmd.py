@@ -6,6 +6,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -15,28 +16,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from pipeline.cli.live_table import live_table
 from pipeline.cli.options import duration_option, model_option, ray_cpus_option
+from pipeline.cli.terminal import stderr_console
 from pipeline.core.config import VigilConfig, load_config, sink_name, validate_config
 from pipeline.core.redact import redact_url
 from pipeline.ops import preflight
-from pipeline.ops.runner import CameraRow, LocalPipeline
-
-
-def _table(rows: list[CameraRow], pipeline: LocalPipeline) -> Table:
-    t = Table(title=f"vigil: metrics http://{pipeline.cfg.metrics.host}:{pipeline.metrics_port}/metrics "
-                    f"(Ctrl-C stops)", expand=False)
-    for col in ("camera", "state", "health", "sampling", "fps in", "fps out", "age p95", "dropped", "stale", "dead"):
-        t.add_column(col, justify="left" if col in ("camera", "state", "health") else "right", no_wrap=True,
-                     min_width=len(col))
-    # The one column that gives way on a narrow terminal.
-    t.add_column("last result", no_wrap=True, overflow="ellipsis", ratio=1)
-    for r in rows:
-        age = f"{r.age_p95_s * 1000:.0f} ms" if r.age_p95_s is not None else "-"
-        effective, configured = r.sampling_fps
-        t.add_row(r.stream, r.state, ",".join(r.health) or "ok", f"{effective:g}/{configured:g}",
-                  f"{r.fps_in:.1f}", f"{r.fps_out:.1f}", age,
-                  str(r.dropped), str(r.stale), str(r.dead_lettered), r.last_result)
-    return t
+from pipeline.ops.runner import LocalPipeline
 
 
 def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None) -> None:
@@ -50,7 +36,7 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
         return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     previous = handle_signals()
-    console = Console(stderr=True)
+    console = stderr_console
     pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus)
     try:
         with pipeline:
@@ -80,20 +66,25 @@ def _summary(console: Console, pipeline: LocalPipeline) -> None:
                   soft_wrap=True)  # a path is copied from here: never broken over lines
 
 
+def _table(pipeline: LocalPipeline, console: Console) -> Table:
+    title = f"vigil: metrics http://{pipeline.cfg.metrics.host}:{pipeline.metrics_port}/metrics (Ctrl-C stops)"
+    return live_table(pipeline.rows(), title, console.width)
+
+
 def _watch(pipeline: LocalPipeline, stop: threading.Event, deadline: float | None, console: Console | None) -> None:
     """Refresh the live table (when ``console``) until ``stop`` is set or ``deadline`` passes."""
-    live = Live(_table(pipeline.rows(), pipeline), console=console, refresh_per_second=2) if console else None
-    if live is not None:
-        live.start()
-    try:
+
+    def wait(refresh: Callable[[], None]) -> None:
         while not stop.wait(1.0):
-            if live is not None:
-                live.update(_table(pipeline.rows(), pipeline))
+            refresh()
             if deadline is not None and time.monotonic() >= deadline:
-                break
-    finally:
-        if live is not None:
-            live.stop()
+                return
+
+    if console is None:
+        wait(lambda: None)
+        return
+    with Live(_table(pipeline, console), console=console, refresh_per_second=2) as live:
+        wait(lambda: live.update(_table(pipeline, console)))
 
 
 def run(
@@ -132,5 +123,5 @@ def demo(
         "metrics": {"port": 0},
     }, source="demo")
     preflight.check(cfg, "vigil demo")
-    Console(stderr=True).print(f"results: {folder / 'results.jsonl'}  events: {folder / 'events.jsonl'}")
+    stderr_console.print(f"results: {folder / 'results.jsonl'}  events: {folder / 'events.jsonl'}")
     _serve_until_stopped(cfg, duration_s, True, None)

@@ -48,6 +48,7 @@ class CameraRow:
     stale: int  # of dropped: older than inference.max_frame_age_ms when a replica would read them
     dead_lettered: int
     last_result: str = "-"  # latest top-1 label and scene
+    error: str = ""  # why the camera is not live (its last error), "" while it is
 
 
 class LocalPipeline:
@@ -203,6 +204,7 @@ class LocalPipeline:
     def rows(self) -> list[CameraRow]:
         status: dict[str, Any] = self.ingest.status() if self.ingest is not None else {"cameras": []}
         states = {c["id"]: c["state"] for c in status["cameras"]}
+        errors = {c["id"]: c["last_error"] or "" for c in status["cameras"]}
         sampling = {c["id"]: (c["fps"]["effective"], c["fps"]["configured"]) for c in status["cameras"]}
         health = {c["id"]: list(c["health"]) for c in status["cameras"]}
         m = self.samples()
@@ -226,7 +228,7 @@ class LocalPipeline:
                 fps_in=(pub - pub0) / dt if dt > 1e-3 else 0.0, fps_out=(inf - inf0) / dt if dt > 1e-3 else 0.0,
                 age_p95_s=p95, dropped=int(sum(v for k, v in dropped.items() if k[0] == s.id)),
                 stale=int(dropped.get((s.id, "stale"), 0)), dead_lettered=int(dead.get((s.id,), 0)),
-                last_result=latest.get(s.id, "-")))
+                last_result=latest.get(s.id, "-"), error=errors.get(s.id, "")))
         return rows
 
     def _latest_results(self) -> dict[str, str]:
