@@ -21,6 +21,7 @@ from pipeline.cli.options import duration_option, model_option, ray_cpus_option
 from pipeline.cli.terminal import stderr_console
 from pipeline.core.config import VigilConfig, load_config, sink_name, validate_config
 from pipeline.core.redact import redact_url
+from pipeline.inference.model_store import model_or_fetch
 from pipeline.ops import preflight
 from pipeline.ops.runner import LocalPipeline
 
@@ -105,7 +106,7 @@ def run(
 
 def demo(
     video: Path = typer.Argument(..., help="A video file, served as a looping camera."),
-    model: str | None = model_option(),
+    model: str | None = model_option("ONNX model file (default: the cached MobileNetV2, downloaded on first use)."),
     fps: float = typer.Option(5.0, "--fps", help="Frames per second to classify."),
     duration_s: float | None = duration_option(),
     out: Path | None = typer.Option(None, "--out", help="Folder for results.jsonl and events.jsonl."),
@@ -113,11 +114,11 @@ def demo(
     """Run the pipeline on a video file: a live table, and results plus events as JSON lines."""
     if not video.is_file():
         raise typer.BadParameter(f"{video} is not a file", param_hint="VIDEO")
+    model_path = model_or_fetch(model).resolve()  # a newcomer has no model yet: fetch the pinned one, once
     folder = out or Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     cfg = validate_config({
         "streams": [{"id": "demo", "url": str(video.resolve()), "fps": fps, "loop": True}],
-        "inference": {"model": str(Path(model).expanduser().resolve()) if model else None, "batch_size": 8,
-                      "replicas": 1, "http_port": 0},
+        "inference": {"model": str(model_path), "batch_size": 8, "replicas": 1, "http_port": 0},
         "sinks": [{"type": "jsonl", "path": str(folder / "results.jsonl")},
                   {"type": "events", "path": str(folder / "events.jsonl"), "hysteresis": 2}],
         "metrics": {"port": 0},

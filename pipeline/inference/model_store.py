@@ -65,6 +65,18 @@ def resolve_model_path(explicit: str | Path | None, cache: Path | None = None) -
     return default_model_path(cache)
 
 
+def model_or_fetch(explicit: str | Path | None, cache: Path | None = None) -> Path:
+    """``explicit``, else the cached model, else the pinned download (fetched once into the cache)."""
+    if explicit:
+        return resolve_model_path(explicit)
+    try:
+        return default_model_path(cache)
+    except ModelNotFoundError:
+        log.info("no model in the cache %s: downloading the pinned MobileNetV2 (%s, about 14 MB), once",
+                 cache or cache_dir(), MOBILENET_V2.url)
+        return fetch(cache)
+
+
 def fetch(dest_dir: Path | None = None, *, force: bool = False, pinned: PinnedModel = MOBILENET_V2,
           timeout_s: float = 60.0) -> Path:
     """Download ``pinned`` into ``dest_dir`` (default: the cache), verify its checksum, return its path."""

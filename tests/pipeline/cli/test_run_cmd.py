@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from tests.cli_helpers import vigil
+from tests.fixtures.services import free_port
 
 
 def read_jsonl(path: Path) -> list[dict[str, object]]:
@@ -54,3 +55,17 @@ metrics: {{port: 0}}
     published, classified, dropped, dead = map(int, summary.groups())
     assert classified == len(records) and published == classified + dropped + dead
     assert f"results went to: jsonl-0 -> {tmp_path / 'results.jsonl'}" in out.stderr
+
+
+def test_demo_without_a_model_fetches_one_or_says_how_to_get_one(video_dir: Path, tmp_path: Path) -> None:
+    """A newcomer has no model: the demo downloads the pinned one. Offline (here: every HTTPS request
+    goes to a proxy port nobody listens on, so the download really fails) it says what to do instead."""
+    closed = free_port()
+    out = vigil("demo", video_dir / "slideshow.mp4", "--duration-s", "5",
+                env={"VIGIL_CACHE_DIR": str(tmp_path / "cache"), "HTTPS_PROXY": f"http://127.0.0.1:{closed}",
+                     "HTTP_PROXY": f"http://127.0.0.1:{closed}", "NO_PROXY": ""}, timeout_s=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "downloading the pinned MobileNetV2" in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot download https://") and "Offline? Then pass --model PATH" in last
+    assert "vigil models export" in last and not list((tmp_path / "cache").glob("*.onnx"))
