@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared")).resolve()
 
-pytest_plugins: list[str] = ["tests.fixtures.services"]
+pytest_plugins: list[str] = ["tests.fixtures.services", "tests.fixtures.mqtt"]
 
 
 def _require(path: Path) -> Path:

@@ -37,9 +37,10 @@ import numpy as np
 
 from pipeline.bench.ingest import self_cpu_s, video_info
 from pipeline.bench.rtsp_server import RtspServer, free_port
-from pipeline.core.config import InferenceConfig, JsonlSinkConfig, MetricsConfig, RedisConfig, StreamConfig, VigilConfig
+from pipeline.core.config import InferenceConfig, MetricsConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.redis_clients import connect
+from pipeline.core.sink_config import JsonlSinkConfig
 from pipeline.ops.runner import LocalPipeline
 
 DEFAULT_LOADS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)

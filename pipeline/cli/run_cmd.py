@@ -19,8 +19,9 @@ from rich.table import Table
 from pipeline.cli.live_table import live_table
 from pipeline.cli.options import duration_option, model_option, ray_cpus_option
 from pipeline.cli.terminal import stderr_console
-from pipeline.core.config import VigilConfig, load_config, sink_name, validate_config
+from pipeline.core.config import VigilConfig, load_config, validate_config
 from pipeline.core.redact import redact_url
+from pipeline.core.sink_config import sink_name
 from pipeline.inference.model_store import model_or_fetch
 from pipeline.ops import preflight
 from pipeline.ops.runner import LocalPipeline

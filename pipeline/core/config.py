@@ -22,10 +22,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from pipeline.core.config_base import ID_PATTERN, BackoffOptions
+from pipeline.core.config_base import Strict as _Strict
 from pipeline.core.errors import ConfigError
 from pipeline.core.health_config import HealthConfig
-from pipeline.core.health_config import Strict as _Strict
 from pipeline.core.redact import redact_url
+from pipeline.core.sink_config import SinkConfig, sink_name
 
 # --------------------------------------------------------------------------------------------------
 # Schema
@@ -33,7 +35,6 @@ from pipeline.core.redact import redact_url
 
 
 ResizePolicy = Literal["squash", "center_crop", "letterbox"]
-_STREAM_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: URL schemes a camera may use (OpenCV's FFmpeg backend opens them); a URL without one is a local file.
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 
@@ -41,7 +42,7 @@ SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 class StreamConfig(_Strict):
     """One camera (or file) that ingest reads."""
 
-    id: Annotated[str, Field(pattern=_STREAM_ID, description="Unique id; used in Redis keys and metrics.")]
+    id: Annotated[str, Field(pattern=ID_PATTERN, description="Unique id; used in Redis keys and metrics.")]
     url: Annotated[str, Field(min_length=1, description="rtsp://, rtsps://, http(s)://, file path, /dev/videoN")]
     fps: Annotated[float, Field(gt=0, le=120, description="Frames per second sampled for inference.")] = 5.0
     resize: ResizePolicy = "squash"
@@ -94,20 +95,7 @@ class RedisConfig(_Strict):
         return list(self.urls)
 
 
-class _Backoff(_Strict):
-    """Retry delays (:class:`pipeline.core.backoff.Backoff`): attempt n waits min(cap, base * 2**n), jittered."""
-
-    backoff_base_s: Annotated[float, Field(gt=0, description="First retry delay.")] = 0.5
-    backoff_cap_s: Annotated[float, Field(gt=0, description="Longest retry delay.")] = 30.0
-
-    @model_validator(mode="after")
-    def _cap_above_base(self) -> _Backoff:
-        if self.backoff_cap_s < self.backoff_base_s:
-            raise ValueError("backoff_cap_s must be >= backoff_base_s")
-        return self
-
-
-class IngestConfig(_Backoff):
+class IngestConfig(BackoffOptions):
     """Timeouts and backoff of the ingest worker."""
 
     open_timeout_s: Annotated[float, Field(gt=0)] = 10.0
@@ -167,83 +155,6 @@ class InferenceConfig(_Strict):
         "Threads that classify a replica's batch side by side, each an equal share of it on one core. "
         "0 = auto: on CPU one per usable core (shared among the replicas of `vigil run`); on GPU 1."))] = 0
     gpu: GpuOptions = Field(default_factory=GpuOptions)
-
-
-class _SinkBase(_Backoff):
-    name: Annotated[str | None, Field(pattern=_STREAM_ID, description="Default: <type>-<index>.")] = None
-    batch_size: Annotated[int, Field(ge=1, le=10_000, description="Results per write.")] = 100
-    claim_idle_s: Annotated[float, Field(gt=0, description=(
-        "Take over results another consumer of this sink (a pod that died, or restarted under a new name) "
-        "left unacknowledged this long."))] = 30.0
-
-
-class JsonlSinkConfig(_SinkBase):
-    """One JSON result record per line; rotates at ``rotate_mb``, keeping ``keep`` old files."""
-
-    type: Literal["jsonl"]
-    path: Annotated[str, Field(min_length=1)]
-    rotate_mb: Annotated[float, Field(gt=0)] = 100.0
-    keep: Annotated[int, Field(ge=1)] = 5
-
-
-class WebhookSinkConfig(_SinkBase):
-    """POSTs a JSON array of records; retries with backoff until the server takes them (never drops)."""
-
-    type: Literal["webhook"]
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    headers: dict[str, str] = Field(default_factory=dict)
-
-
-class StdoutSinkConfig(_SinkBase):
-    type: Literal["stdout"]
-
-
-class RedisSinkConfig(_SinkBase):
-    """Copies records to another Redis stream (e.g. for a downstream consumer)."""
-
-    type: Literal["redis"]
-    url: str | None = Field(default=None, description="Default: the first bus instance.")
-    stream: str = "vigil:results:out"
-    timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    maxlen: Annotated[int, Field(ge=1)] = 100_000
-
-
-class EventsSinkConfig(_SinkBase):
-    """Emit only changes: a camera's top label or scene changes, or a watched label appears."""
-
-    type: Literal["events"]
-    path: str | None = Field(default=None, description="Write events as JSON lines here ...")
-    url: Annotated[str | None, Field(pattern=r"^https?://", description="... and/or POST them here.")] = None
-    watch: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=dict, description="label -> min score")
-    hysteresis: Annotated[int, Field(ge=1, description="Consecutive results before a change.")] = 3
-    timeout_s: Annotated[float, Field(gt=0)] = 5.0
-
-    @model_validator(mode="after")
-    def _has_output(self) -> EventsSinkConfig:
-        if not self.path and not self.url:
-            raise ValueError("an events sink needs path (JSON lines) and/or url (webhook)")
-        return self
-
-
-class PluginSinkConfig(_SinkBase):
-    """A sink from another package: ``factory`` is ``module:callable`` taking (config, options)."""
-
-    type: Literal["plugin"]
-    factory: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-SinkConfig = Annotated[
-    JsonlSinkConfig | WebhookSinkConfig | StdoutSinkConfig | RedisSinkConfig | EventsSinkConfig | PluginSinkConfig,
-    Field(discriminator="type"),
-]
-
-
-def sink_name(sink: SinkConfig, index: int) -> str:
-    """A sink's stable name: its consumer group on the results stream is ``vigil-sink-<name>``."""
-    return sink.name or f"{sink.type}-{index}"
 
 
 class MetricsConfig(_Strict):

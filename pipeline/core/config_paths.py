@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.config import EventsSinkConfig, JsonlSinkConfig, VigilConfig
+from pipeline.core.config import VigilConfig
+from pipeline.core.sink_config import EventsSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig
 
 FILE_SINKS = (JsonlSinkConfig, EventsSinkConfig)  # the sinks that write a file (``path``)
 
@@ -34,6 +35,17 @@ def local_path(url: str) -> Path | None:
     return Path(url) if is_local_file(url) else None
 
 
+def _anchor_sink(sink: SinkConfig, base: Path) -> SinkConfig:
+    if isinstance(sink, FILE_SINKS):
+        return sink.model_copy(update={"path": _anchored(sink.path, base)})
+    if isinstance(sink, MqttSinkConfig) and sink.tls is not None:
+        tls = sink.tls
+        return sink.model_copy(update={"tls": tls.model_copy(update={
+            "ca_file": _anchored(tls.ca_file, base), "cert_file": _anchored(tls.cert_file, base),
+            "key_file": _anchored(tls.key_file, base)})})
+    return sink
+
+
 def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
     """``cfg`` with every relative file path (model, labels, scene map and model, TensorRT cache, local
     video files, sink files) taken relative to ``base``."""
@@ -44,6 +56,5 @@ def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
         "gpu": inf.gpu.model_copy(update={"tensorrt_cache_dir": _anchored(inf.gpu.tensorrt_cache_dir, base)})})
     streams = [s.model_copy(update={"url": _anchored(s.url, base)}) if is_local_file(s.url) else s
                for s in cfg.streams]
-    sinks = [s.model_copy(update={"path": _anchored(s.path, base)}) if isinstance(s, FILE_SINKS) else s
-             for s in cfg.sinks]
+    sinks = [_anchor_sink(s, base) for s in cfg.sinks]
     return cfg.model_copy(update={"inference": inference, "streams": streams, "sinks": sinks})

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from pipeline.core.config_base import Strict
 
 _Seconds = Annotated[float, Field(gt=0, le=86_400)]
-
-
-class Strict(BaseModel):
-    """Every config section: unknown keys are errors, and a validated config never changes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class HealthConfig(Strict):

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.class_names import ClassNames, ClassRef, is_wordnet_id, normalize
-from pipeline.core.config import EventsSinkConfig, VigilConfig
+from pipeline.core.config import VigilConfig
 from pipeline.core.config_paths import local_path
 from pipeline.core.errors import ConfigError, VigilError
+from pipeline.core.sink_config import EventOptions, MqttSinkConfig
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
 from pipeline.inference.model_store import resolve_model_path
@@ -40,6 +41,12 @@ def missing_files(cfg: VigilConfig) -> list[str]:
         if path is not None and not path.exists():
             problems.append(f"streams[{i}].url ({stream.id}): no video file {path}; fix the path (relative "
                             "paths are relative to the config file's folder)")
+    for i, sink in enumerate(cfg.sinks):
+        tls = sink.tls if isinstance(sink, MqttSinkConfig) else None
+        for key, value in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)) \
+                if tls is not None else ():
+            if value is not None and not Path(value).is_file():
+                problems.append(f"sinks[{i}].tls.{key}: no file {value}")
     inf = cfg.inference
     for key, value in (("labels", inf.labels), ("scene_map", inf.scene_map), ("scene_model", inf.scene_model)):
         if value is not None and not Path(value).is_file():
@@ -73,7 +80,7 @@ def watch_problems(cfg: VigilConfig, vocab: Vocabulary) -> list[str]:
     problems = []
     scenes = {normalize(s) for s in vocab.scenes}
     for i, sink in enumerate(cfg.sinks):
-        if not isinstance(sink, EventsSinkConfig):
+        if not isinstance(sink, EventOptions):
             continue
         for key in sink.watch:
             ref = ClassRef.parse(key)

@@ -10,11 +10,12 @@ import socket
 import threading
 from types import TracebackType
 
-from pipeline.core.config import VigilConfig, sink_name
+from pipeline.core.config import VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.redis_clients import Client, close_all, connect_all
+from pipeline.core.sink_config import sink_name
 from pipeline.results.delivery import SinkObserver, SinkRunner
-from pipeline.results.sinks import Sink, build_sink
+from pipeline.results.sinks import Sink, SinkContext, build_sink
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,12 @@ class SinkService:
         self._state = "open"
         try:
             self._clients = connect_all(self.urls, self.cfg.redis.socket_timeout_s, block_s=1.0)
+            streams = tuple(s.id for s in self.cfg.streams)
             for i, sink_cfg in enumerate(self.cfg.sinks):
-                sink = build_sink(sink_cfg, self.urls[0]).__enter__()
+                name = sink_name(sink_cfg, i)
+                sink = build_sink(sink_cfg, SinkContext(name, self.urls[0], streams)).__enter__()
                 self._sinks.append(sink)
-                self.runners.append(SinkRunner(sink_name(sink_cfg, i), sink, sink_cfg, self._clients,
+                self.runners.append(SinkRunner(name, sink, sink_cfg, self._clients,
                                                consumer=self.consumer, observer=self.observer))
         except VigilError:
             self.__exit__(None, None, None)

@@ -19,10 +19,10 @@ from typing import Protocol
 import redis
 
 from pipeline.core.backoff import Backoff
-from pipeline.core.config import SinkConfig
 from pipeline.core.errors import ResultFormatError, SinkError
 from pipeline.core.keys import RESULTS_KEY, sink_group
 from pipeline.core.redis_clients import Client
+from pipeline.core.sink_config import SinkConfig
 from pipeline.results.health_event import HealthEvent, is_health_event
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks import Sink

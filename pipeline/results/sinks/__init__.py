@@ -1,6 +1,6 @@
 """Result sinks: plugins keyed by ``type``, each a context manager with ``write(records)``.
 
-Built-in types: ``jsonl``, ``webhook``, ``stdout``, ``redis``, ``events``; ``plugin`` loads
+Built-in types: ``jsonl``, ``webhook``, ``stdout``, ``redis``, ``events``, ``mqtt``; ``plugin`` loads
 ``module:callable`` from another package. A sink's ``write`` either takes the whole batch or raises
 :class:`~pipeline.core.errors.SinkError`; the sink worker acknowledges records only after ``write``
 returned, so a failing sink gets the same records again (at-least-once).
@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.config import (
+from pipeline.core.errors import ConfigError
+from pipeline.core.sink_config import (
     EventsSinkConfig,
     JsonlSinkConfig,
+    MqttSinkConfig,
     PluginSinkConfig,
     RedisSinkConfig,
     SinkConfig,
     StdoutSinkConfig,
     WebhookSinkConfig,
 )
-from pipeline.core.errors import ConfigError
 from pipeline.results.sinks.base import Sink
 
-__all__ = ["Sink", "build_sink"]
+__all__ = ["Sink", "SinkContext", "build_sink"]
 
 
 def _plugin(cfg: PluginSinkConfig) -> Sink:
@@ -36,10 +38,21 @@ def _plugin(cfg: PluginSinkConfig) -> Sink:
     return factory(cfg, cfg.options)
 
 
-def build_sink(cfg: SinkConfig, default_redis_url: str | None = None) -> Sink:
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may need besides its own config entry."""
+
+    name: str = "sink"  # sink_name(): its consumer group, its MQTT client id
+    default_redis_url: str | None = None  # the first bus instance (the redis sink's default)
+    stream_ids: tuple[str, ...] = ()  # the configured cameras (MQTT discovery announces each)
+
+
+def build_sink(cfg: SinkConfig, ctx: SinkContext | None = None) -> Sink:
     """Make the sink for one ``sinks[]`` entry (not yet opened)."""
+    ctx = ctx or SinkContext()
     from pipeline.results.sinks.events import EventsSink
     from pipeline.results.sinks.files import JsonlSink, StdoutSink
+    from pipeline.results.sinks.mqtt import MqttSink
     from pipeline.results.sinks.redis_stream import RedisStreamSink
     from pipeline.results.sinks.webhook import WebhookSink
 
@@ -48,7 +61,8 @@ def build_sink(cfg: SinkConfig, default_redis_url: str | None = None) -> Sink:
         StdoutSinkConfig: lambda c: StdoutSink(),
         WebhookSinkConfig: WebhookSink,
         EventsSinkConfig: EventsSink,
-        RedisSinkConfig: lambda c: RedisStreamSink(c, default_redis_url),
+        RedisSinkConfig: lambda c: RedisStreamSink(c, ctx.default_redis_url),
+        MqttSinkConfig: lambda c: MqttSink(c, ctx.name, ctx.stream_ids),
         PluginSinkConfig: _plugin,
     }
     return builders[type(cfg)](cfg)

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.class_names import ClassRef
-from pipeline.core.config import EventsSinkConfig
+from pipeline.core.sink_config import EventsSinkConfig
 from pipeline.results.health_event import HealthEvent
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.files import RotatingJsonl

@@ -8,8 +8,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from pipeline.core.config import JsonlSinkConfig
 from pipeline.core.errors import SinkError
+from pipeline.core.sink_config import JsonlSinkConfig
 from pipeline.results.record import ResultRecord
 
 

@@ -1,0 +1,116 @@
+"""What the MQTT sink publishes, where: topics, payloads and Home Assistant discovery (pure, no I/O).
+
+Per camera, under ``<prefix>/<camera>/`` (``prefix`` is ``topic_prefix``, default ``vigil``):
+
+=================  ========  ==============================================================
+``result``         -         every result record (JSON, :mod:`pipeline.results.record`); ``rate_limit_hz``
+``label``          retained  ``{"label", "score", "at", "frame_id"}``: the camera's current top-1 label, after
+                             the events logic's hysteresis (:class:`~pipeline.results.sinks.events.EventDetector`)
+``scene``          retained  ``{"scene", "score", "at", "frame_id"}``: the same for the scene category
+``watch/<key>``    retained  ``ON`` / ``OFF``: a watched class or scene category is present
+``state``          retained  ``{"state", "reason", "at"}``: the camera's ingest state (live, backing_off, ...)
+``events``         -         every event of the events sink: label/scene changes, watch, health, state
+=================  ========  ==============================================================
+
+and ``<prefix>/availability``: ``online``, or ``offline`` (the MQTT last will, so it is also said when
+the sink dies). With ``discovery``, Home Assistant finds one device per camera with a sensor for the
+label, the scene and the state and a binary sensor per watched key, from retained configs under
+``<discovery_prefix>/<component>/vigil_<camera>_<what>/config``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.core.sink_config import MqttSinkConfig
+
+VERSION = "0.1.0"
+ONLINE, OFFLINE = "online", "offline"
+STATE_KINDS = ("label", "scene", "state")  # the retained state topics besides watch/<key>
+
+
+def slug(text: str) -> str:
+    """A topic level or Home Assistant object id: lower case letters, digits and ``_``."""
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_") or "_"
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: str
+    retain: bool = False
+
+
+class Topics:
+    """Topic names and payloads for one sink's configuration."""
+
+    def __init__(self, cfg: MqttSinkConfig) -> None:
+        self.cfg = cfg
+        self.prefix = cfg.topic_prefix
+        self.availability = f"{self.prefix}/availability"
+
+    def camera(self, stream: str, what: str) -> str:
+        return f"{self.prefix}/{stream}/{what}"
+
+    def result(self, record: dict[str, Any]) -> Message:
+        return Message(self.camera(record["stream"], "result"), json.dumps(record))
+
+    def event(self, event: dict[str, Any]) -> Message:
+        return Message(self.camera(event["stream"], "events"), json.dumps(event))
+
+    def state_of(self, event: dict[str, Any]) -> Message | None:
+        """The retained state message an event sets (label, scene, watch or camera state), if any."""
+        stream, kind, retain = event["stream"], event["event"], self.cfg.retain
+        base = {"at": event.get("capture_ts", event.get("at")), "frame_id": event.get("frame_id")}
+        if kind == "label_changed":
+            payload = {"label": event["to"], "score": event["score"], **base}
+            return Message(self.camera(stream, "label"), json.dumps(payload), retain)
+        if kind == "scene_changed":
+            payload = {"scene": event["to"], "score": event["score"], **base}
+            return Message(self.camera(stream, "scene"), json.dumps(payload), retain)
+        if kind in ("watch_appeared", "watch_cleared"):
+            value = "ON" if kind == "watch_appeared" else "OFF"
+            return Message(self.camera(stream, f"watch/{slug(event['label'])}"), value, retain)
+        if kind == "state_changed":
+            payload = {"state": event["state"], "reason": event.get("reason", ""), "at": event["at"]}
+            return Message(self.camera(stream, "state"), json.dumps(payload), retain)
+        return None
+
+    # -- Home Assistant ----------------------------------------------------------------------------
+
+    def discovery(self, streams: tuple[str, ...]) -> list[Message]:
+        """Retained discovery configs: per camera a device with label, scene and state sensors and a
+        binary sensor per watched key."""
+        if not self.cfg.discovery:
+            return []
+        return [m for stream in streams for m in self._camera_discovery(stream)]
+
+    def _camera_discovery(self, stream: str) -> list[Message]:
+        device = {"identifiers": [f"vigil_{slug(stream)}"], "name": f"Vigil {stream}", "manufacturer": "Vigil",
+                  "model": "camera analytics", "sw_version": VERSION}
+        common = {"availability_topic": self.availability, "payload_available": ONLINE,
+                  "payload_not_available": OFFLINE, "device": device,
+                  "origin": {"name": "vigil", "sw_version": VERSION}}
+        sensors = {"label": ("Label", "{{ value_json.label }}", "mdi:tag"),
+                   "scene": ("Scene", "{{ value_json.scene }}", "mdi:image-filter-hdr"),
+                   "state": ("Camera state", "{{ value_json.state }}", "mdi:cctv")}
+        out = []
+        for what, (name, template, icon) in sensors.items():
+            config = {"name": name, "unique_id": f"vigil_{slug(stream)}_{what}", "object_id":
+                      f"vigil_{slug(stream)}_{what}", "state_topic": self.camera(stream, what),
+                      "value_template": template, "json_attributes_topic": self.camera(stream, what),
+                      "icon": icon, **common}
+            out.append(self._config("sensor", f"vigil_{slug(stream)}_{what}", config))
+        for key in self.cfg.watch:
+            object_id = f"vigil_{slug(stream)}_watch_{slug(key)}"
+            config = {"name": f"{key} seen", "unique_id": object_id, "object_id": object_id,
+                      "state_topic": self.camera(stream, f"watch/{slug(key)}"), "payload_on": "ON",
+                      "payload_off": "OFF", "icon": "mdi:eye", **common}
+            out.append(self._config("binary_sensor", object_id, config))
+        return out
+
+    def _config(self, component: str, object_id: str, config: dict[str, Any]) -> Message:
+        return Message(f"{self.cfg.discovery_prefix}/{component}/{object_id}/config", json.dumps(config), True)
