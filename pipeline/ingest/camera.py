@@ -87,16 +87,22 @@ class Transition:
 
 
 SampleHandler = Callable[[StreamConfig, RawFrame], None]
+StateHandler = Callable[[StreamConfig, "CameraState", str], None]  # called at each change, with the reason
+
+
+def _ignore_state(stream: StreamConfig, state: CameraState, reason: str) -> None:
+    return None
 
 
 class Camera:
     """A camera thread (state machine + sampler) around a :class:`LiveEdgeReader`."""
 
     def __init__(self, stream: StreamConfig, ingest: IngestConfig, on_sample: SampleHandler,
-                 observer: CameraObserver | None = None) -> None:
+                 observer: CameraObserver | None = None, on_state: StateHandler | None = None) -> None:
         self.stream = stream
         self.ingest = ingest
         self._on_sample = on_sample
+        self._on_state: StateHandler = on_state or _ignore_state
         self._observer: CameraObserver = observer or NoCameraObserver()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -163,6 +169,7 @@ class Camera:
             self.history.append(Transition(self.state_since_s, state, reason))
         self._observer.set_state(self.id, state.value)
         if changed:
+            self._on_state(self.stream, state, reason)
             level = logging.INFO if state in (CameraState.LIVE, CameraState.CONNECTING,
                                               CameraState.STOPPED) else logging.WARNING
             log.log(level, "camera %s (%s): %s - %s", self.id, self.stream.redacted_url(), state.value,

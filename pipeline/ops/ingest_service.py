@@ -39,7 +39,7 @@ from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovern
 from pipeline.ingest.shard import owned_streams
 from pipeline.ingest.source import Frame, RawFrame
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
-from pipeline.results.health_event import HealthEvent
+from pipeline.results.camera_event import CameraEvent, HealthEvent, StateEvent
 
 log = logging.getLogger("vigil.ingest")
 
@@ -151,7 +151,7 @@ class IngestService:
                 if sid not in self.cameras:
                     self._seq.setdefault(sid, 0)
                     self._health[sid] = CameraHealth(stream.health)
-                    cam = Camera(stream, self.cfg.ingest, self._handle_sample, self.metrics)
+                    cam = Camera(stream, self.cfg.ingest, self._handle_sample, self.metrics, self._state_changed)
                     self.cameras[sid] = cam.start()
                     self.metrics.set_sampling_rate(sid, stream.fps, cam.pacing.rate_fps)
             for sid in list(self._seq):
@@ -218,13 +218,15 @@ class IngestService:
             return True
         return False
 
-    def _announce(self, event: HealthEvent) -> None:
-        """Put a health transition on the results stream, where the sinks (the events sink) hear of it."""
+    def _state_changed(self, stream: StreamConfig, state: CameraState, reason: str) -> None:
+        self._announce(StateEvent(stream.id, state.value, reason, time.time()))
+
+    def _announce(self, event: CameraEvent) -> None:
+        """Put a camera event on the results stream, where the sinks (events, MQTT) hear of it."""
         try:
             self._bus.publish_event(event.stream, event.to_fields(), self.cfg.redis.results_maxlen)
         except BusError as exc:  # /readyz and the metrics still say it; only the event is lost
-            log.warning("camera %s: health event %s=%s not written: %s", event.stream, event.condition,
-                        event.active, exc)
+            log.warning("camera %s: event not written (%s): %s", event.stream, event.as_dict()["event"], exc)
 
     def accept_view(self, sid: str) -> bool:
         """Make the camera's current view its reference (it was re-aimed on purpose); False: no such camera."""

@@ -235,7 +235,7 @@ class LocalPipeline:
         """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
         from pipeline.core.errors import ResultFormatError
         from pipeline.core.keys import RESULTS_KEY
-        from pipeline.results.health_event import is_health_event
+        from pipeline.results.camera_event import is_camera_event
         from pipeline.results.record import ResultRecord
 
         out: dict[str, str] = {}
@@ -245,7 +245,7 @@ class LocalPipeline:
             except redis.RedisError:
                 continue
             for _, fields in entries:
-                if is_health_event(fields):
+                if is_camera_event(fields):
                     continue
                 try:
                     r = ResultRecord.from_fields(fields)

@@ -23,10 +23,10 @@ from pipeline.core.errors import ResultFormatError, SinkError
 from pipeline.core.keys import RESULTS_KEY, sink_group
 from pipeline.core.redis_clients import Client
 from pipeline.core.sink_config import SinkConfig
-from pipeline.results.health_event import HealthEvent, is_health_event
+from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks import Sink
-from pipeline.results.sinks.base import HealthEventSink
+from pipeline.results.sinks.base import CameraEventSink
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class _Pending:
     instance: int
     ids: list[bytes]
     records: list[ResultRecord]
-    events: list[HealthEvent]  # health transitions from ingest, in the same stream
+    events: list[CameraEvent]  # health and state transitions from ingest, in the same stream
 
 
 class SinkRunner:
@@ -103,8 +103,8 @@ class SinkRunner:
             if not fields:
                 continue  # trimmed off the results stream while pending: acknowledged with the rest
             try:
-                if is_health_event(fields):
-                    events.append(HealthEvent.from_fields(fields))
+                if is_camera_event(fields):
+                    events.append(camera_event_from_fields(fields))
                 else:
                     records.append(ResultRecord.from_fields(fields))
             except ResultFormatError as exc:
@@ -138,8 +138,8 @@ class SinkRunner:
             try:
                 if batch.records:
                     self.sink.write(batch.records)
-                if batch.events and isinstance(self.sink, HealthEventSink):  # other sinks store results only
-                    self.sink.write_health(batch.events)
+                if batch.events and isinstance(self.sink, CameraEventSink):  # other sinks store results only
+                    self.sink.write_camera_events(batch.events)
                 self.clients[batch.instance].xack(RESULTS_KEY, self.group, *batch.ids)
                 self.delivered += len(batch.records)
                 self.observer.written(self.name, batch.records, time.time())

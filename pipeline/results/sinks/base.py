@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from pipeline.results.health_event import HealthEvent
+from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
 
 
@@ -22,7 +22,7 @@ class Sink(Protocol):
 
 
 @runtime_checkable
-class HealthEventSink(Protocol):
+class CameraEventSink(Protocol):
     """A sink that also hears of cameras' health transitions (the events sink); other sinks skip them."""
 
-    def write_health(self, events: list[HealthEvent]) -> None: ...
+    def write_camera_events(self, events: list[CameraEvent]) -> None: ...

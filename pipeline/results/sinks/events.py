@@ -11,7 +11,8 @@ Events (JSON objects, to a JSON-lines file and/or a webhook):
   (``Egyptian_cat``, ``scooter``), a class index (``518_crane``) or a scene category (``people``):
   :class:`pipeline.core.class_names.ClassRef`. The event's ``label`` is the key as configured;
 * ``health_changed``: a camera's picture became (``"active": true``) or stopped being frozen, dark,
-  blurred or moved, as ingest judged it (:mod:`pipeline.results.health_event`).
+  blurred or moved, as ingest judged it; ``state_changed``: its ingest state changed (live,
+  backing_off, ...), with the reason (:mod:`pipeline.results.camera_event`).
 
 Each event carries ``stream``, ``frame_id``, ``capture_ts`` and ``score`` of the result that
 settled it. State is kept in memory: after a restart the current labels are reported again.
@@ -32,7 +33,7 @@ from typing import Any
 from pipeline.core.backoff import Backoff
 from pipeline.core.class_names import ClassRef
 from pipeline.core.sink_config import EventsSinkConfig
-from pipeline.results.health_event import HealthEvent
+from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.files import RotatingJsonl
 from pipeline.results.sinks.webhook import WebhookPoster
@@ -132,8 +133,8 @@ class EventsSink:
     def write(self, records: list[ResultRecord]) -> None:
         self._emit([e for r in records for e in self.detector.feed(r)])
 
-    def write_health(self, events: list[HealthEvent]) -> None:
-        """A camera's picture became, or stopped being, frozen, dark, blurred or moved (already debounced)."""
+    def write_camera_events(self, events: list[CameraEvent]) -> None:
+        """A camera's picture or state changed (already debounced by ingest): emitted as they are."""
         self._emit([e.as_dict() for e in events])
 
     def _emit(self, events: list[dict[str, Any]]) -> None:

@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from pipeline.core.errors import ConfigError, SinkError
 from pipeline.core.sink_config import MqttSinkConfig, MqttTlsConfig
-from pipeline.results.health_event import HealthEvent
+from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.events import EventDetector
 from pipeline.results.sinks.mqtt_topics import OFFLINE, ONLINE, Message, Topics
@@ -168,22 +168,27 @@ class MqttSink:
             key = (len(records), records[0].stream, records[0].frame_id, records[-1].frame_id)
             self._deliver(key, lambda: self._result_messages(records))
 
-    def write_health(self, events: list[HealthEvent]) -> None:
-        """Health transitions of the cameras: on each camera's events topic."""
+    def write_camera_events(self, events: list[CameraEvent]) -> None:
+        """Health and state changes of the cameras: on each camera's events topic, and its state topic."""
         if events:
-            key = (len(events), events[0].stream, events[0].condition, f"{events[-1].at:.6f}")
-            self._deliver(key, lambda: [self.topics.event(e.as_dict()) for e in events])
+            key = (len(events), events[0].stream, type(events[-1]).__name__, f"{events[-1].at:.6f}")
+            self._deliver(key, lambda: self._event_messages([e.as_dict() for e in events]))
 
     def _result_messages(self, records: list[ResultRecord]) -> list[Message]:
         out = []
         for r in records:
             if self.cfg.results and self._result_due(r):
                 out.append(self.topics.result(r.as_dict()))
-            for event in self.detector.feed(r):
-                out.append(self.topics.event(event))
-                state = self.topics.state_of(event)
-                if state is not None:
-                    out.append(state)
+            out += self._event_messages(self.detector.feed(r))
+        return out
+
+    def _event_messages(self, events: list[dict[str, Any]]) -> list[Message]:
+        out = []
+        for event in events:
+            out.append(self.topics.event(event))
+            state = self.topics.state_of(event)
+            if state is not None:
+                out.append(state)
         return out
 
     def _result_due(self, r: ResultRecord) -> bool:

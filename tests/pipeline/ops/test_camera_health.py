@@ -104,9 +104,16 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
     assert code == 200 and {c["id"]: c["health"] for c in json.loads(body)["cameras"]}["h-bikes"] == []
     # Every transition also went through the results stream to the events sink, in order, with its statistics.
     out = tmp_path / "events.jsonl"
-    assert wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= sum(map(len, seen.values())), 10)
-    events = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {e["event"] for e in events} == {"health_changed"}
+
+    def emitted(kind: str) -> list[dict[str, Any]]:
+        lines = out.read_text().splitlines() if out.exists() else []
+        return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+    assert wait_for(lambda: len(emitted("health_changed")) >= sum(map(len, seen.values())), 10)
+    events = emitted("health_changed")
+    # The cameras' state changes went the same way: each was connecting, then live.
+    states = {sid: [e["state"] for e in emitted("state_changed") if e["stream"] == sid] for sid in seen}
+    assert all(s[:2] == ["connecting", "live"] for s in states.values()), states
     got = {sid: [(e["condition"], e["active"]) for e in events if e["stream"] == sid] for sid in seen}
     assert got == {sid: [(c, on) for c, on, _ in t] for sid, t in seen.items()}
     frozen = next(e for e in events if e["stream"] == "h-frozen" and e["active"])

@@ -15,6 +15,7 @@ from pipeline.core.errors import SinkError
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.core.sink_config import MqttSinkConfig
 from pipeline.ops.sink_service import SinkService
+from pipeline.results.camera_event import StateEvent
 from pipeline.results.sinks import SinkContext, build_sink
 from tests.fixtures.mqtt import Mosquitto, Received, Subscriber
 from tests.fixtures.services import wait_for
@@ -72,17 +73,21 @@ def test_results_states_events_and_discovery(tls: bool, mosquitto_factory: Calla
                + [record("cam", "dog", i=i, scene="people") for i in range(4, 8)])
     with build_sink(cfg, SinkContext("mqtt-0", None, ("cam",))) as sink:
         assert wait_for(lambda: live.on("vigil/availability"), 10), broker.log()[-2000:]
+        sink.write_camera_events([StateEvent("cam", "connecting", "opening the stream", 999.0),
+                                  StateEvent("cam", "live", "receiving 640x480 frames", 999.5)])
         sink.write(records)  # returns once the broker acknowledged every message (QoS 1)
+        assert [m.json()["state"] for m in live.on("vigil/cam/state")] == ["connecting", "live"]
         assert wait_for(lambda: len(live.on("vigil/cam/result")) == 8, 5)
         assert [m.json() for m in live.on("vigil/cam/result")] == [r.as_dict() for r in records]
         assert [m.json()["label"] for m in live.on("vigil/cam/label")] == ["cat", "dog"]
         events = [m.json()["event"] for m in live.on("vigil/cam/events")]
-        assert events == ["label_changed", "scene_changed", "label_changed", "scene_changed", "watch_appeared"]
+        assert events == ["state_changed", "state_changed", "label_changed", "scene_changed", "label_changed", "scene_changed", "watch_appeared"]
         state = retained(broker, ["vigil/#", "homeassistant/#"])
         assert state["vigil/availability"].payload == "online"
         assert state["vigil/cam/label"].json()["label"] == "dog"
         assert state["vigil/cam/scene"].json()["scene"] == "people"
         assert state["vigil/cam/watch/people"].payload == "ON"
+        assert state["vigil/cam/state"].json() == {"state": "live", "reason": "receiving 640x480 frames", "at": 999.5}
         configs = {t: m.json() for t, m in state.items() if t.startswith("homeassistant/")}
         assert set(configs) == {"homeassistant/sensor/vigil_cam_label/config",
                                 "homeassistant/sensor/vigil_cam_scene/config",
