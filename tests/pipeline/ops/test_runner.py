@@ -16,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from pipeline.core.config import validate_config
+from pipeline.core.sink_config import MqttSinkConfig
 from pipeline.ops.runner import LocalPipeline
+from tests.fixtures.mqtt import Mosquitto, Subscriber
 from tests.fixtures.services import RtspServer, wait_for
 from tests.fixtures.sockets import descendants, is_loopback, listening, process_name
+
+MQTT_PASSWORD = "Runner-Mqtt-Pw-1"
 
 
 def config(streams: list[dict[str, Any]], out: Path, model: Path) -> Any:
@@ -64,14 +69,23 @@ def drained(metrics_port: int, stream_ids: list[str]) -> bool:
     return live is None and all(m.get(("vigil_pipeline_queue_frames", i), 1) == 0 for i in stream_ids)
 
 
-def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_server: RtspServer,
-                                                       shared_model: Path, video_dir: Path) -> None:
+def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_server: RtspServer, *,
+                                                       shared_model: Path, video_dir: Path,
+                                                       mosquitto_factory: Callable[..., Mosquitto],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Each segment's label, in order, in the results and on MQTT (the label topic, after hysteresis)."""
     segments = json.loads((video_dir / "slideshow.json").read_text())["segments"]
     expected = [s["expected_top1"] for s in segments]
     out = tmp_path / "results.jsonl"
-    cfg = config([{"id": "slides", "url": rtsp_server.url("slideshow"), "fps": 5}], out, shared_model)
+    broker = mosquitto_factory(users={"vigil": MQTT_PASSWORD})
+    labels_topic = Subscriber(broker, ["vigil/slides/label", "vigil/slides/state"], user=("vigil", MQTT_PASSWORD))
+    base = config([{"id": "slides", "url": rtsp_server.url("slideshow"), "fps": 5}], out, shared_model)
+    mqtt = {"type": "mqtt", "host": "127.0.0.1", "port": broker.port, "username": "vigil", "password": MQTT_PASSWORD,
+            "watch": {"people": 0.5}}
+    cfg = base.model_copy(update={"sinks": [*base.sinks, MqttSinkConfig.model_validate(mqtt)]})
     with LocalPipeline(cfg, ray_cpus=2):
         assert wait_for(lambda: len(read_results(out)) >= 75, 120), f"only {len(read_results(out))} results"
+        assert wait_for(lambda: len(labels_topic.on("vigil/slides/label")) >= 6, 30)
     results = sorted(read_results(out), key=lambda r: r["seq"])
     assert all(r["scene"] and r["scene"]["label"] for r in results)
     # Runs of the same top-1 label; runs shorter than 3 results are the frames around a cut.
@@ -83,6 +97,13 @@ def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_serv
     assert labels == cycle[:len(labels)], f"segment labels out of order: {runs}"
     full = [n for label, n in runs[1:-1] if n >= 3]  # whole segments: 2 s at 5 fps = about 10 results
     assert full and all(7 <= n <= 13 for n in full), runs
+    # The MQTT label topic said each segment's label, in the slideshow's order.
+    said = [m.json()["label"] for m in labels_topic.on("vigil/slides/label")]
+    start = expected.index(said[0])
+    assert said == ((expected[start:] + expected[:start]) * 3)[:len(said)], said
+    assert [m.json()["state"] for m in labels_topic.on("vigil/slides/state")][:2] == ["connecting", "live"]
+    labels_topic.close()
+    assert MQTT_PASSWORD not in caplog.text
 
 
 def test_four_cameras_and_exact_accounting(tmp_path: Path, rtsp_factory: Callable[..., RtspServer],

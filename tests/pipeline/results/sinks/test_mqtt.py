@@ -81,7 +81,8 @@ def test_results_states_events_and_discovery(tls: bool, mosquitto_factory: Calla
         assert [m.json() for m in live.on("vigil/cam/result")] == [r.as_dict() for r in records]
         assert [m.json()["label"] for m in live.on("vigil/cam/label")] == ["cat", "dog"]
         events = [m.json()["event"] for m in live.on("vigil/cam/events")]
-        assert events == ["state_changed", "state_changed", "label_changed", "scene_changed", "label_changed", "scene_changed", "watch_appeared"]
+        assert events == ["state_changed", "state_changed", "label_changed", "scene_changed", "label_changed",
+                          "scene_changed", "watch_appeared"]
         state = retained(broker, ["vigil/#", "homeassistant/#"])
         assert state["vigil/availability"].payload == "online"
         assert state["vigil/cam/label"].json()["label"] == "dog"
