@@ -29,7 +29,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from pipeline.bus.publisher import trimmed_unread_entries
-from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, frames_key, stats_key
+from pipeline.core.keys import (
+    INFERENCE_GROUP,
+    REPLICA_KEY_PREFIX,
+    RESULTS_KEY,
+    SINK_GROUP_PREFIX,
+    frames_key,
+    stats_key,
+)
 from pipeline.core.redis_clients import Client, close_all, connect_all, instance_identity, pick_instance
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 from pipeline.ingest.camera import CameraState
@@ -294,7 +301,7 @@ class PipelineCollector(Collector):
     def _read_redis(self) -> list[Metric] | None:
         """Every pipeline family, read now; None when Redis failed (the last figures stay)."""
         try:
-            return [*self._stream_families(), *self._replica_families()]
+            return [*self._stream_families(), self._sink_queue(), *self._replica_families()]
         except (redis.RedisError, OSError):
             return None
 
@@ -326,6 +333,29 @@ class PipelineCollector(Collector):
             queue.add_metric([sid, "backlog"], backlog)
             queue.add_metric([sid, "pending"], pending)
         yield from (published, inferred, dead, dropped, queue)
+
+    def _sink_queue(self) -> Metric:
+        """Results each sink has not delivered yet, over every instance: while a sink's output (a webhook,
+        the MQTT broker) is away its results wait here, bounded by the results stream's maxlen."""
+        queue = GaugeMetricFamily("vigil_pipeline_sink_queue_results", "Results a sink has not delivered: "
+                                  "backlog (not taken yet) and pending (taken, not acknowledged).",
+                                  labels=["sink", "state"])
+        totals: dict[str, list[int]] = {}
+        for c in self._clients:
+            try:
+                groups = c.xinfo_groups(RESULTS_KEY)
+            except redis.ResponseError:
+                continue  # no results stream on this instance yet
+            for g in groups:
+                name = g["name"].decode()
+                if name.startswith(SINK_GROUP_PREFIX):
+                    t = totals.setdefault(name[len(SINK_GROUP_PREFIX):], [0, 0])
+                    t[0] += int(g.get("lag") or 0)
+                    t[1] += int(g.get("pending", 0))
+        for sink, (backlog, pending) in sorted(totals.items()):
+            queue.add_metric([sink, "backlog"], backlog)
+            queue.add_metric([sink, "pending"], pending)
+        return queue
 
     @staticmethod
     def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:

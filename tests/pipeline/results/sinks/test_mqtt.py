@@ -14,6 +14,7 @@ from pipeline.core.config import validate_config
 from pipeline.core.errors import SinkError
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.core.sink_config import MqttSinkConfig
+from pipeline.ops.metrics import PipelineCollector
 from pipeline.ops.sink_service import SinkService
 from pipeline.results.camera_event import StateEvent
 from pipeline.results.sinks import SinkContext, build_sink
@@ -143,6 +144,11 @@ def test_broker_down_for_10_s_loses_no_result(clean_redis_url: str,
             time.sleep(0.25)
         runner = worker.runners[0]
         assert runner.delivered == 20  # nothing acknowledged on Redis that the broker did not take
+        collector = PipelineCollector([clean_redis_url], ["cam"], timeout_s=5, scrape_bound_s=5)
+        waiting = {s.labels["state"]: s.value for m in collector.collect() for s in m.samples
+                   if m.name == "vigil_pipeline_sink_queue_results" and s.labels["sink"] == "mqtt-0"}
+        collector.close()
+        assert waiting["backlog"] + waiting["pending"] == 40, waiting  # counted while they wait
         broker.start()
         assert wait_for(lambda: {m.json()["frame_id"] for m in sub.on("vigil/cam/result")}
                         >= {r.frame_id for r in sent}, 30), broker.log()[-2000:]
