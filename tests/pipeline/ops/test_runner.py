@@ -83,9 +83,11 @@ def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_serv
     mqtt = {"type": "mqtt", "host": "127.0.0.1", "port": broker.port, "username": "vigil", "password": MQTT_PASSWORD,
             "watch": {"people": 0.5}}
     cfg = base.model_copy(update={"sinks": [*base.sinks, MqttSinkConfig.model_validate(mqtt)]})
-    with LocalPipeline(cfg, ray_cpus=2):
+    with LocalPipeline(cfg, ray_cpus=2) as pipeline:
         assert wait_for(lambda: len(read_results(out)) >= 75, 120), f"only {len(read_results(out))} results"
         assert wait_for(lambda: len(labels_topic.on("vigil/slides/label")) >= 6, 30)
+        metrics = httpx.get(f"http://127.0.0.1:{pipeline.metrics_port}/metrics", timeout=10).text
+    assert 'vigil_sink_written_results_total{sink="mqtt-1"}' in metrics and MQTT_PASSWORD not in metrics
     results = sorted(read_results(out), key=lambda r: r["seq"])
     assert all(r["scene"] and r["scene"]["label"] for r in results)
     # Runs of the same top-1 label; runs shorter than 3 results are the frames around a cut.

@@ -154,3 +154,19 @@ def test_broker_down_for_10_s_loses_no_result(clean_redis_url: str,
                         >= {r.frame_id for r in sent}, 30), broker.log()[-2000:]
         assert wait_for(lambda: runner.delivered == 60, 10)
     sub.close()
+
+
+def test_rate_limit_and_qos_0(mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    """rate_limit_hz thins the result topic only (labels still follow every result); QoS 0 is sent, not acked."""
+    broker = mosquitto_factory(users={"vigil": PASSWORD})
+    live = Subscriber(broker, ["vigil/#"], user=USER)
+    cfg = sink_config(broker, qos=0, rate_limit_hz=0.5, hysteresis=1)  # records are 1 s apart: every other one
+    records = [record("cam", "cat" if i < 5 else "dog", i=i) for i in range(10)]
+    with build_sink(cfg, SinkContext("mqtt-0", None, ("cam",))) as sink:
+        assert wait_for(lambda: live.on("vigil/availability"), 10)
+        sink.write(records)
+        assert wait_for(lambda: len(live.on("vigil/cam/label")) == 2, 5)
+        time.sleep(0.5)
+    assert [m.json()["seq"] for m in live.on("vigil/cam/result")] == [0, 2, 4, 6, 8]
+    assert [m.json()["label"] for m in live.on("vigil/cam/label")] == ["cat", "dog"]
+    live.close()
