@@ -291,6 +291,13 @@ class FrameBus:
         self._call(self._instance(stream_id), "XADD",
                    lambda c: c.xadd(RESULTS_KEY, dict(fields), maxlen=maxlen, approximate=True))
 
+    def put_expiring(self, stream_id: str, key: str, value: bytes | str, ttl_s: float) -> None:
+        """SET ``key`` (a camera's preview picture or status) on the camera's instance, expiring after ``ttl_s``.
+
+        Raises like :meth:`publish`.
+        """
+        self._call(self._instance(stream_id), "SET", lambda c: c.set(key, value, px=max(1, int(ttl_s * 1000))))
+
     def trimmed_unread(self, stream_id: str) -> int:
         """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
         key = frames_key(stream_id)

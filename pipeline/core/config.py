@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.core.config_base import ID_PATTERN, BackoffOptions
 from pipeline.core.config_base import Strict as _Strict
@@ -163,6 +163,22 @@ class MetricsConfig(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 9100
 
 
+class ConsoleConfig(_Strict):
+    """The web console and REST API (``vigil run``, ``vigil console``); see :mod:`pipeline.console`."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, description="0 picks a free port.")] = 8080
+    token: SecretStr | None = Field(default=None, description=(
+        "Bearer token every change needs (write ${VAR}); unset: the console is read-only."))
+    token_for_reads: bool = Field(default=False, description="Ask for the token on reads too.")
+    preview_width: Annotated[int, Field(ge=64, le=3840, description=(
+        "Width of the camera pictures ingest keeps for the console (height follows the aspect)."))] = 640
+    preview_fps: Annotated[float, Field(gt=0, le=10, description="Pictures per camera and second, at most.")] = 1.0
+    preview_ttl_s: Annotated[float, Field(gt=0, description=(
+        "How long a picture stays in Redis: a camera that stops delivering shows none after this."))] = 10.0
+
+
 class VigilConfig(_Strict):
     """The whole configuration file."""
 
@@ -172,6 +188,7 @@ class VigilConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     sinks: list[SinkConfig] = Field(default_factory=list)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
 
     @model_validator(mode="after")

@@ -10,6 +10,8 @@ key                            type        what
 ``vigil:failures``             hash        frame entry id -> last error of its failed batch
 ``vigil:stats:<camera>``       hash        ``inferred``, ``dead_lettered``, ``dropped_pending``
 ``vigil:replica:<replica>``    hash        a Serve replica's batch statistics (expires)
+``vigil:preview:<camera>``     string      the camera's latest picture, JPEG at preview size (expires)
+``vigil:camera:<camera>``      string      the camera's status as its ingest worker sees it, JSON (expires)
 =============================  ==========  ========================================================
 
 Consumer groups: ``vigil-inference`` on every frame stream; ``vigil-sink-<sink name>`` on the
@@ -27,6 +29,8 @@ STATS_PREFIX = "vigil:stats:"
 REPLICA_KEY_PREFIX = "vigil:replica:"
 INFERENCE_GROUP = "vigil-inference"
 SINK_GROUP_PREFIX = "vigil-sink-"
+PREVIEW_PREFIX = "vigil:preview:"
+CAMERA_STATUS_PREFIX = "vigil:camera:"
 
 
 def frames_key(stream_id: str) -> str:
@@ -50,6 +54,16 @@ def stats_key(stream_id: str) -> str:
 def replica_key(replica: str) -> str:
     """The hash of a Serve replica's batch statistics."""
     return REPLICA_KEY_PREFIX + replica
+
+
+def preview_key(stream_id: str) -> str:
+    """The camera's latest picture for the console (JPEG, with a TTL)."""
+    return PREVIEW_PREFIX + stream_id
+
+
+def camera_status_key(stream_id: str) -> str:
+    """The camera's status, written by the ingest worker that owns it (JSON, with a TTL)."""
+    return CAMERA_STATUS_PREFIX + stream_id
 
 
 def sink_group(sink_name: str) -> str:

@@ -32,10 +32,12 @@ from pipeline.bus.wire import FrameMessage
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
+from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.health import CameraHealth, describe
 from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor
+from pipeline.ingest.preview import PreviewMaker
 from pipeline.ingest.shard import owned_streams
 from pipeline.ingest.source import Frame, RawFrame
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
@@ -45,6 +47,8 @@ log = logging.getLogger("vigil.ingest")
 
 DEFAULT_FRAME_SIZE = (224, 224)
 EVICTION_CHECK_S = 5.0
+STATUS_EVERY_S = 1.0  # how often each camera's status goes to Redis (for the console)
+STATUS_TTL_S = 5.0  # a status not refreshed this long is gone: its worker stopped or lost Redis
 _ENTRY_OVERHEAD_BYTES = 256  # a stream entry's id, field names and listpack headers
 
 
@@ -77,6 +81,7 @@ class IngestService:
         self._governor = SamplingGovernor(batch_share=_batch_share(cfg))
         self.eviction_check_s = EVICTION_CHECK_S
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
+        self._preview = PreviewMaker(cfg.console)
 
     @property
     def frame_bytes(self) -> int:
@@ -176,6 +181,8 @@ class IngestService:
     def _handle_sample(self, stream: StreamConfig, raw: RawFrame) -> None:
         """Resize, convert and publish one sampled frame (runs in the camera thread)."""
         t0 = time.perf_counter()
+        if self._preview.due(stream.id):
+            self._store_preview(stream.id, raw)
         pixels = bgr_to_rgb(resize(raw.bgr, self.frame_height, self.frame_width, stream.resize))
         if self._judge_health(stream, pixels):
             return
@@ -198,6 +205,12 @@ class IngestService:
             return
         self.metrics.frame_published(stream.id, time.perf_counter() - t0)
         self._count_evictions(stream.id)
+
+    def _store_preview(self, sid: str, raw: RawFrame) -> None:
+        try:
+            self._bus.put_expiring(sid, preview_key(sid), self._preview.encode(raw.bgr), self.cfg.console.preview_ttl_s)
+        except BusError as exc:  # the console shows no picture for a while; nothing else depends on it
+            log.debug("camera %s: preview not written: %s", sid, exc)
 
     def _judge_health(self, stream: StreamConfig, pixels: Frame) -> bool:
         """Feed the camera's health checks one sampled frame; True when the frame is not to be published."""
@@ -254,10 +267,15 @@ class IngestService:
         self._evicted[sid] = (now, total)
 
     def _adapt_rates(self) -> None:
-        """Every FEEDBACK_EVERY_S: the cameras' queues on the bus set the rates they sample at (see pacing)."""
+        """Every FEEDBACK_EVERY_S: the cameras' queues on the bus set the rates they sample at (see pacing);
+        every STATUS_EVERY_S the cameras' statuses go to Redis."""
+        status_due = 0.0
         while not self._stop.wait(FEEDBACK_EVERY_S):
             with self._lock:
                 cameras = dict(self.cameras)
+            if time.monotonic() >= status_due:
+                status_due = time.monotonic() + STATUS_EVERY_S
+                self._write_statuses(cameras)
             signals = {}
             for sid, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
                 signals[sid] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(sid, stale)))
@@ -274,22 +292,34 @@ class IngestService:
         bus = self._bus.health()
         with self._lock:
             cameras = list(self.cameras.values())
-        cams = [{
-            "id": c.id, "url": c.stream.redacted_url(), "state": c.state.value,
-            "since": iso_utc(c.state_since_s), "since_s": round(time.time() - c.state_since_s, 3),
-            "last_error": c.last_error, "previous_error": c.previous_error,
-            "previous_error_at": iso_utc(c.previous_error_at_s),
-            "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
-            "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
-            "bus": self._bus.instance_url(c.id),
-            **self._health_doc(c.id),
-        } for c in cameras]
+        cams = [self._camera_doc(c) for c in cameras]
         missing = [f"Redis {b['url']} is {'down' if not b['up'] else 'full'}" for b in bus
                    if not b["up"] or b["full"]]
         if cams and not any(c["state"] == CameraState.LIVE for c in cams):
             missing.append(f"no camera is live yet (of {len(cams)})")
         return {"ready": not missing, "not_ready": missing, "checked_at": iso_utc(time.time()),
                 "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
+
+    def _camera_doc(self, c: Camera) -> dict[str, Any]:
+        """One camera in /readyz and in its Redis status (:func:`pipeline.core.keys.camera_status_key`)."""
+        return {
+            "id": c.id, "url": c.stream.redacted_url(), "state": c.state.value,
+            "since": iso_utc(c.state_since_s), "since_s": round(time.time() - c.state_since_s, 3),
+            "last_error": c.last_error, "previous_error": c.previous_error,
+            "previous_error_at": iso_utc(c.previous_error_at_s),
+            "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
+            "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
+            "bus": self._bus.instance_url(c.id), "shard": f"{self.shard[0]}/{self.shard[1]}",
+            **self._health_doc(c.id),
+        }
+
+    def _write_statuses(self, cameras: dict[str, Camera]) -> None:
+        """Each camera's status into Redis for the console on any machine; it expires when this worker dies."""
+        for sid, cam in cameras.items():
+            try:
+                self._bus.put_expiring(sid, camera_status_key(sid), json.dumps(self._camera_doc(cam)), STATUS_TTL_S)
+            except BusError as exc:  # /readyz and the metrics still say it; the console shows it as unknown
+                log.debug("camera %s: status not written: %s", sid, exc)
 
     def _health_doc(self, sid: str) -> dict[str, Any]:
         health = self._health.get(sid)

@@ -10,14 +10,16 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.core.keys import frames_key
+from pipeline.core.keys import camera_status_key, frames_key, preview_key
 from pipeline.ingest.camera import CameraState
 from pipeline.ops.ingest_service import IngestService
 from tests.fixtures import media
-from tests.fixtures.services import RedisServer, RtspServer
+from tests.fixtures.services import RedisServer, RtspServer, wait_for
 from tests.pipeline.ops.ingest_helpers import UNITS, http_get, make_config, read_stream, scrape, wait_until
 
 
@@ -222,3 +224,28 @@ def test_ready_means_buses_up_and_a_camera_live(redis_server: RedisServer, video
         wait_until(lambda: worker.camera_state("w6-file") == CameraState.LIVE, 10, "live")
         code, body = http_get(port, "/readyz")
         assert code == 200 and json.loads(body)["not_ready"] == []
+
+
+def test_console_pictures_and_statuses_expire_in_redis(redis_server: RedisServer, video_dir: Path) -> None:
+    """Each camera's latest picture (JPEG at preview size, at most preview_fps) and its status are in Redis
+    for the console, and both expire once the camera is gone."""
+    client = redis_server.client()
+    cam = {"id": "w7-preview", "url": str(video_dir / "bikes.mp4"), "fps": 5, "loop": True}
+    cfg = make_config([cam], redis_server.url())
+    cfg = cfg.model_copy(update={"console": cfg.console.model_copy(update={"preview_width": 320, "preview_ttl_s": 3})})
+    with IngestService(cfg):
+        assert wait_for(lambda: client.get(preview_key("w7-preview")) is not None, 10)
+        assert wait_for(lambda: b'"live"' in (client.get(camera_status_key("w7-preview")) or b""), 5)
+        status = json.loads(client.get(camera_status_key("w7-preview")) or b"{}")
+        assert status["state"] == "live" and status["fps"]["configured"] == 5 and "url" in status
+        pictures = set()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.2:
+            pictures.add(client.get(preview_key("w7-preview")))
+            time.sleep(0.05)
+        assert 2 <= len(pictures) <= 5  # one a second (preview_fps 1), from the moving footage
+        jpeg = cv2.imdecode(np.frombuffer(client.get(preview_key("w7-preview")) or b"", np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg.shape == (136, 320, 3)  # 640x272 at the preview width, aspect kept
+        assert 0 < client.pttl(preview_key("w7-preview")) <= 3000
+    assert wait_for(lambda: client.get(preview_key("w7-preview")) is None
+                    and client.get(camera_status_key("w7-preview")) is None, 8)
