@@ -25,7 +25,7 @@ def run(config_path: Path, shard: tuple[int, int] = (0, 1),
         frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE) -> None:
     """Run the worker until SIGTERM/SIGINT; reload the config on SIGHUP. Call from the main thread."""
     cfg = load_config(config_path)
-    check_ports_free(cfg, serve_http=False)
+    check_ports_free(cfg)
     stop, hup = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

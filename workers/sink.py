@@ -18,7 +18,7 @@ from pipeline.ops.sink_service import SinkService
 def run(config_path: str, consumer: str | None = None) -> None:
     """Run every sink, plus /metrics (sinks and pipeline accounting), until SIGTERM/SIGINT."""
     cfg = load_config(config_path)
-    check_ports_free(cfg, serve_http=False)
+    check_ports_free(cfg)
     urls = cfg.redis.bus_urls("the sink worker")
     stop = threading.Event()
 

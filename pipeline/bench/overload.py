@@ -37,7 +37,7 @@ import numpy as np
 
 from pipeline.bench.ingest import self_cpu_s, video_info
 from pipeline.bench.rtsp_server import RtspServer, free_port
-from pipeline.core.config import InferenceConfig, MetricsConfig, RedisConfig, StreamConfig, VigilConfig
+from pipeline.core.config import ConsoleConfig, InferenceConfig, MetricsConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.redis_clients import connect
 from pipeline.core.sink_config import JsonlSinkConfig
@@ -149,7 +149,7 @@ def _config(opts: OverloadOptions, rtsp: RtspServer, fps: float, out: Path) -> V
         inference=InferenceConfig(model=str(opts.model), batch_size=opts.batch_size, replicas=opts.replicas,
                                   http_port=free_port()),
         sinks=[JsonlSinkConfig(type="jsonl", path=str(out), rotate_mb=100_000)],
-        metrics=MetricsConfig(port=0))
+        metrics=MetricsConfig(port=0), console=ConsoleConfig(enabled=False))  # no pictures: measure the pipeline
 
 
 def _machine_jiffies() -> tuple[int, int]:

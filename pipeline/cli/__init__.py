@@ -10,7 +10,17 @@ import sys
 
 import typer
 
-from pipeline.cli import bench_cmd, classify_cmd, config_cmd, ingest_cmd, lab_cmd, models_cmd, run_cmd, sink_cmd
+from pipeline.cli import (
+    bench_cmd,
+    classify_cmd,
+    config_cmd,
+    console_cmd,
+    ingest_cmd,
+    lab_cmd,
+    models_cmd,
+    run_cmd,
+    sink_cmd,
+)
 from pipeline.cli.terminal import setup_logging
 from pipeline.core.config import log_level
 from pipeline.core.errors import ConfigError, VigilError
@@ -21,6 +31,7 @@ app = typer.Typer(name="vigil", help="Streaming video analytics: cameras -> Redi
 app.command("classify")(classify_cmd.classify)
 app.command("ingest")(ingest_cmd.ingest)
 app.command("sink")(sink_cmd.sink)
+app.command("console")(console_cmd.console)
 app.command("run")(run_cmd.run)
 app.command("demo")(run_cmd.demo)
 app.command("evaluate")(lab_cmd.evaluate)

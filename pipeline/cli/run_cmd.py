@@ -122,7 +122,7 @@ def demo(
         "inference": {"model": str(model_path), "batch_size": 8, "replicas": 1, "http_port": 0},
         "sinks": [{"type": "jsonl", "path": str(folder / "results.jsonl")},
                   {"type": "events", "path": str(folder / "events.jsonl"), "hysteresis": 2}],
-        "metrics": {"port": 0},
+        "metrics": {"port": 0}, "console": {"port": 0},
     }, source="demo")
     preflight.check(cfg, "vigil demo")
     stderr_console.print(f"results: {folder / 'results.jsonl'}  events: {folder / 'events.jsonl'}")

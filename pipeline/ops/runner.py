@@ -14,9 +14,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry
 
+from pipeline.console.server import ConsoleServer
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, ModelContractError, ModelError
 from pipeline.core.redis_clients import ping
@@ -29,6 +29,7 @@ from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
+from pipeline.results.recent import read_recent
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class LocalPipeline:
         self.sink_metrics: SinkMetrics | None = None
         self.ingest: IngestService | None = None
         self.sinks: SinkService | None = None
+        self.console: ConsoleServer | None = None
         self._ray_started = False
         self._serve_started = False
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
@@ -82,7 +84,7 @@ class LocalPipeline:
         from ray import serve
 
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
-        check_ports_free(self.cfg, serve_http=True)  # every port this process will listen on, first
+        check_ports_free(self.cfg, serve_http=True, console=True)  # every port this process will listen on, first
         log.info("vigil run: model %s (%dx%d input, %d classes)", self.model_path, contract.width, contract.height,
                  contract.num_classes)
         urls = list(self.cfg.redis.urls)
@@ -117,10 +119,16 @@ class LocalPipeline:
         self.sinks = SinkService(self.cfg, consumer="vigil-run", observer=self.sink_metrics).__enter__()
         self.ingest = IngestService(self.cfg, frame_size=(contract.height, contract.width),
                                    registry=self.registry).__enter__()
-        log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d", len(stream_ids),
-                 inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port)
+        if self.cfg.console.enabled:
+            self.console = ConsoleServer(self.cfg, self._collector.clients).__enter__()
+        log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d%s", len(stream_ids),
+                 inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port,
+                 f", console {self.console.url}" if self.console is not None else "")
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self.console is not None:
+            self.console.__exit__(None, None, None)
+            self.console = None
         if self.ingest is not None:
             self.ingest.__exit__(None, None, None)
             self.ingest = None
@@ -233,27 +241,14 @@ class LocalPipeline:
 
     def _latest_results(self) -> dict[str, str]:
         """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
-        from pipeline.core.errors import ResultFormatError
-        from pipeline.core.keys import RESULTS_KEY
-        from pipeline.results.camera_event import is_camera_event
-        from pipeline.results.record import ResultRecord
-
+        clients = self._collector.clients if self._collector is not None else []
         out: dict[str, str] = {}
-        for client in self._collector.clients if self._collector is not None else []:
-            try:
-                entries = client.xrevrange(RESULTS_KEY, count=20 * max(1, len(self.cfg.streams)))
-            except redis.RedisError:
-                continue
-            for _, fields in entries:
-                if is_camera_event(fields):
-                    continue
-                try:
-                    r = ResultRecord.from_fields(fields)
-                except ResultFormatError:
-                    continue
-                top = r.classification.top1
-                if r.stream not in out and top is not None:
-                    out[r.stream] = f"{top.name.split(',')[0]} ({top.score:.2f}) / {r.scene or '-'}"
+        for sid, recent in read_recent(clients, [s.id for s in self.cfg.streams],
+                                       20 * max(1, len(self.cfg.streams))).items():
+            r = recent.latest
+            top = r.classification.top1 if r is not None else None
+            if r is not None and top is not None:
+                out[sid] = f"{top.name.split(',')[0]} ({top.score:.2f}) / {r.scene or '-'}"
         return out
 
     # ------------------------------------------------------------------ deploying, model swap

@@ -55,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, video_dir: Path, shared_mode
         "inference": {"model": str(shared_model), "device": "cpu", "batch_size": 8, "batch_window_ms": 20,
                       "replica_cpus": 0.5, "http_port": 0, "claim_idle_s": 5},
         "sinks": [{"type": "jsonl", "path": str(work / "results.jsonl")}],
-        "metrics": {"port": 0},
+        "metrics": {"port": 0}, "console": {"port": 0},
     }, environ={})
     pipeline = LocalPipeline(cfg, ray_cpus=2)
     prometheus: PrometheusServer | None = None

@@ -98,7 +98,8 @@ def test_vigil_run_in_80_columns(tmp_path: Path, shared_model: Path, video_dir: 
                     {"id": "gate", "url": f"rtsp://127.0.0.1:{free_port()}/nobody-here", "fps": 5}],
         "ingest": {"open_timeout_s": 2, "backoff_base_s": 0.5, "backoff_cap_s": 1},
         "inference": {"model": str(shared_model), "http_port": 0, "batch_size": 4},
-        "sinks": [{"type": "jsonl", "path": "results.jsonl"}], "metrics": {"port": 0}}))
+        "sinks": [{"type": "jsonl", "path": "results.jsonl"}], "metrics": {"port": 0},
+        "console": {"port": 0}}))
     rc, raw = _run_in_pty([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config),
                            "--duration-s", "8"], 80, 240)
     lines = _screen_lines(raw, 80)

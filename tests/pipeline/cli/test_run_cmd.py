@@ -36,6 +36,7 @@ streams: [{{id: cam, url: {video_dir / 'bikes.mp4'}, loop: true, fps: 5}}]
 inference: {{batch_size: 8, http_port: 0}}
 sinks: [{{type: jsonl, path: results.jsonl}}]
 metrics: {{port: 0}}
+console: {{port: 0}}
 """)
     # No model in the config and none cached: `--model` gives it.
     out = vigil("run", "--config", tmp_path / "vigil.yaml", "--model", shared_model, "--duration-s", "6",

@@ -28,7 +28,7 @@ def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: 
         "streams": [{"id": "sig-cam", "url": str(video_dir / "slideshow.mp4"), "fps": 5, "loop": True}],
         "inference": {"model": str(shared_model), "http_port": 0, "batch_size": 4},
         "sinks": [{"type": "jsonl", "path": str(tmp_path / "results.jsonl")}],
-        "metrics": {"port": 0}}))
+        "metrics": {"port": 0}, "console": {"port": 0}}))
     log = tmp_path / "run.log"
     proc = start(config, log)
     try:

@@ -23,13 +23,14 @@ def busy_port() -> Iterator[int]:
 
 
 @pytest.mark.parametrize(("command", "key"), [("run", "metrics.port"), ("run", "inference.http_port"),
-                                              ("ingest", "metrics.port"), ("sink", "metrics.port")])
+                                              ("run", "console.port"), ("ingest", "metrics.port"),
+                                              ("sink", "metrics.port"), ("console", "console.port")])
 def test_a_port_in_use_is_refused_before_anything_starts(command: str, key: str, busy_port: int, tmp_path: Path,
                                                          shared_model: Path) -> None:
     section, name = key.split(".")
     doc = {"streams": [{"id": "p", "url": "rtsp://127.0.0.1:1/none"}], "redis": {"urls": ["redis://127.0.0.1:1/0"]},
            "inference": {"model": str(shared_model), "http_port": free_port()},
-           "metrics": {"port": free_port()}}
+           "metrics": {"port": free_port()}, "console": {"port": free_port()}}
     if command == "run":
         doc["redis"] = {"urls": []}  # vigil run would start its own, after the check
     doc[section][name] = busy_port  # type: ignore[index]

@@ -36,7 +36,7 @@ def config(streams: list[dict[str, Any]], out: Path, model: Path) -> Any:
         "inference": {"model": str(model), "device": "cpu", "batch_size": 16, "batch_window_ms": 20,
                       "replica_cpus": 0.5, "http_port": 0, "claim_idle_s": 5},
         "sinks": [{"type": "jsonl", "path": str(out)}],
-        "metrics": {"port": 0},
+        "metrics": {"port": 0}, "console": {"port": 0},
     }, environ={})
 
 
@@ -87,6 +87,13 @@ def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_serv
         assert wait_for(lambda: len(read_results(out)) >= 75, 120), f"only {len(read_results(out))} results"
         assert wait_for(lambda: len(labels_topic.on("vigil/slides/label")) >= 6, 30)
         metrics = httpx.get(f"http://127.0.0.1:{pipeline.metrics_port}/metrics", timeout=10).text
+        assert pipeline.console is not None  # the console's timeline follows the segments too
+        timeline = httpx.get(f"{pipeline.console.url}api/v1/streams/slides/events", timeout=10).json()
+        view = httpx.get(f"{pipeline.console.url}api/v1/streams/slides", timeout=10).json()
+    assert view["state"] == "live" and view["label"]["name"] in expected
+    shown = [e["to"] for e in timeline if e["event"] == "label_changed"]
+    start = expected.index(shown[0])
+    assert len(shown) >= 5 and shown == ((expected[start:] + expected[:start]) * 3)[:len(shown)], shown
     assert 'vigil_sink_written_results_total{sink="mqtt-1"}' in metrics and MQTT_PASSWORD not in metrics
     results = sorted(read_results(out), key=lambda r: r["seq"])
     assert all(r["scene"] and r["scene"]["label"] for r in results)

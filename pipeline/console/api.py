@@ -1,0 +1,129 @@
+"""The console's HTTP side (FastAPI): the REST API under ``/api/v1`` (OpenAPI at ``/docs``) and the page.
+
+Reads need no token unless ``console.token_for_reads``; every change needs ``Authorization: Bearer
+<console.token>`` (401 without it; 403 when no token is configured: the console is then read-only).
+Camera URLs are always redacted: credentials never reach the browser or an API client.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from importlib import resources
+from typing import Annotated, Any
+
+import cv2
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from pipeline.console.data import ConsoleData
+from pipeline.core.config import ConsoleConfig
+
+API = "/api/v1"
+LIVE_EVERY_S = 1.0
+
+
+def _bearer(cfg: ConsoleConfig, authorization: str | None, *, change: bool) -> None:
+    token = cfg.token.get_secret_value() if cfg.token is not None else None
+    if token is None:
+        if change:
+            raise HTTPException(403, "the console is read-only: set console.token (write ${VAR}) to allow changes")
+        return
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "a valid token is needed: send Authorization: Bearer <console.token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _labelled(jpeg: bytes, view: dict[str, Any]) -> bytes:
+    """The picture with the camera's label and scene drawn in its top-left corner."""
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return jpeg
+    label, scene = view.get("label"), view.get("scene")
+    text = f"{label['name'].split(',')[0]} {label['score']:.2f}" if label else "no result yet"
+    if scene:
+        text += f" / {scene['name']}"
+    cv2.rectangle(img, (0, 0), (min(img.shape[1], 12 + 9 * len(text)), 26), (0, 0, 0), -1)
+    cv2.putText(img, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return bytes(buf.tobytes()) if ok else jpeg
+
+
+def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | None = None) -> FastAPI:
+    """The console application over ``data``; ``stop`` ends the live event streams (at shutdown)."""
+    stop = stop or threading.Event()
+    app = FastAPI(title="Vigil console", version="1", docs_url="/docs", openapi_url=f"{API}/openapi.json",
+                  description="Cameras, what the model says about them, and their pictures.")
+
+    def read_access(authorization: Annotated[str | None, Header()] = None) -> None:
+        if cfg.token_for_reads:
+            _bearer(cfg, authorization, change=False)
+
+    reads = [Depends(read_access)]
+
+    def found(sid: str) -> dict[str, Any]:
+        view = data.view(sid)
+        if view is None:
+            raise HTTPException(404, f"no camera {sid!r}; GET {API}/streams lists them")
+        return view
+
+    @app.get(f"{API}/health", dependencies=reads, summary="Is the console's Redis up, and how many cameras are live")
+    def health() -> dict[str, Any]:
+        views = data.views()
+        return {"status": "ok", "cameras": len(views), "live": sum(v["state"] == "live" for v in views)}
+
+    @app.get(f"{API}/streams", dependencies=reads, summary="Every camera: state, fps, label, scene, frame age")
+    def streams() -> list[dict[str, Any]]:
+        return data.views()
+
+    @app.get(f"{API}/streams/{{sid}}", dependencies=reads, summary="One camera")
+    def stream(sid: str) -> dict[str, Any]:
+        return found(sid)
+
+    @app.get(f"{API}/streams/{{sid}}/snapshot.jpg", dependencies=reads, response_class=Response,
+             summary="The camera's latest picture (JPEG); ?label=true draws the label in")
+    def snapshot(sid: str, label: bool = False) -> Response:
+        view = found(sid)
+        jpeg = data.snapshot(sid)
+        if jpeg is None:
+            raise HTTPException(404, f"camera {sid!r} has no recent picture (state: {view['state']})")
+        return Response(_labelled(jpeg, view) if label else jpeg, media_type="image/jpeg",
+                        headers={"Cache-Control": "no-store"})
+
+    @app.get(f"{API}/streams/{{sid}}/events", dependencies=reads,
+             summary="The camera's recent label, scene, state and health changes, oldest first")
+    def events(sid: str, limit: int = 200) -> list[dict[str, Any]]:
+        found(sid)
+        return data.timeline(sid, limit)
+
+    @app.get(f"{API}/streams/{{sid}}/results", dependencies=reads, summary="The camera's newest results")
+    def results(sid: str, limit: int = 50) -> list[dict[str, Any]]:
+        found(sid)
+        return data.recent_results(sid, limit)
+
+    @app.get(f"{API}/live", dependencies=reads, response_class=StreamingResponse,
+             summary="Server-sent events: the camera list (as GET /streams) once a second")
+    def live() -> StreamingResponse:
+        return StreamingResponse(_live(data.views, stop), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    static = resources.files("pipeline.console").joinpath("static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return static.joinpath("index.html").read_text(encoding="utf-8")
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    return app
+
+
+def _live(views: Callable[[], list[dict[str, Any]]], stop: threading.Event) -> Iterator[str]:
+    while not stop.is_set():
+        yield f"event: streams\ndata: {json.dumps(views())}\n\n"
+        stop.wait(LIVE_EVERY_S)

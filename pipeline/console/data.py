@@ -1,0 +1,109 @@
+"""What the console shows, read from Redis only, so a console on any machine sees what ``vigil run`` sees.
+
+Per camera: its configuration (URL redacted), the status its ingest worker keeps in Redis
+(:func:`pipeline.core.keys.camera_status_key`; ``unknown`` when no worker refreshed it lately), its
+newest result and frame age (the tail of the results stream), its frame accounting, its latest
+picture (:func:`pipeline.core.keys.preview_key`) and a timeline of its changes: label and scene changes
+(the events logic of :class:`pipeline.results.sinks.events.EventDetector` over its recent results) and
+its state and health changes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from pipeline.core.clock import iso_utc
+from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.keys import camera_status_key, preview_key, stats_key
+from pipeline.core.redis_clients import Client, instance_identity, pick_instance
+from pipeline.core.sink_config import EventOptions
+from pipeline.results.recent import Recent, read_recent
+from pipeline.results.sinks.events import EventDetector
+
+RECENT_ENTRIES = 2000  # newest results-stream entries read per instance for labels, ages and timelines
+
+
+class ConsoleData:
+    """Reads for the console; ``clients`` are the bus instances in ``redis.urls`` order."""
+
+    def __init__(self, cfg: VigilConfig, clients: list[Client]) -> None:
+        self.cfg, self.clients = cfg, clients
+        identities = [instance_identity(u) for u in cfg.redis.urls]
+        self._instance = {s.id: pick_instance(s.id, identities) for s in cfg.streams} if identities else {}
+        watchers = [s for s in cfg.sinks if isinstance(s, EventOptions)]
+        self.hysteresis = watchers[0].hysteresis if watchers else 3
+
+    def stream(self, sid: str) -> StreamConfig | None:
+        return next((s for s in self.cfg.streams if s.id == sid), None)
+
+    def _client(self, sid: str) -> Client:
+        return self.clients[self._instance.get(sid, 0)]
+
+    def _get(self, sid: str, key: str) -> bytes | None:
+        try:
+            value: bytes | None = self._client(sid).get(key)
+        except redis.RedisError:
+            return None
+        return value
+
+    def snapshot(self, sid: str) -> bytes | None:
+        """The camera's latest picture (JPEG), or None when it has none (not live lately, or Redis away)."""
+        return self._get(sid, preview_key(sid))
+
+    def views(self) -> list[dict[str, Any]]:
+        """Every configured camera as the console lists it."""
+        recent = read_recent(self.clients, [s.id for s in self.cfg.streams], RECENT_ENTRIES)
+        return [self._view(s, recent[s.id]) for s in self.cfg.streams]
+
+    def view(self, sid: str) -> dict[str, Any] | None:
+        stream = self.stream(sid)
+        if stream is None:
+            return None
+        return self._view(stream, read_recent(self.clients, [sid], RECENT_ENTRIES)[sid])
+
+    def _view(self, s: StreamConfig, recent: Recent) -> dict[str, Any]:
+        raw = self._get(s.id, camera_status_key(s.id))
+        status: dict[str, Any] = json.loads(raw) if raw else {}
+        latest = recent.latest
+        top = latest.classification.top1 if latest is not None else None
+        scene = latest.classification.scene if latest is not None else None
+        age = recent.frame_age_p95_ms()
+        return {
+            "id": s.id, "url": s.redacted_url(), "state": status.get("state", "unknown"),
+            "reason": status.get("last_error", "") if raw else "no ingest worker reported this camera lately",
+            "since": status.get("since"), "health": status.get("health", []),
+            "fps": s.fps, "fps_effective": status.get("fps", {}).get("effective"),
+            "resize": s.resize, "loop": s.loop,
+            "label": {"name": top.name, "score": round(top.score, 4)} if top is not None else None,
+            "scene": {"name": scene.name, "score": round(scene.score, 4)} if scene is not None else None,
+            "result_at": iso_utc(latest.capture_ts) if latest is not None else None,
+            "frame_age_p95_ms": round(age, 1) if age is not None else None,
+            "frames": self._accounting(s.id),
+        }
+
+    def _accounting(self, sid: str) -> dict[str, int]:
+        try:
+            stats = {k.decode(): int(v) for k, v in self._client(sid).hgetall(stats_key(sid)).items()}
+        except redis.RedisError:
+            stats = {}
+        return {"published": stats.get("published", 0), "classified": stats.get("inferred", 0),
+                "dead_lettered": stats.get("dead_lettered", 0),
+                "stale": stats.get("dropped_stale", 0) + stats.get("dropped_pending", 0)}
+
+    def timeline(self, sid: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The camera's recent changes, oldest first: label and scene changes, state and health changes."""
+        recent = read_recent(self.clients, [sid], RECENT_ENTRIES)[sid]
+        detector = EventDetector(self.hysteresis, {})
+        events = [e for r in recent.results for e in detector.feed(r)]
+        events += [e.as_dict() for e in recent.events]
+        events.sort(key=lambda e: float(e.get("capture_ts", e.get("at", 0.0))))
+        for e in events:
+            e["time"] = iso_utc(float(e.get("capture_ts", e.get("at", 0.0))))
+        return events[-limit:]
+
+    def recent_results(self, sid: str, limit: int = 50) -> list[dict[str, Any]]:
+        recent = read_recent(self.clients, [sid], RECENT_ENTRIES)[sid]
+        return [r.as_dict() for r in recent.results[-limit:]]

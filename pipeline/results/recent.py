@@ -1,0 +1,59 @@
+"""The newest results and camera events of each camera, read back from the tail of the results streams.
+
+For what shows a camera's present (the live table of ``vigil run``, the console): a bounded read of
+the newest entries (XREVRANGE with a COUNT), never a scan of the whole stream. Malformed entries are
+skipped here (the sinks report them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+
+from pipeline.core.errors import ResultFormatError
+from pipeline.core.keys import RESULTS_KEY
+from pipeline.core.redis_clients import Client
+from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
+from pipeline.results.record import ResultRecord
+
+
+@dataclass
+class Recent:
+    """One camera's newest results and camera events, oldest first."""
+
+    results: list[ResultRecord] = field(default_factory=list)
+    events: list[CameraEvent] = field(default_factory=list)
+
+    @property
+    def latest(self) -> ResultRecord | None:
+        return self.results[-1] if self.results else None
+
+    def frame_age_p95_ms(self) -> float | None:
+        """95th percentile of capture -> result over these results (None without any)."""
+        ages = sorted(r.total_ms for r in self.results)
+        return ages[int(0.95 * (len(ages) - 1))] if ages else None
+
+
+def read_recent(clients: Iterable[Client], stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:
+    """The newest ``entries`` of every instance's results stream, split by camera (only ``stream_ids``)."""
+    out = {sid: Recent() for sid in stream_ids}
+    for client in clients:
+        try:
+            tail = client.xrevrange(RESULTS_KEY, count=entries)
+        except redis.RedisError:
+            continue  # that instance is down: its cameras show what the others have (nothing)
+        for _, fields in reversed(tail):
+            try:
+                if is_camera_event(fields):
+                    event = camera_event_from_fields(fields)
+                    if event.stream in out:
+                        out[event.stream].events.append(event)
+                    continue
+                record = ResultRecord.from_fields(fields)
+            except ResultFormatError:
+                continue
+            if record.stream in out:
+                out[record.stream].results.append(record)
+    return out

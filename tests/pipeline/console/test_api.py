@@ -1,0 +1,107 @@
+"""The console's REST API and page on a real Redis, fed by a real ingest worker and real result records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import redis
+
+from pipeline.console.server import ConsoleServer
+from pipeline.core.config import VigilConfig, validate_config
+from pipeline.core.keys import RESULTS_KEY
+from pipeline.core.redis_clients import close_all, connect_all
+from pipeline.ops.ingest_service import IngestService
+from tests.fixtures.services import free_port, wait_for
+from tests.pipeline.ops.ingest_helpers import FAST
+from tests.pipeline.results.sinks.records import record
+
+TOKEN = "console-token-0123456789"
+SECRET = "Cam-Pw-Never-Shown"
+
+
+def config(redis_url: str, video_dir: Path, **console: Any) -> VigilConfig:
+    return validate_config({
+        "redis": {"urls": [redis_url]}, "ingest": FAST, "metrics": {"port": 0},
+        "streams": [{"id": "lobby", "url": str(video_dir / "bikes.mp4"), "fps": 5, "loop": True},
+                    {"id": "gate", "url": f"rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/live", "fps": 2}],
+        "console": {"port": 0, "token": TOKEN, **console}}, environ={})
+
+
+@pytest.fixture
+def console(clean_redis_url: str, video_dir: Path) -> Iterator[str]:
+    cfg = config(clean_redis_url, video_dir)
+    client = redis.Redis.from_url(clean_redis_url)
+    for i, label in enumerate(["cat"] * 4 + ["dog"] * 4):
+        client.xadd(RESULTS_KEY, record("lobby", label, i=i).to_fields())  # type: ignore[arg-type]
+    clients = connect_all(cfg.redis.urls, 5)
+    with IngestService(cfg) as ingest, ConsoleServer(cfg, clients) as server:
+        assert wait_for(lambda: ingest.camera_state("lobby") is not None
+                        and ingest.camera_state("lobby").value == "live", 15)
+        assert wait_for(lambda: httpx.get(f"{server.url}api/v1/streams/lobby/snapshot.jpg").status_code == 200, 10)
+        yield server.url
+    close_all(clients)
+
+
+def test_streams_list_state_label_and_never_a_password(console: str) -> None:
+    assert wait_for(lambda: {v["id"]: v["state"] for v in httpx.get(f"{console}api/v1/streams").json()}.get("gate")
+                    in ("backing_off", "connecting"), 10)
+    views = {v["id"]: v for v in httpx.get(f"{console}api/v1/streams").json()}
+    assert set(views) == {"lobby", "gate"}
+    lobby, gate = views["lobby"], views["gate"]
+    assert lobby["state"] == "live" and lobby["fps"] == 5 and lobby["label"] == {"name": "dog", "score": 0.9}
+    assert lobby["scene"]["name"] == "animals" and lobby["frame_age_p95_ms"] == 500.0
+    assert gate["url"] == "rtsp://admin:***@127.0.0.1:" + gate["url"].rsplit(":", 1)[1] and gate["label"] is None
+    for path in ("api/v1/streams", "api/v1/streams/gate", "api/v1/streams/gate/events", "api/v1/openapi.json"):
+        assert SECRET not in httpx.get(f"{console}{path}").text
+    assert httpx.get(f"{console}api/v1/streams/nope").status_code == 404
+
+
+def test_snapshot_events_page_docs_and_live_updates(console: str) -> None:
+    jpeg = httpx.get(f"{console}api/v1/streams/lobby/snapshot.jpg")
+    assert jpeg.headers["content-type"] == "image/jpeg"
+    picture = cv2.imdecode(np.frombuffer(jpeg.content, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == (272, 640, 3)
+    labelled = httpx.get(f"{console}api/v1/streams/lobby/snapshot.jpg?label=true")
+    assert labelled.status_code == 200 and labelled.content != jpeg.content
+    missing = httpx.get(f"{console}api/v1/streams/gate/snapshot.jpg")
+    assert missing.status_code == 404 and "no recent picture" in missing.json()["detail"]
+    events = httpx.get(f"{console}api/v1/streams/lobby/events").json()
+    changes = [(e["event"], e.get("to")) for e in events if e["event"] == "label_changed"]
+    assert changes == [("label_changed", "cat"), ("label_changed", "dog")]
+    assert any(e["event"] == "state_changed" and e["state"] == "live" for e in events)
+    assert len(httpx.get(f"{console}api/v1/streams/lobby/results?limit=3").json()) == 3
+    page = httpx.get(console)
+    assert page.status_code == 200 and 'id="grid"' in page.text
+    assert httpx.get(f"{console}static/console.js").status_code == 200
+    assert httpx.get(f"{console}docs").status_code == 200
+    paths = httpx.get(f"{console}api/v1/openapi.json").json()["paths"]
+    assert {"/api/v1/streams", "/api/v1/streams/{sid}", "/api/v1/streams/{sid}/snapshot.jpg"} <= set(paths)
+    with httpx.stream("GET", f"{console}api/v1/live", timeout=10) as live:
+        lines = live.iter_lines()
+        assert next(lines) == "event: streams"
+        first = json.loads(next(lines).removeprefix("data: "))
+    assert {v["id"] for v in first} == {"lobby", "gate"}
+
+
+def test_reads_can_need_the_token(clean_redis_url: str, video_dir: Path) -> None:
+    cfg = config(clean_redis_url, video_dir, token_for_reads=True)
+    clients = connect_all(cfg.redis.urls, 5)
+    try:
+        with ConsoleServer(cfg, clients) as server:
+            refused = httpx.get(f"{server.url}api/v1/streams")
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            assert TOKEN not in refused.text
+            wrong = httpx.get(f"{server.url}api/v1/streams", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            ok = httpx.get(f"{server.url}api/v1/streams", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert ok.status_code == 200 and {v["id"] for v in ok.json()} == {"lobby", "gate"}
+            assert all(v["state"] == "unknown" for v in ok.json())  # no ingest worker here
+    finally:
+        close_all(clients)
