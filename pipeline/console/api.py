@@ -16,12 +16,14 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Body, Depends, FastAPI, Header, HTTPException
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipeline.console.data import ConsoleData
-from pipeline.core.config import ConsoleConfig
+from pipeline.console.store import validate_stream
+from pipeline.core.config import ConsoleConfig, StreamConfig
+from pipeline.core.errors import BusError, ConfigError
 
 API = "/api/v1"
 LIVE_EVERY_S = 1.0
@@ -54,6 +56,27 @@ def _labelled(jpeg: bytes, view: dict[str, Any]) -> bytes:
     return bytes(buf.tobytes()) if ok else jpeg
 
 
+def _valid(doc: dict[str, Any]) -> StreamConfig:
+    """The camera ``doc`` describes, or 422 naming each bad field as ``vigil config check`` does."""
+    try:
+        return validate_stream(doc)
+    except ConfigError as exc:
+        raise HTTPException(422, {"message": str(exc), "problems": exc.problems}) from exc
+
+
+def _store(data: ConsoleData, sid: str, change: dict[str, Any]) -> None:
+    try:
+        data.store.put(sid, change)
+    except BusError as exc:
+        raise HTTPException(503, str(exc)) from exc
+
+
+def _configured(stream: StreamConfig) -> dict[str, Any]:
+    """A camera as it was accepted (URL redacted); its state follows once an ingest worker runs it."""
+    return {"id": stream.id, "url": stream.redacted_url(), "fps": stream.fps, "resize": stream.resize,
+            "loop": stream.loop, "state": "accepted"}
+
+
 def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | None = None) -> FastAPI:
     """The console application over ``data``; ``stop`` ends the live event streams (at shutdown)."""
     stop = stop or threading.Event()
@@ -84,6 +107,42 @@ def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | Non
     @app.get(f"{API}/streams/{{sid}}", dependencies=reads, summary="One camera")
     def stream(sid: str) -> dict[str, Any]:
         return found(sid)
+
+    def change_access(authorization: Annotated[str | None, Header()] = None) -> None:
+        _bearer(cfg, authorization, change=True)
+
+    changes = [Depends(change_access)]
+
+    @app.post(f"{API}/streams", dependencies=changes, status_code=201,
+              summary="Add a camera (body: one streams[] entry of the config); the ingest workers start it")
+    def add(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        stream = _valid(body)
+        if data.stream(stream.id) is not None:
+            raise HTTPException(409, f"camera {stream.id!r} exists; PATCH {API}/streams/{stream.id} changes it")
+        _store(data, stream.id, {"set": body})
+        return _configured(stream)
+
+    @app.patch(f"{API}/streams/{{sid}}", dependencies=changes,
+               summary="Change a camera: the given keys replace its settings; the ingest workers restart it")
+    def change(sid: str, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        current = data.stream(sid)
+        if current is None:
+            raise HTTPException(404, f"no camera {sid!r}; POST {API}/streams adds one")
+        if body.get("id", sid) != sid:
+            raise HTTPException(422, {"message": "id: cannot be changed; add a new camera and remove this one",
+                                      "problems": ["id: cannot be changed"]})
+        doc = {**current.model_dump(mode="json", exclude={"health"}), **body}
+        stream = _valid(doc)
+        _store(data, sid, {"set": doc})
+        return _configured(stream)
+
+    @app.delete(f"{API}/streams/{{sid}}", dependencies=changes, status_code=204, response_class=Response,
+                summary="Remove a camera; the ingest workers stop it")
+    def remove(sid: str) -> Response:
+        if data.stream(sid) is None:
+            raise HTTPException(404, f"no camera {sid!r}")
+        _store(data, sid, {"removed": True})
+        return Response(status_code=204)
 
     @app.get(f"{API}/streams/{{sid}}/snapshot.jpg", dependencies=reads, response_class=Response,
              summary="The camera's latest picture (JPEG); ?label=true draws the label in")

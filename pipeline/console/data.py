@@ -15,8 +15,10 @@ from typing import Any
 
 import redis
 
+from pipeline.console.store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key, stats_key
 from pipeline.core.redis_clients import Client, instance_identity, pick_instance
 from pipeline.core.sink_config import EventOptions
@@ -31,16 +33,24 @@ class ConsoleData:
 
     def __init__(self, cfg: VigilConfig, clients: list[Client]) -> None:
         self.cfg, self.clients = cfg, clients
-        identities = [instance_identity(u) for u in cfg.redis.urls]
-        self._instance = {s.id: pick_instance(s.id, identities) for s in cfg.streams} if identities else {}
+        self._identities = [instance_identity(u) for u in cfg.redis.urls]
+        self.store = StreamStore(clients[0])
         watchers = [s for s in cfg.sinks if isinstance(s, EventOptions)]
         self.hysteresis = watchers[0].hysteresis if watchers else 3
 
+    def streams(self) -> list[StreamConfig]:
+        """The cameras that run: the YAML's with the camera store's changes (:mod:`pipeline.console.store`)."""
+        try:
+            changes = self.store.changes()
+        except BusError:
+            return list(self.cfg.streams)
+        return effective_streams(self.cfg.streams, changes)[0]
+
     def stream(self, sid: str) -> StreamConfig | None:
-        return next((s for s in self.cfg.streams if s.id == sid), None)
+        return next((s for s in self.streams() if s.id == sid), None)
 
     def _client(self, sid: str) -> Client:
-        return self.clients[self._instance.get(sid, 0)]
+        return self.clients[pick_instance(sid, self._identities)]
 
     def _get(self, sid: str, key: str) -> bytes | None:
         try:
@@ -55,8 +65,9 @@ class ConsoleData:
 
     def views(self) -> list[dict[str, Any]]:
         """Every configured camera as the console lists it."""
-        recent = read_recent(self.clients, [s.id for s in self.cfg.streams], RECENT_ENTRIES)
-        return [self._view(s, recent[s.id]) for s in self.cfg.streams]
+        streams = self.streams()
+        recent = read_recent(self.clients, [s.id for s in streams], RECENT_ENTRIES)
+        return [self._view(s, recent[s.id]) for s in streams]
 
     def view(self, sid: str) -> dict[str, Any] | None:
         stream = self.stream(sid)

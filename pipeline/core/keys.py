@@ -12,6 +12,9 @@ key                            type        what
 ``vigil:replica:<replica>``    hash        a Serve replica's batch statistics (expires)
 ``vigil:preview:<camera>``     string      the camera's latest picture, JPEG at preview size (expires)
 ``vigil:camera:<camera>``      string      the camera's status as its ingest worker sees it, JSON (expires)
+``vigil:streams``              hash        cameras added, changed or removed at runtime
+                                           (:mod:`pipeline.console.store`; first instance only)
+``vigil:streams:version``      string      incremented with every change of ``vigil:streams``
 =============================  ==========  ========================================================
 
 Consumer groups: ``vigil-inference`` on every frame stream; ``vigil-sink-<sink name>`` on the
@@ -30,6 +33,8 @@ REPLICA_KEY_PREFIX = "vigil:replica:"
 INFERENCE_GROUP = "vigil-inference"
 SINK_GROUP_PREFIX = "vigil-sink-"
 PREVIEW_PREFIX = "vigil:preview:"
+STREAM_STORE_KEY = "vigil:streams"
+STREAM_STORE_VERSION_KEY = "vigil:streams:version"
 CAMERA_STATUS_PREFIX = "vigil:camera:"
 
 

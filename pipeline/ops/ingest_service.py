@@ -29,11 +29,13 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
+from pipeline.console.store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.core.redis_clients import connect
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.health import CameraHealth, describe
 from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor
@@ -82,6 +84,10 @@ class IngestService:
         self.eviction_check_s = EVICTION_CHECK_S
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
         self._preview = PreviewMaker(cfg.console)
+        self._yaml_streams = list(cfg.streams)
+        self._store: StreamStore | None = None  # cameras changed at runtime (the console), on instance 0
+        self._store_version = -1
+        self._refresh_lock = threading.Lock()
 
     @property
     def frame_bytes(self) -> int:
@@ -96,6 +102,8 @@ class IngestService:
     def __enter__(self) -> IngestService:
         self._bus.__enter__()
         try:
+            self._store = StreamStore(connect(self.cfg.redis.urls[0], self.cfg.redis.socket_timeout_s))
+            self.cfg = self.cfg.model_copy(update={"streams": self._with_store()})
             owned = [s.id for s in owned_streams(self.cfg, self.shard)]
             for warning in self._bus.capacity_warnings(owned, self.frame_bytes):
                 log.warning("%s", warning)
@@ -127,6 +135,9 @@ class IngestService:
             self._http.server_close()
             self._http = None
         self._bus.__exit__(None, None, None)
+        if self._store is not None:
+            self._store.client.close()
+            self._store = None
 
     @staticmethod
     def _stop_all(cameras: list[Camera]) -> None:
@@ -170,13 +181,38 @@ class IngestService:
             if getattr(cfg, section) != getattr(self.cfg, section):
                 log.warning("config reload: changes to %r apply after a restart; only streams reload",
                             section)
-        self.cfg = self.cfg.model_copy(update={"streams": cfg.streams})
-        self._governor.batch_share = _batch_share(self.cfg)  # the batch is shared by the new camera count
-        before = set(self.cameras)
-        self._apply(owned_streams(self.cfg, self.shard))
-        after = set(self.cameras)
-        log.info("config reloaded: %d camera(s); added %s, removed %s", len(after),
+        self._yaml_streams = list(cfg.streams)
+        self._refresh("config reloaded")
+
+    def _refresh(self, why: str) -> None:
+        """Run the YAML's cameras with the camera store's changes on top (:mod:`pipeline.console.store`)."""
+        with self._refresh_lock:
+            self.cfg = self.cfg.model_copy(update={"streams": self._with_store()})
+            self._governor.batch_share = _batch_share(self.cfg)  # the batch is shared by the new camera count
+            before = set(self.cameras)
+            self._apply(owned_streams(self.cfg, self.shard))
+            after = set(self.cameras)
+        log.info("%s: %d camera(s); added %s, removed %s", why, len(after),
                  sorted(after - before) or "none", sorted(before - after) or "none")
+
+    def _with_store(self) -> list[StreamConfig]:
+        if self._store is None:
+            return list(self._yaml_streams)
+        try:
+            self._store_version = self._store.version()
+            streams, problems = effective_streams(self._yaml_streams, self._store.changes())
+        except BusError as exc:  # Redis away: keep what runs (the YAML's cameras at start)
+            log.warning("camera store: %s; running the cameras known so far", exc)
+            return list(self.cfg.streams) if self.cameras else list(self._yaml_streams)
+        for problem in problems:
+            log.warning("%s", problem)
+        return streams
+
+    def _store_changed(self) -> bool:
+        try:
+            return self._store is not None and self._store.version() != self._store_version
+        except BusError:
+            return False
 
     def _handle_sample(self, stream: StreamConfig, raw: RawFrame) -> None:
         """Resize, convert and publish one sampled frame (runs in the camera thread)."""
@@ -276,6 +312,9 @@ class IngestService:
             if time.monotonic() >= status_due:
                 status_due = time.monotonic() + STATUS_EVERY_S
                 self._write_statuses(cameras)
+                if self._store_changed():
+                    self._refresh("camera store changed")
+                    continue
             signals = {}
             for sid, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
                 signals[sid] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(sid, stale)))

@@ -223,7 +223,7 @@ class LocalPipeline:
         now = time.monotonic()
         latest = self._latest_results()
         rows = []
-        for s in self.cfg.streams:
+        for s in self.ingest.cfg.streams if self.ingest is not None else self.cfg.streams:  # with runtime changes
             pub, inf = published.get((s.id,), 0.0), inferred.get((s.id,), 0.0)
             t0, pub0, inf0 = self._last.get(s.id, (now, pub, inf))
             dt = max(1e-6, now - t0)

@@ -105,3 +105,38 @@ def test_reads_can_need_the_token(clean_redis_url: str, video_dir: Path) -> None
             assert all(v["state"] == "unknown" for v in ok.json())  # no ingest worker here
     finally:
         close_all(clients)
+
+
+def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a_restart(
+        clean_redis_url: str, video_dir: Path) -> None:
+    cfg = config(clean_redis_url, video_dir)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    new = {"id": "added", "url": str(video_dir / "slideshow.mp4"), "fps": 4, "loop": True}
+    clients = connect_all(cfg.redis.urls, 5)
+    try:
+        with IngestService(cfg) as ingest, ConsoleServer(cfg, clients) as server:
+            api = f"{server.url}api/v1/streams"
+            assert httpx.post(api, json=new).status_code == 401  # changes need the token
+            bad = httpx.post(api, json={**new, "fps": 0}, headers=auth)
+            assert bad.status_code == 422 and bad.json()["detail"]["problems"] == ["fps: must be > 0"]
+            unknown = httpx.post(api, json={**new, "fsp": 4}, headers=auth)
+            assert unknown.status_code == 422 and "fsp: unknown key; did you mean 'fps'?" in unknown.text
+            made = httpx.post(api, json=new, headers=auth)
+            assert made.status_code == 201 and made.json()["state"] == "accepted"
+            assert httpx.post(api, json=new, headers=auth).status_code == 409
+            # Every ingest worker picks the change up from Redis within seconds, without a restart.
+            assert wait_for(lambda: ingest.camera_state("added") is not None
+                            and ingest.camera_state("added").value == "live", 15)
+            assert wait_for(lambda: httpx.get(f"{api}/added").json()["state"] == "live", 5)
+            changed = httpx.patch(f"{api}/added", json={"fps": 2}, headers=auth)
+            assert changed.status_code == 200 and changed.json()["fps"] == 2
+            assert wait_for(lambda: ingest.cameras["added"].stream.fps == 2, 10)
+            assert httpx.delete(f"{api}/lobby", headers=auth).status_code == 204  # a camera of the YAML
+            assert wait_for(lambda: "lobby" not in ingest.cameras, 10)
+            assert {v["id"] for v in httpx.get(api).json()} == {"gate", "added"}
+            assert httpx.delete(f"{api}/lobby", headers=auth).status_code == 404
+        # A restarted worker reads the store on start: the added camera runs, the removed one does not.
+        with IngestService(cfg) as again:
+            assert set(again.cameras) == {"gate", "added"} and again.cameras["added"].stream.fps == 2
+    finally:
+        close_all(clients)

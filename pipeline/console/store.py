@@ -1,0 +1,101 @@
+"""Cameras added, changed and removed at runtime (the console's API), kept in Redis beside the YAML.
+
+Where: the hash ``vigil:streams`` on the first bus instance (``redis.urls[0]``), one field per camera
+id, each value one JSON change: ``{"set": {<stream>}}`` (the camera as the config's ``streams[]`` entry
+would be, ``${VAR}`` unexpanded) or ``{"removed": true}``; and the counter ``vigil:streams:version``,
+incremented in the same transaction (MULTI/EXEC), so a change is applied whole or not at all and
+readers see that something changed.
+
+How it combines with the YAML (:func:`effective_streams`): the YAML's ``streams:`` in their order, each
+replaced by the store's ``set`` of the same id, without the ids the store ``removed``, then the
+cameras only the store has, by id. The YAML file is never rewritten. Every ingest worker (every
+shard) reads the store on start and again whenever the version changes (about every 2 s), so changes
+reach the running workers and survive their restarts as long as Redis keeps its data (a Redis with
+persistence; ``vigil run``'s embedded Redis lives as long as ``vigil run``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+
+from pipeline.core.config import StreamConfig, validate_config
+from pipeline.core.errors import BusError, ConfigError
+from pipeline.core.keys import STREAM_STORE_KEY, STREAM_STORE_VERSION_KEY
+from pipeline.core.redis_clients import Client
+
+Changes = dict[str, dict[str, Any]]  # camera id -> {"set": {...}} or {"removed": True}
+
+
+def validate_stream(doc: Any, environ: Mapping[str, str] | None = None) -> StreamConfig:
+    """One ``streams[]`` entry, checked as the config checks it; ConfigError names the fields (``fps: ...``)."""
+    try:
+        cfg = validate_config({"streams": [doc]}, source="stream", environ=environ)
+    except ConfigError as exc:
+        problems = [p.removeprefix("streams[0].").removeprefix("streams[0]: ") for p in exc.problems]
+        raise ConfigError("; ".join(problems), problems) from exc
+    return cfg.streams[0]
+
+
+def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
+                      environ: Mapping[str, str] | None = None) -> tuple[list[StreamConfig], list[str]]:
+    """The cameras to run: the YAML's, with the store's changes on top (see the module docstring); and a
+    problem for each stored camera this process cannot use (an unset ``${VAR}`` here): the YAML's camera
+    of that id, if any, runs instead."""
+    problems: list[str] = []
+
+    def stored(sid: str) -> StreamConfig | None:
+        try:
+            return validate_stream(changes[sid]["set"], environ)
+        except ConfigError as exc:
+            problems.append(f"camera {sid!r} from the camera store: {exc}")
+            return None
+
+    out: list[StreamConfig] = []
+    for s in yaml_streams:
+        change = changes.get(s.id)
+        if change is None:
+            out.append(s)
+        elif "set" in change:
+            out.append(stored(s.id) or s)
+    yaml_ids = {s.id for s in yaml_streams}
+    for sid in sorted(changes):
+        if sid not in yaml_ids and "set" in changes[sid]:
+            added = stored(sid)
+            if added is not None:
+                out.append(added)
+    return out, problems
+
+
+class StreamStore:
+    """The store on the first bus instance (``client``)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def version(self) -> int:
+        try:
+            return int(self.client.get(STREAM_STORE_VERSION_KEY) or 0)
+        except redis.RedisError as exc:
+            raise BusError(f"cannot read the camera store: {type(exc).__name__}") from exc
+
+    def changes(self) -> Changes:
+        try:
+            raw = self.client.hgetall(STREAM_STORE_KEY)
+        except redis.RedisError as exc:
+            raise BusError(f"cannot read the camera store: {type(exc).__name__}") from exc
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def put(self, sid: str, change: dict[str, Any]) -> None:
+        """Record one change and bump the version, in one transaction."""
+        try:
+            with self.client.pipeline(transaction=True) as tx:
+                tx.hset(STREAM_STORE_KEY, sid, json.dumps(change))
+                tx.incr(STREAM_STORE_VERSION_KEY)
+                tx.execute()
+        except redis.RedisError as exc:
+            raise BusError(f"cannot write the camera store: {type(exc).__name__}; nothing was changed") from exc
+
