@@ -1,25 +1,64 @@
-// The camera grid: one card per camera, updated from the server-sent events of /api/v1/live.
+// The console: a grid of cameras (live from /api/v1/live), a camera page (#camera=<id>), add and remove.
+// Plain JavaScript, no build step. Requests carry the token typed in the header (kept for this tab only).
 "use strict";
 const API = "/api/v1";
-const grid = document.getElementById("grid");
-const template = document.getElementById("card");
+const $ = (id) => document.getElementById(id);
+const grid = $("grid");
 const cards = new Map();
+const tokenInput = $("token");
+tokenInput.value = sessionStorage.getItem("vigil-token") || "";
+tokenInput.addEventListener("change", () => { sessionStorage.setItem("vigil-token", tokenInput.value); });
+
+function headers() {
+  return tokenInput.value ? { Authorization: `Bearer ${tokenInput.value}` } : {};
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: { ...headers() } };
+  if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  const response = await fetch(`${API}${path}`, init);
+  if (!response.ok) {
+    let why = `${response.status} ${response.statusText}`;
+    try {
+      const detail = (await response.json()).detail;
+      why = typeof detail === "string" ? detail : detail.message;
+    } catch (e) { /* no JSON body */ }
+    throw new Error(why);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+const pictures = new Map();  // img element -> object URL shown (revoked when replaced)
+async function showPicture(img, id) {
+  const response = await fetch(`${API}/streams/${encodeURIComponent(id)}/snapshot.jpg`, { headers: headers(), cache: "no-store" });
+  if (!response.ok) { img.removeAttribute("src"); img.dataset.picture = "none"; return; }
+  const url = URL.createObjectURL(await response.blob());
+  if (pictures.has(img)) URL.revokeObjectURL(pictures.get(img));
+  pictures.set(img, url);
+  img.src = url;
+  img.dataset.picture = String(Number(img.dataset.picture || 0) + 1);
+}
+
+function labelText(view) {
+  return view.label ? `${view.label.name.split(",")[0]} ${view.label.score.toFixed(2)}` : "no result yet";
+}
 
 function card(id) {
   if (!cards.has(id)) {
-    const node = template.content.firstElementChild.cloneNode(true);
+    const node = $("card").content.firstElementChild.cloneNode(true);
     node.dataset.id = id;
     node.querySelector(".id").textContent = id;
+    for (const link of node.querySelectorAll("a")) link.href = `#camera=${encodeURIComponent(id)}`;
+    node.querySelector(".remove").addEventListener("click", () => remove(id));
     grid.appendChild(node);
     cards.set(id, node);
   }
   return cards.get(id);
 }
 
-function show(view) {
+function showCard(view) {
   const node = card(view.id);
-  const label = view.label ? `${view.label.name.split(",")[0]} ${view.label.score.toFixed(2)}` : "no result yet";
-  node.querySelector(".label").textContent = label;
+  node.querySelector(".label").textContent = labelText(view);
   node.querySelector(".scene").textContent = view.scene ? view.scene.name : "-";
   const state = node.querySelector(".state");
   state.className = `state ${view.state}`;
@@ -32,7 +71,7 @@ function show(view) {
   node.querySelector(".stale").textContent = view.frames.stale;
   const img = node.querySelector("img");
   img.alt = `latest picture of ${view.id}`;
-  img.src = `${API}/streams/${encodeURIComponent(view.id)}/snapshot.jpg?t=${Date.now()}`;
+  showPicture(img, view.id);
 }
 
 function update(views) {
@@ -40,11 +79,108 @@ function update(views) {
   for (const [id, node] of cards) {
     if (!seen.has(id)) { node.remove(); cards.delete(id); }
   }
-  views.forEach(show);
+  views.forEach(showCard);
   const live = views.filter((v) => v.state === "live").length;
-  document.getElementById("summary").textContent = `${views.length} camera(s), ${live} live`;
+  $("summary").textContent = `${views.length} camera(s), ${live} live`;
+  const open = selected();
+  if (open) showCamera(views.find((v) => v.id === open));
 }
 
-const events = new EventSource(`${API}/live`);
-events.addEventListener("streams", (e) => update(JSON.parse(e.data)));
-events.onerror = () => { document.getElementById("summary").textContent = "reconnecting…"; };
+// Server-sent events read with fetch, so that the token can go in a header.
+async function follow() {
+  for (;;) {
+    try {
+      const response = await fetch(`${API}/live`, { headers: headers(), cache: "no-store" });
+      if (!response.ok) throw new Error(`${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const message = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = message.split("\n").find((line) => line.startsWith("data: "));
+          if (data) update(JSON.parse(data.slice(6)));
+        }
+      }
+    } catch (e) { /* reconnect below */ }
+    $("summary").textContent = "reconnecting…";
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function remove(id) {
+  if (!confirm(`Remove camera ${id}?`)) return;
+  try { await call("DELETE", `/streams/${encodeURIComponent(id)}`); location.hash = ""; }
+  catch (e) { alert(`Not removed: ${e.message}`); }
+}
+
+$("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const out = $("add-result");
+  const body = { id: form.id.value.trim(), url: form.url.value.trim(), fps: Number(form.fps.value), loop: form.loop.checked };
+  try {
+    await call("POST", "/streams", body);
+    out.className = ""; out.textContent = `added ${body.id}: it appears when its ingest worker starts it`;
+    form.reset();
+  } catch (e) { out.className = "error"; out.textContent = e.message; }
+});
+
+function selected() {
+  const m = location.hash.match(/^#camera=(.+)$/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+let timelineShown = 0;
+async function showCamera(view) {
+  if (!view) return;
+  $("camera-id").textContent = view.id;
+  const box = $("camera");
+  box.querySelector(".label").textContent = labelText(view);
+  box.querySelector(".scene").textContent = view.scene ? view.scene.name : "-";
+  showPicture($("camera-picture"), view.id);
+  const settings = { url: view.url, state: view.state + (view.reason && view.state !== "live" ? `: ${view.reason}` : ""),
+                     fps: `${view.fps_effective ?? "-"} / ${view.fps}`, resize: view.resize, loop: view.loop };
+  $("camera-settings").replaceChildren(...Object.entries(settings).flatMap(([k, v]) => {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = String(v);
+    return [dt, dd];
+  }));
+  if (Date.now() - timelineShown < 2000) return;
+  timelineShown = Date.now();
+  const id = encodeURIComponent(view.id);
+  const [events, results] = await Promise.all([call("GET", `/streams/${id}/events?limit=100`),
+                                               call("GET", `/streams/${id}/results?limit=20`)]);
+  $("camera-timeline").replaceChildren(...events.reverse().map((e) => {
+    const li = document.createElement("li");
+    const what = e.event === "state_changed" ? `${e.state} ${e.reason}` :
+      e.event === "health_changed" ? `${e.condition} ${e.active ? "began" : "cleared"}` : `${e.event.replace("_changed", "")} → ${e.to ?? e.label}`;
+    li.textContent = `${e.time}  ${what}`;
+    return li;
+  }));
+  $("camera-results").tBodies[0].replaceChildren(...results.reverse().map((r) => {
+    const tr = document.createElement("tr");
+    const top = r.top_k[0] || { label: "-", score: 0 };
+    for (const text of [new Date(r.capture_ts * 1000).toISOString(), top.label.split(",")[0], top.score.toFixed(2),
+                        r.scene ? r.scene.label : "-", `${Math.round(r.latency_ms.total)} ms`]) {
+      const td = document.createElement("td"); td.textContent = text; tr.appendChild(td);
+    }
+    return tr;
+  }));
+}
+
+function route() {
+  const id = selected();
+  $("camera").hidden = !id;
+  grid.hidden = Boolean(id);
+  $("add").hidden = Boolean(id);
+  timelineShown = 0;
+}
+window.addEventListener("hashchange", route);
+$("camera-remove").addEventListener("click", () => { const id = selected(); if (id) remove(id); });
+route();
+follow();

@@ -32,7 +32,7 @@ def test_example_config_is_valid() -> None:
     assert cfg.streams[0].url.endswith("@192.0.2.10:554/stream1")
     assert "changeme" in cfg.streams[0].url  # ${VAR:-default} applied
     assert cfg.streams[1].keyframes_only and cfg.streams[1].resize == "letterbox"
-    assert [s.type for s in cfg.sinks] == ["jsonl", "events"]
+    assert [s.type for s in cfg.sinks] == ["jsonl", "events", "mqtt"]
 
 
 def test_defaults_for_empty_file(tmp_path: Path) -> None:
