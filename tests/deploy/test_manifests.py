@@ -190,7 +190,7 @@ def test_only_the_pipeline_may_reach_redis() -> None:
     assert set(peer) == {"podSelector"}  # no namespaceSelector / ipBlock: only pods of this namespace
     pods = dict(t for r in resources for t in pod_templates(r))
     allowed = {name for name, labels in pods.items() if selector_matches(peer["podSelector"], labels)}
-    assert allowed == {"vigil-ingest", "vigil-sink", "ray head", "ray gpu"}
+    assert allowed == {"vigil-ingest", "vigil-sink", "vigil-console", "ray head", "ray gpu"}
     assert not selector_matches(peer["podSelector"], {"app": "something-else"})
 
 

@@ -118,7 +118,7 @@ def test_the_image_entry_points_are_the_vigil_commands_the_manifests_and_docs_us
                 for c in res["spec"]["template"]["spec"]["containers"]:
                     if c["image"].startswith("vigil:"):
                         used.add(c["args"][0])
-    assert used == {"ingest", "sink"} and used <= commands
+    assert used == {"ingest", "sink", "console"} and used <= commands
     docs = (REPO / "docs" / "deployment.md").read_text()
     # `vigil <command>` at the start of a code span or a line of a code block
     cmds = re.findall(r"(?:^|`)(?:[A-Z_]+=\S+ )*vigil ([a-z]+)\b", docs, re.MULTILINE)

@@ -182,3 +182,11 @@ def test_unsupported_camera_schemes_are_rejected_with_the_supported_ones(tmp_pat
     assert "streams[1].url: 'ftp://u:***@h/v.mp4': unsupported scheme 'ftp://'" in out.stderr
     assert "secret" not in out.stderr and "streams[2]" not in out.stderr and "streams[3]" not in out.stderr
     assert "2 problem(s)" in out.stderr
+
+
+def test_console_token_is_long_or_absent() -> None:
+    assert validate_config({"console": {"token": "${CONSOLE_TOKEN:-}"}}, environ={}).console.token is None
+    with pytest.raises(ConfigError, match=r"console\.token: must be at least 16 characters"):
+        validate_config({"console": {"token": "short"}}, environ={})
+    cfg = validate_config({"console": {"token": "${T}"}}, environ={"T": "x" * 24})
+    assert cfg.console.token is not None and "x" * 24 not in repr(cfg)
