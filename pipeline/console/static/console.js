@@ -31,11 +31,12 @@ async function call(method, path, body) {
 const pictures = new Map();  // img element -> object URL shown (revoked when replaced)
 async function showPicture(img, id) {
   const response = await fetch(`${API}/streams/${encodeURIComponent(id)}/snapshot.jpg`, { headers: headers(), cache: "no-store" });
-  if (!response.ok) { img.removeAttribute("src"); img.dataset.picture = "none"; return; }
+  if (!response.ok) { img.removeAttribute("src"); img.hidden = true; img.dataset.picture = "none"; return; }
   const url = URL.createObjectURL(await response.blob());
   if (pictures.has(img)) URL.revokeObjectURL(pictures.get(img));
   pictures.set(img, url);
   img.src = url;
+  img.hidden = false;
   img.dataset.picture = String(Number(img.dataset.picture || 0) + 1);
 }
 
