@@ -102,7 +102,10 @@ class IngestService:
     def __enter__(self) -> IngestService:
         self._bus.__enter__()
         try:
-            self._store = StreamStore(connect(self.cfg.redis.urls[0], self.cfg.redis.socket_timeout_s))
+            # Short timeouts: the feedback loop asks for the store's version every second and must not hang
+            # on a frozen Redis (the frames go through the bus, with its own backoff).
+            self._store = StreamStore(connect(self.cfg.redis.urls[0], min(1.0, self.cfg.redis.socket_timeout_s),
+                                              fail_fast=True))
             self.cfg = self.cfg.model_copy(update={"streams": self._with_store()})
             owned = [s.id for s in owned_streams(self.cfg, self.shard)]
             for warning in self._bus.capacity_warnings(owned, self.frame_bytes):
