@@ -2,10 +2,8 @@
 
 Per camera: its configuration (URL redacted), the status its ingest worker keeps in Redis
 (:func:`pipeline.core.keys.camera_status_key`; ``unknown`` when no worker refreshed it lately), its
-newest result and frame age (the tail of the results stream), its frame accounting, its latest
-picture (:func:`pipeline.core.keys.preview_key`) and a timeline of its changes: label and scene changes
-(the events logic of :class:`pipeline.results.sinks.events.EventDetector` over its recent results) and
-its state and health changes.
+newest result, frame age and timeline of changes (:mod:`pipeline.console.tail`, which follows the
+results streams), its frame accounting and its latest picture (:func:`pipeline.core.keys.preview_key`).
 """
 
 from __future__ import annotations
@@ -16,27 +14,28 @@ from typing import Any
 import redis
 
 from pipeline.console.store import StreamStore, effective_streams
+from pipeline.console.tail import CameraTail, ResultsTail
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key, stats_key
 from pipeline.core.redis_clients import Client, instance_identity, pick_instance
 from pipeline.core.sink_config import EventOptions
-from pipeline.results.recent import Recent, read_recent
-from pipeline.results.sinks.events import EventDetector
 
-RECENT_ENTRIES = 2000  # newest results-stream entries read per instance for labels, ages and timelines
+
+def hysteresis_of(cfg: VigilConfig) -> int:
+    """The hysteresis of the config's first events-logic sink (events, MQTT), else the events sink's default."""
+    watchers = [s for s in cfg.sinks if isinstance(s, EventOptions)]
+    return watchers[0].hysteresis if watchers else 3
 
 
 class ConsoleData:
     """Reads for the console; ``clients`` are the bus instances in ``redis.urls`` order."""
 
-    def __init__(self, cfg: VigilConfig, clients: list[Client]) -> None:
-        self.cfg, self.clients = cfg, clients
+    def __init__(self, cfg: VigilConfig, clients: list[Client], tail: ResultsTail) -> None:
+        self.cfg, self.clients, self.tail = cfg, clients, tail
         self._identities = [instance_identity(u) for u in cfg.redis.urls]
         self.store = StreamStore(clients[0])
-        watchers = [s for s in cfg.sinks if isinstance(s, EventOptions)]
-        self.hysteresis = watchers[0].hysteresis if watchers else 3
 
     def streams(self) -> list[StreamConfig]:
         """The cameras that run: the YAML's with the camera store's changes (:mod:`pipeline.console.store`)."""
@@ -65,20 +64,18 @@ class ConsoleData:
 
     def views(self) -> list[dict[str, Any]]:
         """Every configured camera as the console lists it."""
-        streams = self.streams()
-        recent = read_recent(self.clients, [s.id for s in streams], RECENT_ENTRIES)
-        return [self._view(s, recent[s.id]) for s in streams]
+        return [self._view(s, self.tail.camera(s.id)) for s in self.streams()]
 
     def view(self, sid: str) -> dict[str, Any] | None:
         stream = self.stream(sid)
         if stream is None:
             return None
-        return self._view(stream, read_recent(self.clients, [sid], RECENT_ENTRIES)[sid])
+        return self._view(stream, self.tail.camera(sid))
 
-    def _view(self, s: StreamConfig, recent: Recent) -> dict[str, Any]:
+    def _view(self, s: StreamConfig, recent: CameraTail) -> dict[str, Any]:
         raw = self._get(s.id, camera_status_key(s.id))
         status: dict[str, Any] = json.loads(raw) if raw else {}
-        latest = recent.latest
+        latest = recent.results[-1] if recent.results else None
         top = latest.classification.top1 if latest is not None else None
         scene = latest.classification.scene if latest is not None else None
         age = recent.frame_age_p95_ms()
@@ -106,15 +103,7 @@ class ConsoleData:
 
     def timeline(self, sid: str, limit: int = 200) -> list[dict[str, Any]]:
         """The camera's recent changes, oldest first: label and scene changes, state and health changes."""
-        recent = read_recent(self.clients, [sid], RECENT_ENTRIES)[sid]
-        detector = EventDetector(self.hysteresis, {})
-        events = [e for r in recent.results for e in detector.feed(r)]
-        events += [e.as_dict() for e in recent.events]
-        events.sort(key=lambda e: float(e.get("capture_ts", e.get("at", 0.0))))
-        for e in events:
-            e["time"] = iso_utc(float(e.get("capture_ts", e.get("at", 0.0))))
-        return events[-limit:]
+        return [{k: v for k, v in e.items() if k != "at_s"} for e in list(self.tail.camera(sid).changes)[-limit:]]
 
     def recent_results(self, sid: str, limit: int = 50) -> list[dict[str, Any]]:
-        recent = read_recent(self.clients, [sid], RECENT_ENTRIES)[sid]
-        return [r.as_dict() for r in recent.results[-limit:]]
+        return [r.as_dict() for r in list(self.tail.camera(sid).results)[-limit:]]

@@ -11,7 +11,8 @@ from types import TracebackType
 import uvicorn
 
 from pipeline.console.api import build_app
-from pipeline.console.data import ConsoleData
+from pipeline.console.data import ConsoleData, hysteresis_of
+from pipeline.console.tail import ResultsTail
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import ConfigError, VigilError
 from pipeline.core.redis_clients import Client
@@ -26,6 +27,7 @@ class ConsoleServer:
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._tail: ResultsTail | None = None
 
     @property
     def port(self) -> int:
@@ -48,7 +50,8 @@ class ConsoleServer:
                               "console.port to another port (0 picks a free one)") from exc
         sock.listen(128)
         self._sock = sock
-        app = build_app(ConsoleData(self.cfg, self.clients), c, self._stop)
+        self._tail = ResultsTail(self.clients, hysteresis_of(self.cfg)).__enter__()
+        app = build_app(ConsoleData(self.cfg, self.clients, self._tail), c, self._stop)
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="console",
                                         daemon=True)
@@ -70,4 +73,7 @@ class ConsoleServer:
             self._thread.join(10)
         if self._sock is not None:
             self._sock.close()
+        if self._tail is not None:
+            self._tail.__exit__(None, None, None)
+            self._tail = None
         self._server, self._thread, self._sock = None, None, None

@@ -30,11 +30,6 @@ class Recent:
     def latest(self) -> ResultRecord | None:
         return self.results[-1] if self.results else None
 
-    def frame_age_p95_ms(self) -> float | None:
-        """95th percentile of capture -> result over these results (None without any)."""
-        ages = sorted(r.total_ms for r in self.results)
-        return ages[int(0.95 * (len(ages) - 1))] if ages else None
-
 
 def read_recent(clients: Iterable[Client], stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:
     """The newest ``entries`` of every instance's results stream, split by camera (only ``stream_ids``)."""

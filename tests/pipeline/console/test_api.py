@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,10 @@ def config(redis_url: str, video_dir: Path, **console: Any) -> VigilConfig:
 def console(clean_redis_url: str, video_dir: Path) -> Iterator[str]:
     cfg = config(clean_redis_url, video_dir)
     client = redis.Redis.from_url(clean_redis_url)
+    now = time.time() - 10  # results of the last seconds, as a running pipeline writes them
     for i, label in enumerate(["cat"] * 4 + ["dog"] * 4):
-        client.xadd(RESULTS_KEY, record("lobby", label, i=i).to_fields())  # type: ignore[arg-type]
+        r = dataclasses.replace(record("lobby", label, i=i), capture_ts=now + i, inference_ts=now + i + 0.5)
+        client.xadd(RESULTS_KEY, r.to_fields())  # type: ignore[arg-type]
     clients = connect_all(cfg.redis.urls, 5)
     with IngestService(cfg) as ingest, ConsoleServer(cfg, clients) as server:
         assert wait_for(lambda: ingest.camera_state("lobby") is not None

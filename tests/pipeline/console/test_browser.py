@@ -77,6 +77,17 @@ def test_console_grid_follows_the_slideshow_and_adds_and_removes_cameras(
         start = expected.index(shown[0])
         assert len(shown) >= 4 and shown == ((expected[start:] + expected[:start]) * 3)[:len(shown)], shown
         assert len(pictures - {""}) >= 5  # a new picture about every second
+        # The camera page: its settings (URL redacted), the timeline of label changes, recent results.
+        browser.find_element(By.CSS_SELECTOR, 'article.camera[data-id="slides"] h2 a').click()
+        wait.until(lambda b: b.find_element(By.ID, "camera").is_displayed()
+                   and len(b.find_elements(By.CSS_SELECTOR, "#camera-timeline li")) >= 3)
+        assert browser.find_element(By.ID, "camera-id").text == "slides"
+        assert rtsp_server.url("slideshow") in browser.find_element(By.ID, "camera-settings").text
+        timeline = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#camera-timeline li")]
+        assert any("label → " in t for t in timeline) and any("live" in t for t in timeline), timeline
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#camera-results tbody tr")) >= 5)
+        browser.get(url)  # back to the grid
+        wait.until(lambda b: card_text(b, "slides", "state").startswith("live"))
         # Add a camera through the form (with the token); it goes live in the grid.
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.execute_script("document.getElementById('token').dispatchEvent(new Event('change'))")

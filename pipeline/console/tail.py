@@ -1,0 +1,119 @@
+"""The console's view of the results streams: read once as they grow, not again for every page refresh.
+
+A thread follows the results stream of every bus instance (XREAD, blocking briefly) after reading back
+its newest ``backfill`` entries, and keeps per camera its newest results (for the label, the scene and
+the frame age) and a timeline of its changes over the last ``keep_s``: label and scene changes from the
+events logic (:class:`pipeline.results.sinks.events.EventDetector`, the events sink's), and its state
+and health changes. Memory is bounded per camera; a camera that is gone simply stops getting entries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from pipeline.core.clock import iso_utc
+from pipeline.core.errors import ResultFormatError
+from pipeline.core.keys import RESULTS_KEY
+from pipeline.core.redis_clients import Client
+from pipeline.results.camera_event import camera_event_from_fields, is_camera_event
+from pipeline.results.record import ResultRecord
+from pipeline.results.sinks.events import EventDetector
+
+log = logging.getLogger(__name__)
+
+RESULTS_KEPT = 200  # per camera: enough for a frame-age percentile and the recent-results table
+CHANGES_KEPT = 500  # per camera, within keep_s
+
+
+@dataclass
+class CameraTail:
+    results: deque[ResultRecord] = field(default_factory=lambda: deque(maxlen=RESULTS_KEPT))
+    changes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CHANGES_KEPT))
+
+    def frame_age_p95_ms(self) -> float | None:
+        ages = sorted(r.total_ms for r in self.results)
+        return ages[int(0.95 * (len(ages) - 1))] if ages else None
+
+
+class ResultsTail:
+    """Follows the results streams in a thread: ``with ResultsTail(clients, hysteresis): tail.camera(id)``."""
+
+    def __init__(self, clients: Sequence[Client], hysteresis: int, *, backfill: int = 2000,
+                 keep_s: float = 600.0) -> None:
+        self.clients, self.backfill, self.keep_s = list(clients), backfill, keep_s
+        self._detector = EventDetector(hysteresis, {})
+        self._cameras: dict[str, CameraTail] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="console-results", daemon=True)
+        self._last_ids: list[bytes | str] = ["$"] * len(self.clients)
+
+    def __enter__(self) -> ResultsTail:
+        for i, client in enumerate(self.clients):
+            try:
+                newest = client.xrevrange(RESULTS_KEY, count=self.backfill)
+            except redis.RedisError as exc:
+                log.warning("console: results of Redis instance %d not read back: %s", i, type(exc).__name__)
+                continue
+            if newest:
+                self._last_ids[i] = newest[0][0]
+            self._take(list(reversed(newest)))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def camera(self, sid: str) -> CameraTail:
+        """A copy of what is kept for camera ``sid`` (empty if it has no results yet)."""
+        with self._lock:
+            kept = self._cameras.get(sid)
+            return CameraTail(deque(kept.results, maxlen=RESULTS_KEPT), deque(kept.changes, maxlen=CHANGES_KEPT)) \
+                if kept is not None else CameraTail()
+
+    def _run(self) -> None:
+        block_ms = 500 if len(self.clients) == 1 else 100
+        while not self._stop.is_set():
+            for i, client in enumerate(self.clients):
+                try:
+                    reply = client.xread({RESULTS_KEY: self._last_ids[i]}, count=1000, block=block_ms)
+                except redis.RedisError:
+                    self._stop.wait(1.0)  # that instance is away; try again soon
+                    continue
+                for _, entries in reply or []:
+                    if entries:
+                        self._last_ids[i] = entries[-1][0]
+                        self._take(entries)
+
+    def _take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        with self._lock:
+            for _, fields in entries:
+                try:
+                    if is_camera_event(fields):
+                        event = camera_event_from_fields(fields)
+                        self._camera(event.stream).changes.append(_stamped(event.as_dict(), event.at))
+                        continue
+                    record = ResultRecord.from_fields(fields)
+                except ResultFormatError:
+                    continue
+                tail = self._camera(record.stream)
+                tail.results.append(record)
+                tail.changes.extend(_stamped(e, record.capture_ts) for e in self._detector.feed(record))
+            for tail in self._cameras.values():  # the last keep_s of each camera's own clock
+                while tail.changes and tail.changes[0]["at_s"] < tail.changes[-1]["at_s"] - self.keep_s:
+                    tail.changes.popleft()
+
+    def _camera(self, sid: str) -> CameraTail:
+        return self._cameras.setdefault(sid, CameraTail())
+
+
+def _stamped(event: dict[str, Any], at_s: float) -> dict[str, Any]:
+    return {**event, "at_s": at_s, "time": iso_utc(at_s)}
