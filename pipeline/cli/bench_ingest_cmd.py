@@ -15,7 +15,7 @@ from pipeline.cli.options import json_option
 
 
 def ingest(
-    video: Path = typer.Argument(..., exists=True, dir_okay=False, help="An H.264 MP4 file."),
+    video: Path = typer.Argument(..., metavar="VIDEO", exists=True, dir_okay=False, help="An H.264 MP4 file."),
     fps: float = typer.Option(5.0, "--fps", min=0.1, help="Target sampling fps."),
     seconds: float = typer.Option(30.0, "--seconds", min=1.0, help="Video seconds per measurement."),
     frame_size: str = typer.Option("224x224", "--frame-size", help="WIDTHxHEIGHT published."),

@@ -41,7 +41,8 @@ def _parse_loads(text: str) -> tuple[float, ...]:
 
 
 def overload(
-    video: Path = typer.Argument(..., exists=True, dir_okay=False, help="An H.264 MP4 file the cameras serve."),
+    video: Path = typer.Argument(..., metavar="VIDEO", exists=True, dir_okay=False,
+                                 help="An H.264 MP4 file the cameras serve."),
     model_path: str | None = model_option(),
     cameras: int = typer.Option(32, "--cameras", min=1, help="RTSP cameras, each at the video's frame rate."),
     loads: str = typer.Option(DEFAULT_LOADS_TEXT, "--loads",

@@ -18,7 +18,7 @@ from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 
 def classify(
-    images: list[Path] = typer.Argument(..., help="Image files or folders of images."),
+    images: list[Path] = typer.Argument(..., metavar="IMAGES", help="Image files or folders of images."),
     model: str | None = model_option(),
     labels: Path | None = typer.Option(None, "--labels", help="Labels file (one class per line)."),
     scene_map: Path | None = typer.Option(None, "--scene-map", help="Scene map YAML."),

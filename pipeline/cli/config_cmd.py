@@ -13,7 +13,7 @@ app = typer.Typer(rich_markup_mode=None, help="Validate configuration files.", n
 
 
 @app.command("check")
-def check(file: Path = typer.Argument(..., help="YAML config file."),
+def check(file: Path = typer.Argument(..., metavar="FILE", help="YAML config file."),
           schema_only: bool = typer.Option(False, "--schema-only", help=(
               "Check the config's keys and values only, not the model and files it names (for a config "
               "written for another machine, such as a Kubernetes ConfigMap)."))) -> None:

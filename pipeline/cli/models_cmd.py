@@ -14,7 +14,7 @@ app = typer.Typer(rich_markup_mode=None, help="Get, inspect and convert models."
 
 
 @app.command("info")
-def info(model: str | None = typer.Argument(None, help="ONNX file (default: cached model)."),
+def info(model: str | None = typer.Argument(None, metavar="MODEL", help="ONNX file (default: cached model)."),
          labels: Path | None = typer.Option(None, "--labels", help="Labels file (one class per line)."),
          as_json: bool = json_option("Print the JSON document.")) -> None:
     """Contract, classes, size and sha256 of a model."""
@@ -54,7 +54,7 @@ def export(out: Path | None = typer.Option(None, "--out", help="Output .onnx (de
 
 
 @app.command("convert")
-def convert(model: Path = typer.Argument(..., help="Source ONNX model."),
+def convert(model: Path = typer.Argument(..., metavar="MODEL", help="Source ONNX model."),
             out: Path = typer.Option(..., "--out", help="Output .onnx."),
             fp16: bool = typer.Option(False, "--fp16", help="Convert weights to float16.")) -> None:
     """Convert a model (today: --fp16; uint8 input and float32 output are kept)."""
@@ -66,7 +66,7 @@ def convert(model: Path = typer.Argument(..., help="Source ONNX model."),
 
 
 @app.command("compare")
-def compare(models: list[Path] = typer.Argument(..., help="ONNX classifiers to compare."),
+def compare(models: list[Path] = typer.Argument(..., metavar="MODELS", help="ONNX classifiers to compare."),
             data: Path = typer.Option(..., "--data", "-d", help="Image folder: one sub-folder per class."),
             out: Path = typer.Option(Path("compare"), "--out", help="Folder for variants, compare.json/png."),
             variants: bool = typer.Option(True, "--variants/--no-variants",

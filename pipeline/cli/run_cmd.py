@@ -106,7 +106,7 @@ def run(
 
 
 def demo(
-    video: Path = typer.Argument(..., help="A video file, served as a looping camera."),
+    video: Path = typer.Argument(..., metavar="VIDEO", help="A video file, served as a looping camera."),
     model: str | None = model_option("ONNX model file (default: the cached MobileNetV2, downloaded on first use)."),
     fps: float = typer.Option(5.0, "--fps", help="Frames per second to classify."),
     duration_s: float | None = duration_option(),
