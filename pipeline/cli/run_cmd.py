@@ -125,5 +125,5 @@ def demo(
         "metrics": {"port": 0}, "console": {"port": 0},
     }, source="demo")
     preflight.check(cfg, "vigil demo")
-    stderr_console.print(f"results: {folder / 'results.jsonl'}  events: {folder / 'events.jsonl'}")
+    stderr_console.print(f"results: {folder / 'results.jsonl'}  events: {folder / 'events.jsonl'}", soft_wrap=True)
     _serve_until_stopped(cfg, duration_s, True, None)

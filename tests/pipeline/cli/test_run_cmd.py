@@ -19,6 +19,8 @@ def test_demo_classifies_the_video_and_reports_label_changes(shared_model: Path,
     out = vigil("demo", video_dir / "slideshow.mp4", "--model", shared_model, "--duration-s", "25",
                 "--out", tmp_path, timeout_s=240)
     assert out.returncode == 0, out.stderr[-3000:]
+    # Where the results go, on one line however long the paths (not wrapped at 80 columns: copied from here).
+    assert f"results: {tmp_path / 'results.jsonl'}  events: {tmp_path / 'events.jsonl'}\n" in out.stderr
     expected = {s["expected_top1"] for s in json.loads((video_dir / "slideshow.json").read_text())["segments"]}
     records = read_jsonl(tmp_path / "results.jsonl")
     assert len(records) >= 30, len(records)  # 5 frames/s once the pipeline is up
