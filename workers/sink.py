@@ -8,8 +8,10 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from pipeline.console.store import StreamStore, camera_ids
 from pipeline.core.config import load_config
 from pipeline.core.errors import VigilError
+from pipeline.core.redis_clients import connect
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
@@ -28,9 +30,12 @@ def run(config_path: str, consumer: str | None = None) -> None:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
     registry = CollectorRegistry()
-    collector = PipelineCollector(urls, [s.id for s in cfg.streams], cfg.redis.socket_timeout_s)
+    # The cameras added in the console join the metrics; a fail-fast client: a scrape must not hang on Redis.
+    store = StreamStore(connect(urls[0], min(1.0, cfg.redis.socket_timeout_s), fail_fast=True))
+    cameras = camera_ids(list(cfg.streams), store)
+    collector = PipelineCollector(urls, cameras, cfg.redis.socket_timeout_s)
     registry.register(collector)
-    metrics = SinkMetrics([s.id for s in cfg.streams], registry)
+    metrics = SinkMetrics(cameras, registry)
     server = None
     if cfg.metrics.enabled:
         try:
@@ -44,3 +49,4 @@ def run(config_path: str, consumer: str | None = None) -> None:
         if server is not None:
             server.shutdown()
         collector.close()
+        store.client.close()

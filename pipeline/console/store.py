@@ -17,7 +17,7 @@ persistence; ``vigil run``'s embedded Redis lives as long as ``vigil run``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -68,6 +68,17 @@ def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
             if added is not None:
                 out.append(added)
     return out, problems
+
+
+def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable[[], list[str]]:
+    """A function that says which cameras there are now (the YAML's with the store's changes; the YAML's
+    alone while Redis is away): what bounds the labels of metrics that cameras added at runtime join."""
+    def ids() -> list[str]:
+        try:
+            return [s.id for s in effective_streams(yaml_streams, store.changes())[0]]
+        except BusError:
+            return [s.id for s in yaml_streams]
+    return ids
 
 
 class StreamStore:

@@ -204,14 +204,28 @@ class IngestMetrics:
 # --------------------------------------------------------------------------------------------------
 
 FRAME_AGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+CAMERAS_REFRESH_S = 5.0  # how often the sink metrics ask which cameras there are (cameras added at runtime)
+
+#: The configured cameras, now: a list, or a function that says it (the YAML's with the console's runtime
+#: changes, :func:`pipeline.console.store.camera_ids`). Labels stay bounded: only these cameras appear.
+Cameras = Iterable[str] | Callable[[], Iterable[str]]
+
+
+def _camera_source(cameras: Cameras) -> Callable[[], list[str]]:
+    if callable(cameras):
+        return lambda: list(cameras())
+    fixed = list(cameras)
+    return lambda: fixed
 
 
 class SinkMetrics:
     """The sink worker's metrics: results written per sink, failures, frame age at the sink."""
 
-    def __init__(self, stream_ids: Iterable[str], registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, stream_ids: Cameras, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._streams = set(stream_ids)
+        self._cameras = _camera_source(stream_ids)
+        self._streams = set(self._cameras())
+        self._cameras_at = time.monotonic()
         self._written = Counter("vigil_sink_written_results", "Result records a sink took.", ["sink"],
                                 registry=self.registry)
         self._failures = Counter("vigil_sink_failed_writes", "Sink writes that failed (retried).", ["sink"],
@@ -228,12 +242,15 @@ class SinkMetrics:
 
     def written(self, sink: str, records: list[Any], now_s: float) -> None:
         self._written.labels(sink).inc(len(records))
+        if time.monotonic() - self._cameras_at > CAMERAS_REFRESH_S:
+            self._cameras_at = time.monotonic()
+            self._streams = set(self._cameras())
         for r in records:
             if r.stream in self._streams:  # bounded: configured cameras only
                 age = max(0.0, now_s - r.capture_ts)
                 self._age.labels(r.stream, sink).observe(age)
                 with self._recent_lock:
-                    self._recent[r.stream].append(age)
+                    self._recent.setdefault(r.stream, deque(maxlen=500)).append(age)
 
     def failed(self, sink: str) -> None:
         self._failures.labels(sink).inc()
@@ -253,11 +270,11 @@ class PipelineCollector(Collector):
     refreshes them for the next scrape.
     """
 
-    def __init__(self, redis_urls: list[str], stream_ids: Iterable[str], timeout_s: float,
+    def __init__(self, redis_urls: list[str], stream_ids: Cameras, timeout_s: float,
                  scrape_bound_s: float = 0.5) -> None:
         self._clients = connect_all(redis_urls, timeout_s)
-        idents = [instance_identity(u) for u in redis_urls]
-        self._streams = {sid: pick_instance(sid, idents) for sid in stream_ids}
+        self._idents = [instance_identity(u) for u in redis_urls]
+        self._cameras = _camera_source(stream_ids)
         self._bound_s = scrape_bound_s
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="pipeline-stats")
         self._read: Future[list[Metric] | None] | None = None
@@ -320,7 +337,8 @@ class PipelineCollector(Collector):
                                       labels=["stream", "reason"])
         queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
                                   "pending (read, no result yet).", labels=["stream", "state"])
-        for sid, idx in sorted(self._streams.items()):
+        for sid in sorted(self._cameras()):
+            idx = pick_instance(sid, self._idents)
             c = self._clients[idx]
             stats = {k.decode(): int(v) for k, v in c.hgetall(stats_key(sid)).items()}
             evicted, backlog, pending = self._stream_queue(c, frames_key(sid), INFERENCE_GROUP)

@@ -113,9 +113,9 @@ class LocalPipeline:
         self._deploy(self.model_path)
         log.info("vigil run: inference ready %.1f s after Ray started; starting the sinks and the cameras",
                  time.monotonic() - t0)
-        self._collector = PipelineCollector(urls, stream_ids, self.cfg.redis.socket_timeout_s)
+        self._collector = PipelineCollector(urls, self._camera_ids, self.cfg.redis.socket_timeout_s)
         self.registry.register(self._collector)
-        self.sink_metrics = SinkMetrics(stream_ids, self.registry)
+        self.sink_metrics = SinkMetrics(self._camera_ids, self.registry)
         self.sinks = SinkService(self.cfg, consumer="vigil-run", observer=self.sink_metrics).__enter__()
         self.ingest = IngestService(self.cfg, frame_size=(contract.height, contract.width),
                                    registry=self.registry).__enter__()
@@ -153,6 +153,10 @@ class LocalPipeline:
         if self._redis is not None:
             self._redis.__exit__(None, None, None)
             self._redis = None
+
+    def _camera_ids(self) -> list[str]:
+        """The cameras now: the ingest worker's (with the console's runtime changes), else the config's."""
+        return [s.id for s in (self.ingest.cfg.streams if self.ingest is not None else self.cfg.streams)]
 
     def camera_totals(self) -> dict[str, dict[str, int]]:
         """Per camera: frames published, classified, dropped and dead-lettered, from the pipeline's accounting

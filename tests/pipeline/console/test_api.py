@@ -16,10 +16,12 @@ import pytest
 import redis
 
 from pipeline.console.server import ConsoleServer
+from pipeline.console.store import StreamStore, camera_ids
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.core.redis_clients import close_all, connect_all
 from pipeline.ops.ingest_service import IngestService
+from pipeline.ops.metrics import PipelineCollector
 from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.ops.ingest_helpers import FAST
 from tests.pipeline.results.sinks.records import record
@@ -137,6 +139,14 @@ def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a
             assert wait_for(lambda: ingest.cameras["added"].stream.fps == 2, 10)
             assert httpx.delete(f"{api}/lobby", headers=auth).status_code == 204  # a camera of the YAML
             assert wait_for(lambda: "lobby" not in ingest.cameras, 10)
+            # The pipeline's metrics follow the cameras there are now (labels stay bounded to them).
+            store = StreamStore(clients[0])
+            collector = PipelineCollector(cfg.redis.urls, camera_ids(list(cfg.streams), store), timeout_s=5,
+                                          scrape_bound_s=5)
+            counted = {s.labels["stream"] for m in collector.collect() for s in m.samples
+                       if m.name == "vigil_pipeline_published_frames"}
+            collector.close()
+            assert counted == {"gate", "added"}
             assert {v["id"] for v in httpx.get(api).json()} == {"gate", "added"}
             assert httpx.delete(f"{api}/lobby", headers=auth).status_code == 404
         # A restarted worker reads the store on start: the added camera runs, the removed one does not.
