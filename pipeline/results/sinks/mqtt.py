@@ -63,7 +63,8 @@ class MqttSink:
     """One broker connection for one ``type: mqtt`` sink; open with ``with``."""
 
     def __init__(self, cfg: MqttSinkConfig, name: str, stream_ids: tuple[str, ...]) -> None:
-        self.cfg, self.name, self.stream_ids = cfg, name, stream_ids
+        self.cfg, self.name = cfg, name
+        self._cameras = set(stream_ids)  # announced to Home Assistant; a camera added at runtime joins them
         self.where = f"{'mqtts' if cfg.tls else 'mqtt'}://{cfg.host}:{cfg.port}"  # never the credentials
         self.topics = Topics(cfg)
         self.detector = EventDetector(cfg.hysteresis, cfg.watch)
@@ -135,8 +136,8 @@ class MqttSink:
             log.warning("sink %s: %s: %s", self.name, self.where, self._why)
             return
         with self._lock:
-            states = list(self._states.values())
-        for m in [Message(self.topics.availability, ONLINE, True), *self.topics.discovery(self.stream_ids), *states]:
+            states, cameras = list(self._states.values()), tuple(sorted(self._cameras))
+        for m in [Message(self.topics.availability, ONLINE, True), *self.topics.discovery(cameras), *states]:
             client.publish(m.topic, m.payload, qos=max(1, self.cfg.qos), retain=m.retain)
         with self._lock:
             self._connected, self._why, self._refused = True, "", False
@@ -172,15 +173,25 @@ class MqttSink:
         """Health and state changes of the cameras: on each camera's events topic, and its state topic."""
         if events:
             key = (len(events), events[0].stream, type(events[-1]).__name__, f"{events[-1].at:.6f}")
-            self._deliver(key, lambda: self._event_messages([e.as_dict() for e in events]))
+            self._deliver(key, lambda: [m for e in events for m in (*self._announce(e.stream),
+                                                                    *self._event_messages([e.as_dict()]))])
 
     def _result_messages(self, records: list[ResultRecord]) -> list[Message]:
         out = []
         for r in records:
+            out += self._announce(r.stream)
             if self.cfg.results and self._result_due(r):
                 out.append(self.topics.result(r.as_dict()))
             out += self._event_messages(self.detector.feed(r))
         return out
+
+    def _announce(self, stream: str) -> list[Message]:
+        """The discovery configs of a camera the sink hears of for the first time (added at runtime)."""
+        with self._lock:
+            if stream in self._cameras:
+                return []
+            self._cameras.add(stream)
+        return self.topics.discovery((stream,))
 
     def _event_messages(self, events: list[dict[str, Any]]) -> list[Message]:
         out = []

@@ -170,3 +170,9 @@ def test_rate_limit_and_qos_0(mosquitto_factory: Callable[..., Mosquitto]) -> No
     assert [m.json()["seq"] for m in live.on("vigil/cam/result")] == [0, 2, 4, 6, 8]
     assert [m.json()["label"] for m in live.on("vigil/cam/label")] == ["cat", "dog"]
     live.close()
+    # A camera the sink did not start with (added in the console) is announced to Home Assistant too.
+    with build_sink(sink_config(broker), SinkContext("mqtt-0", None, ("cam",))) as sink:
+        assert wait_for(lambda: "homeassistant/sensor/vigil_cam_label/config" in retained(broker, ["homeassistant/#"]),
+                        10)
+        sink.write([record("late-cam", "cat")])
+    assert "homeassistant/sensor/vigil_late_cam_label/config" in retained(broker, ["homeassistant/#"])
