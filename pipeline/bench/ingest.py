@@ -4,8 +4,10 @@ Three measurements over the same number of video seconds, CPU time (user + syste
 
 1. baseline: the ``ffmpeg`` program decoding the file to the null muxer (nothing else);
 2. Vigil: OpenCV/FFmpeg decode of every frame + sampling at ``--fps`` + resize to the model size +
-   BGR->RGB + the camera health checks + XADD to Redis (the redis-server process' own CPU is shown
-   separately; the health checks' own share is measured with the thread's CPU clock);
+   BGR->RGB + the camera health checks + XADD to Redis, and the console's pictures (a JPEG at
+   ``console.preview_width`` once a video second, SET with a TTL) (the redis-server process' own CPU is
+   shown separately; the health checks' and the pictures' own shares are measured with the thread's
+   CPU clock);
 3. the same with keyframe-only decoding (FFmpeg ``avdiscard=nonkey``).
 
 Reported: decoded frames/s per core for 1 and 2 and their ratio, CPU cores per camera (at the file's
@@ -27,12 +29,13 @@ from pathlib import Path
 
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
-from pipeline.core.config import RedisConfig, VigilConfig
+from pipeline.core.config import ConsoleConfig, RedisConfig, VigilConfig
 from pipeline.core.errors import SourceError, VigilError
 from pipeline.core.health_config import HealthConfig
-from pipeline.core.keys import frames_key
+from pipeline.core.keys import frames_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.health import CameraHealth
+from pipeline.ingest.preview import PreviewMaker
 from pipeline.ingest.source import SourceOptions, VideoSource
 from pipeline.ops.embedded_redis import EmbeddedRedis
 
@@ -46,6 +49,8 @@ class Run:
     cpu_s: float
     wall_s: float
     health_cpu_s: float = 0.0  # of cpu_s: the camera health checks on the sampled frames
+    preview_cpu_s: float = 0.0  # of cpu_s: the console's pictures (encode and SET)
+    previews: int = 0
 
     @property
     def frames_per_core_s(self) -> float:
@@ -102,8 +107,10 @@ def bench_vigil(video: Path, bus: FrameBus, opts: BenchOptions, keyframes_only: 
     h, w = opts.frame_size
     source_opts = SourceOptions(url=str(video), loop=True, paced=False, keyframes_only=keyframes_only)
     decoded = published = 0
-    next_sample_s, health_cpu_s = 0.0, 0.0
+    next_sample_s, health_cpu_s, preview_cpu_s, previews = 0.0, 0.0, 0.0, 0
     health = CameraHealth(HealthConfig())  # as ingest judges every sampled frame
+    console = ConsoleConfig()
+    preview = PreviewMaker(console)  # as ingest keeps the console's pictures (by video time here)
     cpu0, t0 = self_cpu_s(), time.perf_counter()
     with VideoSource(source_opts) as src:
         while True:
@@ -111,6 +118,12 @@ def bench_vigil(video: Path, bus: FrameBus, opts: BenchOptions, keyframes_only: 
             if raw is None or raw.pts_s >= opts.video_s:
                 break
             decoded += 1
+            if preview.due(opts.stream_id, raw.pts_s):
+                p0 = time.thread_time()
+                bus.put_expiring(opts.stream_id, preview_key(opts.stream_id), preview.encode(raw.bgr),
+                                 console.preview_ttl_s)
+                preview_cpu_s += time.thread_time() - p0
+                previews += 1
             if raw.pts_s + 1e-6 < next_sample_s:
                 continue  # the sampler skips it: not due at the target fps
             next_sample_s += 1.0 / opts.fps
@@ -123,7 +136,8 @@ def bench_vigil(video: Path, bus: FrameBus, opts: BenchOptions, keyframes_only: 
                                      source_width=raw.bgr.shape[1]))
             published += 1
     name = "vigil keyframes only" if keyframes_only else "vigil decode+sample+resize+publish"
-    return Run(name, opts.video_s, decoded, published, self_cpu_s() - cpu0, time.perf_counter() - t0, health_cpu_s)
+    return Run(name, opts.video_s, decoded, published, self_cpu_s() - cpu0, time.perf_counter() - t0, health_cpu_s,
+               preview_cpu_s, previews)
 
 
 @dataclass
@@ -170,5 +184,5 @@ def bench_ingest(video: Path, opts: BenchOptions, redis_url: str | None) -> Inge
                 keyframes = bench_vigil(video, bus, opts, keyframes_only=True)
             except SourceError as exc:
                 raise VigilError(f"bench: {exc}") from exc
-            bus.client_for(opts.stream_id).delete(frames_key(opts.stream_id))
+            bus.client_for(opts.stream_id).delete(frames_key(opts.stream_id), preview_key(opts.stream_id))
     return IngestBench(opts, native_fps, [baseline, full, keyframes], redis_cpu)

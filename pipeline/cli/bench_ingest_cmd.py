@@ -37,7 +37,8 @@ def _report(video: Path, bench: IngestBench, as_json: bool) -> None:
                "runs": [{**asdict(r), "frames_per_core_s": r.frames_per_core_s,
                          "cores_per_camera": r.cores_per_camera} for r in runs],
                "vigil_vs_ffmpeg": ratio, "keyframes_only_cpu_saving": saving, "redis_cpu_s": redis_cpu_s,
-               "health_cpu_share": full.health_cpu_s / full.cpu_s if full.cpu_s else 0.0}
+               "health_cpu_share": full.health_cpu_s / full.cpu_s if full.cpu_s else 0.0,
+               "preview_cpu_share": full.preview_cpu_s / full.cpu_s if full.cpu_s else 0.0}
         typer.echo(json.dumps(doc, indent=2))
         return
     typer.echo(f"vigil bench ingest: {video.name}, {native_fps:g} fps native, sampled at {opts.fps:g} fps, "
@@ -53,5 +54,8 @@ def _report(video: Path, bench: IngestBench, as_json: bool) -> None:
     if full.published_frames:
         typer.echo(f"camera health checks: {1e6 * full.health_cpu_s / full.published_frames:.0f} us CPU a sampled "
                    f"frame, {full.health_cpu_s / full.cpu_s:.1%} of the ingest path's CPU")
+    if full.previews:
+        typer.echo(f"console pictures: {1e6 * full.preview_cpu_s / full.previews:.0f} us CPU a picture (one a second), "
+                   f"{full.preview_cpu_s / full.cpu_s:.1%} of the ingest path's CPU")
     typer.echo(f"keyframe-only mode saves {saving:.0%} CPU "
                f"({full.cores_per_camera:.3f} -> {keyframes.cores_per_camera:.3f} cores per camera)")

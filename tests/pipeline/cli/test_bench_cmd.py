@@ -42,3 +42,5 @@ def test_bench_ingest_publishes_every_sampled_frame_to_its_own_redis(video_dir: 
     assert abs(vigil_row["decoded_frames"] - rows["ffmpeg decode only"]["decoded_frames"]) <= 2
     assert 0 < rows["vigil keyframes only"]["decoded_frames"] < vigil_row["decoded_frames"] / 2
     assert doc["vigil_vs_ffmpeg"] > 0 and doc["keyframes_only_cpu_saving"] > 0
+    # The console's pictures: one a video second, their CPU measured apart.
+    assert vigil_row["previews"] == round(vigil_row["video_s"]) and 0 < doc["preview_cpu_share"] < 1
