@@ -79,7 +79,6 @@ def _configured(stream: StreamConfig) -> dict[str, Any]:
 
 def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | None = None) -> FastAPI:
     """The console application over ``data``; ``stop`` ends the live event streams (at shutdown)."""
-    stop = stop or threading.Event()
     app = FastAPI(title="Vigil console", version="1", docs_url="/docs", openapi_url=f"{API}/openapi.json",
                   description="Cameras, what the model says about them, and their pictures.")
 
@@ -87,14 +86,29 @@ def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | Non
         if cfg.token_for_reads:
             _bearer(cfg, authorization, change=False)
 
-    reads = [Depends(read_access)]
+    def change_access(authorization: Annotated[str | None, Header()] = None) -> None:
+        _bearer(cfg, authorization, change=True)
 
-    def found(sid: str) -> dict[str, Any]:
-        view = data.view(sid)
-        if view is None:
-            raise HTTPException(404, f"no camera {sid!r}; GET {API}/streams lists them")
-        return view
+    _read_routes(app, data, [Depends(read_access)], stop or threading.Event())
+    _change_routes(app, data, [Depends(change_access)])
+    static = resources.files("pipeline.console").joinpath("static")
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return static.joinpath("index.html").read_text(encoding="utf-8")
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app
+
+
+def _found(data: ConsoleData, sid: str) -> dict[str, Any]:
+    view = data.view(sid)
+    if view is None:
+        raise HTTPException(404, f"no camera {sid!r}; GET {API}/streams lists them")
+    return view
+
+
+def _read_routes(app: FastAPI, data: ConsoleData, reads: list[Any], stop: threading.Event) -> None:
     @app.get(f"{API}/health", dependencies=reads, summary="Is the console's Redis up, and how many cameras are live")
     def health() -> dict[str, Any]:
         views = data.views()
@@ -106,13 +120,37 @@ def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | Non
 
     @app.get(f"{API}/streams/{{sid}}", dependencies=reads, summary="One camera")
     def stream(sid: str) -> dict[str, Any]:
-        return found(sid)
+        return _found(data, sid)
 
-    def change_access(authorization: Annotated[str | None, Header()] = None) -> None:
-        _bearer(cfg, authorization, change=True)
+    @app.get(f"{API}/streams/{{sid}}/snapshot.jpg", dependencies=reads, response_class=Response,
+             summary="The camera's latest picture (JPEG); ?label=true draws the label in")
+    def snapshot(sid: str, label: bool = False) -> Response:
+        view = _found(data, sid)
+        jpeg = data.snapshot(sid)
+        if jpeg is None:
+            raise HTTPException(404, f"camera {sid!r} has no recent picture (state: {view['state']})")
+        return Response(_labelled(jpeg, view) if label else jpeg, media_type="image/jpeg",
+                        headers={"Cache-Control": "no-store"})
 
-    changes = [Depends(change_access)]
+    @app.get(f"{API}/streams/{{sid}}/events", dependencies=reads,
+             summary="The camera's recent label, scene, state and health changes, oldest first")
+    def events(sid: str, limit: int = 200) -> list[dict[str, Any]]:
+        _found(data, sid)
+        return data.timeline(sid, limit)
 
+    @app.get(f"{API}/streams/{{sid}}/results", dependencies=reads, summary="The camera's newest results")
+    def results(sid: str, limit: int = 50) -> list[dict[str, Any]]:
+        _found(data, sid)
+        return data.recent_results(sid, limit)
+
+    @app.get(f"{API}/live", dependencies=reads, response_class=StreamingResponse,
+             summary="Server-sent events: the camera list (as GET /streams) once a second")
+    def live() -> StreamingResponse:
+        return StreamingResponse(_live(data.views, stop), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+
+def _change_routes(app: FastAPI, data: ConsoleData, changes: list[Any]) -> None:
     @app.post(f"{API}/streams", dependencies=changes, status_code=201,
               summary="Add a camera (body: one streams[] entry of the config); the ingest workers start it")
     def add(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
@@ -143,43 +181,6 @@ def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | Non
             raise HTTPException(404, f"no camera {sid!r}")
         _store(data, sid, {"removed": True})
         return Response(status_code=204)
-
-    @app.get(f"{API}/streams/{{sid}}/snapshot.jpg", dependencies=reads, response_class=Response,
-             summary="The camera's latest picture (JPEG); ?label=true draws the label in")
-    def snapshot(sid: str, label: bool = False) -> Response:
-        view = found(sid)
-        jpeg = data.snapshot(sid)
-        if jpeg is None:
-            raise HTTPException(404, f"camera {sid!r} has no recent picture (state: {view['state']})")
-        return Response(_labelled(jpeg, view) if label else jpeg, media_type="image/jpeg",
-                        headers={"Cache-Control": "no-store"})
-
-    @app.get(f"{API}/streams/{{sid}}/events", dependencies=reads,
-             summary="The camera's recent label, scene, state and health changes, oldest first")
-    def events(sid: str, limit: int = 200) -> list[dict[str, Any]]:
-        found(sid)
-        return data.timeline(sid, limit)
-
-    @app.get(f"{API}/streams/{{sid}}/results", dependencies=reads, summary="The camera's newest results")
-    def results(sid: str, limit: int = 50) -> list[dict[str, Any]]:
-        found(sid)
-        return data.recent_results(sid, limit)
-
-    @app.get(f"{API}/live", dependencies=reads, response_class=StreamingResponse,
-             summary="Server-sent events: the camera list (as GET /streams) once a second")
-    def live() -> StreamingResponse:
-        return StreamingResponse(_live(data.views, stop), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store"})
-
-    static = resources.files("pipeline.console").joinpath("static")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> str:
-        return static.joinpath("index.html").read_text(encoding="utf-8")
-
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
-
-    return app
 
 
 def _live(views: Callable[[], list[dict[str, Any]]], stop: threading.Event) -> Iterator[str]:
