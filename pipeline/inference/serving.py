@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import asdict, dataclass
@@ -219,10 +220,17 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
                     "prestart_worker_first_driver": False}
     if address is None:
         _keep_on_loopback()
+    # Ray installs a crash handler over SIGTERM that aborts the process: keep the caller's (vigil run stops
+    # in order on SIGTERM), also for a signal that comes while the rest of the pipeline is still starting.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
              configure_logging=False, _system_config=None if address else local_config,
              _node_ip_address=None if address else "127.0.0.1",
              runtime_env={"env_vars": {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0"}})
+    for s, handler in previous.items():
+        if handler is not None:
+            signal.signal(s, handler)
 
 
 def _keep_on_loopback() -> None:

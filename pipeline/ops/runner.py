@@ -116,11 +116,11 @@ class LocalPipeline:
         self._collector = PipelineCollector(urls, self._camera_ids, self.cfg.redis.socket_timeout_s)
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(self._camera_ids, self.registry)
+        if self.cfg.console.enabled:  # before the cameras: results start flowing with them, last
+            self.console = ConsoleServer(self.cfg, self._collector.clients).__enter__()
         self.sinks = SinkService(self.cfg, consumer="vigil-run", observer=self.sink_metrics).__enter__()
         self.ingest = IngestService(self.cfg, frame_size=(contract.height, contract.width),
                                    registry=self.registry).__enter__()
-        if self.cfg.console.enabled:
-            self.console = ConsoleServer(self.cfg, self._collector.clients).__enter__()
         log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d%s", len(stream_ids),
                  inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port,
                  f", console {self.console.url}" if self.console is not None else "")

@@ -50,3 +50,25 @@ def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: 
         text[-2000:]
     for symptom in ("SIGTERM received", "PC: @", "Connection refused", "Traceback"):
         assert symptom not in text, f"{symptom!r} in the output:\n{text[-3000:]}"
+
+
+def test_sigterm_while_starting_stops_cleanly(tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
+    """SIGTERM after Ray is up but before the cameras run (Ray's own crash handler would abort: exit -6)."""
+    config = tmp_path / "vigil.yaml"
+    config.write_text(yaml.safe_dump({
+        "streams": [{"id": "sig-cam", "url": str(video_dir / "slideshow.mp4"), "fps": 5, "loop": True}],
+        "inference": {"model": str(shared_model), "http_port": 0, "batch_size": 4},
+        "sinks": [{"type": "jsonl", "path": str(tmp_path / "results.jsonl")}],
+        "metrics": {"port": 0}, "console": {"port": 0}}))
+    log = tmp_path / "run.log"
+    proc = start(config, log)
+    try:
+        assert wait_for(lambda: "vigil run: Ray up in" in log.read_text(), 120), log.read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = log.read_text()
+    assert "\nstopped\n" in text and "SIGTERM received" not in text, text[-2000:]
