@@ -21,14 +21,20 @@ def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
+def write_config(tmp_path: Path, shared_model: Path, video_dir: Path) -> Path:
+    """One looping camera, results to tmp_path/results.jsonl, every port picked free."""
     config = tmp_path / "vigil.yaml"
     config.write_text(yaml.safe_dump({
         "streams": [{"id": "sig-cam", "url": str(video_dir / "slideshow.mp4"), "fps": 5, "loop": True}],
         "inference": {"model": str(shared_model), "http_port": 0, "batch_size": 4},
         "sinks": [{"type": "jsonl", "path": str(tmp_path / "results.jsonl")}],
         "metrics": {"port": 0}, "console": {"port": 0}}))
+    return config
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
+    config = write_config(tmp_path, shared_model, video_dir)
     log = tmp_path / "run.log"
     proc = start(config, log)
     try:
@@ -54,12 +60,7 @@ def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: 
 
 def test_sigterm_while_starting_stops_cleanly(tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
     """SIGTERM after Ray is up but before the cameras run (Ray's own crash handler would abort: exit -6)."""
-    config = tmp_path / "vigil.yaml"
-    config.write_text(yaml.safe_dump({
-        "streams": [{"id": "sig-cam", "url": str(video_dir / "slideshow.mp4"), "fps": 5, "loop": True}],
-        "inference": {"model": str(shared_model), "http_port": 0, "batch_size": 4},
-        "sinks": [{"type": "jsonl", "path": str(tmp_path / "results.jsonl")}],
-        "metrics": {"port": 0}, "console": {"port": 0}}))
+    config = write_config(tmp_path, shared_model, video_dir)
     log = tmp_path / "run.log"
     proc = start(config, log)
     try:
