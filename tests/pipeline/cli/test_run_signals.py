@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,19 @@ import yaml
 from tests.fixtures.services import wait_for
 
 
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    # Its own session, as a terminal's foreground job is: Ctrl-C reaches the whole process group.
+@contextmanager
+def running(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`vigil run` in a session of its own, as a terminal's foreground job is (Ctrl-C reaches the whole
+    process group); killed with its group if a test leaves it running."""
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--no-table"],
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--no-table"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def write_config(tmp_path: Path, shared_model: Path, video_dir: Path) -> Path:
@@ -36,8 +46,7 @@ def write_config(tmp_path: Path, shared_model: Path, video_dir: Path) -> Path:
 def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
     config = write_config(tmp_path, shared_model, video_dir)
     log = tmp_path / "run.log"
-    proc = start(config, log)
-    try:
+    with running(config, log) as proc:
         assert wait_for(lambda: (tmp_path / "results.jsonl").exists()
                         and (tmp_path / "results.jsonl").stat().st_size > 0, 120), log.read_text()[-3000:]
         if how == "ctrl-c":
@@ -45,10 +54,6 @@ def test_run_stops_in_order_and_exits_0(how: str, tmp_path: Path, shared_model: 
         else:
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(90) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
     text = log.read_text()
     # It stops in order, then says what it did: the last lines are "stopped" and the run's summary.
     tail = text[text.find("stopping: ingest, inference, sinks, redis"):]
@@ -62,14 +67,9 @@ def test_sigterm_while_starting_stops_cleanly(tmp_path: Path, shared_model: Path
     """SIGTERM after Ray is up but before the cameras run (Ray's own crash handler would abort: exit -6)."""
     config = write_config(tmp_path, shared_model, video_dir)
     log = tmp_path / "run.log"
-    proc = start(config, log)
-    try:
+    with running(config, log) as proc:
         assert wait_for(lambda: "vigil run: Ray up in" in log.read_text(), 120), log.read_text()[-3000:]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(90) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
     text = log.read_text()
     assert "\nstopped\n" in text and "SIGTERM received" not in text, text[-2000:]
