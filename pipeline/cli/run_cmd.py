@@ -20,6 +20,7 @@ from pipeline.cli.live_table import live_table
 from pipeline.cli.options import duration_option, model_option, ray_cpus_option
 from pipeline.cli.terminal import stderr_console
 from pipeline.core.config import VigilConfig, load_config, validate_config
+from pipeline.core.config import ray_address as ray_address_of
 from pipeline.core.redact import redact_url
 from pipeline.core.sink_config import sink_name
 from pipeline.inference.model_store import model_or_fetch
@@ -27,7 +28,8 @@ from pipeline.ops import preflight
 from pipeline.ops.runner import LocalPipeline
 
 
-def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None) -> None:
+def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None,
+                         ray_address: str | None = None) -> None:
     """Run the pipeline until Ctrl-C, SIGTERM or ``duration_s``; then stop it in order and return (exit 0)."""
     stop = threading.Event()
 
@@ -39,7 +41,7 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
 
     previous = handle_signals()
     console = stderr_console
-    pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus)
+    pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus, ray_address=ray_address)
     try:
         with pipeline:
             handle_signals()  # again: starting Ray installs a crash handler of its own over SIGTERM
@@ -95,6 +97,11 @@ def run(
     duration_s: float | None = duration_option(),
     table: bool = typer.Option(True, "--table/--no-table", help="Live per-camera table on stderr."),
     ray_cpus: int | None = ray_cpus_option(),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", metavar="ADDRESS",
+        help="Join this Ray cluster (HOST:PORT of its head, ray://HOST:10001, or auto) instead of starting a Ray "
+             "here; default: $RAY_ADDRESS, else ray.address of the config. Vigil deploys its own Serve "
+             "application there (ray.app_name) and deletes only that one on exit."),
 ) -> None:
     """Start Redis (if none configured), Ray Serve, the ingest and sink workers; Ctrl-C stops all."""
     cfg = load_config(config)
@@ -102,7 +109,7 @@ def run(
         model = str(Path(model).expanduser().resolve())
         cfg = cfg.model_copy(update={"inference": cfg.inference.model_copy(update={"model": model})})
     preflight.check(cfg, str(config))
-    _serve_until_stopped(cfg, duration_s, table, ray_cpus)
+    _serve_until_stopped(cfg, duration_s, table, ray_cpus, ray_address_of(cfg, ray_address))
 
 
 def demo(

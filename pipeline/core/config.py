@@ -157,6 +157,27 @@ class InferenceConfig(_Strict):
     gpu: GpuOptions = Field(default_factory=GpuOptions)
 
 
+class RayConfig(_Strict):
+    """Where `vigil run` runs its inference replicas: a Ray of its own, or an existing Ray cluster."""
+
+    address: str | None = Field(default=None, description=(
+        "An existing Ray cluster: its head's HOST:PORT (GCS), ray://HOST:10001 (Ray Client) or `auto` (the "
+        "cluster this machine belongs to). $RAY_ADDRESS and `vigil run --ray-address` set it too. Unset: "
+        "`vigil run` starts a Ray of its own on this machine and stops it on exit."))
+    app_name: str = Field(default="vigil-run", pattern=ID_PATTERN, description=(
+        "The Serve application `vigil run` deploys, and deletes on exit. On a cluster no other application "
+        "may have this name (the RayService's is `vigil`): `vigil run` refuses to start rather than replace it."))
+    route_prefix: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]*$", description=(
+        "The application's HTTP route (POST <prefix>/classify). Default: `/` on a Ray of its own, "
+        "`/<app_name>` on a cluster (beside the cluster's other applications)."))
+
+    def route_on(self, attached: bool) -> str:
+        """The route prefix of the application, on a cluster (``attached``) or on a Ray of its own."""
+        if self.route_prefix is not None:
+            return self.route_prefix
+        return f"/{self.app_name}" if attached else "/"
+
+
 class MetricsConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -197,6 +218,7 @@ class VigilConfig(_Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     sinks: list[SinkConfig] = Field(default_factory=list)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
@@ -248,6 +270,15 @@ def log_level(environ: Mapping[str, str] | None = None) -> str:
     """``$VIGIL_LOG_LEVEL`` (default INFO)."""
     env = os.environ if environ is None else environ
     return env.get("VIGIL_LOG_LEVEL", "INFO").upper()
+
+
+def ray_address(cfg: VigilConfig, flag: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The Ray cluster `vigil run` joins: ``--ray-address``, else ``$RAY_ADDRESS``, else ``ray.address``.
+
+    None: `vigil run` starts a Ray of its own. An empty flag or variable counts as unset.
+    """
+    env = os.environ if environ is None else environ
+    return flag or env.get("RAY_ADDRESS") or cfg.ray.address or None
 
 
 def serve_config_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -46,7 +46,7 @@ from pipeline.results.writer import ResultWriter
 
 log = logging.getLogger(__name__)
 
-APP_NAME = "vigil"
+APP_NAME = "vigil"  # the RayService's application (k8s/); `vigil run` deploys under ``ray.app_name``
 DEPLOYMENT_NAME = "classifier"
 
 
@@ -205,32 +205,83 @@ class ClassifierReplica:
 
 
 def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Start (or join) Ray for `vigil run` and the benchmarks.
+    """Start a Ray of this machine's own (``address`` None), or join the cluster at ``address``.
 
     Ray runs its workers at nice 15 by default so that its own daemons stay responsive; here the
     workers (the replicas) *are* the workload, and at nice 15 they lose the CPU to Redis and the
     ingest workers sharing the machine (measured: 224 -> 232 frames/s on 2 cores). Serve's
     controller loop runs every second instead of every 0.1 s: nothing here needs faster control.
+    A cluster keeps the settings it was started with: joining one, none of these is passed.
     """
     import ray
 
-    # Started here, Ray is private to this machine's pipeline: nobody scrapes its own metrics (Vigil
-    # exports its own) and no task waits for a pre-started worker; both cost CPU the model needs.
-    local_config = {"worker_niceness": 0, "enable_metrics_collection": False, "enable_worker_prestart": False,
-                    "prestart_worker_first_driver": False}
-    if address is None:
-        _keep_on_loopback()
-    # Ray installs a crash handler over SIGTERM that aborts the process: keep the caller's (vigil run stops
-    # in order on SIGTERM), also for a signal that comes while the rest of the pipeline is still starting.
+    if address is not None and num_cpus is not None:
+        raise VigilError(f"--ray-cpus sizes a Ray of vigil's own; the cluster at {address} has its own size "
+                         "(leave --ray-cpus out, or the address to start a Ray on this machine)")
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, _system_config=None if address else local_config,
-             _node_ip_address=None if address else "127.0.0.1",
-             runtime_env={"env_vars": {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0"}})
+    if address is None:
+        _keep_on_loopback()
+        # Started here, Ray is private to this machine's pipeline: nobody scrapes its own metrics (Vigil
+        # exports its own) and no task waits for a pre-started worker; both cost CPU the model needs.
+        # address="local": a new Ray even where $RAY_ADDRESS names a cluster (that one is joined by name).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, _node_ip_address="127.0.0.1",
+                 _system_config={"worker_niceness": 0, "enable_metrics_collection": False,
+                                 "enable_worker_prestart": False, "prestart_worker_first_driver": False},
+                 runtime_env={"env_vars": {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0"}})
+    else:
+        host = _reachable_head(address)
+        if host is not None and _is_loopback(host):
+            _keep_on_loopback()  # else Ray replaces a loopback head address by this machine's outward one
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False,
+                     _node_ip_address="127.0.0.1" if host is not None and _is_loopback(host) else None)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise VigilError(f"cannot join the Ray cluster at {address}: {exc} (is its head running? start one "
+                             "with `ray start --head`, or leave ray.address, $RAY_ADDRESS and --ray-address "
+                             "unset to start a Ray on this machine)") from exc
+    # Ray installs a crash handler over SIGTERM that aborts the process: keep the caller's (vigil run stops
+    # in order on SIGTERM), also for a signal that comes while the rest of the pipeline is still starting.
     for s, handler in previous.items():
         if handler is not None:
             signal.signal(s, handler)
+
+
+def _reachable_head(address: str, timeout_s: float = 5.0) -> str | None:
+    """The host of a ``HOST:PORT`` head address once something answers there (None for ``auto``, ``ray://``).
+
+    Ray waits for an unreachable head for ever, retrying silently; this says what is wrong in seconds.
+    """
+    if address == "auto" or "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise VigilError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto (the head's GCS "
+                         "address is printed by `ray start --head`, e.g. 10.0.0.5:6379)")
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise VigilError(f"no Ray head answers at {address} ({exc.strerror or exc}): start it with `ray start "
+                         "--head`, or correct ray.address / $RAY_ADDRESS / --ray-address") from exc
+    return host
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def serve_running() -> bool:
+    """Whether the Ray that this process joined already runs Serve (its controller actor exists)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def _keep_on_loopback() -> None:

@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.console.server import ConsoleServer
 from pipeline.core.config import VigilConfig
-from pipeline.core.errors import BusError, ModelContractError, ModelError
+from pipeline.core.errors import BusError, ModelContractError, ModelError, VigilError
 from pipeline.core.redis_clients import ping
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.providers import cuda_device_count
-from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
+from pipeline.inference.serving import ServeSettings, build_app, init_ray, serve_running
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
@@ -67,7 +67,8 @@ class LocalPipeline:
         self.sinks: SinkService | None = None
         self.console: ConsoleServer | None = None
         self._ray_started = False
-        self._serve_started = False
+        self._serve_started = False  # Serve started by this pipeline (on a cluster, it may have run before)
+        self._app_deployed = False  # the application ray.app_name is ours: deleted on exit
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
         self.totals: dict[str, dict[str, int]] = {}  # per camera, once stopped (see camera_totals)
 
@@ -81,10 +82,9 @@ class LocalPipeline:
         return self
 
     def _start(self) -> None:
-        from ray import serve
-
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
-        check_ports_free(self.cfg, serve_http=True, console=True)  # every port this process will listen on, first
+        # Every port this process will listen on, first. On a cluster, Serve's HTTP proxy is the cluster's.
+        check_ports_free(self.cfg, serve_http=self.ray_address is None, console=True)
         log.info("vigil run: model %s (%dx%d input, %d classes)", self.model_path, contract.width, contract.height,
                  contract.num_classes)
         urls = list(self.cfg.redis.urls)
@@ -99,18 +99,8 @@ class LocalPipeline:
                 except BusError as exc:
                     raise BusError(f"redis.urls[{i}]: {exc}; start that Redis, or leave redis.urls empty and "
                                    "vigil run starts its own") from exc
-        stream_ids = [s.id for s in self.cfg.streams]
         t0 = time.monotonic()
-        log.info("vigil run: starting Ray%s (about 15-25 s on 2 cores)…",
-                 f" at {self.ray_address}" if self.ray_address else " on this machine")
-        init_ray(self.ray_cpus, self.ray_address)
-        self._ray_started = True
-        inf = self.cfg.inference
-        serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
-        self._serve_started = True
-        log.info("vigil run: Ray up in %.1f s; starting %d inference replica(s) (device: %s)…",
-                 time.monotonic() - t0, inf.replicas, inf.device)
-        self._deploy(self.model_path)
+        self._start_inference()
         log.info("vigil run: inference ready %.1f s after Ray started; starting the sinks and the cameras",
                  time.monotonic() - t0)
         self._collector = PipelineCollector(urls, self._camera_ids, self.cfg.redis.socket_timeout_s)
@@ -121,8 +111,8 @@ class LocalPipeline:
         self.sinks = SinkService(self.cfg, consumer="vigil-run", observer=self.sink_metrics).__enter__()
         self.ingest = IngestService(self.cfg, frame_size=(contract.height, contract.width),
                                    registry=self.registry).__enter__()
-        log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP on %s:%d%s", len(stream_ids),
-                 inf.replicas, self.cfg.metrics.host, self.ingest.http_port, inf.http_host, inf.http_port,
+        log.info("vigil run: %d camera(s), %d replica(s), metrics on %s:%d, HTTP %s%s", len(self.cfg.streams),
+                 self.cfg.inference.replicas, self.cfg.metrics.host, self.ingest.http_port, self._http_where(),
                  f", console {self.console.url}" if self.console is not None else "")
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -133,15 +123,7 @@ class LocalPipeline:
             self.ingest.__exit__(None, None, None)
             self.ingest = None
         if self._ray_started:
-            import ray
-            from ray import serve
-
-            # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make
-            # the raylet print a spurious "ServeController.graceful_shutdown failed" on stdout.
-            if self._serve_started:
-                serve.delete(APP_NAME)
-            ray.shutdown()
-            self._ray_started = self._serve_started = False
+            self._stop_inference()
         if self.sinks is not None:  # after inference: results written while stopping still reach sinks
             self.sinks.__exit__(None, None, None)
             self.sinks = None
@@ -153,6 +135,57 @@ class LocalPipeline:
         if self._redis is not None:
             self._redis.__exit__(None, None, None)
             self._redis = None
+
+    def _start_inference(self) -> None:
+        """Start (or join) Ray and Serve, then deploy ``ray.app_name`` (never over an application it finds)."""
+        from ray import serve
+
+        inf, app = self.cfg.inference, self.cfg.ray.app_name
+        log.info("vigil run: %s…", f"joining the Ray cluster at {self.ray_address}" if self.ray_address
+                 else "starting Ray on this machine (about 15-25 s on 2 cores)")
+        if self.ray_address is not None and not self.cfg.redis.urls:
+            log.warning("vigil run: redis.urls is empty, so the replicas read frames from the Redis that vigil "
+                        "run starts on 127.0.0.1: replicas on other machines of the cluster cannot reach it; "
+                        "list a Redis they can reach under redis.urls")
+        init_ray(self.ray_cpus, self.ray_address)
+        self._ray_started = True
+        if self.ray_address is None or not serve_running():
+            serve.start(http_options={"host": inf.http_host, "port": inf.http_port})
+            self._serve_started = True
+        else:
+            taken = serve.status().applications
+            if app in taken:
+                raise VigilError(f"the Ray cluster at {self.ray_address} already runs a Serve application named "
+                                 f"{app!r} (another vigil run, or a RayService): vigil run does not replace it; set "
+                                 "ray.app_name to a name of its own")
+            log.info("vigil run: the cluster's Serve proxy serves HTTP with its own http_options "
+                     "(inference.http_host/http_port apply only to a Serve that vigil run starts)")
+        log.info("vigil run: Ray up; starting %d inference replica(s) (device: %s) as Serve application %r…",
+                 inf.replicas, inf.device, app)
+        self._app_deployed = True  # from here on, whatever serve.run left of the application is ours to delete
+        self._deploy(self.model_path)
+
+    def _stop_inference(self) -> None:
+        """Delete the application this pipeline deployed, then leave (or stop) Ray; nothing else it finds."""
+        import ray
+        from ray import serve
+
+        # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make
+        # the raylet print a spurious "ServeController.graceful_shutdown failed" on stdout.
+        if self._app_deployed:
+            serve.delete(self.cfg.ray.app_name)
+        if self.ray_address is not None and self._serve_started and not serve.status().applications:
+            serve.shutdown()  # type: ignore[no-untyped-call]  # on a cluster: Serve was started by this pipeline, and nothing else uses it now
+        ray.shutdown()  # on a cluster: this driver leaves it
+        self._ray_started = self._serve_started = self._app_deployed = False
+
+    def _http_where(self) -> str:
+        """Where POST /classify is served, for the log."""
+        prefix = self.cfg.ray.route_on(self.ray_address is not None).rstrip("/")
+        inf = self.cfg.inference
+        if self.ray_address is None or self._serve_started:
+            return f"on {inf.http_host}:{inf.http_port}{prefix}/classify"
+        return f"on the cluster's Serve proxy at {prefix}/classify"
 
     def _camera_ids(self) -> list[str]:
         """The cameras now: the ingest worker's (with the console's runtime changes), else the config's."""
@@ -182,11 +215,11 @@ class LocalPipeline:
         """``inference.num_gpus``; when it is 0 with device auto/cuda and this machine has GPUs, share them.
 
         Ray hides GPUs from actors that reserve none, so without this a replica on a GPU machine
-        would silently run on the CPU.
+        would silently run on the CPU. On a cluster, set ``inference.num_gpus`` to use its GPUs.
         """
         inf = self.cfg.inference
-        if inf.num_gpus > 0 or inf.device == "cpu":
-            return inf.num_gpus
+        if inf.num_gpus > 0 or inf.device == "cpu" or self.ray_address is not None:
+            return inf.num_gpus  # on a cluster the replicas' machines are not this one: num_gpus says
         count = cuda_device_count()
         if count == 0:
             return 0.0
@@ -265,7 +298,8 @@ class LocalPipeline:
         settings = ServeSettings.from_config(self.cfg, model_path,
                                              replicas_per_machine=inf.replicas if self.ray_address is None else 1)
         serve.run(build_app(settings, replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=self.replica_gpus,
-                            user_config=user_config), name=APP_NAME, route_prefix="/")
+                            user_config=user_config), name=self.cfg.ray.app_name,
+                  route_prefix=self.cfg.ray.route_on(self.ray_address is not None))
 
     def swap_model(self, path: Path | str) -> None:
         """Deploy another model while frames flow; returns once the Serve application runs it.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import VigilConfig, load_config, substitute_env, validate_config
+from pipeline.core.config import VigilConfig, load_config, ray_address, substitute_env, validate_config
 from pipeline.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -190,3 +190,21 @@ def test_console_token_is_long_or_absent() -> None:
         validate_config({"console": {"token": "short"}}, environ={})
     cfg = validate_config({"console": {"token": "${T}"}}, environ={"T": "x" * 24})
     assert cfg.console.token is not None and "x" * 24 not in repr(cfg)
+
+
+def test_ray_address_flag_then_environment_then_config() -> None:
+    cfg = validate_config({"ray": {"address": "10.0.0.5:6379"}}, environ={})
+    assert ray_address(cfg, "head:6379", {"RAY_ADDRESS": "auto"}) == "head:6379"
+    assert ray_address(cfg, None, {"RAY_ADDRESS": "auto"}) == "auto"
+    assert ray_address(cfg, None, {"RAY_ADDRESS": ""}) == "10.0.0.5:6379"  # empty counts as unset
+    assert ray_address(validate_config({}, environ={}), None, {}) is None  # a Ray of vigil's own
+
+
+def test_ray_application_name_and_route() -> None:
+    ray = validate_config({}, environ={}).ray
+    assert (ray.app_name, ray.route_on(attached=False), ray.route_on(attached=True)) == \
+        ("vigil-run", "/", "/vigil-run")
+    assert validate_config({"ray": {"route_prefix": "/cams"}}, environ={}).ray.route_on(attached=True) == "/cams"
+    with pytest.raises(ConfigError) as err:
+        validate_config({"ray": {"app_name": "my app", "adress": "x"}}, environ={})
+    assert "ray.app_name" in str(err.value) and "ray.adress" in str(err.value) and "address" in str(err.value)

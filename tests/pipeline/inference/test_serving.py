@@ -30,7 +30,7 @@ from tests.fixtures.services import free_port, wait_for
 
 @pytest.fixture(scope="module")
 def ray_serve() -> Iterator[int]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
