@@ -22,9 +22,12 @@ log = logging.getLogger("vigil.ingest")
 
 
 def run(config_path: Path, shard: tuple[int, int] = (0, 1),
-        frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE) -> None:
-    """Run the worker until SIGTERM/SIGINT; reload the config on SIGHUP. Call from the main thread."""
-    cfg = load_config(config_path)
+        frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE, metrics_port: int | None = None) -> None:
+    """Run the worker until SIGTERM/SIGINT; reload the config on SIGHUP. Call from the main thread.
+
+    ``metrics_port`` (``--metrics-port``) replaces ``metrics.port`` of the config, reloaded ones included.
+    """
+    cfg = load_config(config_path).with_metrics_port(metrics_port)
     check_ports_free(cfg)
     stop, hup = threading.Event(), threading.Event()
 
@@ -39,7 +42,7 @@ def run(config_path: Path, shard: tuple[int, int] = (0, 1),
             if hup.wait(0.2):
                 hup.clear()
                 try:
-                    worker.reload(load_config(config_path))
+                    worker.reload(load_config(config_path).with_metrics_port(metrics_port))
                 except ConfigError as exc:
                     log.error("config reload failed, keeping the running config: %s", exc)
         log.info("shutting down: stopping %d camera(s)", len(worker.cameras))

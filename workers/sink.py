@@ -17,9 +17,12 @@ from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
 
 
-def run(config_path: str, consumer: str | None = None) -> None:
-    """Run every sink, plus /metrics (sinks and pipeline accounting), until SIGTERM/SIGINT."""
-    cfg = load_config(config_path)
+def run(config_path: str, consumer: str | None = None, metrics_port: int | None = None) -> None:
+    """Run every sink, plus /metrics (sinks and pipeline accounting), until SIGTERM/SIGINT.
+
+    ``metrics_port`` (``--metrics-port``) replaces ``metrics.port`` of the config.
+    """
+    cfg = load_config(config_path).with_metrics_port(metrics_port)
     check_ports_free(cfg)
     urls = cfg.redis.bus_urls("the sink worker")
     stop = threading.Event()
@@ -42,6 +45,7 @@ def run(config_path: str, consumer: str | None = None) -> None:
             server, _ = start_http_server(cfg.metrics.port, cfg.metrics.host, registry)
         except OSError as exc:
             raise VigilError(f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port}: {exc}") from exc
+        print(f"vigil sink: metrics on {cfg.metrics.host}:{server.server_port}", flush=True)
     try:
         with SinkService(cfg, consumer=consumer, observer=metrics):
             stop.wait()

@@ -44,7 +44,15 @@ from pipeline.core.keys import (
     frames_key,
     stats_key,
 )
-from pipeline.core.redis_clients import Client, bus_errors, close_all, connect_all, instance_identity, pick_instance
+from pipeline.core.redis_clients import (
+    Client,
+    bus_errors,
+    close_all,
+    connect_all,
+    forget_idle_consumers,
+    instance_identity,
+    pick_instance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +298,9 @@ class FrameConsumer:
                     return claimed, dead
                 pending = client.xpending_range(key, INFERENCE_GROUP, min="-", max="+", count=max_frames - len(claimed),
                                                 idle=idle_ms)
-                if not pending:
+                if not pending:  # a stopped replica's consumer, its frames claimed, goes (scaling down leaves many)
+                    for name in forget_idle_consumers(client, key, INFERENCE_GROUP, self.opts.consumer_name, idle_ms):
+                        log.info("%s: removed consumer %s (idle, nothing pending)", key, name)
                     continue
                 sid = camera_of_frames_key(key)
                 retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.cli.options import metrics_port_option
 from pipeline.ingest.shard import parse_shard
 from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE
 from workers.ingest import run
@@ -29,9 +30,10 @@ def ingest(
     frame_size: str = typer.Option(
         f"{DEFAULT_FRAME_SIZE[1]}x{DEFAULT_FRAME_SIZE[0]}", "--frame-size",
         help="Model input size WIDTHxHEIGHT that frames are resized to."),
+    metrics_port: int | None = metrics_port_option(),
 ) -> None:
     """Read cameras, sample and resize frames, publish them to Redis. SIGHUP reloads, SIGTERM stops."""
     size = parse_frame_size(frame_size)
     # The host name is read here, at the CLI layer, and passed down explicitly.
     shard_tuple = parse_shard(shard, socket.gethostname()) if shard else (0, 1)
-    run(config, shard_tuple, size)
+    run(config, shard_tuple, size, metrics_port)

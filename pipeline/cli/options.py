@@ -43,3 +43,9 @@ def duration_option() -> Any:
 
 def ray_cpus_option() -> Any:
     return typer.Option(None, "--ray-cpus", min=1, help="CPUs for the local Ray instance (default: all).")
+
+
+def metrics_port_option() -> Any:
+    return typer.Option(None, "--metrics-port", min=0, max=65535, metavar="PORT",
+                        help="Port of /metrics, over metrics.port of the config: workers sharing a host and a "
+                             "config need one each; 0 picks a free one (printed at start).")

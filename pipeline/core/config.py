@@ -181,7 +181,9 @@ class RayConfig(_Strict):
 class MetricsConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9100
+    port: Annotated[int, Field(ge=0, le=65535, description=(
+        "Every process that serves /metrics reads this; give each worker on one host its own with "
+        "--metrics-port. 0 picks a free port."))] = 9100
 
 
 class ConsoleConfig(_Strict):
@@ -213,6 +215,12 @@ class ConsoleConfig(_Strict):
 
 class VigilConfig(_Strict):
     """The whole configuration file."""
+
+    def with_metrics_port(self, port: int | None) -> VigilConfig:
+        """This config with /metrics on ``port`` (a worker's ``--metrics-port``); unchanged for None."""
+        if port is None:
+            return self
+        return self.model_copy(update={"metrics": self.metrics.model_copy(update={"port": port})})
 
     streams: list[StreamConfig] = Field(default_factory=list)
     redis: RedisConfig = Field(default_factory=RedisConfig)

@@ -102,3 +102,17 @@ def bus_errors(what: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise BusError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def forget_idle_consumers(client: Client, key: str, group: str, keep: str, idle_ms: int) -> list[str]:
+    """Delete the consumers of ``group`` on ``key`` other than ``keep`` that have nothing pending and have
+    been idle over ``idle_ms``: a replica or sink pod that stopped (or restarted under a new name) leaves
+    one behind each time. Safe for a live one too: nothing of it is lost, and its next read recreates it.
+    Returns the names deleted."""
+    gone = []
+    for c in client.xinfo_consumers(key, group):
+        name = c["name"].decode()
+        if name != keep and not c["pending"] and c["idle"] > idle_ms:
+            client.xgroup_delconsumer(key, group, name)
+            gone.append(name)
+    return gone

@@ -21,7 +21,7 @@ import redis
 from pipeline.core.backoff import Backoff
 from pipeline.core.errors import ResultFormatError, SinkError
 from pipeline.core.keys import RESULTS_KEY, sink_group
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import Client, forget_idle_consumers
 from pipeline.core.sink_config import SinkConfig
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
@@ -123,11 +123,8 @@ class SinkRunner:
                                         idle=idle_ms)
         theirs = [p["message_id"] for p in pending if p["consumer"].decode() != self.consumer]
         entries = client.xclaim(RESULTS_KEY, self.group, self.consumer, idle_ms, theirs) if theirs else []
-        for c in client.xinfo_consumers(RESULTS_KEY, self.group):
-            name = c["name"].decode()
-            if name != self.consumer and not c["pending"] and c["idle"] > idle_ms:
-                client.xgroup_delconsumer(RESULTS_KEY, self.group, name)
-                log.info("sink %s: removed consumer %s (idle, nothing pending)", self.name, name)
+        for name in forget_idle_consumers(client, RESULTS_KEY, self.group, self.consumer, idle_ms):
+            log.info("sink %s: removed consumer %s (idle, nothing pending)", self.name, name)
         if entries:
             log.warning("sink %s: took over %d result(s) left pending by another consumer", self.name, len(entries))
         return self._batch(idx, entries)

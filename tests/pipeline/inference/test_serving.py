@@ -105,6 +105,7 @@ def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, sha
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
                 if "SERVE_REPLICA" in a["name"] and "classifier" in a["name"]]
     assert len(replicas) == 2
+    before = {c["name"].decode() for c in client.xinfo_consumers(frames_key("cam"), INFERENCE_GROUP)}
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
     feeder.join()
 
@@ -117,6 +118,14 @@ def test_killed_replica_loses_no_frame(ray_serve: int, clean_redis_url: str, sha
     records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
     seqs = sorted(r.seq for r in records)
     assert seqs == list(range(total))  # every frame has exactly one result, none lost
+    # The killed replica's consumer, its frames claimed, leaves the group (a dead one would stay for ever).
+    killed = replicas[0]["name"].rsplit("#", 1)[1]
+
+    def consumers() -> set[str]:
+        return {c["name"].decode() for c in client.xinfo_consumers(frames_key("cam"), INFERENCE_GROUP)}
+
+    assert killed in before, (killed, before)
+    assert wait_for(lambda: killed not in consumers(), 30), (killed, consumers())
     assert all(r.top1 == "chickadee" for r in records)
 
 
