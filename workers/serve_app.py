@@ -14,6 +14,7 @@ password comes from the pod's environment), and ``inference`` sets replicas, CPU
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.serving import ServeSettings, build_app
 
 __all__ = ["build_app_from_args", "build_app_from_config", "serve_settings"]
+
+log = logging.getLogger(__name__)
 
 
 def serve_settings(cfg: VigilConfig) -> ServeSettings:
@@ -34,6 +37,12 @@ def build_app_from_config(path: str | Path) -> Any:
     """The bound Serve application for the config file at ``path``."""
     cfg = load_config(path)
     inf = cfg.inference
+    ignored = sorted({"http_host", "http_port"} & inf.model_fields_set)
+    if ignored:
+        log.warning("%s: %s not used by a Serve application on a cluster: the cluster's Serve decides where it "
+                    "listens (http_options of the Serve config, or `serve start --http-host/--http-port`; "
+                    "a KubeRay RayService serves on 0.0.0.0:8000)", path,
+                    " and ".join(f"inference.{k}" for k in ignored) + (" are" if len(ignored) > 1 else " is"))
     return build_app(serve_settings(cfg), replicas=inf.replicas, num_cpus=inf.replica_cpus, num_gpus=inf.num_gpus)
 
 

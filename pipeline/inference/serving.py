@@ -238,9 +238,10 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
             ray.init(address=address, log_to_driver=False, configure_logging=False,
                      _node_ip_address="127.0.0.1" if host is not None and _is_loopback(host) else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise VigilError(f"cannot join the Ray cluster at {address}: {exc} (is its head running? start one "
-                             "with `ray start --head`, or leave ray.address, $RAY_ADDRESS and --ray-address "
-                             "unset to start a Ray on this machine)") from exc
+            raise VigilError(f"cannot join the Ray cluster at {address}: {exc}. Is its head running (`ray start "
+                             "--head`)? A cluster with token authentication needs the same RAY_AUTH_MODE=token and "
+                             "token (RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) here as on its nodes. To start a Ray on "
+                             "this machine instead, leave ray.address, $RAY_ADDRESS and --ray-address unset") from exc
     # Ray installs a crash handler over SIGTERM that aborts the process: keep the caller's (vigil run stops
     # in order on SIGTERM), also for a signal that comes while the rest of the pipeline is still starting.
     for s, handler in previous.items():

@@ -40,8 +40,8 @@ def test_run_joins_the_cluster_and_leaves_what_it_found(ray_head: RayHead, tmp_p
     config = write_config(tmp_path, shared_model, video_dir)
     # 1. A cluster without Serve, joined through $RAY_ADDRESS (this crashed in ray.init before): vigil run
     #    starts Serve there, and on exit removes its application and the Serve it started.
-    first = vigil("run", "-c", config, "--duration-s", "4", "--no-table", env={"RAY_ADDRESS": ray_head.address},
-                  timeout_s=240)
+    first = vigil("run", "-c", config, "--duration-s", "4", "--no-table",
+                  env={**ray_head.client_env, "RAY_ADDRESS": ray_head.address}, timeout_s=240)
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"joining the Ray cluster at {ray_head.address}" in first.stderr
     published, classified, dropped, dead = summary(first.stderr)
@@ -52,7 +52,7 @@ def test_run_joins_the_cluster_and_leaves_what_it_found(ray_head: RayHead, tmp_p
     ray_head.deploy_other("vigil")
     (tmp_path / "results.jsonl").unlink()
     second = vigil("run", "-c", config, "--ray-address", ray_head.address, "--duration-s", "12", "--no-table",
-                   timeout_s=240)
+                   env=ray_head.client_env, timeout_s=240)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "as Serve application 'vigil-run'" in second.stderr
     assert "HTTP on the cluster's Serve proxy at /vigil-run/classify" in second.stderr
@@ -70,11 +70,18 @@ def test_run_joins_the_cluster_and_leaves_what_it_found(ray_head: RayHead, tmp_p
     # 3. Told to use a name that is taken, vigil run refuses and replaces nothing.
     clash = write_config(tmp_path, shared_model, video_dir, ray={"app_name": "vigil"})
     third = vigil("run", "-c", clash, "--ray-address", ray_head.address, "--duration-s", "4", "--no-table",
-                  timeout_s=120)
+                  env=ray_head.client_env, timeout_s=120)
     assert third.returncode != 0
     assert "already runs a Serve application named 'vigil'" in third.stderr
     assert "set ray.app_name to a name of its own" in third.stderr
     assert ray_head.applications() == {"vigil": "RUNNING"}
+
+    # 4. Without the cluster's token, vigil run says what is missing instead of hanging.
+    no_token = vigil("run", "-c", config, "--ray-address", ray_head.address, "--no-table", timeout_s=120)
+    assert no_token.returncode != 0
+    assert "RAY_AUTH_MODE=token" in no_token.stderr and "RAY_AUTH_TOKEN_PATH" in no_token.stderr
+    assert (Path(ray_head.client_env["RAY_AUTH_TOKEN_PATH"]).read_text() not in
+            first.stderr + second.stderr + third.stderr + no_token.stderr)  # the token is never printed
 
 
 def test_run_says_when_no_head_answers(tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
