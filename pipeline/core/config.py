@@ -24,9 +24,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 
 from pipeline.core.config_base import ID_PATTERN, BackoffOptions
 from pipeline.core.config_base import Strict as _Strict
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import BusError, ConfigError
 from pipeline.core.health_config import HealthConfig
 from pipeline.core.redact import redact_url
+from pipeline.core.redis_clients import SENTINEL_SCHEME, SentinelAddress
 from pipeline.core.sink_config import SinkConfig, sink_name
 
 # --------------------------------------------------------------------------------------------------
@@ -68,7 +69,9 @@ class StreamConfig(_Strict):
 class RedisConfig(_Strict):
     """The frame bus: one or more Redis instances; each camera is pinned to one by a hash of its id."""
 
-    urls: list[str] = Field(default_factory=list, description="Empty: `vigil run` starts its own Redis.")
+    urls: list[str] = Field(default_factory=list, description=(
+        "redis://, rediss://, unix:// or redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] "
+        "(a primary that Sentinels manage, followed across failovers). Empty: `vigil run` starts its own Redis."))
     maxlen: Annotated[int, Field(ge=10, description="Per-camera stream length (XADD MAXLEN ~).")] = 500
     results_maxlen: Annotated[int, Field(ge=100, description="Results stream length (XADD MAXLEN ~).")] = 100_000
     deadletter_maxlen: Annotated[int, Field(ge=10, description="Dead-letter stream length.")] = 10_000
@@ -80,10 +83,14 @@ class RedisConfig(_Strict):
     @classmethod
     def _check_schemes(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError(
-                    f"{redact_url(url)!r} must start with redis://, rediss:// (TLS) or unix://"
-                )
+            if not url.startswith(("redis://", "rediss://", "unix://", f"{SENTINEL_SCHEME}://")):
+                raise ValueError(f"{redact_url(url)!r} must start with redis://, rediss:// (TLS), unix:// or "
+                                 f"{SENTINEL_SCHEME}:// (a primary that Redis Sentinels manage)")
+            if url.startswith(f"{SENTINEL_SCHEME}://"):
+                try:
+                    SentinelAddress.parse(url)
+                except BusError as exc:
+                    raise ValueError(str(exc)) from exc
         return urls
 
     def bus_urls(self, component: str) -> list[str]:

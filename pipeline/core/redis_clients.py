@@ -10,6 +10,12 @@ Several instances: each camera is pinned to one by rendezvous hashing (SHA-1 of 
 the instance's ``host:port/db``): stable across processes and restarts (unlike Python's salted
 ``hash()``), independent of password rotation, and adding an instance moves only the cameras that
 land on it.
+
+A ``redis+sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB][?sentinel_password=...]`` URL
+is one instance too: the primary that those Sentinels name ``SERVICE``. Its client asks them where the
+primary is before each new connection, so after a failover the next command (a retry of the one that
+failed) reaches the promoted replica. The password is the primary's; ``sentinel_password`` the
+Sentinels' own, if they have one.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -31,6 +38,64 @@ from pipeline.core.redact import redact_url
 Client = Any
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
+    """A ``redis+sentinel://`` URL, parsed."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelAddress:
+        """Parse ``url``; a :class:`BusError` (URL redacted) says what is wrong with it."""
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        path = [p for p in parts.path.split("/") if p]
+        problem = ""
+        sentinels: list[tuple[str, int]] = []
+        for item in hosts.split(","):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                problem = f"{item!r} is not HOST:PORT"
+                break
+            sentinels.append((host.strip("[]"), int(port)))
+        if not problem and (not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit())):
+            problem = "the path must be /SERVICE or /SERVICE/DB (SERVICE: the name the Sentinels monitor)"
+        if problem:
+            raise BusError(f"Redis URL {redact_url(url)} is invalid: {problem}; write "
+                           "redis+sentinel://[:PASSWORD@]HOST:26379[,HOST:26379...]/SERVICE[/DB]")
+        user, _, password = userinfo.partition(":")
+        sentinel_password = parse_qs(parts.query).get("sentinel_password", [""])[0]
+        return cls(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0, unquote(user) or None,
+                   unquote(password) if password else None, sentinel_password or None)
+
+
+class _SentinelPrimary(redis.Redis):
+    """The primary's client; closing it also closes its connections to the Sentinels."""
+
+    def close(self) -> None:
+        manager = self.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+        super().close()
+        for sentinel in manager.sentinels:
+            sentinel.close()
+
+
+def _connect_sentinel(url: str, options: dict[str, Any]) -> Client:
+    address = SentinelAddress.parse(url)
+    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    manager = redis.Sentinel(list(address.sentinels),  # type: ignore[no-untyped-call]
+                             sentinel_kwargs={**timeouts, "password": address.sentinel_password})
+    return manager.master_for(address.service, redis_class=_SentinelPrimary,  # type: ignore[no-untyped-call]
+                              db=address.db, username=address.username, password=address.password, **options)
+
+
 def connect(url: str, timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> Client:
     """A client for ``url`` (nothing is sent until the first command).
 
@@ -41,6 +106,8 @@ def connect(url: str, timeout_s: float, *, block_s: float = 0.0, fail_fast: bool
     if fail_fast:
         options.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
     try:
+        if url.startswith(f"{SENTINEL_SCHEME}://"):
+            return _connect_sentinel(url, options)
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise BusError(f"Redis URL {redact_url(url)} is invalid: {exc}") from exc
@@ -64,7 +131,11 @@ def close_all(clients: list[Client]) -> None:
 
 
 def instance_identity(url: str) -> str:
-    """``host:port/db`` (or the socket path) of a Redis URL: what pinning hashes, without secrets."""
+    """``host:port/db`` (or the socket path, or the Sentinels' service) of a Redis URL: what pinning hashes,
+    without secrets; a Sentinel-managed primary keeps its identity across failovers."""
+    if url.startswith(f"{SENTINEL_SCHEME}://"):
+        address = SentinelAddress.parse(url)
+        return f"sentinel:{address.service}/{address.db}"
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return f"unix:{parts.path}"
