@@ -67,3 +67,7 @@ app.command("pipeline")(bench_pipeline_cmd.pipeline)
 from pipeline.cli import bench_overload_cmd  # noqa: E402 - registered after the app exists
 
 app.command("overload")(bench_overload_cmd.overload)
+
+from pipeline.cli import bench_stages_cmd  # noqa: E402 - registered after the app exists
+
+app.command("stages")(bench_stages_cmd.stages)

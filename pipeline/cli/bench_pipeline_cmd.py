@@ -17,7 +17,7 @@ from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path
 
 
-def _frames(video: Path | None, height: int, width: int, count: int = 100) -> np.ndarray:
+def model_frames(video: Path | None, height: int, width: int, count: int = 100) -> np.ndarray:
     if video is None:  # no video: random pixels (the model's cost does not depend on content)
         return np.random.default_rng(0).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
     cap = cv2.VideoCapture(str(video))
@@ -46,7 +46,7 @@ def pipeline(
     """Frames/s through bus -> Ray Serve -> results vs the raw runtime (same cores, same run)."""
     model = resolve_model_path(model_path)
     c = read_contract(load_onnx(model), str(model))
-    r = bench_pipeline(model, _frames(video, c.height, c.width), batch_size=batch_size, seconds=seconds,
+    r = bench_pipeline(model, model_frames(video, c.height, c.width), batch_size=batch_size, seconds=seconds,
                        streams=streams, replicas=replicas, ray_cpus=ray_cpus)
     if as_json:
         typer.echo(json.dumps({**r.__dict__, "cpus": os.cpu_count()}, indent=2))

@@ -23,6 +23,7 @@ from pipeline.bus.wire import FrameMessage, decode_frame
 from pipeline.core.classification import FrameClassification
 from pipeline.core.config import InferenceConfig
 from pipeline.core.errors import FrameFormatError, VigilError
+from pipeline.inference.providers import usable_cpus
 from pipeline.inference.runtime import ModelRuntime, lane_share
 from pipeline.results.record import ResultRecord
 from pipeline.results.writer import ResultWriter
@@ -76,11 +77,16 @@ class LoopOptions:
     reclaim_every_s: float
     replica: str
     lanes: int  # threads sharing each batch (ModelRuntime.lanes)
+    decode_threads: int = 1  # threads decoding one batch's frames (1: in the lane's own thread)
 
     @classmethod
-    def from_config(cls, inference: InferenceConfig, *, lanes: int, replica: str) -> LoopOptions:
+    def from_config(cls, inference: InferenceConfig, *, lanes: int, replica: str, jpeg: bool = False) -> LoopOptions:
+        """``jpeg``: the bus carries JPEG frames (``redis.frame_encoding``), which auto decode_threads decode
+        in parallel on one lane."""
+        decode = inference.decode_threads or (min(8, usable_cpus()) if jpeg and lanes == 1 else 1)
         return cls(batch_size=inference.batch_size, batch_window_s=batch_window_s(inference, lanes),
-                   reclaim_every_s=min(5.0, inference.claim_idle_s), replica=replica, lanes=lanes)
+                   reclaim_every_s=min(5.0, inference.claim_idle_s), replica=replica, lanes=lanes,
+                   decode_threads=decode)
 
 
 class InferenceLoop:
@@ -103,6 +109,7 @@ class InferenceLoop:
         # Each lane takes its share of the batch: the replica still classifies batch_size frames at once,
         # and a lane's batch takes about as long on its one core as the whole batch on all of them.
         self.lane_batch = lane_share(opts.batch_size, len(self._lane_locks))
+        self._decoder: ThreadPoolExecutor | None = None  # while run() runs with decode_threads > 1
 
     def swap_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
         """Replace the model between batches; returns the old runtime (caller closes it)."""
@@ -149,14 +156,24 @@ class InferenceLoop:
         return self._process(deliveries, 0) if deliveries else 0
 
     def _decode(self, deliveries: list[Delivery]) -> list[tuple[Delivery, FrameMessage]]:
-        good = []
-        for d in deliveries:
+        """The frames of ``deliveries`` (in parallel with decode_threads > 1: cv2 releases the GIL); a poison
+        entry is dead-lettered, since retrying cannot help."""
+        def one(d: Delivery) -> FrameMessage | FrameFormatError:
             try:
-                good.append((d, decode_frame(d.fields, in_stream=d.stream_id)))
-            except FrameFormatError as exc:  # a poison entry: retrying cannot help
-                if self.consumer.dead_letter(d, f"undecodable frame: {exc}"):
-                    with self._stats_lock:
-                        self.stats.dead_lettered += 1
+                return decode_frame(d.fields, in_stream=d.stream_id)
+            except FrameFormatError as exc:
+                return exc
+
+        pool = self._decoder
+        decoded = list(pool.map(one, deliveries)) if pool is not None and len(deliveries) > 1 else \
+            [one(d) for d in deliveries]
+        good = []
+        for d, m in zip(deliveries, decoded, strict=True):
+            if isinstance(m, FrameMessage):
+                good.append((d, m))
+            elif self.consumer.dead_letter(d, f"undecodable frame: {m}"):
+                with self._stats_lock:
+                    self.stats.dead_lettered += 1
         return good
 
     def _process(self, deliveries: list[Delivery], lane: int) -> int:
@@ -233,6 +250,17 @@ class InferenceLoop:
         but waiting for a lane (which would add a whole batch time to its frames' age). On stop,
         batches already read are still classified and acknowledged, so no frame is left pending.
         """
+        if self.opts.decode_threads > 1:
+            with ThreadPoolExecutor(self.opts.decode_threads, thread_name_prefix="decode") as pool:
+                self._decoder = pool
+                try:
+                    self._run_lanes(stop, error_backoff_s)
+                finally:
+                    self._decoder = None
+        else:
+            self._run_lanes(stop, error_backoff_s)
+
+    def _run_lanes(self, stop: threading.Event, error_backoff_s: float) -> None:
         if len(self._lane_locks) == 1:
             self._run_read_ahead(stop, error_backoff_s)
             return

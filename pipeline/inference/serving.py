@@ -123,7 +123,8 @@ class ClassifierReplica:
         writer = ResultWriter(self.consumer.clients, cfg.redis.results_maxlen)
         self._stats = ReplicaStatsRecorder(cfg.redis.urls[0], self.name, timeout_s=cfg.redis.socket_timeout_s)
         self.loop = InferenceLoop(self.runtime, self.consumer, writer,
-                                  LoopOptions.from_config(self.inference, lanes=self.runtime.lanes, replica=self.name),
+                                  LoopOptions.from_config(self.inference, lanes=self.runtime.lanes, replica=self.name,
+                                                          jpeg=cfg.redis.frame_encoding == "jpeg"),
                                   metrics=self._stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), name="inference", daemon=True)

@@ -14,9 +14,11 @@ import redis
 
 from pipeline.bus.reader import FrameConsumer
 from pipeline.bus.wire import FrameMessage, encode_frame
+from pipeline.core.config import InferenceConfig
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
-from pipeline.inference.loop import InferenceLoop
+from pipeline.inference.loop import InferenceLoop, LoopOptions
+from pipeline.inference.providers import usable_cpus
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.results.record import ResultRecord
 from tests.pipeline.options import consumer_options, loop_options, writer_for
@@ -225,3 +227,41 @@ def test_http_classify_splits_over_the_lanes(clean_redis_url: str, shared_model:
         assert loop.classify(frames[:0]) == [] and len(loop.classify(frames[:1])) == 1
     assert [f.top_k[0].name for f in got] == [e["top1_label"] for e in expected_images.values()]
     assert probe.max_active == 2
+
+
+def test_jpeg_frames_are_decoded_in_parallel_with_the_same_results(clean_redis_url: str, runtime: ModelRuntime,
+                                                                    images_dir: Path,
+                                                                    expected_images: dict[str, Any]) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    names = list(expected_images)
+    publish_photos(client, "par-cam", images_dir, names, "jpeg")
+    poison = encode_frame(FrameMessage("par-cam", 99, time.time_ns(), np.zeros((224, 224, 3), np.uint8)), "jpeg")
+    poison["data"] = b"not a jpeg"
+    client.xadd(frames_key("par-cam"), poison)  # type: ignore[arg-type]
+    stop = threading.Event()
+    with FrameConsumer(consumer_options([clean_redis_url], "r1", ["par-cam"])) as c:
+        loop = InferenceLoop(runtime, c, writer_for(c),
+                             loop_options(batch_size=16, batch_window_s=0.2, decode_threads=4))
+        thread = threading.Thread(target=loop.run, args=(stop,))
+        thread.start()
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while client.xlen(RESULTS_KEY) < len(names) and time.monotonic() < deadline:
+            seen |= {t.name.split("_")[0] for t in threading.enumerate()}
+            time.sleep(0.01)
+        stop.set()
+        thread.join(30)
+    assert "decode" in seen  # the batch was decoded on the loop's decode threads
+    records = sorted((ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)), key=lambda r: r.seq)
+    assert [r.seq for r in records] == list(range(len(names)))  # each frame once, the poison one dead-lettered
+    assert sum(r.top1 == expected_images[n]["top1_label"] for r, n in zip(records, names, strict=True)) >= 8
+    assert client.hget(stats_key("par-cam"), "dead_lettered") == b"1"
+    assert not any(t.name.startswith("decode") for t in threading.enumerate())  # the pool is gone with run()
+
+
+def test_decode_threads_auto_only_for_jpeg_on_one_lane() -> None:
+    auto = InferenceConfig()
+    assert LoopOptions.from_config(auto, lanes=1, replica="r", jpeg=True).decode_threads == min(8, usable_cpus())
+    assert LoopOptions.from_config(auto, lanes=1, replica="r", jpeg=False).decode_threads == 1
+    assert LoopOptions.from_config(auto, lanes=2, replica="r", jpeg=True).decode_threads == 1
+    assert LoopOptions.from_config(InferenceConfig(decode_threads=3), lanes=2, replica="r").decode_threads == 3
