@@ -147,6 +147,7 @@ class LocalPipeline:
             log.warning("vigil run: redis.urls is empty, so the replicas read frames from the Redis that vigil "
                         "run starts on 127.0.0.1: replicas on other machines of the cluster cannot reach it; "
                         "list a Redis they can reach under redis.urls")
+        t0 = time.monotonic()
         init_ray(self.ray_cpus, self.ray_address)
         self._ray_started = True
         if self.ray_address is None or not serve_running():
@@ -160,8 +161,8 @@ class LocalPipeline:
                                  "ray.app_name to a name of its own")
             log.info("vigil run: the cluster's Serve proxy serves HTTP with its own http_options "
                      "(inference.http_host/http_port apply only to a Serve that vigil run starts)")
-        log.info("vigil run: Ray up; starting %d inference replica(s) (device: %s) as Serve application %r…",
-                 inf.replicas, inf.device, app)
+        log.info("vigil run: Ray up in %.1f s; starting %d inference replica(s) (device: %s) as Serve application "
+                 "%r…", time.monotonic() - t0, inf.replicas, inf.device, app)
         self._app_deployed = True  # from here on, whatever serve.run left of the application is ours to delete
         self._deploy(self.model_path)
 
