@@ -173,12 +173,15 @@ class LocalPipeline:
 
         # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make
         # the raylet print a spurious "ServeController.graceful_shutdown failed" on stdout.
-        if self._app_deployed:
-            serve.delete(self.cfg.ray.app_name)
-        if self.ray_address is not None and self._serve_started and not serve.status().applications:
-            serve.shutdown()  # type: ignore[no-untyped-call]  # on a cluster: Serve was started by this pipeline, and nothing else uses it now
-        ray.shutdown()  # on a cluster: this driver leaves it
-        self._ray_started = self._serve_started = self._app_deployed = False
+        try:
+            if self._app_deployed:
+                serve.delete(self.cfg.ray.app_name)
+            # On a cluster, Serve goes too if this pipeline started it and nothing else uses it now.
+            if self.ray_address is not None and self._serve_started and not serve.status().applications:
+                serve.shutdown()  # type: ignore[no-untyped-call]
+        finally:  # the driver leaves Ray (on a cluster) or stops it, even when the cluster did not answer
+            ray.shutdown()
+            self._ray_started = self._serve_started = self._app_deployed = False
 
     def _http_where(self) -> str:
         """Where POST /classify is served, for the log."""
