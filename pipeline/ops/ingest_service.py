@@ -256,15 +256,16 @@ class IngestService:
         health = self._health.get(stream.id)
         if health is None:
             return False
-        for condition, active in health.observe(pixels, time.monotonic(), time.time()):
+        changes = health.observe(pixels, time.monotonic(), time.time())
+        if health.stats is not None:  # the gauges first: /metrics agrees with /readyz before the events go out
+            self.metrics.set_health(stream.id, health.stats, health.active)
+        for condition, active in changes:
             if active:
                 log.warning("camera %s: %s (%s)", stream.id, condition, describe(condition, stream.health))
             else:
                 log.info("camera %s: no longer %s", stream.id, condition)
             self._announce(HealthEvent(stream.id, condition, active, time.time(),
                                        asdict(health.stats) if health.stats is not None else {}))
-        if health.stats is not None:
-            self.metrics.set_health(stream.id, health.stats, health.active)
         if stream.health.skip_frozen and "frozen" in health.active:
             self.metrics.frames_dropped(stream.id, "frozen")
             return True

@@ -84,7 +84,13 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
         watched: tuple[IngestService, dict[str, float]], tmp_path: Path) -> None:
     worker, live = watched
     metrics_while_moved: dict[str, list[Any]] = {}
-    seen = transitions(worker, live, 60, lambda: metrics_while_moved.update(scrape(worker.http_port)))
+
+    def gauges_say_moved() -> bool:  # /readyz and /metrics are two requests: the gauge follows within moments
+        metrics_while_moved.update(scrape(worker.http_port))
+        return any(s.labels == {"stream": "h-moved", "condition": "moved"} and s.value == 1
+                   for s in metrics_while_moved["vigil_camera_health"])
+
+    seen = transitions(worker, live, 60, lambda: wait_for(gauges_say_moved, 1.0, 0.02))
     for name in ("frozen", "dark", "blurred"):
         events = seen[f"h-{name}"][:2]
         assert [(c, on) for c, on, _ in events] == [(name, True), (name, False)], seen[f"h-{name}"]
