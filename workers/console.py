@@ -7,9 +7,9 @@ import threading
 from types import FrameType
 
 from pipeline.console.server import ConsoleServer
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
-from pipeline.core.redis_clients import close_all, connect_all
 from pipeline.ops.ports import check_ports_free
 
 
@@ -25,10 +25,11 @@ def run(config_path: str) -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, on_signal)
-    clients = connect_all(cfg.redis.bus_urls("the console"), cfg.redis.socket_timeout_s, block_s=1.0)
+    cfg.redis.bus_urls("the console")
+    clients = BusLayout.from_config(cfg.redis).connect(cfg.redis.socket_timeout_s, block_s=1.0)
     try:
         with ConsoleServer(cfg, clients) as console:
             print(f"vigil console: {console.url}", flush=True)
             stop.wait()
     finally:
-        close_all(clients)
+        clients.close()

@@ -9,9 +9,9 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, start_http_server
 
 from pipeline.console.store import StreamStore, camera_ids
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import load_config
 from pipeline.core.errors import VigilError
-from pipeline.core.redis_clients import connect
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
@@ -24,7 +24,7 @@ def run(config_path: str, consumer: str | None = None, metrics_port: int | None 
     """
     cfg = load_config(config_path).with_metrics_port(metrics_port)
     check_ports_free(cfg)
-    urls = cfg.redis.bus_urls("the sink worker")
+    cfg.redis.bus_urls("the sink worker")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -34,9 +34,10 @@ def run(config_path: str, consumer: str | None = None, metrics_port: int | None 
         signal.signal(s, on_signal)
     registry = CollectorRegistry()
     # The cameras added in the console join the metrics; a fail-fast client: a scrape must not hang on Redis.
-    store = StreamStore(connect(urls[0], min(1.0, cfg.redis.socket_timeout_s), fail_fast=True))
+    layout = BusLayout.from_config(cfg.redis)
+    store = StreamStore(*layout.connect_first(min(1.0, cfg.redis.socket_timeout_s), fail_fast=True))
     cameras = camera_ids(list(cfg.streams), store)
-    collector = PipelineCollector(urls, cameras, cfg.redis.socket_timeout_s)
+    collector = PipelineCollector(layout, cameras, cfg.redis.socket_timeout_s)
     registry.register(collector)
     metrics = SinkMetrics(cameras, registry)
     server = None

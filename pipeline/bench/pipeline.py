@@ -26,9 +26,10 @@ import numpy as np
 from pipeline.bench.model import bench_model
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
-from pipeline.core.config import InferenceConfig, RedisConfig, StreamConfig, VigilConfig
+from pipeline.core.config import InferenceConfig, StreamConfig, VigilConfig
 from pipeline.core.keys import RESULTS_KEY, stats_key
 from pipeline.core.redis_clients import connect
+from pipeline.core.redis_config import RedisConfig
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
 from pipeline.ops.embedded_redis import EmbeddedRedis

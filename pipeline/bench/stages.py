@@ -31,6 +31,7 @@ import numpy as np
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.reader import ConsumerOptions, Delivery, FrameConsumer
 from pipeline.bus.wire import Encoding, FrameMessage, decode_frame, encode_frame
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.classification import FrameClassification, Label
 from pipeline.core.keys import frames_key, stats_key
 from pipeline.core.redis_clients import Client, connect
@@ -88,9 +89,9 @@ def _one_encoding(url: str, frames: np.ndarray, encoding: Encoding, *, count: in
     messages = [FrameMessage(stream_id=ids[i % cameras], seq=i, capture_ts_ns=time.time_ns(),
                              pixels=frames[i % len(frames)]) for i in range(count)]
     client = connect(url, 5.0)
-    bus_opts = BusOptions(urls=[url], maxlen=count + 1000, encoding=encoding, jpeg_quality=90, socket_timeout_s=5.0,
-                          backoff_base_s=0.5, backoff_cap_s=2.0)
-    consumer_opts = ConsumerOptions(urls=[url], consumer_name="bench", stream_ids=ids, max_deliveries=3,
+    bus_opts = BusOptions(layout=BusLayout([url]), maxlen=count + 1000, encoding=encoding, jpeg_quality=90,
+                          socket_timeout_s=5.0, backoff_base_s=0.5, backoff_cap_s=2.0)
+    consumer_opts = ConsumerOptions(layout=BusLayout([url]), consumer_name="bench", stream_ids=ids, max_deliveries=3,
                                     claim_idle_s=600.0, deadletter_maxlen=1000, socket_timeout_s=5.0,
                                     max_frame_age_ms=3_600_000, discover=False)
     try:

@@ -1,13 +1,14 @@
 """The publisher side of the frame bus: XADD each sampled frame to its camera's stream.
 
-A camera's frames go to ``vigil:frames:<camera>`` (:mod:`pipeline.core.keys`) on the Redis instance
-the camera is pinned to (:func:`pipeline.core.redis_clients.pick_instance`), with ``MAXLEN ~
+A camera's frames go to ``vigil:frames:<camera>`` (:mod:`pipeline.core.keys`) on the bus shard the
+camera is pinned to (:class:`pipeline.core.bus_layout.BusLayout`), with ``MAXLEN ~
 redis.maxlen``: when inference falls behind, Redis trims the oldest frames first (drop-oldest
 backpressure, per camera). The entry's fields are :mod:`pipeline.bus.wire`'s format.
 
-Each instance has its own up/down state and reconnect backoff: while an instance is down and in
-backoff, :meth:`FrameBus.publish` raises :class:`~pipeline.core.errors.BusUnavailableError` without
-any I/O, so a camera thread never waits on a dead Redis; its frames are counted as dropped.
+Each shard (an instance, or a Redis Cluster's hash slot) has its own up/down state and reconnect
+backoff: while a shard is down and in backoff, :meth:`FrameBus.publish` raises
+:class:`~pipeline.core.errors.BusUnavailableError` without any I/O, so a camera thread never waits on a
+dead Redis; its frames are counted as dropped.
 URLs may carry an ACL user and password and use TLS (``rediss://``); they are only logged redacted.
 """
 
@@ -29,11 +30,11 @@ import redis
 from pipeline.bus.scripts import BusScripts
 from pipeline.bus.wire import Encoding, FrameMessage, encode_frame
 from pipeline.core.backoff import Backoff
+from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
-from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
-from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import Client, connect, instance_identity, pick_instance
+from pipeline.core.keys import INFERENCE_GROUP, KeySpace
+from pipeline.core.redis_clients import Client
 
 log = logging.getLogger("vigil.framebus")
 
@@ -52,11 +53,11 @@ def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str
     return max(0, trimmed - read)
 
 
-def _queue_replies(scripts: BusScripts, stream_ids: list[str], client: Client) -> list[list[int]]:
+def _queue_replies(scripts: BusScripts, keys: KeySpace, stream_ids: list[str], client: Client) -> list[list[int]]:
     """QUEUE_STATE of each camera, pipelined: one round trip."""
     with client.pipeline(transaction=False) as p:
         for sid in stream_ids:
-            scripts.queue_state(keys=[frames_key(sid), stats_key(sid)], args=[INFERENCE_GROUP], client=p)
+            scripts.queue_state(keys=[keys.frames(sid), keys.stats(sid)], args=[INFERENCE_GROUP], client=p)
         replies: list[list[int]] = p.execute()
     return replies
 
@@ -65,7 +66,7 @@ def _queue_replies(scripts: BusScripts, stream_ids: list[str], client: Client) -
 class BusOptions:
     """The publisher's settings: the ``redis:`` section, and the ``ingest:`` backoff for reconnects."""
 
-    urls: list[str]
+    layout: BusLayout
     maxlen: int
     encoding: Encoding
     jpeg_quality: int
@@ -76,18 +77,19 @@ class BusOptions:
     @classmethod
     def from_config(cls, cfg: VigilConfig) -> BusOptions:
         r, i = cfg.redis, cfg.ingest
-        return cls(urls=list(r.urls), maxlen=r.maxlen, encoding=r.frame_encoding, jpeg_quality=r.jpeg_quality,
-                   socket_timeout_s=r.socket_timeout_s, backoff_base_s=i.backoff_base_s,
-                   backoff_cap_s=i.backoff_cap_s)
+        return cls(layout=BusLayout.from_config(r), maxlen=r.maxlen, encoding=r.frame_encoding,
+                   jpeg_quality=r.jpeg_quality, socket_timeout_s=r.socket_timeout_s,
+                   backoff_base_s=i.backoff_base_s, backoff_cap_s=i.backoff_cap_s)
 
 
 @dataclass
 class _Instance:
-    """One Redis connection pool plus its own up/down state and reconnect backoff."""
+    """One shard: its client (a cluster's shards share one), keys, up/down state and reconnect backoff."""
 
     index: int
     redacted_url: str
     client: Client
+    keys: KeySpace
     scripts: BusScripts  # the bus's Lua, registered on this client
     backoff: Backoff
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -114,21 +116,21 @@ class FrameBus:
         self.opts = opts
         self._on_state: BusStateHandler = on_bus_state or (lambda index, up: None)
         self._instances: list[_Instance] = []
-        self._identities = [instance_identity(u) for u in opts.urls]
+        self._clients: BusClients | None = None
         self._state = _State.NEW
 
     def __enter__(self) -> FrameBus:
         if self._state is not _State.NEW:
             raise BusError(f"the frame bus is {self._state.value}; make a new FrameBus to publish again")
         try:
-            for i, url in enumerate(self.opts.urls):
-                client = connect(url, self.opts.socket_timeout_s, fail_fast=True)
-                backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
-                self._instances.append(_Instance(index=i, redacted_url=redact_url(url), client=client,
-                                                 scripts=BusScripts(client), backoff=backoff))
+            self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, fail_fast=True)
         except BusError:
             self.__exit__(None, None, None)
             raise
+        for i, client, keys in self._clients:
+            backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
+            self._instances.append(_Instance(index=i, redacted_url=self._clients.where(i), client=client, keys=keys,
+                                             scripts=BusScripts(client), backoff=backoff))
         self._state = _State.OPEN
         for inst in self._instances:
             self._on_state(inst.index, True)
@@ -136,19 +138,19 @@ class FrameBus:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        for inst in self._instances:
-            inst.client.close()
-        self._instances = []
+        if self._clients is not None:
+            self._clients.close()
+        self._clients, self._instances = None, []
         self._state = _State.CLOSED
 
     # -- routing -----------------------------------------------------------------------------------
 
     def instance_index(self, stream_id: str) -> int:
-        return pick_instance(stream_id, self._identities)
+        return self.opts.layout.shard_of(stream_id)
 
     def instance_url(self, stream_id: str) -> str:
-        """The redacted URL of the camera's instance (for /readyz and logs)."""
-        return redact_url(self.opts.urls[self.instance_index(stream_id)])
+        """The redacted URL of the camera's shard (for /readyz and logs)."""
+        return self.opts.layout.shards[self.instance_index(stream_id)].where
 
     def client_for(self, stream_id: str) -> redis.Redis:
         client: redis.Redis = self._instance(stream_id).client
@@ -164,8 +166,11 @@ class FrameBus:
 
         Frames queue in Redis only while inference cannot take them, but then up to ``maxlen`` of each
         camera's; at ``maxmemory`` new frames are refused (counted as ``bus_full``). An instance that
-        does not say its ``maxmemory`` (CONFIG refused, as on some managed services) is not checked.
+        does not say its ``maxmemory`` (CONFIG refused, as on some managed services) is not checked, nor is a
+        Redis Cluster (which primary holds a shard is the cluster's to decide, and changes).
         """
+        if self.opts.layout.is_cluster:
+            return []
         cameras = Counter(self.instance_index(s) for s in stream_ids)
         out = []
         for idx, count in sorted(cameras.items()):
@@ -198,7 +203,8 @@ class FrameBus:
         for idx, sids in by_instance.items():
             inst = self._instances[idx]
             try:
-                replies = self._call(inst, "queue state", functools.partial(_queue_replies, inst.scripts, sids))
+                replies = self._call(inst, "queue state",
+                                     functools.partial(_queue_replies, inst.scripts, inst.keys, sids))
             except BusError:
                 continue
             for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
@@ -269,7 +275,8 @@ class FrameBus:
         the command fails (which starts the backoff).
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
-        key, stats = frames_key(msg.stream_id), stats_key(msg.stream_id)
+        inst = self._instance(msg.stream_id)
+        key, stats = inst.keys.frames(msg.stream_id), inst.keys.stats(msg.stream_id)
 
         def xadd_counted(c: Client) -> bytes:
             # The frame and its count in one transaction: a write that times out here but runs when a
@@ -280,7 +287,7 @@ class FrameBus:
                 entry, _ = p.execute()
             return bytes(entry)
 
-        entry: bytes = self._call(self._instance(msg.stream_id), "XADD", xadd_counted)
+        entry: bytes = self._call(inst, "XADD", xadd_counted)
         return entry
 
     def publish_event(self, stream_id: str, fields: Mapping[str, str], maxlen: int) -> None:
@@ -288,8 +295,8 @@ class FrameBus:
 
         Raises like :meth:`publish`; the results stream is trimmed to ``maxlen`` (``redis.results_maxlen``).
         """
-        self._call(self._instance(stream_id), "XADD",
-                   lambda c: c.xadd(RESULTS_KEY, dict(fields), maxlen=maxlen, approximate=True))
+        inst = self._instance(stream_id)
+        self._call(inst, "XADD", lambda c: c.xadd(inst.keys.results, dict(fields), maxlen=maxlen, approximate=True))
 
     def put_expiring(self, stream_id: str, key: str, value: bytes | str, ttl_s: float) -> None:
         """SET ``key`` (a camera's preview picture or status) on the camera's instance, expiring after ``ttl_s``.
@@ -300,7 +307,8 @@ class FrameBus:
 
     def trimmed_unread(self, stream_id: str) -> int:
         """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
-        key = frames_key(stream_id)
+        inst = self._instance(stream_id)
+        key = inst.keys.frames(stream_id)
 
         def query(c: Client) -> int:
             try:
@@ -310,5 +318,5 @@ class FrameBus:
                 return 0  # no such stream yet
             return trimmed_unread_entries(info, groups)
 
-        result: int = self._call(self._instance(stream_id), "XINFO", query)
+        result: int = self._call(inst, "XINFO", query)
         return result

@@ -7,7 +7,7 @@ Delivery semantics (every frame that entered Redis ends as exactly one of these)
   acknowledged exactly when its result exists;
 * **dropped by backpressure**: trimmed off its stream by ``MAXLEN`` before any replica read it
   (counted from ``XINFO``), or trimmed while pending on a crashed replica (counted when reclaimed);
-* **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` at once; a frame
+* **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` (of its shard) at once; a frame
   whose batch keeps failing goes there after ``max_deliveries`` deliveries, with the last error.
 
 Frames left pending by a crashed replica are reclaimed by a live one after ``claim_idle_s`` (XPENDING
@@ -33,26 +33,11 @@ from typing import Any, Literal
 import redis
 
 from pipeline.bus.scripts import BusScripts
+from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
-from pipeline.core.keys import (
-    DEADLETTER_KEY,
-    FAILURES_KEY,
-    FRAMES_PREFIX,
-    INFERENCE_GROUP,
-    camera_of_frames_key,
-    frames_key,
-    stats_key,
-)
-from pipeline.core.redis_clients import (
-    Client,
-    bus_errors,
-    close_all,
-    connect_all,
-    forget_idle_consumers,
-    instance_identity,
-    pick_instance,
-)
+from pipeline.core.keys import INFERENCE_GROUP
+from pipeline.core.redis_clients import Client, bus_errors, forget_idle_consumers
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +64,7 @@ class Delivery:
 class ConsumerOptions:
     """The reader's settings, from the ``redis:`` and ``inference:`` sections (see :meth:`from_config`)."""
 
-    urls: list[str]
+    layout: BusLayout
     consumer_name: str
     stream_ids: list[str]
     max_deliveries: int
@@ -92,21 +77,20 @@ class ConsumerOptions:
     @classmethod
     def from_config(cls, cfg: VigilConfig, consumer_name: str) -> ConsumerOptions:
         inf, r = cfg.inference, cfg.redis
-        return cls(urls=list(r.urls), consumer_name=consumer_name, stream_ids=[s.id for s in cfg.streams],
+        return cls(layout=BusLayout.from_config(r), consumer_name=consumer_name, stream_ids=[s.id for s in cfg.streams],
                    max_deliveries=inf.max_deliveries, claim_idle_s=inf.claim_idle_s,
                    deadletter_maxlen=r.deadletter_maxlen, socket_timeout_s=r.socket_timeout_s,
                    max_frame_age_ms=inf.max_frame_age_ms)
 
 
 class FrameConsumer:
-    """Reads frames for inference with a consumer group on every camera stream of every instance."""
+    """Reads frames for inference with a consumer group on every camera stream of every shard."""
 
     def __init__(self, opts: ConsumerOptions) -> None:
         self.opts = opts
-        self._clients: list[Client] = []
+        self._clients: BusClients | None = None
         self._state: Literal["new", "open", "closed"] = "new"
-        self._identities = [instance_identity(u) for u in opts.urls]
-        self._keys: list[set[str]] = [set() for _ in opts.urls]  # stream keys with our group, per instance
+        self._keys: list[set[str]] = [set() for _ in opts.layout.shards]  # stream keys with our group, per shard
         self._scripts: list[BusScripts] = []
         self._rotation = 0
         self.stale_dropped = 0  # frames this consumer dropped as older than max_frame_age_ms
@@ -117,8 +101,8 @@ class FrameConsumer:
         if self._state != "new":
             raise BusError(f"the frame consumer is {self._state}; make a new FrameConsumer to read again")
         # Reads block on the server for up to a batch window; a second of slack on top of the timeout.
-        self._clients = connect_all(self.opts.urls, self.opts.socket_timeout_s, block_s=_MAX_BLOCK_S + 1)
-        self._scripts = [BusScripts(c) for c in self._clients]
+        self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, block_s=_MAX_BLOCK_S + 1)
+        self._scripts = [BusScripts(c) for _, c, _ in self._clients]
         self._state = "open"
         try:
             self.add_streams(self.opts.stream_ids)
@@ -128,30 +112,33 @@ class FrameConsumer:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        close_all(self._clients)
-        self._clients = []
+        if self._clients is not None:
+            self._clients.close()
+        self._clients = None
         self._state = "closed"
 
     @property
-    def clients(self) -> list[Client]:
-        """The open clients, one per bus instance (the result writer writes through them)."""
-        if self._state != "open":
+    def clients(self) -> BusClients:
+        """The open clients, one per bus shard (the result writer writes through them)."""
+        if self._state != "open" or self._clients is None:
             raise BusError(f"the frame consumer is {self._state}, not open; use it as a context manager")
-        return list(self._clients)
+        return self._clients
 
     def _client(self, index: int) -> Client:
-        if self._state != "open":
-            raise BusError(f"the frame consumer is {self._state}, not open; use it as a context manager")
-        return self._clients[index]
+        return self.clients.client(index)
+
+    def _camera(self, idx: int, key: bytes | str) -> str:
+        return self.opts.layout.shards[idx].keys.camera_of_frames(key)
 
     # ------------------------------------------------------------------ streams
     def add_streams(self, stream_ids: Iterable[str]) -> None:
         """Create the consumer group on each camera's stream (idempotent)."""
         for sid in stream_ids:
-            idx = pick_instance(sid, self._identities)
-            key = frames_key(sid)
-            if key in self._keys[idx]:
-                continue
+            self._add_stream(self.opts.layout.shard_of(sid), sid)
+
+    def _add_stream(self, idx: int, sid: str) -> None:
+        key = self.opts.layout.shards[idx].keys.frames(sid)
+        if key not in self._keys[idx]:
             try:
                 self._client(idx).xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
@@ -162,16 +149,15 @@ class FrameConsumer:
             self._keys[idx].add(key)
 
     def discover(self, every_s: float = 5.0) -> None:
-        """Add camera streams that appeared on any instance since the last look."""
+        """Add camera streams that appeared on any shard since the last look (where they are: frames left
+        on a shard a camera is no longer pinned to are read there too)."""
         if not self.opts.discover or time.monotonic() - self._last_discovery < every_s:
             return
         self._last_discovery = time.monotonic()
-        found = []
         with bus_errors("discovering camera streams"):
-            for idx in range(len(self._clients)):
-                for key in self._client(idx).scan_iter(match=FRAMES_PREFIX + "*", count=1000, _type="stream"):
-                    found.append(camera_of_frames_key(key))
-        self.add_streams(found)
+            found = list(self.clients.scan_frames())
+        for idx, sid in found:
+            self._add_stream(idx, sid)
 
     @property
     def stream_count(self) -> int:
@@ -231,7 +217,7 @@ class FrameConsumer:
             got = self._xreadgroup(idx, asked[idx], count, block_ms if n == 0 else None, several=len(targets) > 1)
             out.extend(got)
             returned = Counter(d.stream_id for d in got)
-            drained.update(key for key in asked[idx] if returned[camera_of_frames_key(key)] < count)
+            drained.update(key for key in asked[idx] if returned[self._camera(idx, key)] < count)
         return out
 
     def _xreadgroup(self, idx: int, keys: list[str], count: int, block_ms: int | None,
@@ -254,23 +240,23 @@ class FrameConsumer:
             raise BusError(f"redis instance {idx} unavailable: {exc}") from exc
         out: list[Delivery] = []
         for key, entries in reply or []:
-            sid = camera_of_frames_key(key)
+            sid = self._camera(idx, key)
             out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
         return out
 
     def _read_fresh(self, idx: int, keys: list[str], count: int) -> list[Delivery]:
         """Up to ``count`` frames of each camera, none older than ``max_frame_age_ms`` (see READ_FRESH)."""
-        scripts = self._scripts[idx]
+        scripts, names = self._scripts[idx], self.clients.keys(idx)
         with self._client(idx).pipeline(transaction=False) as p:
             for key in keys:
-                scripts.read_fresh(keys=[key, stats_key(camera_of_frames_key(key))],
+                scripts.read_fresh(keys=[key, names.stats(names.camera_of_frames(key))],
                                    args=[INFERENCE_GROUP, self.opts.consumer_name, count, self.opts.max_frame_age_ms,
                                          _STALE_PER_READ],
                                    client=p)
             replies = p.execute()
         out: list[Delivery] = []
         for key, (stale, entries) in zip(keys, replies, strict=True):
-            sid = camera_of_frames_key(key)
+            sid = names.camera_of_frames(key)
             if stale:
                 self.stale_dropped += int(stale)
                 log.debug("stream %s: dropped %d frame(s) older than %g ms", sid, stale, self.opts.max_frame_age_ms)
@@ -291,7 +277,7 @@ class FrameConsumer:
         idle_ms = int(self.opts.claim_idle_s * 1000)
         claimed: list[Delivery] = []
         dead = 0
-        for idx in range(len(self._clients)):
+        for idx in range(len(self._keys)):
             client = self._client(idx)
             for key in list(self._keys[idx]):
                 if len(claimed) >= max_frames:
@@ -302,7 +288,7 @@ class FrameConsumer:
                     for name in forget_idle_consumers(client, key, INFERENCE_GROUP, self.opts.consumer_name, idle_ms):
                         log.info("%s: removed consumer %s (idle, nothing pending)", key, name)
                     continue
-                sid = camera_of_frames_key(key)
+                sid = self._camera(idx, key)
                 retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]
                 for p in pending:
                     if int(p["times_delivered"]) >= self.opts.max_deliveries:
@@ -315,8 +301,8 @@ class FrameConsumer:
     def _claim(self, idx: int, sid: str, ids: list[bytes], counts: dict[bytes, int]) -> list[Delivery]:
         if not ids:
             return []
-        client = self._client(idx)
-        key = frames_key(sid)
+        client, names = self._client(idx), self.clients.keys(idx)
+        key = names.frames(sid)
         entries = client.xclaim(key, INFERENCE_GROUP, self.opts.consumer_name, int(self.opts.claim_idle_s * 1000), ids)
         got = {eid for eid, f in entries if f}
         # Entries trimmed by MAXLEN while they were pending come back empty or not at all: they were
@@ -326,7 +312,7 @@ class FrameConsumer:
             with client.pipeline(transaction=True) as p:
                 p.xack(key, INFERENCE_GROUP, *lost)
                 self._scripts[idx].trim_acked(keys=[key], args=[INFERENCE_GROUP], client=p)
-                p.hincrby(stats_key(sid), "dropped_pending", len(lost))
+                p.hincrby(names.stats(sid), "dropped_pending", len(lost))
                 p.execute()
             log.info("stream %s: %d pending frame(s) were trimmed before they could be reclaimed", sid, len(lost))
         if entries:
@@ -341,7 +327,7 @@ class FrameConsumer:
             by_instance.setdefault(d.instance, []).append(d.entry_id)
         with bus_errors("recording a failed batch"):
             for idx, ids in by_instance.items():
-                self._client(idx).hset(FAILURES_KEY, mapping=dict.fromkeys(ids, reason[:500]))
+                self._client(idx).hset(self.clients.keys(idx).failures, mapping=dict.fromkeys(ids, reason[:500]))
 
     def dead_letter(self, d: Delivery, reason: str) -> bool:
         """Move one frame to the dead-letter stream now (e.g. it cannot be decoded); False if it had a result."""
@@ -350,9 +336,9 @@ class FrameConsumer:
                                      deliveries=d.deliveries)
 
     def _dead_letter_pending(self, idx: int, sid: str, entry_id: str, deliveries: int) -> int:
-        client = self._client(idx)
-        entries = client.xrange(frames_key(sid), min=entry_id, max=entry_id)
-        reason = client.hget(FAILURES_KEY, entry_id)
+        client, names = self._client(idx), self.clients.keys(idx)
+        entries = client.xrange(names.frames(sid), min=entry_id, max=entry_id)
+        reason = client.hget(names.failures, entry_id)
         why = reason.decode() if reason else "no result after repeated deliveries (replica crashed each time?)"
         fields: dict[Any, Any] = dict(entries[0][1]) if entries else {}
         return int(self._dead_letter(idx, sid, entry_id, fields, reason=f"failed {deliveries} deliveries: {why}",
@@ -365,8 +351,9 @@ class FrameConsumer:
         record.update({b"frame_" + (k if isinstance(k, bytes) else str(k).encode()): v for k, v in fields.items()})
         # One script: a frame a result answered meanwhile (acknowledged) is not dead-lettered, nor counted twice.
         pairs = [x for kv in record.items() for x in kv]
+        names = self.clients.keys(idx)
         done = self._scripts[idx].dead_letter(
-            keys=[DEADLETTER_KEY, frames_key(sid), stats_key(sid), FAILURES_KEY],
+            keys=[names.deadletter, names.frames(sid), names.stats(sid), names.failures],
             args=[INFERENCE_GROUP, entry_id, self.opts.deadletter_maxlen, *pairs], client=self._client(idx))
         if done:
             log.warning("stream %s: frame %s dead-lettered: %s", sid, entry_id, reason)

@@ -17,7 +17,9 @@ frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
 
 from __future__ import annotations
 
-from pipeline.core.redis_clients import Client
+from typing import Any
+
+from pipeline.core.redis_clients import Client, is_cluster
 
 # Shared Lua: the id just after ``id`` ("ms-seq" -> "ms-(seq+1)"); entries >= it are unread.
 _SHEBANG = "#!lua flags=allow-oom\n"
@@ -144,12 +146,26 @@ return {now_ms - tonumber(string.match(oldest[1][1], '^(%d+)-')), stale, tonumbe
 """
 
 
+class _Script:
+    """One script: EVALSHA through redis-py's Script on an instance (loaded on first use, in pipelines too);
+    EVAL of the text on a Redis Cluster, whose pipelines refuse EVALSHA (the server caches it all the same)."""
+
+    def __init__(self, client: Client, text: str) -> None:
+        self._client, self._text = client, text
+        self._registered = None if is_cluster(client) else client.register_script(text)
+
+    def __call__(self, *, keys: list[str], args: list[Any], client: Client | None = None) -> Any:
+        if self._registered is not None:
+            return self._registered(keys=keys, args=args, client=client)
+        return (client or self._client).execute_command("EVAL", self._text, len(keys), *keys, *args)
+
+
 class BusScripts:
-    """The scripts registered on one client (EVALSHA; redis-py loads them on first use, in pipelines too)."""
+    """The bus's scripts on one client."""
 
     def __init__(self, client: Client) -> None:
-        self.read_fresh = client.register_script(READ_FRESH)
-        self.trim_acked = client.register_script(TRIM_ACKED)
-        self.write_results = client.register_script(WRITE_RESULTS)
-        self.queue_state = client.register_script(QUEUE_STATE)
-        self.dead_letter = client.register_script(DEAD_LETTER)
+        self.read_fresh = _Script(client, READ_FRESH)
+        self.trim_acked = _Script(client, TRIM_ACKED)
+        self.write_results = _Script(client, WRITE_RESULTS)
+        self.queue_state = _Script(client, QUEUE_STATE)
+        self.dead_letter = _Script(client, DEAD_LETTER)

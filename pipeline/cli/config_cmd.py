@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import load_config
 from pipeline.ops import preflight
 
@@ -24,6 +25,6 @@ def check(file: Path = typer.Argument(..., metavar="FILE", help="YAML config fil
         preflight.check(cfg, str(file))
     sinks = ", ".join(s.type for s in cfg.sinks) or "none"
     window = cfg.inference.batch_window_ms
-    typer.echo(f"{file}: OK: {len(cfg.streams)} stream(s), {len(cfg.redis.urls)} redis instance(s), "
+    typer.echo(f"{file}: OK: {len(cfg.streams)} stream(s), {BusLayout.from_config(cfg.redis).describe()}, "
                f"sinks: {sinks}, batch {cfg.inference.batch_size}, window "
                f"{'auto' if window is None else f'{window:g} ms'}")

@@ -15,11 +15,12 @@ import redis
 
 from pipeline.console.store import StreamStore, effective_streams
 from pipeline.console.tail import CameraTail, ResultsTail
+from pipeline.core.bus_layout import BusClients
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError
-from pipeline.core.keys import camera_status_key, preview_key, stats_key
-from pipeline.core.redis_clients import Client, instance_identity, pick_instance
+from pipeline.core.keys import camera_status_key, preview_key
+from pipeline.core.redis_clients import Client
 from pipeline.core.sink_config import EventOptions
 
 
@@ -30,12 +31,11 @@ def hysteresis_of(cfg: VigilConfig) -> int:
 
 
 class ConsoleData:
-    """Reads for the console; ``clients`` are the bus instances in ``redis.urls`` order."""
+    """Reads for the console through the bus's clients."""
 
-    def __init__(self, cfg: VigilConfig, clients: list[Client], tail: ResultsTail) -> None:
+    def __init__(self, cfg: VigilConfig, clients: BusClients, tail: ResultsTail) -> None:
         self.cfg, self.clients, self.tail = cfg, clients, tail
-        self._identities = [instance_identity(u) for u in cfg.redis.urls]
-        self.store = StreamStore(clients[0])
+        self.store = StreamStore(clients.client(0), clients.keys(0))
 
     def streams(self) -> list[StreamConfig]:
         """The cameras that run: the YAML's with the camera store's changes (:mod:`pipeline.console.store`)."""
@@ -49,7 +49,7 @@ class ConsoleData:
         return next((s for s in self.streams() if s.id == sid), None)
 
     def _client(self, sid: str) -> Client:
-        return self.clients[pick_instance(sid, self._identities)]
+        return self.clients.client(self.clients.layout.shard_of(sid))
 
     def _get(self, sid: str, key: str) -> bytes | None:
         try:
@@ -94,7 +94,8 @@ class ConsoleData:
 
     def _accounting(self, sid: str) -> dict[str, int]:
         try:
-            stats = {k.decode(): int(v) for k, v in self._client(sid).hgetall(stats_key(sid)).items()}
+            raw = self._client(sid).hgetall(self.clients.layout.keys_of(sid).stats(sid))
+            stats = {k.decode(): int(v) for k, v in raw.items()}
         except redis.RedisError:
             stats = {}
         return {"published": stats.get("published", 0), "classified": stats.get("inferred", 0),

@@ -13,15 +13,15 @@ import uvicorn
 from pipeline.console.api import build_app
 from pipeline.console.data import ConsoleData, hysteresis_of
 from pipeline.console.tail import ResultsTail
+from pipeline.core.bus_layout import BusClients
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import ConfigError, VigilError
-from pipeline.core.redis_clients import Client
 
 log = logging.getLogger(__name__)
 
 
 class ConsoleServer:
-    def __init__(self, cfg: VigilConfig, clients: list[Client]) -> None:
+    def __init__(self, cfg: VigilConfig, clients: BusClients) -> None:
         self.cfg, self.clients = cfg, clients
         self._stop = threading.Event()
         self._sock: socket.socket | None = None

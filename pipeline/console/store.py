@@ -1,6 +1,7 @@
 """Cameras added, changed and removed at runtime (the console's API), kept in Redis beside the YAML.
 
-Where: the hash ``vigil:streams`` on the first bus instance (``redis.urls[0]``), one field per camera
+Where: the hash ``vigil:streams`` on the first bus shard (``redis.urls[0]``; on a Redis Cluster,
+``vigil:{s0}:streams``), one field per camera
 id, each value one JSON change: ``{"set": {<stream>}}`` (the camera as the config's ``streams[]`` entry
 would be, ``${VAR}`` unexpanded) or ``{"removed": true}``; and the counter ``vigil:streams:version``,
 incremented in the same transaction (MULTI/EXEC), so a change is applied whole or not at all and
@@ -24,7 +25,7 @@ import redis
 
 from pipeline.core.config import StreamConfig, validate_config
 from pipeline.core.errors import BusError, ConfigError
-from pipeline.core.keys import STREAM_STORE_KEY, STREAM_STORE_VERSION_KEY
+from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redis_clients import Client
 
 Changes = dict[str, dict[str, Any]]  # camera id -> {"set": {...}} or {"removed": True}
@@ -84,18 +85,19 @@ def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable
 class StreamStore:
     """The store on the first bus instance (``client``)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, keys: KeySpace = STANDALONE) -> None:
         self.client = client
+        self._key, self._version_key = keys.stream_store, keys.stream_store_version
 
     def version(self) -> int:
         try:
-            return int(self.client.get(STREAM_STORE_VERSION_KEY) or 0)
+            return int(self.client.get(self._version_key) or 0)
         except redis.RedisError as exc:
             raise BusError(f"cannot read the camera store: {type(exc).__name__}") from exc
 
     def changes(self) -> Changes:
         try:
-            raw = self.client.hgetall(STREAM_STORE_KEY)
+            raw = self.client.hgetall(self._key)
         except redis.RedisError as exc:
             raise BusError(f"cannot read the camera store: {type(exc).__name__}") from exc
         return {k.decode(): json.loads(v) for k, v in raw.items()}
@@ -104,8 +106,8 @@ class StreamStore:
         """Record one change and bump the version, in one transaction."""
         try:
             with self.client.pipeline(transaction=True) as tx:
-                tx.hset(STREAM_STORE_KEY, sid, json.dumps(change))
-                tx.incr(STREAM_STORE_VERSION_KEY)
+                tx.hset(self._key, sid, json.dumps(change))
+                tx.incr(self._version_key)
                 tx.execute()
         except redis.RedisError as exc:
             raise BusError(f"cannot write the camera store: {type(exc).__name__}; nothing was changed") from exc

@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from pipeline.core.bus_layout import BusClients
 from pipeline.core.clock import iso_utc
 from pipeline.core.errors import ResultFormatError
-from pipeline.core.keys import RESULTS_KEY
-from pipeline.core.redis_clients import Client
 from pipeline.results.camera_event import camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.events import EventDetector
@@ -45,9 +43,9 @@ class CameraTail:
 class ResultsTail:
     """Follows the results streams in a thread: ``with ResultsTail(clients, hysteresis): tail.camera(id)``."""
 
-    def __init__(self, clients: Sequence[Client], hysteresis: int, *, backfill: int = 2000,
+    def __init__(self, clients: BusClients, hysteresis: int, *, backfill: int = 2000,
                  keep_s: float = 600.0) -> None:
-        self.clients, self.backfill, self.keep_s = list(clients), backfill, keep_s
+        self.clients, self.backfill, self.keep_s = clients, backfill, keep_s
         self._detector = EventDetector(hysteresis, {})
         self._cameras: dict[str, CameraTail] = {}
         self._lock = threading.Lock()
@@ -56,9 +54,9 @@ class ResultsTail:
         self._last_ids: list[bytes | str] = ["$"] * len(self.clients)
 
     def __enter__(self) -> ResultsTail:
-        for i, client in enumerate(self.clients):
+        for i, client, keys in self.clients:
             try:
-                newest = client.xrevrange(RESULTS_KEY, count=self.backfill)
+                newest = client.xrevrange(keys.results, count=self.backfill)
             except redis.RedisError as exc:
                 log.warning("console: results of Redis instance %d not read back: %s", i, type(exc).__name__)
                 continue
@@ -80,11 +78,12 @@ class ResultsTail:
                 if kept is not None else CameraTail()
 
     def _run(self) -> None:
-        block_ms = 500 if len(self.clients) == 1 else 100
+        # Each shard's stream is read on its own (a cluster's are in other slots): a short block each.
+        block_ms = 500 if len(self.clients) == 1 else max(10, 200 // len(self.clients))
         while not self._stop.is_set():
-            for i, client in enumerate(self.clients):
+            for i, client, keys in self.clients:
                 try:
-                    reply = client.xread({RESULTS_KEY: self._last_ids[i]}, count=1000, block=block_ms)
+                    reply = client.xread({keys.results: self._last_ids[i]}, count=1000, block=block_ms)
                 except redis.RedisError:
                     self._stop.wait(1.0)  # that instance is away; try again soon
                     continue

@@ -24,10 +24,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 
 from pipeline.core.config_base import ID_PATTERN, BackoffOptions
 from pipeline.core.config_base import Strict as _Strict
-from pipeline.core.errors import BusError, ConfigError
+from pipeline.core.errors import ConfigError
 from pipeline.core.health_config import HealthConfig
 from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import SENTINEL_SCHEME, SentinelAddress
+from pipeline.core.redis_config import RedisConfig
 from pipeline.core.sink_config import SinkConfig, sink_name
 
 # --------------------------------------------------------------------------------------------------
@@ -64,42 +64,6 @@ class StreamConfig(_Strict):
 
     def redacted_url(self) -> str:
         return redact_url(self.url)
-
-
-class RedisConfig(_Strict):
-    """The frame bus: one or more Redis instances; each camera is pinned to one by a hash of its id."""
-
-    urls: list[str] = Field(default_factory=list, description=(
-        "redis://, rediss://, unix:// or redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] "
-        "(a primary that Sentinels manage, followed across failovers). Empty: `vigil run` starts its own Redis."))
-    maxlen: Annotated[int, Field(ge=10, description="Per-camera stream length (XADD MAXLEN ~).")] = 500
-    results_maxlen: Annotated[int, Field(ge=100, description="Results stream length (XADD MAXLEN ~).")] = 100_000
-    deadletter_maxlen: Annotated[int, Field(ge=10, description="Dead-letter stream length.")] = 10_000
-    frame_encoding: Literal["raw", "jpeg"] = "raw"
-    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
-    socket_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-
-    @field_validator("urls")
-    @classmethod
-    def _check_schemes(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.startswith(("redis://", "rediss://", "unix://", f"{SENTINEL_SCHEME}://")):
-                raise ValueError(f"{redact_url(url)!r} must start with redis://, rediss:// (TLS), unix:// or "
-                                 f"{SENTINEL_SCHEME}:// (a primary that Redis Sentinels manage)")
-            if url.startswith(f"{SENTINEL_SCHEME}://"):
-                try:
-                    SentinelAddress.parse(url)
-                except BusError as exc:
-                    raise ValueError(str(exc)) from exc
-        return urls
-
-    def bus_urls(self, component: str) -> list[str]:
-        """``urls``, or a :class:`ConfigError` saying that ``component`` needs them (the one such check)."""
-        if not self.urls:
-            raise ConfigError(f"redis.urls is empty: {component} needs the Redis instance(s) of the frame bus; "
-                              "list them under redis.urls (only `vigil run` starts a Redis of its own)",
-                              ["redis.urls: is empty"])
-        return list(self.urls)
 
 
 class IngestConfig(BackoffOptions):

@@ -18,42 +18,91 @@ key                            type        what
 =============================  ==========  ========================================================
 
 Consumer groups: ``vigil-inference`` on every frame stream; ``vigil-sink-<sink name>`` on the
-results stream. Each camera's keys live on the Redis instance it is pinned to
-(:func:`pipeline.core.redis_clients.pick_instance`).
+results stream. Each camera's keys live on the bus shard it is pinned to
+(:class:`pipeline.core.bus_layout.BusLayout`).
+
+On a Redis Cluster (``redis.mode: cluster``) the frames, stats, results, dead-letter, failures and camera
+store keys of shard ``N`` carry the hash tag ``{sN}`` after ``vigil:`` (``vigil:{s3}:frames:<camera>``,
+``vigil:{s3}:results``): one shard's keys are in one hash slot, so a camera's frame, its result, its
+counters and its acknowledgement stay one transaction or script, as on a single instance. Standalone
+instances use the names above (:class:`KeySpace` with no tag). The other keys are read and written one
+at a time and need no tag.
 """
 
 from __future__ import annotations
 
-FRAMES_PREFIX = "vigil:frames:"
-RESULTS_KEY = "vigil:results"
-DEADLETTER_KEY = "vigil:deadletter"
-FAILURES_KEY = "vigil:failures"
-STATS_PREFIX = "vigil:stats:"
+from dataclasses import dataclass
+
 REPLICA_KEY_PREFIX = "vigil:replica:"
 INFERENCE_GROUP = "vigil-inference"
 SINK_GROUP_PREFIX = "vigil-sink-"
 PREVIEW_PREFIX = "vigil:preview:"
-STREAM_STORE_KEY = "vigil:streams"
-STREAM_STORE_VERSION_KEY = "vigil:streams:version"
 CAMERA_STATUS_PREFIX = "vigil:camera:"
 
 
-def frames_key(stream_id: str) -> str:
-    """The stream of a camera's frames."""
-    return FRAMES_PREFIX + stream_id
+@dataclass(frozen=True)
+class KeySpace:
+    """The names of one bus shard's keys: no ``tag`` on a standalone instance (the names above), ``{sN}``
+    for shard ``N`` of a Redis Cluster (see the module's docstring)."""
+
+    tag: str = ""
+
+    @property
+    def _prefix(self) -> str:
+        return f"vigil:{self.tag}:" if self.tag else "vigil:"
+
+    @classmethod
+    def cluster_shard(cls, index: int) -> KeySpace:
+        return cls(f"{{s{index}}}")
+
+    def frames(self, stream_id: str) -> str:
+        """The stream of a camera's frames."""
+        return f"{self._prefix}frames:{stream_id}"
+
+    def stats(self, stream_id: str) -> str:
+        """The hash of a camera's frame accounting."""
+        return f"{self._prefix}stats:{stream_id}"
+
+    @property
+    def frames_glob(self) -> str:
+        """SCAN pattern of this shard's frame streams."""
+        return self.frames("*")
+
+    def camera_of_frames(self, key: str | bytes) -> str:
+        """The camera id in one of this shard's frames stream keys (the inverse of :meth:`frames`)."""
+        text = key.decode() if isinstance(key, bytes) else key
+        prefix = self.frames("")
+        if not text.startswith(prefix):
+            raise ValueError(f"{text!r} is not a frames stream key ({prefix}<camera>)")
+        return text[len(prefix):]
+
+    @property
+    def results(self) -> str:
+        return f"{self._prefix}results"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self._prefix}deadletter"
+
+    @property
+    def failures(self) -> str:
+        return f"{self._prefix}failures"
+
+    @property
+    def stream_store(self) -> str:
+        return f"{self._prefix}streams"
+
+    @property
+    def stream_store_version(self) -> str:
+        return f"{self._prefix}streams:version"
 
 
-def camera_of_frames_key(key: str | bytes) -> str:
-    """The camera id in a frames stream key (the inverse of :func:`frames_key`)."""
-    text = key.decode() if isinstance(key, bytes) else key
-    if not text.startswith(FRAMES_PREFIX):
-        raise ValueError(f"{text!r} is not a frames stream key ({FRAMES_PREFIX}<camera>)")
-    return text[len(FRAMES_PREFIX):]
 
-
-def stats_key(stream_id: str) -> str:
-    """The hash of a camera's frame accounting."""
-    return STATS_PREFIX + stream_id
+STANDALONE = KeySpace()  # a standalone instance's names (the table above)
+RESULTS_KEY = STANDALONE.results
+DEADLETTER_KEY = STANDALONE.deadletter
+frames_key = STANDALONE.frames
+stats_key = STANDALONE.stats
 
 
 def replica_key(replica: str) -> str:

@@ -16,19 +16,26 @@ is one instance too: the primary that those Sentinels name ``SERVICE``. Its clie
 primary is before each new connection, so after a failover the next command (a retry of the one that
 failed) reaches the promoted replica. The password is the primary's; ``sentinel_password`` the
 Sentinels' own, if they have one.
+
+:func:`connect_cluster` makes the one client of a Redis Cluster (``redis.mode: cluster``): the URLs are
+nodes to start from; it learns the slot map from the first that answers, on its first command (so a
+process starts while the cluster is away, as with one instance), and follows MOVED and failovers itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from pipeline.core.errors import BusError
@@ -113,21 +120,113 @@ def connect(url: str, timeout_s: float, *, block_s: float = 0.0, fail_fast: bool
         raise BusError(f"Redis URL {redact_url(url)} is invalid: {exc}") from exc
 
 
-def connect_all(urls: list[str], timeout_s: float, *, block_s: float = 0.0) -> list[Client]:
-    """One client per instance of the bus, in ``redis.urls`` order; closes those made if one fails."""
-    clients: list[Client] = []
+class ClusterClient:
+    """A :class:`redis.cluster.RedisCluster` made on first use: its constructor already asks a node for the
+    slot map, which must not fail a process that starts while the cluster is away. redis-py's cluster
+    errors that are not :class:`redis.RedisError` (no node reachable, a slot no node serves) are raised as
+    :class:`redis.ConnectionError`, from its commands, pipelines and iterators alike, so a cluster that is
+    away fails like a single instance that is down."""
+
+    def __init__(self, nodes: list[ClusterNode], options: dict[str, Any]) -> None:
+        self._nodes, self._options = nodes, options
+        self._cluster: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> RedisCluster:
+        with self._lock:
+            if self._cluster is None:
+                with _as_connection_error():
+                    self._cluster = RedisCluster(startup_nodes=self._nodes, require_full_coverage=False,
+                                                 **self._options)
+            return self._cluster
+
+    def __getattr__(self, name: str) -> Any:
+        return _translated(lambda: getattr(self._get(), name))
+
+    def close(self) -> None:
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.close()
+
+
+class _ClusterPipeline:
+    """A cluster pipeline whose errors are translated like :class:`ClusterClient`'s."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+
+    def __getattr__(self, name: str) -> Any:
+        return _translated(lambda: getattr(self._pipeline, name))
+
+    def __enter__(self) -> _ClusterPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pipeline.reset()
+
+
+@contextlib.contextmanager
+def _as_connection_error() -> Iterator[None]:
     try:
-        for url in urls:
-            clients.append(connect(url, timeout_s, block_s=block_s))
-    except BusError:
-        close_all(clients)
-        raise
-    return clients
+        yield
+    except RedisClusterException as exc:
+        raise redis.ConnectionError(f"Redis Cluster: {type(exc).__name__}: {exc}") from exc
 
 
-def close_all(clients: list[Client]) -> None:
-    for client in clients:
-        client.close()
+def _translated(attribute: Callable[[], Any]) -> Any:
+    with _as_connection_error():
+        value = attribute()
+    if not callable(value):
+        return value
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _as_connection_error():
+            result = value(*args, **kwargs)
+        if isinstance(result, ClusterPipeline):
+            return _ClusterPipeline(result)
+        if isinstance(result, Iterator):
+            return _translated_items(result)
+        return result
+
+    return call
+
+
+def _translated_items(items: Iterator[Any]) -> Iterator[Any]:
+    with _as_connection_error():
+        yield from items
+
+
+def connect_cluster(urls: list[str], timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> Client:
+    """The client of the Redis Cluster whose nodes ``urls`` name (user, password and TLS from the first URL
+    that has them; each node's own ``/db`` must be 0: a cluster has one database)."""
+    nodes: list[ClusterNode] = []
+    auth: dict[str, Any] = {}
+    for url in urls:
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise BusError(f"Redis URL {redact_url(url)} is invalid: {exc}") from exc
+        if parts.path.strip("/") not in ("", "0"):
+            raise BusError(f"Redis URL {redact_url(url)}: a Redis Cluster has database 0 only; drop the /DB")
+        nodes.append(ClusterNode(parts.hostname or "localhost", port))  # type: ignore[no-untyped-call]
+        if parts.password and "password" not in auth:
+            auth.update(username=unquote(parts.username) if parts.username else None,
+                        password=unquote(parts.password))
+    if not nodes:
+        raise BusError("the Redis Cluster has no node: list at least one under redis.urls")
+    options: dict[str, Any] = {"socket_timeout": timeout_s + block_s, "socket_connect_timeout": timeout_s, **auth}
+    if any(url.startswith("rediss://") for url in urls):
+        options["ssl"] = True
+    if fail_fast:
+        options["retry"] = Retry(NoBackoff(), 0)
+    return ClusterClient(nodes, options)
+
+
+def is_cluster(client: Client) -> bool:
+    """Whether ``client`` (or the pipeline it made) talks to a Redis Cluster, where scripts run as EVAL."""
+    return isinstance(client, ClusterClient | _ClusterPipeline | RedisCluster)
 
 
 def instance_identity(url: str) -> str:

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 
 import redis
 
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.keys import replica_key
-from pipeline.core.redis_clients import connect
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -38,9 +38,9 @@ class ReplicaStatsRecorder:
     Thread-safe (the loop's lanes share one recorder).
     """
 
-    def __init__(self, redis_url: str, replica: str, *, timeout_s: float, flush_every_s: float = 1.0,
+    def __init__(self, layout: BusLayout, replica: str, *, timeout_s: float, flush_every_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._client = connect(redis_url, timeout_s)
+        self._client, _ = layout.connect_first(timeout_s)  # on the first shard, where every scrape looks
         self._key = replica_key(replica)
         self._flush_every_s = flush_every_s
         self._lock = threading.Lock()

@@ -121,7 +121,7 @@ class ClassifierReplica:
         self.runtime = ModelRuntime(self.settings.model_path, self._runtime_options()).open()
         self.consumer = FrameConsumer(ConsumerOptions.from_config(cfg, self.name)).__enter__()
         writer = ResultWriter(self.consumer.clients, cfg.redis.results_maxlen)
-        self._stats = ReplicaStatsRecorder(cfg.redis.urls[0], self.name, timeout_s=cfg.redis.socket_timeout_s)
+        self._stats = ReplicaStatsRecorder(self.consumer.opts.layout, self.name, timeout_s=cfg.redis.socket_timeout_s)
         self.loop = InferenceLoop(self.runtime, self.consumer, writer,
                                   LoopOptions.from_config(self.inference, lanes=self.runtime.lanes, replica=self.name,
                                                           jpeg=cfg.redis.frame_encoding == "jpeg"),

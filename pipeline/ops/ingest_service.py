@@ -35,7 +35,6 @@ from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
-from pipeline.core.redis_clients import connect
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.health import CameraHealth, describe
 from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor
@@ -85,7 +84,7 @@ class IngestService:
         self._bus = FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up)
         self._preview = PreviewMaker(cfg.console)
         self._yaml_streams = list(cfg.streams)
-        self._store: StreamStore | None = None  # cameras changed at runtime (the console), on instance 0
+        self._store: StreamStore | None = None  # cameras changed at runtime (the console), on shard 0
         self._store_version = -1
         self._refresh_lock = threading.Lock()
 
@@ -104,8 +103,8 @@ class IngestService:
         try:
             # Short timeouts: the feedback loop asks for the store's version every second and must not hang
             # on a frozen Redis (the frames go through the bus, with its own backoff).
-            self._store = StreamStore(connect(self.cfg.redis.urls[0], min(1.0, self.cfg.redis.socket_timeout_s),
-                                              fail_fast=True))
+            self._store = StreamStore(*self._bus.opts.layout.connect_first(min(1.0, self.cfg.redis.socket_timeout_s),
+                                                                           fail_fast=True))
             self.cfg = self.cfg.model_copy(update={"streams": self._with_store()})
             owned = [s.id for s in owned_streams(self.cfg, self.shard)]
             for warning in self._bus.capacity_warnings(owned, self.frame_bytes):

@@ -29,15 +29,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from pipeline.bus.publisher import trimmed_unread_entries
-from pipeline.core.keys import (
-    INFERENCE_GROUP,
-    REPLICA_KEY_PREFIX,
-    RESULTS_KEY,
-    SINK_GROUP_PREFIX,
-    frames_key,
-    stats_key,
-)
-from pipeline.core.redis_clients import Client, close_all, connect_all, instance_identity, pick_instance
+from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 from pipeline.ingest.camera import CameraState
 from pipeline.ingest.health import CONDITIONS, FrameStats
@@ -270,10 +263,9 @@ class PipelineCollector(Collector):
     refreshes them for the next scrape.
     """
 
-    def __init__(self, redis_urls: list[str], stream_ids: Cameras, timeout_s: float,
+    def __init__(self, layout: BusLayout, stream_ids: Cameras, timeout_s: float,
                  scrape_bound_s: float = 0.5) -> None:
-        self._clients = connect_all(redis_urls, timeout_s)
-        self._idents = [instance_identity(u) for u in redis_urls]
+        self._clients = layout.connect(timeout_s)
         self._cameras = _camera_source(stream_ids)
         self._bound_s = scrape_bound_s
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="pipeline-stats")
@@ -283,13 +275,13 @@ class PipelineCollector(Collector):
         self._last_at: float | None = None  # time.monotonic() of the figures in _last
 
     @property
-    def clients(self) -> list[Client]:
-        """The Redis clients, one per bus instance (read-only use)."""
-        return list(self._clients)
+    def clients(self) -> BusClients:
+        """The Redis clients, one per bus shard (read-only use)."""
+        return self._clients
 
     def close(self) -> None:
         self._reader.shutdown(wait=False, cancel_futures=True)
-        close_all(self._clients)
+        self._clients.close()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:  # one read in flight at a time: a frozen Redis does not pile up reads
@@ -338,10 +330,10 @@ class PipelineCollector(Collector):
         queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
                                   "pending (read, no result yet).", labels=["stream", "state"])
         for sid in sorted(self._cameras()):
-            idx = pick_instance(sid, self._idents)
-            c = self._clients[idx]
-            stats = {k.decode(): int(v) for k, v in c.hgetall(stats_key(sid)).items()}
-            evicted, backlog, pending = self._stream_queue(c, frames_key(sid), INFERENCE_GROUP)
+            idx = self._clients.layout.shard_of(sid)
+            c, keys = self._clients.client(idx), self._clients.keys(idx)
+            stats = {k.decode(): int(v) for k, v in c.hgetall(keys.stats(sid)).items()}
+            evicted, backlog, pending = self._stream_queue(c, keys.frames(sid), INFERENCE_GROUP)
             published.add_metric([sid], stats.get("published", 0))
             inferred.add_metric([sid], stats.get("inferred", 0))
             dead.add_metric([sid], stats.get("dead_lettered", 0))
@@ -359,9 +351,9 @@ class PipelineCollector(Collector):
                                   "backlog (not taken yet) and pending (taken, not acknowledged).",
                                   labels=["sink", "state"])
         totals: dict[str, list[int]] = {}
-        for c in self._clients:
+        for _, c, keys in self._clients:
             try:
-                groups = c.xinfo_groups(RESULTS_KEY)
+                groups = c.xinfo_groups(keys.results)
             except redis.ResponseError:
                 continue  # no results stream on this instance yet
             for g in groups:
@@ -400,7 +392,7 @@ class PipelineCollector(Collector):
         size = HistogramMetricFamily("vigil_replica_batch_size", "Frames per batch.", labels=["replica"])
         latency = HistogramMetricFamily("vigil_replica_inference_latency_seconds", "Model time per batch.",
                                         labels=["replica"])
-        for client in self._clients:
+        for client in self._clients.distinct():
             for key in client.scan_iter(match=REPLICA_KEY_PREFIX + "*", count=100):
                 h = {k.decode(): float(v) for k, v in client.hgetall(key).items()}
                 if not h:

@@ -17,9 +17,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from pipeline.console.server import ConsoleServer
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, ModelContractError, ModelError, VigilError
-from pipeline.core.redis_clients import ping
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.providers import cuda_device_count
@@ -93,17 +93,17 @@ class LocalPipeline:
             urls = [self._redis.url]
             self.cfg = self.cfg.model_copy(update={"redis": self.cfg.redis.model_copy(update={"urls": urls})})
         else:
-            for i, url in enumerate(urls):  # fail fast, before Ray starts
-                try:
-                    ping(url, self.cfg.redis.socket_timeout_s)
-                except BusError as exc:
-                    raise BusError(f"redis.urls[{i}]: {exc}; start that Redis, or leave redis.urls empty and "
-                                   "vigil run starts its own") from exc
+            try:  # fail fast, before Ray starts
+                BusLayout.from_config(self.cfg.redis).ping(self.cfg.redis.socket_timeout_s)
+            except BusError as exc:
+                raise BusError(f"{exc}; start that Redis, or leave redis.urls empty and vigil run starts its own") \
+                    from exc
         t0 = time.monotonic()
         self._start_inference()
         log.info("vigil run: inference ready %.1f s after Ray started; starting the sinks and the cameras",
                  time.monotonic() - t0)
-        self._collector = PipelineCollector(urls, self._camera_ids, self.cfg.redis.socket_timeout_s)
+        self._collector = PipelineCollector(BusLayout.from_config(self.cfg.redis), self._camera_ids,
+                                            self.cfg.redis.socket_timeout_s)
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(self._camera_ids, self.registry)
         if self.cfg.console.enabled:  # before the cameras: results start flowing with them, last
@@ -282,9 +282,10 @@ class LocalPipeline:
 
     def _latest_results(self) -> dict[str, str]:
         """The newest result's "label (score) / scene" per camera, from the tail of the results streams."""
-        clients = self._collector.clients if self._collector is not None else []
+        if self._collector is None:
+            return {}
         out: dict[str, str] = {}
-        for sid, recent in read_recent(clients, [s.id for s in self.cfg.streams],
+        for sid, recent in read_recent(self._collector.clients, [s.id for s in self.cfg.streams],
                                        20 * max(1, len(self.cfg.streams))).items():
             r = recent.latest
             top = r.classification.top1 if r is not None else None

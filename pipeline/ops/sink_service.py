@@ -10,9 +10,9 @@ import socket
 import threading
 from types import TracebackType
 
+from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import VigilError
-from pipeline.core.redis_clients import Client, close_all, connect_all
 from pipeline.core.sink_config import sink_name
 from pipeline.results.delivery import SinkObserver, SinkRunner
 from pipeline.results.sinks import Sink, SinkContext, build_sink
@@ -30,7 +30,7 @@ class SinkService:
         self.observer = observer
         self.stop = threading.Event()
         self.runners: list[SinkRunner] = []
-        self._clients: list[Client] = []
+        self._clients: BusClients | None = None
         self._sinks: list[Sink] = []
         self._state = "new"
 
@@ -39,13 +39,15 @@ class SinkService:
             raise VigilError(f"the sink service is {self._state}; make a new SinkService to run the sinks again")
         self._state = "open"
         try:
-            self._clients = connect_all(self.urls, self.cfg.redis.socket_timeout_s, block_s=1.0)
+            layout = BusLayout.from_config(self.cfg.redis)
+            self._clients = clients = layout.connect(self.cfg.redis.socket_timeout_s, block_s=1.0)
             streams = tuple(s.id for s in self.cfg.streams)
+            default_redis = None if layout.is_cluster else self.urls[0]  # a redis sink on a cluster names its own
             for i, sink_cfg in enumerate(self.cfg.sinks):
                 name = sink_name(sink_cfg, i)
-                sink = build_sink(sink_cfg, SinkContext(name, self.urls[0], streams)).__enter__()
+                sink = build_sink(sink_cfg, SinkContext(name, default_redis, streams)).__enter__()
                 self._sinks.append(sink)
-                self.runners.append(SinkRunner(name, sink, sink_cfg, self._clients,
+                self.runners.append(SinkRunner(name, sink, sink_cfg, clients,
                                                consumer=self.consumer, observer=self.observer))
         except VigilError:
             self.__exit__(None, None, None)
@@ -61,6 +63,7 @@ class SinkService:
             r.join(10)
         for s in self._sinks:
             s.__exit__(None, None, None)
-        close_all(self._clients)
-        self._sinks, self._clients, self.runners = [], [], []
+        if self._clients is not None:
+            self._clients.close()
+        self._sinks, self._clients, self.runners = [], None, []
         self._state = "closed"

@@ -1,7 +1,7 @@
 """Results -> one sink: a consumer group per sink on the results stream, acknowledged after the write.
 
 Each sink has its own consumer group (``vigil-sink-<name>``) on the results stream of every bus
-instance, so a slow or failing sink never stalls inference or the other sinks: its backlog waits in
+shard, so a slow or failing sink never stalls inference or the other sinks: its backlog waits in
 Redis (bounded by the results stream's MAXLEN). Records are acknowledged only after the sink's
 ``write`` returned; a failing write is retried with the sink's backoff, and after a restart the
 runner first re-reads what it had taken but not acknowledged. Delivery is therefore at-least-once.
@@ -19,9 +19,10 @@ from typing import Protocol
 import redis
 
 from pipeline.core.backoff import Backoff
+from pipeline.core.bus_layout import BusClients
 from pipeline.core.errors import ResultFormatError, SinkError
-from pipeline.core.keys import RESULTS_KEY, sink_group
-from pipeline.core.redis_clients import Client, forget_idle_consumers
+from pipeline.core.keys import sink_group
+from pipeline.core.redis_clients import forget_idle_consumers
 from pipeline.core.sink_config import SinkConfig
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
@@ -56,9 +57,9 @@ class _Pending:
 
 
 class SinkRunner:
-    """Feeds one sink from the results streams of all instances, in its own thread."""
+    """Feeds one sink from the results streams of all shards, in its own thread."""
 
-    def __init__(self, name: str, sink: Sink, cfg: SinkConfig, clients: list[Client], *, consumer: str,
+    def __init__(self, name: str, sink: Sink, cfg: SinkConfig, clients: BusClients, *, consumer: str,
                  observer: SinkObserver | None = None) -> None:
         self.name, self.sink, self.clients, self.batch_size = name, sink, clients, cfg.batch_size
         self.group, self.consumer = sink_group(name), consumer
@@ -73,17 +74,17 @@ class SinkRunner:
     def _ensure_group(self, idx: int) -> None:
         try:
             # "0": a new sink starts from the oldest result still kept, not only new ones.
-            self.clients[idx].xgroup_create(RESULTS_KEY, self.group, id="0", mkstream=True)
+            self.clients.client(idx).xgroup_create(self.clients.keys(idx).results, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     def _read(self, idx: int, block_ms: int | None) -> _Pending | None:
-        client = self.clients[idx]
+        client, results = self.clients.client(idx), self.clients.keys(idx).results
         # First our own unacknowledged entries (from before a restart), then new ones.
         start = "0" if not self._own_pending_done[idx] else ">"
         try:
-            reply = client.xreadgroup(self.group, self.consumer, {RESULTS_KEY: start}, count=self.batch_size,
+            reply = client.xreadgroup(self.group, self.consumer, {results: start}, count=self.batch_size,
                                       block=None if start == "0" else block_ms)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -118,12 +119,13 @@ class SinkRunner:
         if now - self._last_claim[idx] < min(5.0, self.claim_idle_s):
             return None
         self._last_claim[idx] = now
-        client, idle_ms = self.clients[idx], int(self.claim_idle_s * 1000)
-        pending = client.xpending_range(RESULTS_KEY, self.group, min="-", max="+", count=self.batch_size,
+        client, idle_ms = self.clients.client(idx), int(self.claim_idle_s * 1000)
+        results = self.clients.keys(idx).results
+        pending = client.xpending_range(results, self.group, min="-", max="+", count=self.batch_size,
                                         idle=idle_ms)
         theirs = [p["message_id"] for p in pending if p["consumer"].decode() != self.consumer]
-        entries = client.xclaim(RESULTS_KEY, self.group, self.consumer, idle_ms, theirs) if theirs else []
-        for name in forget_idle_consumers(client, RESULTS_KEY, self.group, self.consumer, idle_ms):
+        entries = client.xclaim(results, self.group, self.consumer, idle_ms, theirs) if theirs else []
+        for name in forget_idle_consumers(client, results, self.group, self.consumer, idle_ms):
             log.info("sink %s: removed consumer %s (idle, nothing pending)", self.name, name)
         if entries:
             log.warning("sink %s: took over %d result(s) left pending by another consumer", self.name, len(entries))
@@ -137,7 +139,8 @@ class SinkRunner:
                     self.sink.write(batch.records)
                 if batch.events and isinstance(self.sink, CameraEventSink):  # other sinks store results only
                     self.sink.write_camera_events(batch.events)
-                self.clients[batch.instance].xack(RESULTS_KEY, self.group, *batch.ids)
+                self.clients.client(batch.instance).xack(self.clients.keys(batch.instance).results, self.group,
+                                                         *batch.ids)
                 self.delivered += len(batch.records)
                 self.observer.written(self.name, batch.records, time.time())
                 return
@@ -158,7 +161,7 @@ class SinkRunner:
                 try:
                     batch = self._take_over(idx) or self._read(idx, block_ms)
                 except redis.RedisError as exc:
-                    log.warning("sink %s: redis instance %d: %s", self.name, idx, exc)
+                    log.warning("sink %s: Redis %s: %s", self.name, self.clients.where(idx), exc)
                     stop.wait(1.0)
                     continue
                 if batch is not None:

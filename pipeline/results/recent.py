@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from pipeline.core.bus_layout import BusClients
 from pipeline.core.errors import ResultFormatError
-from pipeline.core.keys import RESULTS_KEY
-from pipeline.core.redis_clients import Client
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
 
@@ -31,12 +30,12 @@ class Recent:
         return self.results[-1] if self.results else None
 
 
-def read_recent(clients: Iterable[Client], stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:
-    """The newest ``entries`` of every instance's results stream, split by camera (only ``stream_ids``)."""
+def read_recent(clients: BusClients, stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:
+    """The newest ``entries`` of every shard's results stream, split by camera (only ``stream_ids``)."""
     out = {sid: Recent() for sid in stream_ids}
-    for client in clients:
+    for _, client, keys in clients:
         try:
-            tail = client.xrevrange(RESULTS_KEY, count=entries)
+            tail = client.xrevrange(keys.results, count=entries)
         except redis.RedisError:
             continue  # that instance is down: its cameras show what the others have (nothing)
         for _, fields in reversed(tail):

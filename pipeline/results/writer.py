@@ -1,6 +1,6 @@
 """Where a result is written: result records onto ``vigil:results``, their frames acknowledged.
 
-:meth:`ResultWriter.write` does, per Redis instance, in one atomic script
+:meth:`ResultWriter.write` does, per bus shard, in one atomic script
 (:data:`pipeline.bus.scripts.WRITE_RESULTS`, which runs at ``maxmemory`` too): XADD each
 record to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on their camera's
 stream for the inference group (a frame already answered, e.g. reclaimed while its first batch was
@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pipeline.bus.scripts import BusScripts
-from pipeline.core.keys import FAILURES_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
-from pipeline.core.redis_clients import Client, bus_errors
+from pipeline.core.bus_layout import BusClients
+from pipeline.core.keys import INFERENCE_GROUP
+from pipeline.core.redis_clients import bus_errors
 from pipeline.results.record import ResultRecord
 
 
@@ -37,11 +38,11 @@ class FrameRef(Protocol):
 
 
 class ResultWriter:
-    """Writes results through the bus's clients, one per instance (borrowed: the reader owns them)."""
+    """Writes results through the bus's clients, one per shard (borrowed: the reader owns them)."""
 
-    def __init__(self, clients: Sequence[Client], results_maxlen: int) -> None:
-        self._clients = list(clients)
-        self._scripts = [BusScripts(c) for c in self._clients]
+    def __init__(self, clients: BusClients, results_maxlen: int) -> None:
+        self._clients = clients
+        self._scripts = [BusScripts(c) for _, c, _ in clients]
         self._maxlen = results_maxlen
 
     def write(self, done: Sequence[tuple[FrameRef, ResultRecord]]) -> None:
@@ -60,9 +61,10 @@ class ResultWriter:
             cam = cameras.setdefault(frame.stream_id, len(cameras) + 1)
             fields = record.to_fields()
             frames.append([cam, frame.entry_id, fields["v"], fields["stream"], fields["json"]])
-        keys = [RESULTS_KEY, FAILURES_KEY]
+        names = self._clients.keys(idx)
+        keys = [names.results, names.failures]
         for sid in cameras:
-            keys += [frames_key(sid), stats_key(sid)]
+            keys += [names.frames(sid), names.stats(sid)]
         payload = json.dumps({"cameras": len(cameras), "frames": frames})
         self._scripts[idx].write_results(keys=keys, args=[INFERENCE_GROUP, self._maxlen, payload],
-                                         client=self._clients[idx])
+                                         client=self._clients.client(idx))

@@ -16,7 +16,8 @@ class RedisStreamSink:
     def __init__(self, cfg: RedisSinkConfig, default_url: str | None) -> None:
         url = cfg.url or default_url
         if not url:
-            raise ConfigError("a redis sink needs url: (or a redis.urls entry to default to)")
+            raise ConfigError("a redis sink needs url: (it defaults to the first of redis.urls, except with "
+                              "redis.mode: cluster: name a standalone Redis for the copy)")
         self.cfg, self.url = cfg, url
         self._client: Client | None = None
 

@@ -17,9 +17,9 @@ import redis
 
 from pipeline.console.server import ConsoleServer
 from pipeline.console.store import StreamStore, camera_ids
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.keys import RESULTS_KEY
-from pipeline.core.redis_clients import close_all, connect_all
 from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector
 from tests.fixtures.services import free_port, wait_for
@@ -46,13 +46,13 @@ def console(clean_redis_url: str, video_dir: Path) -> Iterator[str]:
     for i, label in enumerate(["cat"] * 4 + ["dog"] * 4):
         r = dataclasses.replace(record("lobby", label, i=i), capture_ts=now + i, inference_ts=now + i + 0.5)
         client.xadd(RESULTS_KEY, r.to_fields())  # type: ignore[arg-type]
-    clients = connect_all(cfg.redis.urls, 5)
+    clients = BusLayout.from_config(cfg.redis).connect(5)
     with IngestService(cfg) as ingest, ConsoleServer(cfg, clients) as server:
         assert wait_for(lambda: ingest.camera_state("lobby") is not None
                         and ingest.camera_state("lobby").value == "live", 15)
         assert wait_for(lambda: httpx.get(f"{server.url}api/v1/streams/lobby/snapshot.jpg").status_code == 200, 10)
         yield server.url
-    close_all(clients)
+    clients.close()
 
 
 def test_streams_list_state_label_and_never_a_password(console: str) -> None:
@@ -98,7 +98,7 @@ def test_snapshot_events_page_docs_and_live_updates(console: str) -> None:
 
 def test_reads_can_need_the_token(clean_redis_url: str, video_dir: Path) -> None:
     cfg = config(clean_redis_url, video_dir, token_for_reads=True)
-    clients = connect_all(cfg.redis.urls, 5)
+    clients = BusLayout.from_config(cfg.redis).connect(5)
     try:
         with ConsoleServer(cfg, clients) as server:
             refused = httpx.get(f"{server.url}api/v1/streams")
@@ -110,7 +110,7 @@ def test_reads_can_need_the_token(clean_redis_url: str, video_dir: Path) -> None
             assert ok.status_code == 200 and {v["id"] for v in ok.json()} == {"lobby", "gate"}
             assert all(v["state"] == "unknown" for v in ok.json())  # no ingest worker here
     finally:
-        close_all(clients)
+        clients.close()
 
 
 def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a_restart(
@@ -118,7 +118,7 @@ def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a
     cfg = config(clean_redis_url, video_dir)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     new = {"id": "added", "url": str(video_dir / "slideshow.mp4"), "fps": 4, "loop": True}
-    clients = connect_all(cfg.redis.urls, 5)
+    clients = BusLayout.from_config(cfg.redis).connect(5)
     try:
         with IngestService(cfg) as ingest, ConsoleServer(cfg, clients) as server:
             api = f"{server.url}api/v1/streams"
@@ -140,9 +140,9 @@ def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a
             assert httpx.delete(f"{api}/lobby", headers=auth).status_code == 204  # a camera of the YAML
             assert wait_for(lambda: "lobby" not in ingest.cameras, 10)
             # The pipeline's metrics follow the cameras there are now (labels stay bounded to them).
-            store = StreamStore(clients[0])
-            collector = PipelineCollector(cfg.redis.urls, camera_ids(list(cfg.streams), store), timeout_s=5,
-                                          scrape_bound_s=5)
+            store = StreamStore(clients.client(0))
+            collector = PipelineCollector(BusLayout.from_config(cfg.redis), camera_ids(list(cfg.streams), store),
+                                          timeout_s=5, scrape_bound_s=5)
             counted = {s.labels["stream"] for m in collector.collect() for s in m.samples
                        if m.name == "vigil_pipeline_published_frames"}
             collector.close()
@@ -153,4 +153,4 @@ def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a
         with IngestService(cfg) as again:
             assert set(again.cameras) == {"gate", "added"} and again.cameras["added"].stream.fps == 2
     finally:
-        close_all(clients)
+        clients.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from pipeline.console.tail import RESULTS_KEPT, ResultsTail
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.results.camera_event import StateEvent
 from tests.fixtures.services import wait_for
@@ -15,7 +16,7 @@ def test_reads_back_then_follows_and_keeps_each_camera_bounded(clean_redis_url: 
     client = redis.Redis.from_url(clean_redis_url)
     for i in range(5):
         client.xadd(RESULTS_KEY, record("cam", "cat", i=i).to_fields())  # type: ignore[arg-type]
-    with ResultsTail([client], hysteresis=2, keep_s=3) as tail:
+    with ResultsTail(BusLayout([clean_redis_url]).connect(5), hysteresis=2, keep_s=3) as tail:
         assert len(tail.camera("cam").results) == 5  # read back at start
         assert [e["to"] for e in tail.camera("cam").changes if e["event"] == "label_changed"] == ["cat"]
         client.xadd(RESULTS_KEY, StateEvent("cam", "stalled", "no frame for 5.0 s", 1006.0).to_fields())  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.keys import REPLICA_KEY_PREFIX
 from pipeline.inference.replica_stats import ReplicaStatsRecorder
 from tests.fixtures.services import RedisServer
@@ -15,7 +16,7 @@ from tests.fixtures.services import RedisServer
 def test_replica_stats_are_summed_then_flushed(clean_redis_url: str) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     key = REPLICA_KEY_PREFIX + "r1"
-    rec = ReplicaStatsRecorder(clean_redis_url, "r1", timeout_s=5, flush_every_s=3600)
+    rec = ReplicaStatsRecorder(BusLayout([clean_redis_url]), "r1", timeout_s=5, flush_every_s=3600)
     rec.batch_done(8, 0.02)
     rec.batch_done(4, 0.01)
     rec.batch_done(4, 0.2)
@@ -36,8 +37,8 @@ def test_flushes_are_timed_from_start_whatever_the_uptime(clean_redis_url: str, 
     now = [uptime_s]
     client = redis.Redis.from_url(clean_redis_url)
     key = REPLICA_KEY_PREFIX + f"clock-{int(uptime_s)}"
-    rec = ReplicaStatsRecorder(clean_redis_url, key.removeprefix(REPLICA_KEY_PREFIX), timeout_s=5, flush_every_s=10,
-                               clock=lambda: now[0])
+    rec = ReplicaStatsRecorder(BusLayout([clean_redis_url]), key.removeprefix(REPLICA_KEY_PREFIX), timeout_s=5,
+                               flush_every_s=10, clock=lambda: now[0])
     rec.batch_done(8, 0.01)
     now[0] += 9.9
     rec.batch_done(8, 0.01)
@@ -54,7 +55,7 @@ def test_flushes_are_timed_from_start_whatever_the_uptime(clean_redis_url: str, 
 
 def test_counts_survive_a_redis_outage(redis_factory: Callable[..., RedisServer]) -> None:
     server = redis_factory()
-    rec = ReplicaStatsRecorder(server.url(), "r2", timeout_s=5, flush_every_s=0)
+    rec = ReplicaStatsRecorder(BusLayout([server.url()]), "r2", timeout_s=5, flush_every_s=0)
     rec.batch_done(8, 0.01)
     assert server.client().hget(REPLICA_KEY_PREFIX + "r2", "frames") == b"8"
     server.stop()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.keys import stats_key
 from pipeline.ops.metrics import PipelineCollector, render
 from tests.fixtures.services import RedisServer
@@ -25,7 +26,7 @@ def scrape(registry: CollectorRegistry) -> tuple[float, dict[str, float]]:
 def test_a_frozen_redis_does_not_block_a_scrape(redis_factory: Callable[..., RedisServer]) -> None:
     server = redis_factory()
     server.client().hset(stats_key("cam"), "inferred", 42)
-    collector = PipelineCollector([server.url()], ["cam"], timeout_s=5)
+    collector = PipelineCollector(BusLayout([server.url()]), ["cam"], timeout_s=5)
     registry = CollectorRegistry()
     registry.register(collector)
     try:

@@ -69,6 +69,21 @@ def drained(metrics_port: int, stream_ids: list[str]) -> bool:
     return live is None and all(m.get(("vigil_pipeline_queue_frames", i), 1) == 0 for i in stream_ids)
 
 
+def assert_segments_in_order(results: list[dict[str, Any]], expected: list[str]) -> None:
+    """One camera's results of the slideshow at 5 fps: each segment's label, in order, for about 2 s each."""
+    results = sorted(results, key=lambda r: r["seq"])
+    assert all(r["scene"] and r["scene"]["label"] for r in results)
+    # Runs of the same top-1 label; runs shorter than 3 results are the frames around a cut.
+    runs = [(label, len(list(g))) for label, g in groupby(r["top_k"][0]["label"] for r in results)]
+    labels = [label for label, n in runs if n >= 3]
+    assert set(expected) <= set(labels), runs
+    start = expected.index(labels[0])
+    cycle = (expected[start:] + expected[:start]) * 3
+    assert labels == cycle[:len(labels)], f"segment labels out of order: {runs}"
+    full = [n for label, n in runs[1:-1] if n >= 3]  # whole segments: 2 s at 5 fps = about 10 results
+    assert full and all(7 <= n <= 13 for n in full), runs
+
+
 def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_server: RtspServer, *,
                                                        shared_model: Path, video_dir: Path,
                                                        mosquitto_factory: Callable[..., Mosquitto],
@@ -95,17 +110,7 @@ def test_slideshow_over_rtsp_gives_each_segments_label(tmp_path: Path, rtsp_serv
     start = expected.index(shown[0])
     assert len(shown) >= 5 and shown == ((expected[start:] + expected[:start]) * 3)[:len(shown)], shown
     assert 'vigil_sink_written_results_total{sink="mqtt-1"}' in metrics and MQTT_PASSWORD not in metrics
-    results = sorted(read_results(out), key=lambda r: r["seq"])
-    assert all(r["scene"] and r["scene"]["label"] for r in results)
-    # Runs of the same top-1 label; runs shorter than 3 results are the frames around a cut.
-    runs = [(label, len(list(g))) for label, g in groupby(r["top_k"][0]["label"] for r in results)]
-    labels = [label for label, n in runs if n >= 3]
-    assert set(expected) <= set(labels), runs
-    start = expected.index(labels[0])
-    cycle = (expected[start:] + expected[:start]) * 3
-    assert labels == cycle[:len(labels)], f"segment labels out of order: {runs}"
-    full = [n for label, n in runs[1:-1] if n >= 3]  # whole segments: 2 s at 5 fps = about 10 results
-    assert full and all(7 <= n <= 13 for n in full), runs
+    assert_segments_in_order(read_results(out), expected)
     # The MQTT label topic said each segment's label, in the slideshow's order.
     said = [m.json()["label"] for m in labels_topic.on("vigil/slides/label")]
     start = expected.index(said[0])

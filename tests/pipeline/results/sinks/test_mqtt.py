@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import validate_config
 from pipeline.core.errors import SinkError
 from pipeline.core.keys import RESULTS_KEY
@@ -144,7 +145,7 @@ def test_broker_down_for_10_s_loses_no_result(clean_redis_url: str,
             time.sleep(0.25)
         runner = worker.runners[0]
         assert runner.delivered == 20  # nothing acknowledged on Redis that the broker did not take
-        collector = PipelineCollector([clean_redis_url], ["cam"], timeout_s=5, scrape_bound_s=5)
+        collector = PipelineCollector(BusLayout([clean_redis_url]), ["cam"], timeout_s=5, scrape_bound_s=5)
         waiting = {s.labels["state"]: s.value for m in collector.collect() for s in m.samples
                    if m.name == "vigil_pipeline_sink_queue_results" and s.labels["sink"] == "mqtt-0"}
         collector.close()
