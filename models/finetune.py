@@ -33,7 +33,7 @@ from rich.progress import Progress
 
 from models.dataset import ImageFolder
 from models.evaluate import make_progress, progress_context
-from pipeline.core.config import GpuOptions
+from pipeline.core.config import GpuOptions, default_engine_cache
 from pipeline.core.errors import DatasetError, ModelContractError
 from pipeline.core.preprocess import resize
 from pipeline.inference.contract import load_onnx, read_contract, set_metadata
@@ -190,9 +190,10 @@ class FeatureExtractor:
         self.runtime = ModelRuntime(base, RuntimeOptions(device="cpu", warmup=False, lanes=1)).open()
         cut, self.pooled = backbone(load_onnx(base))
         c = self.runtime.contract
-        plan = plan_providers(device, GpuOptions(), batch_size=32, input_name=c.input_name,
-                              input_shape_tail=c.input_shape_tail, cache_dir=None)
-        self.session = create_session(cut.SerializeToString(), plan, intra_op_threads=0)  # every core
+        raw = cut.SerializeToString()
+        plan = plan_providers(device, GpuOptions(), batch_size=32, input_name=c.input_name,  # no TensorRT: CUDA
+                              input_shape_tail=c.input_shape_tail, engine_root=default_engine_cache(), model_bytes=raw)
+        self.session = create_session(raw, plan, intra_op_threads=0)  # every core
         self.input_name = c.input_name
 
     def __call__(self, frames: U8) -> F32:

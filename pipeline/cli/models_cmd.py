@@ -125,3 +125,31 @@ def finetune(data: Path = typer.Option(..., "--data", "-d", help="Image folder: 
                f"{result.exported_val_accuracy:.3f} on {result.val_images} images (best epoch {result.head.best_epoch} "
                f"of {result.head.epochs_run}); {result.train_features} training features from "
                f"{result.train_images} images; {result.seconds:.1f} s")
+
+
+@app.command("build-engine")
+def build_engine(model: str | None = model_option(),
+                 config: Path | None = typer.Option(None, "--config", "-c", help=(
+                     "Take the batch size, inference.gpu options and model of this config, so `vigil run` with it "
+                     "finds the engine.")),
+                 batch_size: int | None = typer.Option(None, "--batch-size", min=1, max=4096, help=(
+                     "Largest batch of the engine's shape profile (default: the config's, else 32).")),
+                 fp32: bool = typer.Option(False, "--fp32", help="Build in fp32 (default: fp16)."),
+                 check: Path | None = typer.Option(None, "--check", help=(
+                     "Folder of photographs: compare the engine's top-1 with the fp32 model's on CPU."))) -> None:
+    """Build the model's TensorRT engine ahead (on this machine's GPU), where the pipeline looks for it."""
+    from pipeline.core.config import InferenceConfig, default_engine_cache, load_config
+    from pipeline.core.preprocess import read_image_rgb
+    from pipeline.inference.engine_build import build_engine as build
+
+    inf = load_config(config).inference if config is not None else InferenceConfig()
+    gpu = inf.gpu.model_copy(update={"tensorrt_fp16": not fp32 and inf.gpu.tensorrt_fp16})
+    photos = sorted(p for p in check.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if check else []
+    result = build(store.resolve_model_path(model or inf.model), batch_size=batch_size or inf.batch_size, gpu=gpu,
+                   engine_root=Path(gpu.tensorrt_cache_dir) if gpu.tensorrt_cache_dir else default_engine_cache(),
+                   check=[(p.name, read_image_rgb(p)) for p in photos])
+    typer.echo(f"{result.folder}: {len(result.files)} engine file(s), {result.seconds:.1f} s")
+    for a in result.agreement:
+        typer.echo(f"  {a.image}: fp32 {a.reference!r}, engine {a.engine!r}{'' if a.same else '  DIFFERENT'}")
+    if any(not a.same for a in result.agreement):
+        raise typer.Exit(1)

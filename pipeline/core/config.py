@@ -87,7 +87,8 @@ class GpuOptions(_Strict):
     cuda_graphs: bool = Field(default=False, description="Capture a CUDA graph per batch shape.")
     tensorrt: bool = Field(default=False, description="Try the TensorRT EP before CUDA.")
     tensorrt_fp16: bool = True
-    tensorrt_cache_dir: str | None = Field(default=None, description="Engine cache (default: model cache dir).")
+    tensorrt_cache_dir: str | None = Field(default=None, description=(
+        "Engine cache: a folder per model, GPU and TensorRT build (default: <model cache>/tensorrt)."))
 
 
 class InferenceConfig(_Strict):
@@ -247,6 +248,11 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
         return Path(env["VIGIL_CACHE_DIR"]).expanduser()
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "vigil"
+
+
+def default_engine_cache(environ: Mapping[str, str] | None = None) -> Path:
+    """Where TensorRT engines are cached unless ``inference.gpu.tensorrt_cache_dir`` says: ``<cache>/tensorrt``."""
+    return cache_dir(environ) / "tensorrt"
 
 
 def log_level(environ: Mapping[str, str] | None = None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import onnxruntime as ort
 
 from pipeline.core.config import GpuOptions
+from pipeline.inference.engine_cache import engine_dir, engine_files, engine_key, gpu_identity, tensorrt_version
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ class ProviderPlan:
 
 
 def plan_providers(device: str, gpu: GpuOptions, *, batch_size: int, input_name: str,
-                   input_shape_tail: str, cache_dir: str | None) -> ProviderPlan:
-    """Decide which providers to request for ``device`` ("auto", "cpu" or "cuda")."""
+                   input_shape_tail: str, engine_root: Path, model_bytes: bytes) -> ProviderPlan:
+    """Decide which providers to request for ``device`` ("auto", "cpu" or "cuda"); TensorRT engines are cached
+    under ``engine_root``, in a folder per model, GPU and TensorRT build (:mod:`pipeline.inference.engine_cache`)."""
     cpu: ProviderSpec = ("CPUExecutionProvider", {})
     if device == "cpu":
         return ProviderPlan([cpu], "device=cpu in config", device)
@@ -101,18 +103,41 @@ def plan_providers(device: str, gpu: GpuOptions, *, batch_size: int, input_name:
     }
     providers: list[ProviderSpec] = [("CUDAExecutionProvider", cuda_opts), cpu]
     if gpu.tensorrt and "TensorrtExecutionProvider" in available:
-        shape = f"{input_name}:{{n}}x{input_shape_tail}"
-        trt_opts: dict[str, Any] = {
-            "device_id": gpu.device_id,
-            "trt_fp16_enable": gpu.tensorrt_fp16,
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": gpu.tensorrt_cache_dir or cache_dir or ".",
-            "trt_profile_min_shapes": shape.format(n=1),
-            "trt_profile_opt_shapes": shape.format(n=batch_size),
-            "trt_profile_max_shapes": shape.format(n=batch_size),
-        }
-        providers.insert(0, ("TensorrtExecutionProvider", trt_opts))
+        folder = _engine_folder(gpu, batch_size, engine_root, model_bytes)
+        providers.insert(0, ("TensorrtExecutionProvider",
+                             tensorrt_options(gpu, folder, input_name, input_shape_tail, batch_size)))
     return ProviderPlan(providers, f"CUDA device {gpu.device_id} of {n}", device)
+
+
+def tensorrt_options(gpu: GpuOptions, folder: Path, input_name: str, input_shape_tail: str,
+                     batch_size: int) -> dict[str, Any]:
+    """The TensorRT provider's options: fp16 as configured, the engine (and its timing cache) in ``folder``,
+    one shape profile from 1 to ``batch_size`` frames, optimised for full batches."""
+    shape = f"{input_name}:{{n}}x{input_shape_tail}"
+    return {
+        "device_id": gpu.device_id,
+        "trt_fp16_enable": gpu.tensorrt_fp16,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(folder),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(folder),
+        "trt_profile_min_shapes": shape.format(n=1),
+        "trt_profile_opt_shapes": shape.format(n=batch_size),
+        "trt_profile_max_shapes": shape.format(n=batch_size),
+    }
+
+
+def _engine_folder(gpu: GpuOptions, batch_size: int, engine_root: Path, model_bytes: bytes) -> Path:
+    """The engine's folder for this model, GPU and TensorRT; says in one line whether it was built ahead."""
+    key = engine_key(model_bytes, gpu=gpu_identity(gpu.device_id) or f"cuda{gpu.device_id}",
+                     tensorrt=tensorrt_version() or "unknown", fp16=gpu.tensorrt_fp16, max_batch=batch_size)
+    folder = engine_dir(engine_root, key)
+    if engine_files(folder):
+        log.info("TensorRT engine for this model, GPU and TensorRT found in %s (built ahead)", folder)
+    else:
+        log.warning("no TensorRT engine cached in %s: TensorRT builds it on the first batch (minutes at batch %d); "
+                    "`vigil models build-engine MODEL --batch-size %d` builds it ahead", folder, batch_size, batch_size)
+    return folder
 
 
 def create_session(model_bytes: bytes, plan: ProviderPlan, intra_op_threads: int) -> ort.InferenceSession:

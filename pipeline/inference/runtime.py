@@ -21,7 +21,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from pipeline.core.classification import Classifications
-from pipeline.core.config import GpuOptions, InferenceConfig
+from pipeline.core.config import GpuOptions, InferenceConfig, default_engine_cache
 from pipeline.core.errors import InputError, ModelError, ModelLoadError
 from pipeline.core.preprocess import resize
 from pipeline.inference.contract import ModelContract, load_onnx, read_contract
@@ -51,7 +51,7 @@ class RuntimeOptions:
     scene_map: Path | None = None
     scene_model: Path | None = None
     warmup: bool = True
-    cache_dir: str | None = None
+    engine_cache_dir: str = field(default_factory=lambda: str(default_engine_cache()))  # TensorRT engines
 
     @classmethod
     def from_config(cls, cfg: InferenceConfig, cpu_share: int = 1) -> RuntimeOptions:
@@ -60,7 +60,8 @@ class RuntimeOptions:
                    cpu_share=cpu_share, gpu=cfg.gpu,
                    labels=Path(cfg.labels) if cfg.labels else None,
                    scene_map=Path(cfg.scene_map) if cfg.scene_map else None,
-                   scene_model=Path(cfg.scene_model) if cfg.scene_model else None)
+                   scene_model=Path(cfg.scene_model) if cfg.scene_model else None,
+                   engine_cache_dir=cfg.gpu.tensorrt_cache_dir or str(default_engine_cache()))
 
 
 def lane_share(batch_size: int, lanes: int) -> int:
@@ -182,7 +183,7 @@ class ModelRuntime:
     def _create_session(self, raw: bytes, contract: ModelContract) -> ort.InferenceSession:
         plan = plan_providers(self.options.device, self.options.gpu, batch_size=self.options.batch_size,
                               input_name=contract.input_name, input_shape_tail=contract.input_shape_tail,
-                              cache_dir=self.options.cache_dir)
+                              engine_root=Path(self.options.engine_cache_dir), model_bytes=raw)
         lanes = 1 if plan.wants_gpu else (self.options.lanes
                                            or max(1, usable_cpus() // max(1, self.options.cpu_share)))
         threads = self.options.intra_op_threads or (1 if lanes > 1 else 0)

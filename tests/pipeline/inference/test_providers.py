@@ -14,7 +14,8 @@ from pipeline.core.config import GpuOptions
 from pipeline.inference.providers import cgroup_cpu_quota, cuda_device_count, plan_providers
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
-KW = {"batch_size": 8, "input_name": "images", "input_shape_tail": "224x224x3", "cache_dir": None}
+KW = {"batch_size": 8, "input_name": "images", "input_shape_tail": "224x224x3", "engine_root": Path("engines"),
+      "model_bytes": b"model"}
 
 
 def test_cpu_requested() -> None:
