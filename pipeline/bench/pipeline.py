@@ -10,30 +10,52 @@ Both figures are measured in the same run, on the same cores:
 3. **latency**: then frames are published at 80% of that rate, paced like cameras, and the frame
    age of each result (capture -> result written) gives p50/p95/p99.
 
+The frames go through ``redis_instances`` Redis instances (cameras pinned over them, as with several
+``redis.urls``) and are put there by ``publishers`` processes (:mod:`pipeline.bench.publishers`), raw or
+JPEG (``frame_encoding``), so one GPU can be fed at its rate; ``device: cuda`` runs the baseline and
+the replicas on the GPU (``tensorrt`` with the TensorRT provider).
+
 Camera decoding is not part of it (frames are decoded and resized once, up front): its cost is what
 `vigil bench ingest` measures.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
 from pipeline.bench.model import bench_model
-from pipeline.bus.publisher import BusOptions, FrameBus
-from pipeline.bus.wire import FrameMessage
-from pipeline.core.config import InferenceConfig, StreamConfig, VigilConfig
-from pipeline.core.keys import RESULTS_KEY, stats_key
-from pipeline.core.redis_clients import connect
+from pipeline.bench.publishers import PACED_SEQ, Phase, PublisherSpec, done_frames, publish
+from pipeline.bus.wire import Encoding
+from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.config import GpuOptions, InferenceConfig, StreamConfig, VigilConfig
+from pipeline.core.errors import VigilError
+from pipeline.core.keys import INFERENCE_GROUP
 from pipeline.core.redis_config import RedisConfig
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.results.record import ResultRecord
+
+
+@dataclass(frozen=True)
+class PipelineBenchOptions:
+    batch_size: int = 32
+    seconds: float = 15.0
+    streams: int = 4
+    replicas: int = 1
+    ray_cpus: int | None = None
+    device: Literal["cpu", "cuda"] = "cpu"
+    tensorrt: bool = False
+    redis_instances: int = 1
+    publishers: int = 1
+    frame_encoding: Encoding = "raw"
 
 
 @dataclass(frozen=True)
@@ -46,124 +68,140 @@ class PipelineBench:
     age_ms_p95: float
     age_ms_p99: float
     frames: int
+    results_per_instance: list[int]  # of the paced phase: the cameras' results spread over the instances
 
 
-def _done(client: Any, streams: list[str]) -> int:
-    """Frames no longer queued: classified, or dropped as stale (which only an overloaded machine does)."""
-    with client.pipeline(transaction=False) as p:
-        for s in streams:
-            p.hmget(stats_key(s), "inferred", "dropped_stale")
-        return sum(int(n or 0) for pair in p.execute() for n in pair)
-
-
-def _saturate(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str], *, seconds: float,
-              backlog: int) -> float:
-    """Publish as fast as the replicas consume (keeping ``backlog`` queued); return results/s.
-
-    The queue is topped up every 20 ms: polling Redis harder would steal CPU from the replicas
-    being measured (a real ingest worker does not poll at all).
-    """
-    published, seq = 0, 0
-    t0 = time.perf_counter()
-    start_done = _done(client, streams)
-    while time.perf_counter() - t0 < seconds:
-        rounds = (backlog - (published - (_done(client, streams) - start_done))) // len(streams)
-        for _ in range(max(0, rounds)):
-            for s in streams:
-                bus.publish(FrameMessage(s, seq, time.time_ns(), frames[seq % len(frames)]))
-                published += 1
-            seq += 1
-        time.sleep(0.02)
-    done = _done(client, streams) - start_done
-    return done / (time.perf_counter() - t0)
-
-
-def _paced(bus: FrameBus, client: Any, frames: np.ndarray, streams: list[str], *, rate: float,
-           seconds: float) -> list[float]:
-    """Publish at ``rate`` frames/s in total; return the ages (ms) of the results of those frames."""
-    start_id = client.xrevrange(RESULTS_KEY, count=1)
-    last_id = start_id[0][0] if start_id else b"0-0"
-    interval, seq, t0 = len(streams) / rate, 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        target = t0 + seq * interval
-        delay = target - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        for s in streams:
-            bus.publish(FrameMessage(s, 10_000_000 + seq, time.time_ns(), frames[seq % len(frames)]))
-        seq += 1
-    _drain(client, streams)
-    entries = client.xrange(RESULTS_KEY, min=b"(" + last_id)
-    records = [ResultRecord.from_fields(f) for _, f in entries]
-    return [r.total_ms for r in records if r.seq >= 10_000_000]
-
-
-def _drain(client: Any, streams: list[str], timeout_s: float = 30) -> None:
+def _drain(clients: BusClients, streams: list[str], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    while _backlog(client, streams) and time.monotonic() < deadline:
+    while _backlog(clients, streams) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _backlog(client: Any, streams: list[str]) -> bool:
-    from pipeline.core.keys import INFERENCE_GROUP, frames_key
-
+def _backlog(clients: BusClients, streams: list[str]) -> bool:
     for s in streams:
-        g = [x for x in client.xinfo_groups(frames_key(s)) if x["name"].decode() == INFERENCE_GROUP]
+        shard = clients.layout.shard_of(s)
+        groups = clients.client(shard).xinfo_groups(clients.keys(shard).frames(s))
+        g = [x for x in groups if x["name"].decode() == INFERENCE_GROUP]
         if g and (int(g[0].get("lag") or 0) or int(g[0].get("pending") or 0)):
             return True
     return False
 
 
-def _raw_fps(model: Path, batch_size: int, seconds: float) -> float:
-    """The baseline: `vigil bench model`'s best raw frames/s on these cores, in this process.
+def _raw_fps(model: Path, opts: PipelineBenchOptions, seconds: float) -> float:
+    """The baseline: `vigil bench model`'s best raw frames/s on these cores (or this GPU), in this process.
 
-    Measured both ways the runtime can use the cores: the batch split into single-threaded lanes
-    side by side (the default on CPU, as the replicas run it) and the whole batch over every core
-    (onnxruntime's intra-op threads). The better of the two is the baseline, so the choice of
-    threading can never flatter the ratio.
+    On CPU, measured both ways the runtime can use the cores: the batch split into single-threaded lanes
+    side by side (the default, as the replicas run it) and the whole batch over every core (onnxruntime's
+    intra-op threads). The better of the two is the baseline, so the choice of threading can never
+    flatter the ratio. On CUDA, one lane, the replicas' way.
     """
     best = 0.0
-    for lanes in (0, 1):
-        opts = RuntimeOptions(device="cpu", batch_size=batch_size, lanes=lanes)
-        with ModelRuntime(model, opts) as rt:
-            best = max(best, bench_model(rt, [batch_size], seconds / 2)[0].images_per_s)
+    gpu = GpuOptions(tensorrt=opts.tensorrt)
+    for lanes in ((0, 1) if opts.device == "cpu" else (1,)):
+        ropts = RuntimeOptions(device=opts.device, batch_size=opts.batch_size, lanes=lanes, gpu=gpu)
+        with ModelRuntime(model, ropts) as rt:
+            best = max(best, bench_model(rt, [opts.batch_size], seconds / 2)[0].images_per_s)
     return best
 
 
-def bench_pipeline(model: Path, frames: np.ndarray, *, batch_size: int, seconds: float, streams: int,
-                   replicas: int, ray_cpus: int | None) -> PipelineBench:
+def _phase(specs: list[PublisherSpec], clients: BusClients, streams: list[str], window_s: float) -> float:
+    """Run one publisher process per spec, started together; the frames/s classified in the ``window_s``
+    after the start (the publishers run on a little longer, so the window is saturated to its end)."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds Ray and Redis clients
+    ready, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=publish, args=(spec, ready, go), name=f"bench-publisher-{i}", daemon=True)
+             for i, spec in enumerate(specs)]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=120)
+        go.set()
+        done0, t0 = done_frames(clients, streams), time.perf_counter()
+        time.sleep(window_s)
+        rate = (done_frames(clients, streams) - done0) / (time.perf_counter() - t0)
+        for proc in procs:
+            proc.join(max(specs[0].seconds, window_s) + 60)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    if any(proc.exitcode != 0 for proc in procs):
+        raise VigilError(f"a bench publisher failed (exit codes {[p.exitcode for p in procs]})")
+    return rate
+
+
+def _specs(urls: list[str], ids: list[str], frames: np.ndarray, opts: PipelineBenchOptions, *, phase: Phase,
+           seconds: float, backlog: int = 0, rate: float = 0.0) -> list[PublisherSpec]:
+    """The cameras dealt over the publishers, each with its share of the backlog or the rate."""
+    out = []
+    for i in range(opts.publishers):
+        cameras = ids[i::opts.publishers]
+        if cameras:
+            share = len(cameras) / len(ids)
+            out.append(PublisherSpec(urls=urls, cameras=cameras, frames=frames, encoding=opts.frame_encoding,
+                                     phase=phase, seconds=seconds, backlog=max(1, int(backlog * share)),
+                                     rate=rate * share))
+    return out
+
+
+def _ages_since(clients: BusClients, last_ids: list[bytes]) -> tuple[list[float], list[int]]:
+    """Frame ages (ms) of the paced frames' results, and the results each instance holds after ``last_ids``."""
+    ages, counts = [], []
+    for shard, client, keys in clients:
+        records = [ResultRecord.from_fields(f) for _, f in client.xrange(keys.results, min=b"(" + last_ids[shard])]
+        counts.append(len(records))
+        ages += [r.total_ms for r in records if r.seq >= PACED_SEQ]
+    return ages, counts
+
+
+def _deploy(urls: list[str], ids: list[str], model: Path, opts: PipelineBenchOptions) -> None:
+    from ray import serve
+
+    cfg = VigilConfig(streams=[StreamConfig(id=i, url="rtsp://127.0.0.1/bench") for i in ids],  # published here
+                      redis=RedisConfig(urls=urls, frame_encoding=opts.frame_encoding),
+                      inference=InferenceConfig(device=opts.device, batch_size=opts.batch_size, replicas=opts.replicas,
+                                                gpu=GpuOptions(tensorrt=opts.tensorrt)))
+    settings = ServeSettings.from_config(cfg, model, replicas_per_machine=opts.replicas)
+    # No HTTP proxy: frames never cross HTTP, and an idle proxy would still take CPU here.
+    serve.start(proxy_location="Disabled")
+    gpus = 1 / opts.replicas if opts.device == "cuda" else 0
+    serve.run(build_app(settings, replicas=opts.replicas, num_cpus=0.5, num_gpus=gpus), name=APP_NAME,
+              route_prefix="/")
+
+
+def bench_pipeline(model: Path, frames: np.ndarray, opts: PipelineBenchOptions) -> PipelineBench:
     import ray
     from ray import serve
 
-    raw_before = _raw_fps(model, batch_size, seconds / 2)
-    ids = [f"bench-{i}" for i in range(streams)]
-    with EmbeddedRedis(maxmemory_mb=2048) as r:
-        client = connect(r.url, RedisConfig().socket_timeout_s)
-        init_ray(ray_cpus)
+    raw_before = _raw_fps(model, opts, opts.seconds / 2)
+    ids = [f"bench-{i}" for i in range(opts.streams)]
+    backlog = 4 * opts.batch_size * opts.replicas
+    with ExitStack() as stack:
+        urls = [stack.enter_context(EmbeddedRedis(maxmemory_mb=2048)).url for _ in range(opts.redis_instances)]
+        clients = BusLayout(urls).connect(RedisConfig().socket_timeout_s)
+        stack.callback(clients.close)
+        init_ray(opts.ray_cpus)
         try:
-            cfg = VigilConfig(streams=[StreamConfig(id=i, url="rtsp://127.0.0.1/bench") for i in ids],  # published here
-                              redis=RedisConfig(urls=[r.url]),
-                              inference=InferenceConfig(device="cpu", batch_size=batch_size, replicas=replicas))
-            settings = ServeSettings.from_config(cfg, model, replicas_per_machine=replicas)
-            # No HTTP proxy: frames never cross HTTP, and an idle proxy would still take CPU here.
-            serve.start(proxy_location="Disabled")
-            serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME,
-                      route_prefix="/")
-            # The default stream length (BusOptions.maxlen): the backlog kept below never reaches it, and
-            # longer streams would make Redis fault in fresh memory for every frame instead of reusing it.
-            with FrameBus(BusOptions.from_config(cfg)) as bus:
-                _saturate(bus, client, frames, ids, seconds=min(5.0, seconds / 2), backlog=4 * batch_size)  # warm-up
-                sustained = _saturate(bus, client, frames, ids, seconds=seconds, backlog=4 * batch_size)
-                _drain(client, ids)  # frames left queued by saturation would age the first paced ones
-                ages = _paced(bus, client, frames, ids, rate=0.8 * sustained, seconds=seconds)
+            _deploy(urls, ids, model, opts)
+            warm = min(5.0, opts.seconds / 2)
+            _phase(_specs(urls, ids, frames, opts, phase="saturate", seconds=warm, backlog=backlog), clients, ids,
+                   warm)
+            sustained = _phase(_specs(urls, ids, frames, opts, phase="saturate",
+                                      seconds=opts.seconds + 1, backlog=backlog), clients, ids, opts.seconds)
+            _drain(clients, ids)  # frames left queued by saturation would age the first paced ones
+            last = [(client.xrevrange(keys.results, count=1) or [(b"0-0", None)])[0][0] for _, client, keys in clients]
+            paced = _specs(urls, ids, frames, opts, phase="paced", seconds=opts.seconds, rate=0.8 * sustained)
+            _phase(paced, clients, ids, opts.seconds)
+            _drain(clients, ids)
+            ages, counts = _ages_since(clients, last)
         finally:
             # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make
             # the raylet print a spurious "ServeController.graceful_shutdown failed" on stdout.
             serve.delete(APP_NAME)
             ray.shutdown()
-            client.close()
     # The baseline is measured before and after (machine noise on shared hosts is several %), averaged.
-    raw = (raw_before + _raw_fps(model, batch_size, seconds / 2)) / 2
+    raw = (raw_before + _raw_fps(model, opts, opts.seconds / 2)) / 2
     a = np.asarray(ages) if ages else np.zeros(1)
     return PipelineBench(raw, sustained, sustained / raw, 0.8 * sustained, float(np.percentile(a, 50)),
-                         float(np.percentile(a, 95)), float(np.percentile(a, 99)), len(ages))
+                         float(np.percentile(a, 95)), float(np.percentile(a, 99)), len(ages), counts)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import typer
 
-from pipeline.bench.pipeline import bench_pipeline
+from pipeline.bench.pipeline import PipelineBenchOptions, bench_pipeline
 from pipeline.cli.options import batch_size_option, json_option, model_option, ray_cpus_option, replicas_option
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.contract import load_onnx, read_contract
@@ -33,6 +33,18 @@ def model_frames(video: Path | None, height: int, width: int, count: int = 100) 
     return np.stack(out)
 
 
+def _check_device(value: str) -> str:
+    if value not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{value!r}: use cpu or cuda (the baseline must run where the replicas do)")
+    return value
+
+
+def _check_encoding(value: str) -> str:
+    if value not in ("raw", "jpeg"):
+        raise typer.BadParameter(f"{value!r}: use raw or jpeg")
+    return value
+
+
 def pipeline(
     model_path: str | None = model_option(),
     video: Path | None = typer.Option(None, "--video", help="Frames to send (default: random pixels)."),
@@ -41,18 +53,31 @@ def pipeline(
     streams: int = typer.Option(4, "--streams", min=1, help="Cameras the frames are spread over."),
     replicas: int = replicas_option(),
     ray_cpus: int | None = ray_cpus_option(),
+    device: str = typer.Option("cpu", "--device", callback=_check_device,
+                               help="cpu or cuda: where the baseline and the replicas run."),
+    tensorrt: bool = typer.Option(False, "--tensorrt", help="CUDA: the TensorRT provider (engine built ahead)."),
+    redis_instances: int = typer.Option(1, "--redis-instances", min=1, max=64, help=(
+        "Redis instances the cameras are pinned over (one carries ~1,500 raw or ~7,000 JPEG frames/s).")),
+    publishers: int = typer.Option(1, "--publishers", min=1, max=64, help=(
+        "Processes publishing the frames (one publishes a few thousand a second).")),
+    frame_encoding: str = typer.Option("raw", "--frame-encoding", callback=_check_encoding,
+                                       help="Frames on the bus: raw (uint8) or jpeg (decoded beside the replica)."),
     as_json: bool = json_option(),
 ) -> None:
     """Frames/s through bus -> Ray Serve -> results vs the raw runtime (same cores, same run)."""
     model = resolve_model_path(model_path)
     c = read_contract(load_onnx(model), str(model))
-    r = bench_pipeline(model, model_frames(video, c.height, c.width), batch_size=batch_size, seconds=seconds,
-                       streams=streams, replicas=replicas, ray_cpus=ray_cpus)
+    opts = PipelineBenchOptions(batch_size=batch_size, seconds=seconds, streams=streams, replicas=replicas,
+                                ray_cpus=ray_cpus, device="cuda" if device == "cuda" else "cpu", tensorrt=tensorrt,
+                                redis_instances=redis_instances, publishers=publishers,
+                                frame_encoding="jpeg" if frame_encoding == "jpeg" else "raw")
+    r = bench_pipeline(model, model_frames(video, c.height, c.width), opts)
     if as_json:
-        typer.echo(json.dumps({**r.__dict__, "cpus": os.cpu_count()}, indent=2))
+        typer.echo(json.dumps({**r.__dict__, **opts.__dict__, "cpus": os.cpu_count()}, indent=2))
         return
-    typer.echo(f"vigil bench pipeline: CPU, {os.cpu_count()} core(s), batch {batch_size}, {streams} camera(s), "
-               f"{replicas} replica(s)")
+    typer.echo(f"vigil bench pipeline: {device.upper()}, {os.cpu_count()} core(s), batch {batch_size}, {streams} "
+               f"camera(s), {replicas} replica(s), {redis_instances} Redis, {publishers} publisher(s), "
+               f"{frame_encoding} frames")
     typer.echo(f"  raw runtime        {r.raw_fps:8.1f} frames/s")
     typer.echo(f"  pipeline sustained {r.sustained_fps:8.1f} frames/s   ratio {r.ratio:.2f}")
     typer.echo(f"  frame age at {r.paced_fps:.0f} frames/s (80%): p50 {r.age_ms_p50:.0f} ms, "

@@ -22,13 +22,19 @@ def test_bench_model_reports_each_batch_size(shared_model: Path) -> None:
 
 
 def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_dir: Path) -> None:
+    """Over two Redis instances, from two publisher processes, JPEG frames: the way one GPU is fed."""
     out = vigil("bench", "pipeline", "--model", shared_model, "--video", video_dir / "slideshow.mp4",
-                "--seconds", "3", "--batch-size", "8", "--streams", "2", "--json", timeout_s=240)
+                "--seconds", "3", "--batch-size", "8", "--streams", "4", "--redis-instances", "2", "--publishers",
+                "2", "--frame-encoding", "jpeg", "--json", timeout_s=240)
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
     assert doc["raw_fps"] > 0 and doc["sustained_fps"] > 0
     assert 0 < doc["ratio"] <= 1.5  # the pipeline cannot run far faster than the raw runtime it feeds
     assert doc["frames"] > 0 and 0 < doc["age_ms_p50"] <= doc["age_ms_p95"] <= doc["age_ms_p99"]
+    # The paced frames' results, on both instances (the four cameras are pinned over them).
+    assert len(doc["results_per_instance"]) == 2 and all(n > 0 for n in doc["results_per_instance"])
+    assert sum(doc["results_per_instance"]) == doc["frames"]
+    assert (doc["redis_instances"], doc["publishers"], doc["frame_encoding"]) == (2, 2, "jpeg")
 
 
 def test_bench_ingest_publishes_every_sampled_frame_to_its_own_redis(video_dir: Path) -> None:
