@@ -7,11 +7,8 @@ import os
 
 import typer
 
-from pipeline.bench.model import bench_model
 from pipeline.cli.options import device_option, json_option, model_option
 from pipeline.core.config import GpuOptions
-from pipeline.inference.model_store import resolve_model_path
-from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 app = typer.Typer(rich_markup_mode=None, help="Benchmarks (figures printed, never asserted).", no_args_is_help=True)
 
@@ -32,6 +29,10 @@ def model(
     as_json: bool = json_option(),
 ) -> None:
     """Images/s of the model runtime per batch size on this machine."""
+    from pipeline.bench.model import bench_model
+    from pipeline.inference.model_store import resolve_model_path
+    from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
+
     sizes = sorted({int(b) for b in batch_sizes.split(",") if b.strip()})
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter("comma-separated positive integers", param_hint="--batch-sizes")

@@ -6,12 +6,15 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from pipeline.bench.ingest import BenchOptions, IngestBench, bench_ingest
 from pipeline.cli.ingest_cmd import parse_frame_size
 from pipeline.cli.options import json_option
+
+if TYPE_CHECKING:
+    from pipeline.bench.ingest import IngestBench
 
 
 def ingest(
@@ -23,6 +26,8 @@ def ingest(
     as_json: bool = json_option(),
 ) -> None:
     """CPU cost of decode+sample+resize+publish vs FFmpeg alone, and keyframe-only savings."""
+    from pipeline.bench.ingest import BenchOptions, bench_ingest
+
     opts = BenchOptions(fps=fps, video_s=seconds, frame_size=parse_frame_size(frame_size))
     _report(video, bench_ingest(video, opts, redis_url), as_json)
 

@@ -6,14 +6,15 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from pipeline.bench.overload import DEFAULT_LOADS, OverloadOptions, OverloadReport, Step, bench_overload, verdicts
 from pipeline.cli.options import batch_size_option, json_option, model_option, ray_cpus_option, replicas_option
-from pipeline.inference.model_store import resolve_model_path
 
-DEFAULT_LOADS_TEXT = ",".join(f"{load:g}" for load in DEFAULT_LOADS)
+if TYPE_CHECKING:
+    from pipeline.bench.overload import OverloadReport, Step
+
 HEADER = (f"{'load':>5} {'cam fps':>7} {'offered/s':>9} {'published/s':>11} {'classified/s':>12} "
           f"{'age p50/p95/p99 ms':>19} {'max/min':>7} {'CPU ms/frame':>12} {'machine':>7} "
           f"{'Redis MB (bound)':>16}  drops")
@@ -45,8 +46,8 @@ def overload(
                                  help="An H.264 MP4 file the cameras serve."),
     model_path: str | None = model_option(),
     cameras: int = typer.Option(32, "--cameras", min=1, help="RTSP cameras, each at the video's frame rate."),
-    loads: str = typer.Option(DEFAULT_LOADS_TEXT, "--loads",
-                              help="Offered loads, as fractions of the measured capacity."),
+    loads: str | None = typer.Option(None, "--loads", help=(
+        "Offered loads, as fractions of the measured capacity (default: seven steps from 0.5 to 3).")),
     seconds: float = typer.Option(20.0, "--seconds", min=2, help="Measured seconds per step."),
     settle_s: float = typer.Option(8.0, "--settle-s", min=0, help="Seconds each step settles before it is measured."),
     batch_size: int = batch_size_option(),
@@ -55,9 +56,13 @@ def overload(
     as_json: bool = json_option(),
 ) -> None:
     """Real RTSP cameras through `vigil run`'s components at 50-300% of capacity: rate, age, fairness, memory."""
+    from pipeline.bench.overload import OverloadOptions, bench_overload
+    from pipeline.inference.model_store import resolve_model_path
+
     opts = OverloadOptions(model=resolve_model_path(model_path), video=video, cameras=cameras,
-                           loads=_parse_loads(loads), seconds=seconds, settle_s=settle_s, batch_size=batch_size,
-                           replicas=replicas, ray_cpus=ray_cpus)
+                           loads=_parse_loads(loads) if loads is not None else OverloadOptions.loads,
+                           seconds=seconds, settle_s=settle_s, batch_size=batch_size, replicas=replicas,
+                           ray_cpus=ray_cpus)
     if not as_json:
         typer.echo(f"vigil bench overload: {video.name} to {cameras} RTSP camera(s), batch {batch_size}, "
                    f"{replicas} replica(s), {os.cpu_count()} core(s); {seconds:g} s a step after {settle_s:g} s "
@@ -68,6 +73,8 @@ def overload(
 
 
 def _report(report: OverloadReport, as_json: bool) -> None:
+    from pipeline.bench.overload import verdicts
+
     checks = verdicts(report)
     if as_json:
         typer.echo(json.dumps({**asdict(report), "cpus": os.cpu_count(),

@@ -6,18 +6,17 @@ import json
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import typer
 
-from pipeline.bench.pipeline import PipelineBenchOptions, bench_pipeline
 from pipeline.cli.options import batch_size_option, json_option, model_option, ray_cpus_option, replicas_option
-from pipeline.core.preprocess import bgr_to_rgb, resize
-from pipeline.inference.contract import load_onnx, read_contract
-from pipeline.inference.model_store import resolve_model_path
 
 
 def model_frames(video: Path | None, height: int, width: int, count: int = 100) -> np.ndarray:
+    import cv2
+
+    from pipeline.core.preprocess import bgr_to_rgb, resize
+
     if video is None:  # no video: random pixels (the model's cost does not depend on content)
         return np.random.default_rng(0).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
     cap = cv2.VideoCapture(str(video))
@@ -65,6 +64,10 @@ def pipeline(
     as_json: bool = json_option(),
 ) -> None:
     """Frames/s through bus -> Ray Serve -> results vs the raw runtime (same cores, same run)."""
+    from pipeline.bench.pipeline import PipelineBenchOptions, bench_pipeline
+    from pipeline.inference.contract import load_onnx, read_contract
+    from pipeline.inference.model_store import resolve_model_path
+
     model = resolve_model_path(model_path)
     c = read_contract(load_onnx(model), str(model))
     opts = PipelineBenchOptions(batch_size=batch_size, seconds=seconds, streams=streams, replicas=replicas,

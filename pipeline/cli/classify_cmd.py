@@ -12,9 +12,6 @@ import typer
 from pipeline.cli.options import device_option, json_option, model_option
 from pipeline.core.config import GpuOptions
 from pipeline.core.errors import ImageError
-from pipeline.core.preprocess import collect_images, read_image_rgb, resize
-from pipeline.inference.model_store import resolve_model_path
-from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 
 def classify(
@@ -28,6 +25,10 @@ def classify(
     as_json: bool = json_option("One JSON document on stdout."),
 ) -> None:
     """Classify images; unreadable ones are reported on stderr and make the exit code 1."""
+    from pipeline.core.preprocess import collect_images, read_image_rgb, resize
+    from pipeline.inference.model_store import resolve_model_path
+    from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
+
     if resize_policy not in ("squash", "center_crop", "letterbox"):
         raise typer.BadParameter("use squash, center_crop or letterbox", param_hint="--resize")
     files = collect_images(images)

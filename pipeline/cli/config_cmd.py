@@ -6,9 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import load_config
-from pipeline.ops import preflight
 
 app = typer.Typer(rich_markup_mode=None, help="Validate configuration files.", no_args_is_help=True)
 
@@ -20,6 +18,9 @@ def check(file: Path = typer.Argument(..., metavar="FILE", help="YAML config fil
               "written for another machine, such as a Kubernetes ConfigMap)."))) -> None:
     """Validate FILE and what it names (model, video files, watch labels); every problem with its path
     (exit 2), or a summary (exit 0)."""
+    from pipeline.core.bus_layout import BusLayout
+    from pipeline.ops import preflight
+
     cfg = load_config(file)  # ConfigError -> exit 2 in pipeline.cli.main
     if not schema_only:
         preflight.check(cfg, str(file))

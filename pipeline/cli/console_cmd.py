@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from workers.console import run
-
 
 def console(config: Path = typer.Option(..., "--config", "-c", help="Vigil YAML config (redis:, streams:, console:).")
             ) -> None:
     """Serve the web console and REST API (console.host:console.port) until SIGTERM."""
+    from workers.console import run
+
     run(str(config))

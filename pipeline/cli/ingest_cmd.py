@@ -10,8 +10,6 @@ import typer
 
 from pipeline.cli.options import metrics_port_option
 from pipeline.ingest.shard import parse_shard
-from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE
-from workers.ingest import run
 
 
 def parse_frame_size(text: str) -> tuple[int, int]:
@@ -27,13 +25,15 @@ def ingest(
     shard: str | None = typer.Option(
         None, "--shard", help="i/n: own the cameras of shard i of n; auto/n: i is this StatefulSet "
         "pod's ordinal (host name suffix -N)."),
-    frame_size: str = typer.Option(
-        f"{DEFAULT_FRAME_SIZE[1]}x{DEFAULT_FRAME_SIZE[0]}", "--frame-size",
-        help="Model input size WIDTHxHEIGHT that frames are resized to."),
+    frame_size: str | None = typer.Option(
+        None, "--frame-size", help="Model input size WIDTHxHEIGHT that frames are resized to (default 224x224)."),
     metrics_port: int | None = metrics_port_option(),
 ) -> None:
     """Read cameras, sample and resize frames, publish them to Redis. SIGHUP reloads, SIGTERM stops."""
-    size = parse_frame_size(frame_size)
+    from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE
+    from workers.ingest import run
+
+    size = parse_frame_size(frame_size) if frame_size is not None else DEFAULT_FRAME_SIZE
     # The host name is read here, at the CLI layer, and passed down explicitly.
     shard_tuple = parse_shard(shard, socket.gethostname()) if shard else (0, 1)
     run(config, shard_tuple, size, metrics_port)

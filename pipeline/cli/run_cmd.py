@@ -9,28 +9,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pipeline.cli.live_table import live_table
 from pipeline.cli.options import duration_option, model_option, ray_cpus_option
 from pipeline.cli.terminal import stderr_console
 from pipeline.core.config import VigilConfig, load_config, validate_config
 from pipeline.core.config import ray_address as ray_address_of
 from pipeline.core.redact import redact_url
 from pipeline.core.sink_config import sink_name
-from pipeline.inference.model_store import model_or_fetch
-from pipeline.ops import preflight
-from pipeline.ops.runner import LocalPipeline
+
+if TYPE_CHECKING:  # the CLI imports the pipeline only for the command that runs it (`vigil --help` stays quick)
+    from pipeline.ops.runner import LocalPipeline
 
 
 def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None,
                          ray_address: str | None = None) -> None:
     """Run the pipeline until Ctrl-C, SIGTERM or ``duration_s``; then stop it in order and return (exit 0)."""
+    from pipeline.ops.runner import LocalPipeline
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -72,6 +73,8 @@ def _summary(console: Console, pipeline: LocalPipeline) -> None:
 
 def _table(pipeline: LocalPipeline, console: Console) -> Table:
     title = f"vigil: metrics http://{pipeline.cfg.metrics.host}:{pipeline.metrics_port}/metrics (Ctrl-C stops)"
+    from pipeline.cli.live_table import live_table
+
     return live_table(pipeline.rows(), title, console.width)
 
 
@@ -104,6 +107,8 @@ def run(
              "application there (ray.app_name) and deletes only that one on exit."),
 ) -> None:
     """Start Redis (if none configured), Ray Serve, the ingest and sink workers; Ctrl-C stops all."""
+    from pipeline.ops import preflight
+
     cfg = load_config(config)
     if model is not None:  # relative to the current folder, as any path on the command line
         model = str(Path(model).expanduser().resolve())
@@ -120,6 +125,9 @@ def demo(
     out: Path | None = typer.Option(None, "--out", help="Folder for results.jsonl and events.jsonl."),
 ) -> None:
     """Run the pipeline on a video file: a live table, and results plus events as JSON lines."""
+    from pipeline.inference.model_store import model_or_fetch
+    from pipeline.ops import preflight
+
     if not video.is_file():
         raise typer.BadParameter(f"{video} is not a file", param_hint="VIDEO")
     model_path = model_or_fetch(model).resolve()  # a newcomer has no model yet: fetch the pinned one, once

@@ -16,7 +16,7 @@ def read_jsonl(path: Path) -> list[dict[str, object]]:
 
 def test_demo_classifies_the_video_and_reports_label_changes(shared_model: Path, video_dir: Path,
                                                             tmp_path: Path) -> None:
-    out = vigil("demo", video_dir / "slideshow.mp4", "--model", shared_model, "--duration-s", "25",
+    out = vigil("demo", video_dir / "slideshow.mp4", "--model", shared_model, "--duration-s", "16",
                 "--out", tmp_path, timeout_s=240)
     assert out.returncode == 0, out.stderr[-3000:]
     # Where the results go, on one line however long the paths (not wrapped at 80 columns: copied from here).
