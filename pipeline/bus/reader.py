@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -91,6 +92,7 @@ class FrameConsumer:
         self._clients: BusClients | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self._keys: list[set[str]] = [set() for _ in opts.layout.shards]  # stream keys with our group, per shard
+        self._keys_lock = threading.Lock()  # readers of disjoint shards run side by side (InferenceLoop)
         self._scripts: list[BusScripts] = []
         self._rotation = 0
         self.stale_dropped = 0  # frames this consumer dropped as older than max_frame_age_ms
@@ -138,7 +140,7 @@ class FrameConsumer:
 
     def _add_stream(self, idx: int, sid: str) -> None:
         key = self.opts.layout.shards[idx].keys.frames(sid)
-        if key not in self._keys[idx]:
+        if key not in self._keys_of(idx):
             try:
                 self._client(idx).xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
@@ -146,7 +148,8 @@ class FrameConsumer:
                     raise BusError(f"cannot create consumer group on {key}: {exc}") from exc
             except redis.RedisError as exc:
                 raise BusError(f"redis instance {idx} unavailable while creating group on {key}: {exc}") from exc
-            self._keys[idx].add(key)
+            with self._keys_lock:
+                self._keys[idx].add(key)
 
     def discover(self, every_s: float = 5.0) -> None:
         """Add camera streams that appeared on any shard since the last look (where they are: frames left
@@ -164,18 +167,26 @@ class FrameConsumer:
         return sum(len(k) for k in self._keys)
 
     # ------------------------------------------------------------------ reading
-    def read_batch(self, max_frames: int, window_s: float, idle_block_s: float = 0.5) -> list[Delivery]:
+    def _keys_of(self, idx: int) -> list[str]:
+        """A snapshot of shard ``idx``'s stream keys, sorted (another thread may add to them meanwhile)."""
+        with self._keys_lock:
+            return sorted(self._keys[idx])
+
+    def read_batch(self, max_frames: int, window_s: float, idle_block_s: float = 0.5,
+                   shards: Collection[int] | None = None) -> list[Delivery]:
         """Up to ``max_frames`` new frames, fairly across cameras, within ``window_s`` of the first one.
 
         Blocks up to ``idle_block_s`` for the first frame, so an idle replica does not spin. Cameras
         that ran out of frames are not asked again for this batch until every camera has run out.
+        ``shards``: read only these shards' cameras; calls on disjoint shards may run in parallel threads.
         """
+        only = range(len(self._keys)) if shards is None else sorted(shards)
         out: list[Delivery] = []
         drained: set[str] = set()
         start = time.monotonic()
         first_at: float | None = None
         while len(out) < max_frames:
-            got = self._read_round(max_frames - len(out), None, drained)
+            got = self._read_round(max_frames - len(out), None, drained, only)
             out.extend(got)
             now = time.monotonic()
             if out and first_at is None:
@@ -187,16 +198,16 @@ class FrameConsumer:
                 break
             if not got:
                 drained.clear()  # wait on every camera for the rest of the window
-                out.extend(self._read_round(max_frames - len(out), max(1, int(remaining * 1000)), drained))
+                out.extend(self._read_round(max_frames - len(out), max(1, int(remaining * 1000)), drained, only))
                 if out and first_at is None:
                     first_at = time.monotonic()
         return out
 
-    def _read_round(self, want: int, block_ms: int | None, drained: set[str]) -> list[Delivery]:
+    def _read_round(self, want: int, block_ms: int | None, drained: set[str], only: Iterable[int]) -> list[Delivery]:
         """At most ``want`` frames: an equal share from every camera not in ``drained`` (from all of them
         once all are), or one each from ``want`` of them (in turn) when there are more cameras than frames
         wanted. Cameras that return less than their share are added to ``drained``."""
-        every = [(idx, key) for idx, keys in enumerate(self._keys) for key in sorted(keys)]
+        every = [(idx, key) for idx in only for key in self._keys_of(idx)]
         live = [(idx, key) for idx, key in every if key not in drained] or every
         if not live:
             if block_ms:
@@ -232,7 +243,8 @@ class FrameConsumer:
                                                  count=count, block=block)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
-                self._keys[idx].clear()
+                with self._keys_lock:
+                    self._keys[idx].clear()
                 self._last_discovery = -math.inf  # never (time.monotonic() is uptime, not 0 at start)
                 return []
             raise BusError(f"XREADGROUP on instance {idx} failed: {exc}") from exc
@@ -258,7 +270,8 @@ class FrameConsumer:
         for key, (stale, entries) in zip(keys, replies, strict=True):
             sid = names.camera_of_frames(key)
             if stale:
-                self.stale_dropped += int(stale)
+                with self._keys_lock:
+                    self.stale_dropped += int(stale)
                 log.debug("stream %s: dropped %d frame(s) older than %g ms", sid, stale, self.opts.max_frame_age_ms)
             out.extend(Delivery(idx, sid, eid.decode(), _fields(flat)) for eid, flat in entries if flat)
         return out
@@ -279,7 +292,7 @@ class FrameConsumer:
         dead = 0
         for idx in range(len(self._keys)):
             client = self._client(idx)
-            for key in list(self._keys[idx]):
+            for key in self._keys_of(idx):
                 if len(claimed) >= max_frames:
                     return claimed, dead
                 pending = client.xpending_range(key, INFERENCE_GROUP, min="-", max="+", count=max_frames - len(claimed),

@@ -130,6 +130,10 @@ class InferenceConfig(_Strict):
         "Threads that decode a batch's JPEG frames side by side (redis.frame_encoding: jpeg; about 0.4 ms a "
         "frame on one core, 200 ms for a GPU batch of 512 on one thread). 0 = auto: on one lane (GPU) one "
         "per usable core, up to 8; with several CPU lanes 1 (each lane decodes its own share)."))] = 0
+    reader_threads: Annotated[int, Field(ge=0, le=64, description=(
+        "On one lane (GPU), threads that read the next batches from Redis while the model classifies, each "
+        "from its own share of the bus's shards (redis.urls instances or cluster shards), so reading keeps up "
+        "with a GPU. 0 = auto: one per shard, up to 4; with several CPU lanes each lane reads its own."))] = 0
     gpu: GpuOptions = Field(default_factory=GpuOptions)
 
 

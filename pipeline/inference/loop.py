@@ -78,15 +78,18 @@ class LoopOptions:
     replica: str
     lanes: int  # threads sharing each batch (ModelRuntime.lanes)
     decode_threads: int = 1  # threads decoding one batch's frames (1: in the lane's own thread)
+    reader_threads: int = 1  # one lane: threads reading batches ahead, each from its share of the shards
 
     @classmethod
-    def from_config(cls, inference: InferenceConfig, *, lanes: int, replica: str, jpeg: bool = False) -> LoopOptions:
+    def from_config(cls, inference: InferenceConfig, *, lanes: int, replica: str, jpeg: bool = False,
+                    shards: int = 1) -> LoopOptions:
         """``jpeg``: the bus carries JPEG frames (``redis.frame_encoding``), which auto decode_threads decode
-        in parallel on one lane."""
+        in parallel on one lane; ``shards``: the bus's shards, which auto reader_threads read side by side."""
         decode = inference.decode_threads or (min(8, usable_cpus()) if jpeg and lanes == 1 else 1)
+        readers = inference.reader_threads or (min(4, shards) if lanes == 1 else 1)
         return cls(batch_size=inference.batch_size, batch_window_s=batch_window_s(inference, lanes),
                    reclaim_every_s=min(5.0, inference.claim_idle_s), replica=replica, lanes=lanes,
-                   decode_threads=decode)
+                   decode_threads=decode, reader_threads=max(1, min(readers, shards)))
 
 
 class InferenceLoop:
@@ -105,7 +108,7 @@ class InferenceLoop:
         # when no batch is being classified.
         self._lane_locks = [threading.Lock() for _ in range(max(1, opts.lanes))]
         self._stats_lock = threading.Lock()
-        self._read_lock = threading.Lock()  # the consumer reads for one lane at a time
+        self._read_lock = threading.Lock()  # the consumer reads for one lane (or one reader's shards) at a time
         # Each lane takes its share of the batch: the replica still classifies batch_size frames at once,
         # and a lane's batch takes about as long on its one core as the whole batch on all of them.
         self.lane_batch = lane_share(opts.batch_size, len(self._lane_locks))
@@ -136,18 +139,20 @@ class InferenceLoop:
         with ThreadPoolExecutor(len(shares), thread_name_prefix="classify") as pool:
             return [f for part in pool.map(run, range(len(shares))) for f in part]
 
-    def _next_deliveries(self) -> list[Delivery]:
-        """Reclaimed frames (every ``reclaim_every_s``) topped up with new ones, up to a batch."""
+    def _next_deliveries(self, shards: tuple[int, ...] | None = None) -> list[Delivery]:
+        """Reclaimed frames (every ``reclaim_every_s``, by the reader of every shard or of shard 0) topped up
+        with new ones of ``shards`` (None: all), up to a batch."""
         now = time.monotonic()
         deliveries: list[Delivery] = []
-        if now - self._last_reclaim >= self.opts.reclaim_every_s:
+        if (shards is None or 0 in shards) and now - self._last_reclaim >= self.opts.reclaim_every_s:
             self._last_reclaim = now
             self.consumer.discover()
             deliveries, dead = self.consumer.reclaim(self.lane_batch)
             with self._stats_lock:
                 self.stats.dead_lettered += dead
         if len(deliveries) < self.lane_batch:
-            deliveries += self.consumer.read_batch(self.lane_batch - len(deliveries), self.opts.batch_window_s)
+            deliveries += self.consumer.read_batch(self.lane_batch - len(deliveries), self.opts.batch_window_s,
+                                                   shards=shards)
         return deliveries
 
     def step(self) -> int:
@@ -216,11 +221,12 @@ class InferenceLoop:
         self.metrics.batch_done(len(records), inference_s)
         return len(records)
 
-    def _fetch(self, stop: threading.Event, backoff_s: float) -> list[Delivery]:
-        """The next batch (one reader at a time); [] when idle or after a bus error (logged, backed off)."""
+    def _fetch(self, stop: threading.Event, backoff_s: float, shards: tuple[int, ...] | None = None,
+               lock: threading.Lock | None = None) -> list[Delivery]:
+        """The next batch (one reader at a time per lock); [] when idle or after a bus error (logged, backed off)."""
         try:
-            with self._read_lock:
-                deliveries = self._next_deliveries()
+            with lock or self._read_lock:
+                deliveries = self._next_deliveries(shards)
         except VigilError as exc:
             with self._stats_lock:
                 self.stats.last_error = str(exc)
@@ -279,17 +285,23 @@ class InferenceLoop:
                 self._handle(deliveries, lane, stop, backoff_s)
 
     def _run_read_ahead(self, stop: threading.Event, backoff_s: float) -> None:
-        ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=1)
+        """One lane: ``reader_threads`` readers, each from its share of the shards, read batches ahead."""
+        n = max(1, min(self.opts.reader_threads, len(self.consumer.opts.layout)))
+        ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=n)
 
-        def read() -> None:
+        def read(shards: tuple[int, ...] | None) -> None:
+            lock = threading.Lock() if shards is not None else self._read_lock
             while not stop.is_set():
-                deliveries = self._fetch(stop, backoff_s)
+                deliveries = self._fetch(stop, backoff_s, shards, lock)
                 if deliveries:
-                    ready.put(deliveries)  # blocks while the model is busy: at most one batch read ahead
+                    ready.put(deliveries)  # blocks while the model is busy: at most n batches read ahead
 
-        reader = threading.Thread(target=read, name="inference-reader", daemon=True)
-        reader.start()
-        while reader.is_alive() or not ready.empty():
+        shares = [None] if n == 1 else [tuple(range(i, len(self.consumer.opts.layout), n)) for i in range(n)]
+        readers = [threading.Thread(target=read, args=(s,), name=f"inference-reader-{i}", daemon=True)
+                   for i, s in enumerate(shares)]
+        for reader in readers:
+            reader.start()
+        while any(r.is_alive() for r in readers) or not ready.empty():
             try:
                 deliveries = ready.get(timeout=0.1)
             except queue.Empty:

@@ -124,7 +124,8 @@ class ClassifierReplica:
         self._stats = ReplicaStatsRecorder(self.consumer.opts.layout, self.name, timeout_s=cfg.redis.socket_timeout_s)
         self.loop = InferenceLoop(self.runtime, self.consumer, writer,
                                   LoopOptions.from_config(self.inference, lanes=self.runtime.lanes, replica=self.name,
-                                                          jpeg=cfg.redis.frame_encoding == "jpeg"),
+                                                          jpeg=cfg.redis.frame_encoding == "jpeg",
+                                                          shards=len(self.consumer.opts.layout)),
                                   metrics=self._stats)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), name="inference", daemon=True)

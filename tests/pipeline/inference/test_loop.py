@@ -14,6 +14,7 @@ import redis
 
 from pipeline.bus.reader import FrameConsumer
 from pipeline.bus.wire import FrameMessage, encode_frame
+from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import InferenceConfig
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
@@ -21,6 +22,7 @@ from pipeline.inference.loop import InferenceLoop, LoopOptions
 from pipeline.inference.providers import usable_cpus
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.results.record import ResultRecord
+from tests.fixtures.services import RedisServer
 from tests.pipeline.options import consumer_options, loop_options, writer_for
 
 
@@ -265,3 +267,57 @@ def test_decode_threads_auto_only_for_jpeg_on_one_lane() -> None:
     assert LoopOptions.from_config(auto, lanes=1, replica="r", jpeg=False).decode_threads == 1
     assert LoopOptions.from_config(auto, lanes=2, replica="r", jpeg=True).decode_threads == 1
     assert LoopOptions.from_config(InferenceConfig(decode_threads=3), lanes=2, replica="r").decode_threads == 3
+
+
+def test_one_lane_reads_ahead_from_each_shard_in_its_own_thread(redis_server: RedisServer, runtime: ModelRuntime,
+                                                                images_dir: Path) -> None:
+    """Two shards (two databases of one Redis), two reader threads: each reads its own shard's cameras, and
+    every frame still gets exactly one result, on its own shard."""
+    urls = [redis_server.url(db=7), redis_server.url(db=8)]
+    clients = [redis.Redis.from_url(u) for u in urls]
+    for c in clients:
+        c.flushdb()
+    layout = BusLayout(urls)
+    cameras = [f"cam-{i}" for i in range(8)]
+    assert {layout.shard_of(s) for s in cameras} == {0, 1}
+    for sid in cameras:
+        publish_photos(clients[layout.shard_of(sid)], sid, images_dir, ["cat.png", "bird.png"] * 3, "raw")
+    opts = consumer_options(urls, "r1", cameras, max_frame_age_ms=60_000)
+    read_by: dict[str, set[int]] = {}
+    with FrameConsumer(opts) as c:
+        original = c.read_batch
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            got = original(*args, **kwargs)
+            if got:
+                read_by.setdefault(threading.current_thread().name, set()).update(d.instance for d in got)
+            return got
+
+        c.read_batch = recording  # type: ignore[method-assign]
+        loop = InferenceLoop(runtime, c, writer_for(c), loop_options(batch_size=8, batch_window_s=0.01,
+                                                                     reader_threads=2))
+        stop = threading.Event()
+        thread = threading.Thread(target=loop.run, args=(stop,))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while loop.stats.frames < 48 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        thread.join(30)
+    assert read_by == {"inference-reader-0": {0}, "inference-reader-1": {1}}, read_by
+    for shard, client in enumerate(clients):
+        mine = [s for s in cameras if layout.shard_of(s) == shard]
+        records = [ResultRecord.from_fields(f) for _, f in client.xrange(RESULTS_KEY)]
+        assert sorted((r.stream, r.seq) for r in records) == sorted((s, i) for s in mine for i in range(6))
+        assert all(client.xpending(frames_key(s), INFERENCE_GROUP)["pending"] == 0 for s in mine)
+        client.flushdb()
+        client.close()
+
+
+def test_reader_threads_auto_one_per_shard_up_to_four_on_one_lane() -> None:
+    auto = InferenceConfig()
+    assert LoopOptions.from_config(auto, lanes=1, replica="r", shards=2).reader_threads == 2
+    assert LoopOptions.from_config(auto, lanes=1, replica="r", shards=16).reader_threads == 4
+    assert LoopOptions.from_config(auto, lanes=2, replica="r", shards=16).reader_threads == 1
+    eight = InferenceConfig(reader_threads=8)
+    assert LoopOptions.from_config(eight, lanes=1, replica="r", shards=3).reader_threads == 3
