@@ -9,7 +9,7 @@ import redis
 
 from pipeline.bench.stages import STAGES, bench_stages
 from pipeline.cli.bench_pipeline_cmd import model_frames
-from pipeline.core.keys import RESULTS_KEY, STATS_PREFIX
+from pipeline.core.keys import RESULTS_KEY, stats_key
 from tests.cli_helpers import vigil
 
 
@@ -29,7 +29,7 @@ def test_every_step_costs_cpu_and_the_frames_really_went_through_redis(clean_red
     client = redis.Redis.from_url(clean_redis_url)
     try:  # every frame was classified-and-acknowledged: 2 x 300 results, nothing left pending
         assert client.xlen(RESULTS_KEY) == 600
-        stats = [client.hgetall(k) for k in client.scan_iter(match=STATS_PREFIX + "bench-*")]
+        stats = [client.hgetall(k) for k in client.scan_iter(match=stats_key("bench-*"))]
         assert sum(int(s[b"inferred"]) for s in stats) == 600 and sum(int(s[b"published"]) for s in stats) == 600
     finally:
         client.close()
