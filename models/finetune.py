@@ -57,6 +57,10 @@ class FinetuneOptions:
     augment_copies: int = 2  # augmented versions of each training image, besides the clean one
     epochs: int = 300
     patience: int = 25
+    unfreeze: int = 0  # inverted-residual blocks trained with the head (0: the head only, no PyTorch)
+    backbone_lr_ratio: float = 0.1  # the blocks' learning rate, as a share of the head's
+    deep_epochs: int = 30  # most passes with --unfreeze (each trains the blocks too)
+    deep_patience: int = 6
     learning_rate: float = 0.001
     weight_decay: float = 1e-3
     batch_size: int = 64
@@ -89,6 +93,8 @@ class FinetuneResult:
     head: Head
     exported_val_accuracy: float
     seconds: float
+    deep: Any = None  # models.unfreeze.DeepResult with --unfreeze
+    torch_onnx_max_diff: float | None = None  # exported model vs the torch model, validation probabilities
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": str(self.model), "classes": list(self.classes), "feature_tensor": self.feature_tensor,
@@ -96,7 +102,9 @@ class FinetuneResult:
                 "train_features": self.train_features, "val_images": self.val_images,
                 "best_epoch": self.head.best_epoch, "epochs_run": self.head.epochs_run,
                 "val_accuracy": self.head.val_accuracy, "val_loss": self.head.val_loss,
-                "exported_val_accuracy": self.exported_val_accuracy, "seconds": self.seconds}
+                "exported_val_accuracy": self.exported_val_accuracy, "seconds": self.seconds,
+                **(self.deep.as_dict() if self.deep is not None else {"unfrozen_blocks": 0}),
+                "torch_onnx_max_diff": self.torch_onnx_max_diff}
 
 
 # ------------------------------------------------------------------------------------------ graph
@@ -136,6 +144,12 @@ def _graph_with_tail(model: onnx.ModelProto, pooled: str, tail: list[onnx.NodePr
         entry = out.metadata_props.add()
         entry.key, entry.value = p.key, p.value
     return out
+
+
+def prefix_model(model: onnx.ModelProto, cut: str) -> onnx.ModelProto:
+    """The graph up to the tensor ``cut``, which is its only output (the frozen part of ``--unfreeze``)."""
+    out = helper.make_tensor_value_info(cut, TensorProto.FLOAT, None)
+    return _graph_with_tail(model, cut, [], [], out)
 
 
 def backbone(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
@@ -183,12 +197,17 @@ def augment(image: U8, rng: np.random.Generator, size: tuple[int, int]) -> U8:
 
 
 class FeatureExtractor:
-    """Runs the cut graph; feeds it exactly as the runtime feeds the whole model."""
+    """Runs the cut graph; feeds it exactly as the runtime feeds the whole model. ``cut``: the graph up to that
+    tensor instead of the pooled features (``--unfreeze``: the frozen blocks' activations)."""
 
-    def __init__(self, base: Path, device: str) -> None:
+    def __init__(self, base: Path, device: str, cut_at: str | None = None) -> None:
         # The whole model's runtime only lends its contract and input preparation: CPU, one lane.
         self.runtime = ModelRuntime(base, RuntimeOptions(device="cpu", warmup=False, lanes=1)).open()
-        cut, self.pooled = backbone(load_onnx(base))
+        model = load_onnx(base)
+        cut, self.pooled = backbone(model)
+        self.output = FEATURES
+        if cut_at is not None:
+            cut, self.output = prefix_model(model, cut_at), cut_at
         c = self.runtime.contract
         raw = cut.SerializeToString()
         plan = plan_providers(device, GpuOptions(), batch_size=32, input_name=c.input_name,  # no TensorRT: CUDA
@@ -197,7 +216,7 @@ class FeatureExtractor:
         self.input_name = c.input_name
 
     def __call__(self, frames: U8) -> F32:
-        out = self.session.run([FEATURES], {self.input_name: self.runtime.prepare(frames)})[0]
+        out = self.session.run([self.output], {self.input_name: self.runtime.prepare(frames)})[0]
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
@@ -287,44 +306,71 @@ def _features(extractor: FeatureExtractor, split: tuple[ImageFolder, ImageFolder
     return xtr, np.array(labels, np.int64), xva, va.labels, val_images
 
 
+@dataclass(frozen=True)
+class _Trained:
+    head: Head
+    graph: onnx.ModelProto  # the model to put the head on (with --unfreeze: the tail's trained weights in it)
+    deep: Any = None  # models.unfreeze.DeepResult with --unfreeze
+
+
+def _train(model: onnx.ModelProto, data: tuple[F32, Labels, F32, Labels], k: int, opts: FinetuneOptions,
+           progress: Progress | None) -> _Trained:
+    xtr, ytr, xva, yva = data
+    task = progress.add_task("training", total=opts.deep_epochs if opts.unfreeze else opts.epochs) \
+        if progress else None
+
+    def on_epoch(epoch: int, loss: float, acc: float) -> None:
+        if progress is not None and task is not None:
+            progress.update(task, completed=epoch, description=f"training: val loss {loss:.3f} acc {acc:.3f}")
+
+    if not opts.unfreeze:
+        return _Trained(train_head((xtr, ytr), (xva, yva), k, opts, on_epoch), model)
+    from models.unfreeze import split_for, train_tail, with_trained_tail  # PyTorch: only with --unfreeze
+
+    split = split_for(model, feature_tensor(model), opts.unfreeze)
+    deep = train_tail(model, split, ((xtr, ytr), (xva, yva)), k, opts, on_epoch=on_epoch)
+    return _Trained(deep.head, with_trained_tail(model, split, deep.initializers), deep)
+
+
 def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None = None) -> FinetuneResult:
-    """Train a new head for the classes of ``data_dir`` on ``base``'s features; write the model to ``out``."""
+    """Train a new head (and with ``unfreeze``, the last blocks) for the classes of ``data_dir`` on ``base``;
+    write the model to ``out``."""
     opts = opts or FinetuneOptions()
     t0 = time.perf_counter()
     model = load_onnx(base)
     contract = read_contract(model, str(base))
-    feature_tensor(model)  # fail fast on a model that cannot be cut, before reading any image
+    pooled = feature_tensor(model)  # fail fast on a model that cannot be cut, before reading any image
+    cut = None
+    if opts.unfreeze:
+        from models.unfreeze import split_for
+
+        cut = split_for(model, pooled, opts.unfreeze).cut
     folder = ImageFolder.scan(data_dir)
     train, val = folder.split(opts.val_fraction, opts.seed)
-    size = (contract.height, contract.width)
-    extractor = FeatureExtractor(base, opts.device)
+    extractor = FeatureExtractor(base, opts.device, cut)
     try:
         with progress_context(make_progress(opts.progress)) as progress:
-            xtr, ytr, xva, yva, val_images = _features(extractor, (train, val), size, opts, progress)
-            task = progress.add_task("training head", total=opts.epochs) if progress else None
-
-            def on_epoch(epoch: int, loss: float, acc: float) -> None:
-                if progress is not None and task is not None:
-                    progress.update(task, completed=epoch, description=f"training head: val loss {loss:.3f} "
-                                                                       f"acc {acc:.3f}")
-
-            head = train_head((xtr, ytr), (xva, yva), len(folder.classes), opts, on_epoch)
+            xtr, ytr, xva, yva, val_images = _features(extractor, (train, val), (contract.height, contract.width),
+                                                       opts, progress)
+            trained = _train(model, (xtr, ytr, xva, yva), len(folder.classes), opts, progress)
     finally:
         extractor.close()
+    head = trained.head
     version = opts.model_version or "ft-" + hashlib.sha256(head.weights.tobytes()).hexdigest()[:10]
     meta = {"model_name": opts.model_name or out.stem, "model_version": version,
             "base_model_sha256": sha256_file(base), "base_model_name": contract.name or base.stem,
-            "feature_tensor": extractor.pooled, "precision": "fp32"}
-    new = with_head(model, head, folder.classes, meta)
+            "feature_tensor": pooled, "precision": "fp32", "unfrozen_blocks": opts.unfreeze}
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(new, str(out))
+    onnx.save(with_head(trained.graph, head, folder.classes, meta), str(out))
     with ModelRuntime(out, RuntimeOptions(device=opts.device)) as runtime:
         if runtime.class_names != list(folder.classes):
             raise DatasetError(f"the exported model {out} reports classes {runtime.class_names}, expected "
                                f"{list(folder.classes)}")
         probs = runtime.probabilities(np.stack(val_images))
     exported_acc = float((probs.argmax(axis=1) == yva).mean())
+    diff = float(np.abs(probs - trained.deep.val_probabilities).max()) if trained.deep is not None else None
     log.info("fine-tuned %s: %d classes, val accuracy %.3f (epoch %d of %d), wrote %s", base.name,
              len(folder.classes), exported_acc, head.best_epoch, head.epochs_run, out)
-    return FinetuneResult(out, folder.classes, extractor.pooled, int(xtr.shape[1]), len(train), len(xtr),
-                          len(val), head, exported_acc, time.perf_counter() - t0)
+    return FinetuneResult(out, folder.classes, pooled, int(head.weights.shape[0]),
+                          len(train), len(xtr), len(val), head, exported_acc, time.perf_counter() - t0,
+                          trained.deep, diff)
