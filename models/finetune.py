@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from rich.progress import Progress
 
 from models.dataset import ImageFolder
 from models.evaluate import make_progress, progress_context
+from models.training_report import write_training_report
 from pipeline.core.config import GpuOptions, default_engine_cache
 from pipeline.core.errors import DatasetError, ModelContractError
 from pipeline.core.preprocess import resize
@@ -71,6 +72,22 @@ class FinetuneOptions:
     progress: bool = True
 
 
+@dataclass
+class History:
+    """Per epoch, for the training report."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+    def add(self, train: tuple[float, float], val: tuple[float, float]) -> None:
+        self.train_loss.append(train[0])
+        self.train_accuracy.append(train[1])
+        self.val_loss.append(val[0])
+        self.val_accuracy.append(val[1])
+
+
 @dataclass(frozen=True)
 class Head:
     weights: F32  # [features, classes], standardisation folded in
@@ -93,6 +110,7 @@ class FinetuneResult:
     head: Head
     exported_val_accuracy: float
     seconds: float
+    history: History = field(default_factory=History)
     deep: Any = None  # models.unfreeze.DeepResult with --unfreeze
     torch_onnx_max_diff: float | None = None  # exported model vs the torch model, validation probabilities
 
@@ -103,6 +121,7 @@ class FinetuneResult:
                 "best_epoch": self.head.best_epoch, "epochs_run": self.head.epochs_run,
                 "val_accuracy": self.head.val_accuracy, "val_loss": self.head.val_loss,
                 "exported_val_accuracy": self.exported_val_accuracy, "seconds": self.seconds,
+                "history": asdict(self.history),
                 **(self.deep.as_dict() if self.deep is not None else {"unfrozen_blocks": 0}),
                 "torch_onnx_max_diff": self.torch_onnx_max_diff}
 
@@ -242,8 +261,8 @@ def _loss_grad(x: F32, y: Labels, w: F32, b: F32, wd: float) -> tuple[float, F32
     return loss, (x.T @ p + 2 * wd * w).astype(np.float32), p.sum(axis=0).astype(np.float32)
 
 
-def train_head(train: tuple[F32, Labels], val: tuple[F32, Labels], k: int, opts: FinetuneOptions,
-               on_epoch: Callable[[int, float, float], None] | None = None) -> Head:
+def train_head(train: tuple[F32, Labels], val: tuple[F32, Labels], k: int, opts: FinetuneOptions, *,
+               on_epoch: Callable[[int, float, float], None] | None = None, history: History | None = None) -> Head:
     """Softmax regression on standardised features with Adam and early stopping on validation loss."""
     (xtr, ytr), (xva, yva) = train, val
     mu, sd = xtr.mean(axis=0), xtr.std(axis=0) + 1e-6
@@ -268,6 +287,9 @@ def train_head(train: tuple[F32, Labels], val: tuple[F32, Labels], k: int, opts:
                             / (np.sqrt(v[j] / (1 - 0.999 ** step)) + 1e-8), out=param)
         val_loss, _, _ = _loss_grad(zva, yva, w, b, 0.0)
         val_acc = float(((zva @ w + b).argmax(axis=1) == yva).mean())
+        if history is not None:
+            history.add((_loss_grad(ztr, ytr, w, b, 0.0)[0], float(((ztr @ w + b).argmax(axis=1) == ytr).mean())),
+                        (val_loss, val_acc))
         if on_epoch is not None:
             on_epoch(epoch, val_loss, val_acc)
         if val_loss < best[0] - 1e-5:
@@ -310,6 +332,7 @@ def _features(extractor: FeatureExtractor, split: tuple[ImageFolder, ImageFolder
 class _Trained:
     head: Head
     graph: onnx.ModelProto  # the model to put the head on (with --unfreeze: the tail's trained weights in it)
+    history: History
     deep: Any = None  # models.unfreeze.DeepResult with --unfreeze
 
 
@@ -324,12 +347,14 @@ def _train(model: onnx.ModelProto, data: tuple[F32, Labels, F32, Labels], k: int
             progress.update(task, completed=epoch, description=f"training: val loss {loss:.3f} acc {acc:.3f}")
 
     if not opts.unfreeze:
-        return _Trained(train_head((xtr, ytr), (xva, yva), k, opts, on_epoch), model)
+        history = History()
+        return _Trained(train_head((xtr, ytr), (xva, yva), k, opts, on_epoch=on_epoch, history=history), model,
+                        history)
     from models.unfreeze import split_for, train_tail, with_trained_tail  # PyTorch: only with --unfreeze
 
     split = split_for(model, feature_tensor(model), opts.unfreeze)
     deep = train_tail(model, split, ((xtr, ytr), (xva, yva)), k, opts, on_epoch=on_epoch)
-    return _Trained(deep.head, with_trained_tail(model, split, deep.initializers), deep)
+    return _Trained(deep.head, with_trained_tail(model, split, deep.initializers), deep.history, deep)
 
 
 def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None = None) -> FinetuneResult:
@@ -369,8 +394,9 @@ def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None
         probs = runtime.probabilities(np.stack(val_images))
     exported_acc = float((probs.argmax(axis=1) == yva).mean())
     diff = float(np.abs(probs - trained.deep.val_probabilities).max()) if trained.deep is not None else None
-    log.info("fine-tuned %s: %d classes, val accuracy %.3f (epoch %d of %d), wrote %s", base.name,
-             len(folder.classes), exported_acc, head.best_epoch, head.epochs_run, out)
-    return FinetuneResult(out, folder.classes, pooled, int(head.weights.shape[0]),
-                          len(train), len(xtr), len(val), head, exported_acc, time.perf_counter() - t0,
-                          trained.deep, diff)
+    result = FinetuneResult(out, folder.classes, pooled, int(head.weights.shape[0]), len(train), len(xtr), len(val),
+                            head, exported_acc, time.perf_counter() - t0, trained.history, trained.deep, diff)
+    files = write_training_report(out, result.as_dict(), opts, folder.classes, (yva, probs))
+    log.info("fine-tuned %s: %d classes, val accuracy %.3f (epoch %d of %d), wrote %s and %s", base.name,
+             len(folder.classes), exported_acc, head.best_epoch, head.epochs_run, out, files["json"].parent)
+    return result

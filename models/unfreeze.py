@@ -19,14 +19,14 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models.finetune import F32, FinetuneOptions, Head, Labels, _needed_nodes, train_head
+from models.finetune import F32, FinetuneOptions, Head, History, Labels, _needed_nodes, train_head
 from models.onnx_torch import OnnxStretch, torch  # torch through onnx_torch: one clear error without it
 from pipeline.core.errors import ModelContractError
 
@@ -36,16 +36,6 @@ class Split:
     cut: str  # the tensor between the frozen prefix and the trained tail
     tail: list[onnx.NodeProto]
     blocks: int  # inverted-residual blocks in the whole graph
-
-
-@dataclass
-class History:
-    """Per epoch, for the report."""
-
-    train_loss: list[float] = field(default_factory=list)
-    train_accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,7 @@ class DeepResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"unfrozen_blocks": self.unfrozen_blocks, "head_only_val_accuracy": self.probe.val_accuracy,
-                "head_only_val_loss": self.probe.val_loss, "history": asdict(self.history),
+                "head_only_val_loss": self.probe.val_loss,
                 "trained_parameters": int(sum(v.size for v in self.initializers.values()) + self.head.weights.size
                                           + self.head.bias.size),
                 "tail_seconds": self.seconds}
@@ -170,9 +160,7 @@ def train_tail(model: onnx.ModelProto, split: Split, data: tuple[tuple[F32, Labe
     for epoch in range(1, opts.deep_epochs + 1):
         loss, acc = _epoch(net, opt, train, opts.batch_size, rng)
         val_loss, val_acc, _ = evaluate(net, *val)
-        for series, value in zip((history.train_loss, history.train_accuracy, history.val_loss, history.val_accuracy),
-                                 (loss, acc, val_loss, val_acc), strict=True):
-            series.append(value)
+        history.add((loss, acc), (val_loss, val_acc))
         if on_epoch is not None:
             on_epoch(epoch, val_loss, val_acc)
         if val_loss < best[0] - 1e-5:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -65,6 +67,15 @@ def test_two_unfrozen_blocks_are_trained_and_exported_into_the_same_graph(tmp_pa
                            for name in changed)  # only the tail's weights moved
     with ModelRuntime(out, RuntimeOptions(device="cpu")) as rt:
         assert rt.class_names == list(result.classes) and (rt.contract.dtype, rt.contract.layout) == ("uint8", "NHWC")
+    # The training report beside the model: JSON with the hyperparameters and history, and its two plots.
+    report = json.loads((tmp_path / "tuned.onnx.report" / "report.json").read_text())
+    assert report["hyperparameters"]["unfreeze"] == 2
+    assert report["head_only_val_accuracy"] == doc["head_only_val_accuracy"]
+    assert len(report["history"]["train_loss"]) == len(report["history"]["val_accuracy"]) >= 1
+    assert sum(map(sum, report["confusion"]["matrix"])) == result.val_images and report["seconds"] > 0
+    for name in ("curves.png", "confusion.png"):
+        image = cv2.imread(str(tmp_path / "tuned.onnx.report" / name))
+        assert image is not None and image.std() > 10  # drawn, not blank
 
 
 def test_unfreezing_four_blocks_tells_noisy_frames_from_clean_ones_where_the_head_alone_cannot(
