@@ -1,4 +1,4 @@
-"""`vigil models finetune`: transfer learning on your own frames, without PyTorch.
+"""`vigil models finetune`: transfer learning on your own frames (the head alone needs no PyTorch).
 
 1. Cut the classifier's graph at its pooled features (the output of the last global/average pool:
    1280 values per image for MobileNetV2; in the shared model the input of the ``Logits`` 1x1 conv).
@@ -12,7 +12,8 @@
    NHWC for the shared model); the class names go into the ``labels`` metadata, with ``model_name``,
    ``model_version`` and ``base_model_sha256``, so the runtime and the pipeline report the new classes.
 
-Fine-tuning the last convolutional blocks needs PyTorch and is not done here.
+With ``unfreeze`` the last blocks are trained too (:mod:`models.unfreeze`, PyTorch); :mod:`models.search`
+searches the hyperparameters; every model gets its training report (:mod:`models.training_report`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FinetuneOptions:
     val_fraction: float = 0.2
     seed: int = 0
     augment_copies: int = 2  # augmented versions of each training image, besides the clean one
+    augment_strength: float = 1.0  # 0-1: how far the crops and colour jitter go (see augment)
     epochs: int = 300
     patience: int = 25
     unfreeze: int = 0  # inverted-residual blocks trained with the head (0: the head only, no PyTorch)
@@ -197,21 +199,22 @@ def with_head(model: onnx.ModelProto, head: Head, classes: tuple[str, ...], meta
 
 
 # ------------------------------------------------------------------------------------------ features
-def augment(image: U8, rng: np.random.Generator, size: tuple[int, int]) -> U8:
-    """A random resized crop (60-100% of the area, aspect 3/4-4/3), flip and colour jitter of ``image``."""
+def augment(image: U8, rng: np.random.Generator, size: tuple[int, int], strength: float = 1.0) -> U8:
+    """A random resized crop (60-100% of the area, aspect 3/4-4/3), flip and colour jitter of ``image``; at
+    ``strength`` s the ranges shrink to 1 - 0.4 s of the area and s of the jitter (0: only the flip)."""
     h, w = image.shape[:2]
-    area = h * w * rng.uniform(0.6, 1.0)
-    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+    area = h * w * rng.uniform(1 - 0.4 * strength, 1.0)
+    aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)) * strength))
     ch, cw = min(h, round(np.sqrt(area / aspect))), min(w, round(np.sqrt(area * aspect)))
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     out = resize(np.ascontiguousarray(image[y:y + ch, x:x + cw]), *size).astype(np.float32)
     if rng.random() < 0.5:
         out = out[:, ::-1]
-    out *= rng.uniform(0.75, 1.25)  # brightness
+    out *= rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength)  # brightness
     mean = out.mean()
-    out = (out - mean) * rng.uniform(0.75, 1.25) + mean  # contrast
+    out = (out - mean) * rng.uniform(1 - 0.25 * strength, 1 + 0.25 * strength) + mean  # contrast
     grey = out.mean(axis=2, keepdims=True)
-    out = (out - grey) * rng.uniform(0.7, 1.3) + grey  # saturation
+    out = (out - grey) * rng.uniform(1 - 0.3 * strength, 1 + 0.3 * strength) + grey  # saturation
     return np.asarray(np.clip(out, 0, 255), dtype=np.uint8)
 
 
@@ -314,7 +317,7 @@ def _features(extractor: FeatureExtractor, split: tuple[ImageFolder, ImageFolder
     labels: list[int] = []
     for img, label in zip(tr.images, tr.labels, strict=True):
         views.append(resize(img, *size))
-        views.extend(augment(img, rng, size) for _ in range(opts.augment_copies))
+        views.extend(augment(img, rng, size, opts.augment_strength) for _ in range(opts.augment_copies))
         labels.extend([int(label)] * (1 + opts.augment_copies))
     task = progress.add_task("extracting features", total=len(views) + len(va.images)) if progress else None
 
@@ -337,7 +340,7 @@ class _Trained:
 
 
 def _train(model: onnx.ModelProto, data: tuple[F32, Labels, F32, Labels], k: int, opts: FinetuneOptions,
-           progress: Progress | None) -> _Trained:
+           progress: Progress | None, *, observe: Callable[[int, float, float], None] | None = None) -> _Trained:
     xtr, ytr, xva, yva = data
     task = progress.add_task("training", total=opts.deep_epochs if opts.unfreeze else opts.epochs) \
         if progress else None
@@ -345,6 +348,8 @@ def _train(model: onnx.ModelProto, data: tuple[F32, Labels, F32, Labels], k: int
     def on_epoch(epoch: int, loss: float, acc: float) -> None:
         if progress is not None and task is not None:
             progress.update(task, completed=epoch, description=f"training: val loss {loss:.3f} acc {acc:.3f}")
+        if observe is not None:
+            observe(epoch, loss, acc)
 
     if not opts.unfreeze:
         history = History()
@@ -357,10 +362,22 @@ def _train(model: onnx.ModelProto, data: tuple[F32, Labels, F32, Labels], k: int
     return _Trained(deep.head, with_trained_tail(model, split, deep.initializers), deep.history, deep)
 
 
-def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None = None) -> FinetuneResult:
-    """Train a new head (and with ``unfreeze``, the last blocks) for the classes of ``data_dir`` on ``base``;
-    write the model to ``out``."""
-    opts = opts or FinetuneOptions()
+@dataclass(frozen=True)
+class Fitted:
+    """A trained head (and tail), before export."""
+
+    model: onnx.ModelProto
+    classes: tuple[str, ...]
+    pooled: str
+    split_sizes: tuple[int, int, int]  # training images, training views, validation images
+    val: tuple[Labels, list[U8]]  # labels and images of the validation split
+    trained: _Trained
+    started: float  # time.perf_counter()
+
+
+def fit(base: Path, data_dir: Path, opts: FinetuneOptions,
+        on_epoch: Callable[[int, float, float], None] | None = None) -> Fitted:
+    """Extract, train (the head, and with ``unfreeze`` the last blocks); ``on_epoch(epoch, val loss, val acc)``."""
     t0 = time.perf_counter()
     model = load_onnx(base)
     contract = read_contract(model, str(base))
@@ -377,26 +394,41 @@ def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None
         with progress_context(make_progress(opts.progress)) as progress:
             xtr, ytr, xva, yva, val_images = _features(extractor, (train, val), (contract.height, contract.width),
                                                        opts, progress)
-            trained = _train(model, (xtr, ytr, xva, yva), len(folder.classes), opts, progress)
+            trained = _train(model, (xtr, ytr, xva, yva), len(folder.classes), opts, progress, observe=on_epoch)
     finally:
         extractor.close()
+    return Fitted(model, folder.classes, pooled, (len(train), len(xtr), len(val)), (yva, val_images), trained, t0)
+
+
+def finetune(base: Path, data_dir: Path, out: Path, opts: FinetuneOptions | None = None) -> FinetuneResult:
+    """Train a new head (and with ``unfreeze``, the last blocks) for the classes of ``data_dir`` on ``base``;
+    write the model to ``out``, and its training report beside it."""
+    opts = opts or FinetuneOptions()
+    return export(fit(base, data_dir, opts), base, out, opts)
+
+
+def export(fitted: Fitted, base: Path, out: Path, opts: FinetuneOptions) -> FinetuneResult:
+    """Write the fitted model to ``out`` (checked through the runtime) and its report."""
+    trained, folder_classes, pooled, yva = fitted.trained, fitted.classes, fitted.pooled, fitted.val[0]
+    contract = read_contract(fitted.model, str(base))
     head = trained.head
     version = opts.model_version or "ft-" + hashlib.sha256(head.weights.tobytes()).hexdigest()[:10]
     meta = {"model_name": opts.model_name or out.stem, "model_version": version,
             "base_model_sha256": sha256_file(base), "base_model_name": contract.name or base.stem,
             "feature_tensor": pooled, "precision": "fp32", "unfrozen_blocks": opts.unfreeze}
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(with_head(trained.graph, head, folder.classes, meta), str(out))
+    onnx.save(with_head(trained.graph, head, folder_classes, meta), str(out))
     with ModelRuntime(out, RuntimeOptions(device=opts.device)) as runtime:
-        if runtime.class_names != list(folder.classes):
+        if runtime.class_names != list(folder_classes):
             raise DatasetError(f"the exported model {out} reports classes {runtime.class_names}, expected "
-                               f"{list(folder.classes)}")
-        probs = runtime.probabilities(np.stack(val_images))
+                               f"{list(folder_classes)}")
+        probs = runtime.probabilities(np.stack(fitted.val[1]))
     exported_acc = float((probs.argmax(axis=1) == yva).mean())
     diff = float(np.abs(probs - trained.deep.val_probabilities).max()) if trained.deep is not None else None
-    result = FinetuneResult(out, folder.classes, pooled, int(head.weights.shape[0]), len(train), len(xtr), len(val),
-                            head, exported_acc, time.perf_counter() - t0, trained.history, trained.deep, diff)
-    files = write_training_report(out, result.as_dict(), opts, folder.classes, (yva, probs))
+    n_train, n_views, n_val = fitted.split_sizes
+    result = FinetuneResult(out, folder_classes, pooled, int(head.weights.shape[0]), n_train, n_views, n_val, head,
+                            exported_acc, time.perf_counter() - fitted.started, trained.history, trained.deep, diff)
+    files = write_training_report(out, result.as_dict(), opts, folder_classes, (yva, probs))
     log.info("fine-tuned %s: %d classes, val accuracy %.3f (epoch %d of %d), wrote %s and %s", base.name,
-             len(folder.classes), exported_acc, head.best_epoch, head.epochs_run, out, files["json"].parent)
+             len(folder_classes), exported_acc, head.best_epoch, head.epochs_run, out, files["json"].parent)
     return result

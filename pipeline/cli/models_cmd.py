@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -110,6 +111,13 @@ def finetune(data: Path = typer.Option(..., "--data", "-d", help="Image folder: 
                  "Also train the last N inverted-residual blocks (needs vigil[lab]: PyTorch); 0: the head only.")),
              backbone_lr_ratio: float = typer.Option(0.1, "--backbone-lr-ratio", min=1e-4, max=1.0, help=(
                  "With --unfreeze: the blocks' learning rate as a share of the head's.")),
+             search: bool = typer.Option(False, "--search", help=(
+                 "Hyperparameter search with optuna (learning rate, weight decay, augmentation, unfreeze depth) on "
+                 "the validation split, then the best exported. Needs vigil[lab].")),
+             trials: int = typer.Option(20, "--trials", min=1, help="--search: trials to run (more on a resume)."),
+             timeout_s: float | None = typer.Option(None, "--timeout-s", min=1, help="--search: time budget."),
+             study: Path | None = typer.Option(None, "--study", help=(
+                 "--search: the study's SQLite file, resumed if it exists (default: OUT.study.db).")),
              name: str | None = typer.Option(None, "--name", help="model_name metadata (default: file stem)."),
              version: str | None = typer.Option(None, "--version", help="model_version metadata."),
              device: str = device_option("cpu"),
@@ -119,10 +127,20 @@ def finetune(data: Path = typer.Option(..., "--data", "-d", help="Image folder: 
     from models.finetune import FinetuneOptions
     from models.finetune import finetune as run_finetune
 
-    result = run_finetune(store.resolve_model_path(model), data, out, FinetuneOptions(
-        val_fraction=val_fraction, augment_copies=augment, epochs=epochs, patience=patience, seed=seed,
-        unfreeze=unfreeze, backbone_lr_ratio=backbone_lr_ratio,
-        model_name=name, model_version=version, device=device, progress=not as_json))
+    opts = FinetuneOptions(val_fraction=val_fraction, augment_copies=augment, epochs=epochs, patience=patience,
+                           seed=seed, unfreeze=unfreeze, backbone_lr_ratio=backbone_lr_ratio, model_name=name,
+                           model_version=version, device=device, progress=not as_json)
+    base = store.resolve_model_path(model)
+    if search:
+        from models.search import SearchOptions
+        from models.search import search as run_search
+
+        found = run_search(base, data, out, opts, SearchOptions(trials=trials, timeout_s=timeout_s, study=study))
+        result = found.best
+        if not as_json:
+            _print_trials(found.trials, found.best_params)
+    else:
+        result = run_finetune(base, data, out, opts)
     doc = result.as_dict()
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
@@ -132,9 +150,20 @@ def finetune(data: Path = typer.Option(..., "--data", "-d", help="Image folder: 
                f"of {result.head.epochs_run}); {result.train_features} training features from "
                f"{result.train_images} images; {result.seconds:.1f} s")
     if result.deep is not None:
-        typer.echo(f"  {unfreeze} block(s) trained with the head: the head alone reached "
+        typer.echo(f"  {doc['unfrozen_blocks']} block(s) trained with the head: the head alone reached "
                    f"{doc['head_only_val_accuracy']:.3f} on the same split; exported model vs torch: "
                    f"max |difference| {result.torch_onnx_max_diff:.1e} in the validation probabilities")
+
+
+def _print_trials(trials: list[dict[str, Any]], best: dict[str, Any]) -> None:
+    typer.echo(f"{'trial':>5} {'state':>9} {'val loss':>9} {'val acc':>8}  lr / weight decay / augment / unfreeze")
+    for t in trials:
+        p, loss, acc = t["params"], t["val_loss"], t["val_accuracy"]
+        typer.echo(f"{t['number']:>5} {t['state']:>9} {loss if loss is not None else float('nan'):>9.4f} "
+                   f"{acc if acc is not None else float('nan'):>8.3f}  {p.get('learning_rate', 0):.2g} / "
+                   f"{p.get('weight_decay', 0):.2g} / {p.get('augment_copies', '-')}x{p.get('augment_strength', 0):.2f}"
+                   f" / {p.get('unfreeze', '-')}")
+    typer.echo(f"best: {best}")
 
 
 @app.command("build-engine")

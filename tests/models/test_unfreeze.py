@@ -93,3 +93,23 @@ def test_unfreezing_four_blocks_tells_noisy_frames_from_clean_ones_where_the_hea
         print(f"\nnoise task, --unfreeze {unfreeze}: held-out {accuracy[unfreeze]:.3f}, validation "
               f"{result.exported_val_accuracy:.3f}, {result.seconds:.0f} s")
     assert accuracy[0] < 0.9 and accuracy[4] >= accuracy[0] + 0.05, accuracy
+
+
+def test_search_starts_from_the_defaults_finds_no_worse_and_resumes(tmp_path: Path, shared_model: Path,
+                                                                    video_dir: Path) -> None:
+    from models.search import SearchOptions, search
+
+    data = video_dataset(video_dir, tmp_path / "data", per_class=5)
+    out, opts = tmp_path / "searched.onnx", FinetuneOptions(deep_epochs=4, progress=False)
+    found = search(shared_model, data, out, opts, SearchOptions(trials=3, unfreeze_choices=(0, 1)))
+    first = found.trials[0]
+    assert first["params"] == {"learning_rate": opts.learning_rate, "weight_decay": opts.weight_decay,
+                               "augment_copies": opts.augment_copies, "augment_strength": 1.0, "unfreeze": 0}
+    done = [t for t in found.trials if t["state"] == "complete"]
+    assert len(found.trials) == 3 and min(t["val_loss"] for t in done) <= first["val_loss"]
+    assert found.best.head.val_loss == pytest.approx(min(t["val_loss"] for t in done), rel=1e-3)  # refit, same seed
+    assert found.study.exists() and out.exists()
+    report = json.loads((tmp_path / "searched.onnx.report" / "report.json").read_text())
+    assert report["search"]["best_params"] == found.best_params and len(report["search"]["trials"]) == 3
+    again = search(shared_model, data, out, opts, SearchOptions(trials=1, unfreeze_choices=(0, 1)))
+    assert [t["number"] for t in again.trials] == [0, 1, 2, 3]  # resumed from the study file
