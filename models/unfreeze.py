@@ -4,7 +4,8 @@
    inverted-residual block has exactly one; its input is where only one tensor is live): the
    *prefix* stays frozen and runs in onnxruntime once per training view, its activations cached,
    so an epoch costs only the tail.
-2. The *tail* (the N blocks, the last 1x1 convolution and the pooling) runs in PyTorch
+2. The *tail* (the N blocks, the last 1x1 convolution and the pooling) runs in PyTorch (on the GPU with
+   ``--device cuda`` or ``auto`` when PyTorch sees one)
    (:class:`models.onnx_torch.OnnxStretch`), a new linear head on top, started from the head-only
    solution (a linear probe: :func:`models.finetune.train_head` on the tail's own features, which is
    also the baseline the report compares with); AdamW with a lower learning rate for the blocks than
@@ -112,6 +113,15 @@ def pooled_features(tail: OnnxStretch, acts: F32, batch: int = 64) -> F32:
                                for i in range(0, len(acts), batch)]).astype(np.float32)
 
 
+def _on(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
+
+
+def training_device(requested: str) -> str:
+    """``cuda`` when asked for (or ``auto``) and PyTorch sees a GPU, else ``cpu``."""
+    return "cuda" if requested in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 def _epoch(net: _Net, opt: torch.optim.Optimizer, data: tuple[F32, Labels], batch: int,
            rng: np.random.Generator) -> tuple[float, float]:
     x, y = data
@@ -120,7 +130,7 @@ def _epoch(net: _Net, opt: torch.optim.Optimizer, data: tuple[F32, Labels], batc
     order = rng.permutation(len(x))
     for i in range(0, len(order), batch):
         idx = order[i:i + batch]
-        xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+        xb, yb = torch.from_numpy(x[idx]).to(_on(net)), torch.from_numpy(y[idx]).to(_on(net))
         logits = net(xb)
         loss = torch.nn.functional.cross_entropy(logits, yb)
         opt.zero_grad()
@@ -136,9 +146,9 @@ def evaluate(net: _Net, x: F32, y: Labels, batch: int = 64) -> tuple[float, floa
     """Validation loss, accuracy and probabilities."""
     net.eval()
     with torch.no_grad():
-        logits = torch.cat([net(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)])
-        loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)))
-        probs = torch.softmax(logits, 1).numpy().astype(np.float32)
+        logits = torch.cat([net(torch.from_numpy(x[i:i + batch]).to(_on(net))) for i in range(0, len(x), batch)])
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y).to(_on(net))))
+        probs = torch.softmax(logits, 1).cpu().numpy().astype(np.float32)
     return loss, float((probs.argmax(1) == y).mean()), probs
 
 
@@ -151,7 +161,7 @@ def train_tail(model: onnx.ModelProto, split: Split, data: tuple[tuple[F32, Labe
     tail = OnnxStretch(model, split.tail, split.cut, split.tail[-1].output[0])
     probe = train_head((pooled_features(tail, train[0]), train[1]), (pooled_features(tail, val[0]), val[1]), k,
                        opts)
-    net = _Net(tail, probe)
+    net = _Net(tail, probe).to(training_device(opts.device))
     opt = torch.optim.AdamW([{"params": net.tail.parameters(), "lr": opts.learning_rate * opts.backbone_lr_ratio},
                              {"params": net.head.parameters(), "lr": opts.learning_rate}],
                             weight_decay=opts.weight_decay)
@@ -169,8 +179,8 @@ def train_tail(model: onnx.ModelProto, split: Split, data: tuple[tuple[F32, Labe
             break
     net.load_state_dict(best[2])
     val_loss, val_acc, probs = evaluate(net, *val)
-    head = Head(net.head.weight.detach().numpy().T.astype(np.float32).copy(),
-                net.head.bias.detach().numpy().astype(np.float32).copy(), best[1], len(history.val_loss), val_acc,
+    head = Head(net.head.weight.detach().cpu().numpy().T.astype(np.float32).copy(),
+                net.head.bias.detach().cpu().numpy().astype(np.float32).copy(), best[1], len(history.val_loss), val_acc,
                 val_loss)
     return DeepResult(opts.unfreeze, head, probe, history, tail.trained_initializers(), probs,
                       time.perf_counter() - t0)

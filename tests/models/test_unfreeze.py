@@ -113,3 +113,11 @@ def test_search_starts_from_the_defaults_finds_no_worse_and_resumes(tmp_path: Pa
     assert report["search"]["best_params"] == found.best_params and len(report["search"]["trials"]) == 3
     again = search(shared_model, data, out, opts, SearchOptions(trials=1, unfreeze_choices=(0, 1)))
     assert [t["number"] for t in again.trials] == [0, 1, 2, 3]  # resumed from the study file
+
+
+def test_the_blocks_train_on_the_gpu_only_when_pytorch_sees_one() -> None:
+    from models.onnx_torch import torch
+    from models.unfreeze import training_device
+
+    assert training_device("cpu") == "cpu"
+    assert training_device("cuda") == training_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
