@@ -59,6 +59,7 @@ class BusLayout:
             self.shards = tuple(BusShard(i, instance_identity(u), STANDALONE, redact_url(u))
                                 for i, u in enumerate(self.urls))
         self._identities = [s.identity for s in self.shards]
+        self._pinned: dict[str, int] = {}  # camera -> shard; the layout never changes, so neither does this
 
     @classmethod
     def from_config(cls, r: RedisConfig) -> BusLayout:
@@ -68,10 +69,13 @@ class BusLayout:
         return len(self.shards)
 
     def shard_of(self, stream_id: str) -> int:
-        """Index of the shard a camera is pinned to."""
-        if not self.urls:
-            raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
-        return pick_instance(stream_id, self._identities)
+        """Index of the shard a camera is pinned to (hashed once per camera: every publish asks)."""
+        shard = self._pinned.get(stream_id)
+        if shard is None:
+            if not self.urls:
+                raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
+            shard = self._pinned[stream_id] = pick_instance(stream_id, self._identities)
+        return shard
 
     def keys_of(self, stream_id: str) -> KeySpace:
         return self.shards[self.shard_of(stream_id)].keys
