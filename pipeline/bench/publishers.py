@@ -43,11 +43,15 @@ class PublisherSpec:
 
 def done_frames(clients: BusClients, cameras: list[str]) -> int:
     """Frames of ``cameras`` no longer queued: classified, or dropped as stale (an overloaded machine)."""
-    total = 0
+    by_shard: dict[int, list[str]] = {}
     for sid in cameras:
-        shard = clients.layout.shard_of(sid)
-        pair = clients.client(shard).hmget(clients.keys(shard).stats(sid), "inferred", "dropped_stale")
-        total += sum(int(n or 0) for n in pair)
+        by_shard.setdefault(clients.layout.shard_of(sid), []).append(sid)
+    total = 0
+    for shard, sids in by_shard.items():  # one round trip per shard: the polling must not load Redis
+        with clients.client(shard).pipeline(transaction=False) as p:
+            for sid in sids:
+                p.hmget(clients.keys(shard).stats(sid), "inferred", "dropped_stale")
+            total += sum(int(n or 0) for pair in p.execute() for n in pair)
     return total
 
 
