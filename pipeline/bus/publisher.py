@@ -124,6 +124,7 @@ class FrameBus:
             raise BusError(f"the frame bus is {self._state.value}; make a new FrameBus to publish again")
         try:
             self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, fail_fast=True)
+            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
         except BusError:
             self.__exit__(None, None, None)
             raise

@@ -107,6 +107,7 @@ class FrameConsumer:
         self._scripts = [BusScripts(c) for _, c, _ in self._clients]
         self._state = "open"
         try:
+            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
             self.add_streams(self.opts.stream_ids)
         except BusError:
             self.__exit__(None, None, None)

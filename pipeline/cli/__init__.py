@@ -23,7 +23,7 @@ from pipeline.cli import (
 )
 from pipeline.cli.terminal import setup_logging
 from pipeline.core.config import log_level
-from pipeline.core.errors import ConfigError, VigilError
+from pipeline.core.errors import ConfigError, UnsupportedServerError, VigilError
 
 # Plain click help (rich_markup_mode=None): flags without a `<bool>` type column, and it fits 80 columns.
 app = typer.Typer(name="vigil", help="Streaming video analytics: cameras -> Redis -> ONNX -> sinks.",
@@ -51,7 +51,7 @@ def main() -> None:
     try:
         # Non-standalone click returns the exit code of typer.Exit instead of raising it.
         rc = app(standalone_mode=False)
-    except ConfigError as exc:
+    except (ConfigError, UnsupportedServerError) as exc:  # invalid input, or a Redis Vigil cannot work with
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except VigilError as exc:

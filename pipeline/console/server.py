@@ -40,6 +40,7 @@ class ConsoleServer:
 
     def __enter__(self) -> ConsoleServer:
         c = self.cfg.console
+        self.clients.layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False)
         sock = socket.socket(socket.AF_INET6 if ":" in c.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -16,9 +16,13 @@ moves only the cameras that land on it.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+import redis
+from redis.cluster import RedisCluster
 
 from pipeline.core.errors import BusError
 from pipeline.core.keys import STANDALONE, KeySpace
@@ -30,9 +34,11 @@ from pipeline.core.redis_clients import (
     connect_cluster,
     instance_identity,
     pick_instance,
-    ping,
 )
 from pipeline.core.redis_config import RedisConfig
+from pipeline.core.redis_version import ServerVersion, server_version
+
+log = logging.getLogger(__name__)
 
 _CLUSTER_FRAMES = re.compile(r"^vigil:\{s(\d+)\}:frames:(.+)$")
 
@@ -109,21 +115,45 @@ class BusLayout:
             return connect_cluster(self.urls, timeout_s, fail_fast=fail_fast), self.shards[0].keys
         return connect(self.urls[0], timeout_s, fail_fast=fail_fast), STANDALONE
 
-    def ping(self, timeout_s: float) -> None:
-        """Raise :class:`BusError` (saying which) unless every instance, or the cluster, answers: a start-up check."""
-        if not self.is_cluster:
-            for i, url in enumerate(self.urls):
-                try:
-                    ping(url, timeout_s)
-                except BusError as exc:
-                    raise BusError(f"redis.urls[{i}]: {exc}") from exc
+    def check_servers(self, timeout_s: float, *, must_answer: bool) -> None:
+        """Refuse a server Vigil cannot work with (:class:`UnsupportedServerError`, one line): every instance, or
+        every node of the cluster, says its version (``INFO server``). Every process that opens the bus calls
+        this at start. A server that does not answer is a :class:`BusError` when ``must_answer`` (``vigil run``
+        fails fast before starting Ray); otherwise it is checked by whichever process finds it up later."""
+        if self.is_cluster:
+            self._check_cluster(timeout_s, must_answer)
             return
+        for i, url in enumerate(self.urls):
+            where = f"redis.urls[{i}] ({redact_url(url)})"
+            client = connect(url, timeout_s)
+            try:
+                version = server_version(client)
+            except redis.RedisError as exc:
+                if must_answer:
+                    raise BusError(f"{where}: {type(exc).__name__}: {exc}") from exc
+                log.info("%s does not answer yet (%s): its version is checked when it does", where, exc)
+                continue
+            finally:
+                client.close()
+            version.require_supported(where)
+
+    def _check_cluster(self, timeout_s: float, must_answer: bool) -> None:
+        seeds = self.shards[0].where.rpartition(" shard")[0]
         client, _ = self.connect_first(timeout_s)
         try:
-            with bus_errors(f"Redis Cluster {self.shards[0].where.rpartition(' shard')[0]}: PING"):
-                client.ping()
+            with bus_errors(f"Redis Cluster {seeds}: INFO server"):
+                infos = client.info("server", target_nodes=RedisCluster.ALL_NODES)
+        except BusError:
+            if must_answer:
+                raise
+            log.info("the Redis Cluster %s does not answer yet: its version is checked when it does", seeds)
+            return
         finally:
             client.close()
+        if not all(isinstance(v, dict) for v in infos.values()):  # one node answered: its INFO, not keyed by node
+            infos = {"(the only node)": infos}
+        for node, info in sorted(infos.items()):
+            ServerVersion.from_info(info).require_supported(f"Redis Cluster node {node} (of {seeds})")
 
     def frames_key_at(self, position: int, key: bytes | str) -> tuple[int, str] | None:
         """(shard, camera) of a frames stream key that a SCAN of :meth:`BusClients.distinct` ``[position]``

@@ -10,9 +10,11 @@ sink's ``watch``, ``vigil config check``). A reference matches a class when it i
 * its WordNet id (``n02124075``) when the model's classes are the ImageNet-1k classes (with or without a
   background class 0).
 
-A name that two classes share (ImageNet has two ``crane`` classes, the bird and the machine) matches
-both; :meth:`ClassNames.explain` says which index forms tell them apart. A name that matches nothing
-gets the nearest class names as suggestions.
+A name that is one class's full name is that class, even where it is also a synonym inside another
+class's name (``missile``, not ``projectile, missile``). A name that two classes share in full (ImageNet
+has two ``crane`` classes, the bird and the machine), or only as synonyms, matches both;
+:meth:`ClassNames.explain` says which index forms tell them apart. A name that matches nothing gets the
+nearest class names as suggestions.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ class ClassNames:
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self._by_name: dict[str, set[int]] = {}
+        self._by_full_name: dict[str, set[int]] = {}
         for i, name in enumerate(self.names):
+            self._by_full_name.setdefault(normalize(name), set()).add(i)
             for key in {normalize(name), *synonyms(name)}:
                 self._by_name.setdefault(key, set()).add(i)
         self._wordnet = _wordnet_index(self.names)
@@ -116,6 +120,9 @@ class ClassNames:
         if parsed.index is not None:
             ok = parsed.index < len(self.names) and parsed.matches(parsed.index, self.names[parsed.index])
             return (parsed.index,) if ok else ()
+        exact = self._by_full_name.get(parsed.key or "", set())
+        if len(exact) == 1:  # one class is called exactly this: it wins over synonyms inside other classes' names
+            return tuple(exact)
         return tuple(sorted(self._by_name.get(parsed.key or "", ())))
 
     def index_form(self, index: int) -> str:

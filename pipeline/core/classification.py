@@ -52,7 +52,9 @@ class FrameClassification:
         """The score of the class ``ref`` names if it is in the top-k; else of the scene if ``ref`` names the
         frame's scene category (``people``); else 0. Names match as :mod:`pipeline.core.class_names` says."""
         ref = ClassRef.parse(ref) if isinstance(ref, str) else ref
-        score = next((lab.score for lab in self.top_k if ref.matches(lab.index, lab.name)), 0.0)
+        # A label called exactly ``ref`` first (``missile`` before ``projectile, missile``), then any synonym.
+        exact = (lab.score for lab in self.top_k if ref.index is None and ref.key == normalize(lab.name))
+        score = next(exact, 0.0) or next((lab.score for lab in self.top_k if ref.matches(lab.index, lab.name)), 0.0)
         if not score and self.scene is not None and ref.index is None and ref.key == normalize(self.scene.name):
             return self.scene.score
         return score

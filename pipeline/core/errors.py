@@ -101,6 +101,10 @@ class BusFullError(BusError):
     """A Redis instance of the frame bus is at its ``maxmemory`` and refuses new frames (it is up)."""
 
 
+class UnsupportedServerError(BusError):
+    """A server of the frame bus is a Redis (or Valkey) that Vigil cannot work with: refused at start (exit 2)."""
+
+
 class FrameFormatError(VigilError):
     """A frame-bus entry is not a valid frame message (wrong version, missing field, bad size)."""
 

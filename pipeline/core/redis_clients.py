@@ -97,9 +97,9 @@ class _SentinelPrimary(redis.Redis):
 def _connect_sentinel(url: str, options: dict[str, Any]) -> Client:
     address = SentinelAddress.parse(url)
     timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
-    manager = redis.Sentinel(list(address.sentinels),  # type: ignore[no-untyped-call]
+    manager = redis.Sentinel(list(address.sentinels),  # type: ignore[no-untyped-call, unused-ignore]
                              sentinel_kwargs={**timeouts, "password": address.sentinel_password})
-    return manager.master_for(address.service, redis_class=_SentinelPrimary,  # type: ignore[no-untyped-call]
+    return manager.master_for(address.service, redis_class=_SentinelPrimary,  # type: ignore[no-untyped-call, unused-ignore]
                               db=address.db, username=address.username, password=address.password, **options)
 
 
@@ -252,17 +252,6 @@ def pick_instance(stream_id: str, identities: list[str]) -> int:
         return int.from_bytes(digest[:8], "big")
 
     return max(range(len(identities)), key=lambda i: score(identities[i]))
-
-
-def ping(url: str, timeout_s: float) -> None:
-    """Raise :class:`BusError` (URL redacted) unless the Redis at ``url`` answers within ``timeout_s``."""
-    client = connect(url, timeout_s)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise BusError(f"Redis {redact_url(url)}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        client.close()
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.console.server import ConsoleServer
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import VigilConfig
-from pipeline.core.errors import BusError, ModelContractError, ModelError, VigilError
+from pipeline.core.errors import BusError, ModelContractError, ModelError, UnsupportedServerError, VigilError
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path
 from pipeline.inference.providers import cuda_device_count
@@ -92,12 +92,13 @@ class LocalPipeline:
             self._redis = EmbeddedRedis().__enter__()
             urls = [self._redis.url]
             self.cfg = self.cfg.model_copy(update={"redis": self.cfg.redis.model_copy(update={"urls": urls})})
-        else:
-            try:  # fail fast, before Ray starts
-                BusLayout.from_config(self.cfg.redis).ping(self.cfg.redis.socket_timeout_s)
-            except BusError as exc:
-                raise BusError(f"{exc}; start that Redis, or leave redis.urls empty and vigil run starts its own") \
-                    from exc
+        try:  # fail fast, before Ray starts: every server answers, and is one Vigil can work with
+            BusLayout.from_config(self.cfg.redis).check_servers(self.cfg.redis.socket_timeout_s, must_answer=True)
+        except UnsupportedServerError:
+            raise
+        except BusError as exc:
+            raise BusError(f"{exc}; start that Redis, or leave redis.urls empty and vigil run starts its own") \
+                from exc
         t0 = time.monotonic()
         self._start_inference()
         log.info("vigil run: inference ready %.1f s after Ray started; starting the sinks and the cameras",

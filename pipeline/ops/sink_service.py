@@ -40,6 +40,7 @@ class SinkService:
         self._state = "open"
         try:
             layout = BusLayout.from_config(self.cfg.redis)
+            layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False)
             self._clients = clients = layout.connect(self.cfg.redis.socket_timeout_s, block_s=1.0)
             streams = tuple(s.id for s in self.cfg.streams)
             default_redis = None if layout.is_cluster else self.urls[0]  # a redis sink on a cluster names its own

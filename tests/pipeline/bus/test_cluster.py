@@ -44,6 +44,7 @@ def stats(cluster: RedisCluster3, layout: BusLayout, sid: str) -> dict[str, int]
 def test_frames_results_and_dead_letters_stay_in_one_slot_per_shard(redis_cluster: RedisCluster3) -> None:
     cfg = cluster_config(redis_cluster)
     layout = BusLayout.from_config(cfg.redis)
+    layout.check_servers(2.0, must_answer=True)  # every node's version (all Redis 7 here)
     opts = replace(ConsumerOptions.from_config(cfg, "r1"), stream_ids=CAMERAS)
     with FrameConsumer(opts) as consumer:  # its groups first: the queue state counts what they have not read
         with FrameBus(BusOptions.from_config(cfg)) as bus:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.class_names import ClassNames, normalize
+from pipeline.core.classification import FrameClassification, Label
 from pipeline.inference.labels import bundled_imagenet, read_labels_file
 
 
@@ -45,3 +46,16 @@ def test_unknown_names_get_the_nearest_classes(names: ClassNames) -> None:
     assert names.explain("chikadee") == ("'chikadee' is not a class of the model (1001 classes); nearest: "
                                          "'chickadee', 'chimpanzee, chimp, Pan troglodytes', 'chime, bell, gong'")
     assert names.explain("xqzw") == "'xqzw' is not a class of the model (1001 classes)"
+
+
+def test_a_class_s_full_name_wins_over_a_synonym_inside_another(names: ClassNames) -> None:
+    # 658 is called 'missile'; 745 'projectile, missile' has it only as a synonym (issue #29: evaluate refused it).
+    assert names.find("missile") == (658,) and names.explain("missile") == ""
+    assert names.find("projectile") == names.find("projectile, missile") == (745,)
+    assert names.find("crane") == (135, 518)  # two classes called exactly 'crane': still a tie
+
+
+def test_a_watch_key_scores_the_class_called_exactly_that_first() -> None:
+    top = [Label(745, "projectile, missile", 0.6), Label(658, "missile", 0.3)]
+    assert FrameClassification(top_k=top, scene=None).score_of("missile") == 0.3
+    assert FrameClassification(top_k=top[:1], scene=None).score_of("projectile") == 0.6
