@@ -27,29 +27,50 @@ if TYPE_CHECKING:  # the CLI imports the pipeline only for the command that runs
     from pipeline.ops.runner import LocalPipeline
 
 
+# A stop signal ends the run within this many seconds, summary included; past it, every process of the run is
+# killed (pipeline.ops.own_session). An orderly stop takes about 8 s on 2 cores.
+STOP_GRACE_S = 13.0
+
+
+class _StopWhileStarting(BaseException):
+    """A stop signal while the pipeline starts: start-up is abandoned, and what had started is stopped."""
+
+
 def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None,
                          ray_address: str | None = None) -> None:
-    """Run the pipeline until Ctrl-C, SIGTERM or ``duration_s``; then stop it in order and return (exit 0)."""
+    """Run the pipeline until Ctrl-C, SIGTERM or ``duration_s``; then stop it in order and return (exit 0).
+
+    In a session of its own (:mod:`pipeline.ops.own_session`): a signal to the whole process group, as systemd
+    and ``timeout`` send it, reaches only the parent, which asks this process to stop."""
+    from pipeline.ops.own_session import run_in_own_session
+
+    run_in_own_session(grace_s=STOP_GRACE_S)  # before Ray is imported: its gRPC must not be forked
     from pipeline.ops.runner import LocalPipeline
 
-    stop = threading.Event()
+    stop, starting = threading.Event(), [True]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
+        if starting[0]:  # once: what had started is stopped by LocalPipeline.__exit__, uninterrupted
+            starting[0] = False
+            raise _StopWhileStarting
 
     def handle_signals() -> dict[int, Any]:
         return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    previous = handle_signals()
     console = stderr_console
     pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus, ray_address=ray_address)
+    previous = handle_signals()
     try:
         with pipeline:
+            starting[0] = False
             handle_signals()  # again: starting Ray installs a crash handler of its own over SIGTERM
             deadline = time.monotonic() + duration_s if duration_s else None  # counted from ready, not start-up
             if not stop.is_set():
                 _watch(pipeline, stop, deadline, console if table else None)
             console.print("stopping: ingest, inference, sinks, redis …")
+    except _StopWhileStarting:
+        console.print("stopped while starting: whatever had started was stopped")
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -57,11 +78,23 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
     _summary(console, pipeline)
 
 
+def _camera_line(sid: str, t: dict[str, int]) -> str:
+    """``cam: 20 frame(s) published, 12 classified, 0 dropped, 0 dead-lettered, 8 still queued (...)``."""
+    line = (f"  {sid}: {t['published']} frame(s) published, {t['classified']} classified, {t['dropped']} dropped, "
+            f"{t['dead_lettered']} dead-lettered")
+    queued = t["backlog"] + t["pending"]
+    if queued:
+        line += (f", {queued} still queued ({t['backlog']} not read yet, {t['pending']} read without a result)")
+    missing = t["published"] - t["classified"] - t["dropped"] - t["dead_lettered"] - queued
+    if missing:
+        line += f"; {missing} frame(s) unaccounted for (the accounting in Redis was not readable at the end)"
+    return line
+
+
 def _summary(console: Console, pipeline: LocalPipeline) -> None:
-    """What the run did, per camera, and where its results went."""
+    """What the run did, per camera (the figures add up: see :func:`_camera_line`), and where results went."""
     for sid, t in pipeline.totals.items():
-        console.print(f"  {sid}: {t['published']} frame(s) published, {t['classified']} classified, "
-                      f"{t['dropped']} dropped, {t['dead_lettered']} dead-lettered", soft_wrap=True)
+        console.print(_camera_line(sid, t), soft_wrap=True)
     outputs = []
     for i, sink in enumerate(pipeline.cfg.sinks):
         path, url = getattr(sink, "path", None), getattr(sink, "url", None)

@@ -197,8 +197,9 @@ class LocalPipeline:
         return [s.id for s in (self.ingest.cfg.streams if self.ingest is not None else self.cfg.streams)]
 
     def camera_totals(self) -> dict[str, dict[str, int]]:
-        """Per camera: frames published, classified, dropped and dead-lettered, from the pipeline's accounting
-        (the identity: published = classified + dropped + dead_lettered once the queues are empty)."""
+        """Per camera: frames published, classified, dropped, dead-lettered, and still queued (``backlog``: not
+        read yet; ``pending``: read, no result yet), from the pipeline's accounting in Redis; the identity
+        published = classified + dropped + dead_lettered + backlog + pending holds at any time."""
         m = self.samples()
 
         def per_camera(name: str) -> dict[str, float]:
@@ -211,8 +212,10 @@ class LocalPipeline:
         inferred = per_camera("vigil_pipeline_inferred_frames_total")
         dropped = per_camera("vigil_pipeline_dropped_frames_total")
         dead = per_camera("vigil_pipeline_dead_lettered_frames_total")
+        queue = m.get("vigil_pipeline_queue_frames", {})
         return {s.id: {"published": int(published.get(s.id, 0)), "classified": int(inferred.get(s.id, 0)),
-                       "dropped": int(dropped.get(s.id, 0)), "dead_lettered": int(dead.get(s.id, 0))}
+                       "dropped": int(dropped.get(s.id, 0)), "dead_lettered": int(dead.get(s.id, 0)),
+                       "backlog": int(queue.get((s.id, "backlog"), 0)), "pending": int(queue.get((s.id, "pending"), 0))}
                 for s in self.cfg.streams}
 
     @property
