@@ -72,7 +72,7 @@ WHEN = {"running": "", "starting ray": "vigil run: starting Ray", "deploying": "
     (signal.SIGINT, "main", "starting ray"),
     (signal.SIGINT, "group", "deploying"),
 ], ids=lambda v: getattr(v, "name", v))
-def test_every_stop_ends_within_15_s_with_the_summary(sig: signal.Signals, to: str, when: str, tmp_path: Path,
+def test_every_stop_ends_within_15_s_with_the_summary(sig: signal.Signals, to: str, when: str, *, tmp_path: Path,
                                                       shared_model: Path, video_dir: Path) -> None:
     config = write_config(tmp_path, shared_model, video_dir)
     log = tmp_path / "run.log"
