@@ -99,6 +99,10 @@ class _Instance:
     last_error: str = ""
 
 
+def _with_keys(fn: Callable[[Client, KeySpace], Any], keys: KeySpace, client: Client) -> Any:
+    return fn(client, keys)
+
+
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
@@ -211,6 +215,18 @@ class FrameBus:
             for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
                 if wait_ms != -2:
                     out[sid] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
+        return out
+
+    def read_each(self, what: str, fn: Callable[[Client, KeySpace], Any]) -> list[Any]:
+        """``fn(client, keys)`` on every instance that is not backing off (e.g. the sinks' rejection counts for
+        /readyz); an instance that fails is left out of the answer (and backs off, as after any call)."""
+        out = []
+        for inst in self._instances:
+            bound: Callable[[Client], Any] = functools.partial(_with_keys, fn, inst.keys)
+            try:
+                out.append(self._call(inst, what, bound))
+            except BusError:
+                continue
         return out
 
     def health(self) -> list[dict[str, Any]]:

@@ -118,6 +118,11 @@ def _read_routes(app: FastAPI, data: ConsoleData, reads: list[Any], stop: thread
     def streams() -> list[dict[str, Any]]:
         return data.views()
 
+    @app.get(f"{API}/sinks", dependencies=reads,
+             summary="Every sink: records its output refused for good (in the results dead-letter), last refusal")
+    def sinks() -> list[dict[str, Any]]:
+        return data.sinks()
+
     @app.get(f"{API}/streams/{{sid}}", dependencies=reads, summary="One camera")
     def stream(sid: str) -> dict[str, Any]:
         return _found(data, sid)

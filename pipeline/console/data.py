@@ -4,6 +4,7 @@ Per camera: its configuration (URL redacted), the status its ingest worker keeps
 (:func:`pipeline.core.keys.camera_status_key`; ``unknown`` when no worker refreshed it lately), its
 newest result, frame age and timeline of changes (:mod:`pipeline.console.tail`, which follows the
 results streams), its frame accounting and its latest picture (:func:`pipeline.core.keys.preview_key`).
+Per sink: the records its output refused for good and the last refusal (:mod:`pipeline.results.dead_letter`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.redis_clients import Client
-from pipeline.core.sink_config import EventOptions
+from pipeline.core.sink_config import EventOptions, sink_name
+from pipeline.results.dead_letter import merge_rejections, read_rejections
 
 
 def hysteresis_of(cfg: VigilConfig) -> int:
@@ -101,6 +103,17 @@ class ConsoleData:
         return {"published": stats.get("published", 0), "classified": stats.get("inferred", 0),
                 "dead_lettered": stats.get("dead_lettered", 0),
                 "stale": stats.get("dropped_stale", 0) + stats.get("dropped_pending", 0)}
+
+    def sinks(self) -> list[dict[str, Any]]:
+        """Per configured sink: records its output refused for good (dead-lettered) and the last refusal, over
+        every shard (a shard that does not answer is left out)."""
+        per_shard = []
+        for _, client, keys in self.clients:
+            try:
+                per_shard.append(read_rejections(client, keys))
+            except redis.RedisError:
+                continue
+        return merge_rejections([sink_name(s, i) for i, s in enumerate(self.cfg.sinks)], per_shard)
 
     def timeline(self, sid: str, limit: int = 200) -> list[dict[str, Any]]:
         """The camera's recent changes, oldest first: label and scene changes, state and health changes."""

@@ -25,7 +25,8 @@ Tree::
     │   └── BusFullError           an instance is at its maxmemory and refuses new frames
     ├── FrameFormatError       a frame-bus entry that is not a valid frame message
     ├── ResultFormatError      a results-stream entry that is not a valid result record
-    ├── SinkError              a sink could not take a batch (it is delivered again)
+    ├── SinkError              a sink could not take a batch now (it is delivered again)
+    │   └── SinkRejectedError      the sink's output refused it for good (dead-lettered, not retried)
     └── DatasetError           a labelled image folder that cannot be used (empty class, ...)
 """
 
@@ -114,7 +115,24 @@ class ResultFormatError(VigilError):
 
 
 class SinkError(VigilError):
-    """A sink could not take a batch of results (they are delivered again)."""
+    """A sink could not take a batch of results now (they are delivered again, with backoff)."""
+
+
+class SinkRejectedError(SinkError):
+    """The sink's output refused a batch and would refuse it again: retrying cannot help.
+
+    ``reason`` is a short cause (no secrets), ``status`` the HTTP status when there is one. ``split``:
+    the refusal may concern only some records of the batch (a receiver rejecting one bad record), so the
+    sink runner tries halves to deliver the others; False when the whole sink refuses everything (a path
+    that is a directory, a Redis user without permission) or its output is derived from the batch as a
+    whole (events), where trying halves again cannot single out a record.
+    """
+
+    def __init__(self, message: str, reason: str = "", *, status: int | None = None, split: bool = True) -> None:
+        self.reason = reason or message
+        self.status = status
+        self.split = split
+        super().__init__(message)
 
 
 class DatasetError(VigilError):

@@ -8,6 +8,11 @@ key                            type        what
                                            (:mod:`pipeline.results.record`)
 ``vigil:deadletter``           stream      frames that could not be classified, with the reason
 ``vigil:failures``             hash        frame entry id -> last error of its failed batch
+``vigil:results:deadletter``   stream      result records a sink's output refused for good, with the
+                                           sink, the reason and the HTTP status
+                                           (:mod:`pipeline.results.dead_letter`)
+``vigil:results:rejected``     hash        per sink: records dead-lettered (``records:<sink>``) and
+                                           the last refusal (``last:<sink>``, JSON)
 ``vigil:stats:<camera>``       hash        ``inferred``, ``dead_lettered``, ``dropped_pending``
 ``vigil:replica:<replica>``    hash        a Serve replica's batch statistics (expires)
 ``vigil:preview:<camera>``     string      the camera's latest picture, JPEG at preview size (expires)
@@ -21,7 +26,7 @@ Consumer groups: ``vigil-inference`` on every frame stream; ``vigil-sink-<sink n
 results stream. Each camera's keys live on the bus shard it is pinned to
 (:class:`pipeline.core.bus_layout.BusLayout`).
 
-On a Redis Cluster (``redis.mode: cluster``) the frames, stats, results, dead-letter, failures and camera
+On a Redis Cluster (``redis.mode: cluster``) the frames, stats, results, dead-letters, failures and camera
 store keys of shard ``N`` carry the hash tag ``{sN}`` after ``vigil:`` (``vigil:{s3}:frames:<camera>``,
 ``vigil:{s3}:results``): one shard's keys are in one hash slot, so a camera's frame, its result, its
 counters and its acknowledgement stay one transaction or script, as on a single instance. Standalone
@@ -87,6 +92,16 @@ class KeySpace:
     @property
     def failures(self) -> str:
         return f"{self._prefix}failures"
+
+    @property
+    def results_deadletter(self) -> str:
+        """Result records a sink's output refused for good (the frame dead-letter's counterpart)."""
+        return f"{self._prefix}results:deadletter"
+
+    @property
+    def sink_rejections(self) -> str:
+        """Per sink: how many records were dead-lettered, and the last refusal."""
+        return f"{self._prefix}results:rejected"
 
     @property
     def stream_store(self) -> str:

@@ -10,7 +10,9 @@ with backoff. ``vigil ingest`` runs it as a process (:mod:`workers.ingest`); ``v
   changed ones restart, and the others are not touched;
 * HTTP on ``metrics.host:metrics.port`` (port 0 picks a free one): ``/metrics`` (Prometheus),
   ``/healthz`` (process alive), ``/readyz`` (JSON: ready when every Redis instance is up with room and at
-  least one camera is live, with each camera's state; times in ISO 8601 UTC; URLs redacted).
+  least one camera is live, with each camera's state, and per sink the records its output refused for
+  good and the last refusal (:mod:`pipeline.results.dead_letter`; they do not make it not ready);
+  times in ISO 8601 UTC; URLs redacted).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.core.sink_config import sink_name
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.health import CameraHealth, describe
 from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor
@@ -43,6 +46,7 @@ from pipeline.ingest.shard import owned_streams
 from pipeline.ingest.source import Frame, RawFrame
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, IngestMetrics, render
 from pipeline.results.camera_event import CameraEvent, HealthEvent, StateEvent
+from pipeline.results.dead_letter import merge_rejections, read_rejections
 
 log = logging.getLogger("vigil.ingest")
 
@@ -339,8 +343,10 @@ class IngestService:
                    if not b["up"] or b["full"]]
         if cams and not any(c["state"] == CameraState.LIVE for c in cams):
             missing.append(f"no camera is live yet (of {len(cams)})")
+        sinks = [sink_name(s, i) for i, s in enumerate(self.cfg.sinks)]
+        rejections = merge_rejections(sinks, self._bus.read_each("HGETALL", read_rejections))
         return {"ready": not missing, "not_ready": missing, "checked_at": iso_utc(time.time()),
-                "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus}
+                "shard": f"{self.shard[0]}/{self.shard[1]}", "cameras": cams, "bus": bus, "sinks": rejections}
 
     def _camera_doc(self, c: Camera) -> dict[str, Any]:
         """One camera in /readyz and in its Redis status (:func:`pipeline.core.keys.camera_status_key`)."""

@@ -212,7 +212,8 @@ def _camera_source(cameras: Cameras) -> Callable[[], list[str]]:
 
 
 class SinkMetrics:
-    """The sink worker's metrics: results written per sink, failures, frame age at the sink."""
+    """The sink worker's metrics: results written per sink, failures, records refused for good (dead-lettered),
+    frame age at the sink."""
 
     def __init__(self, stream_ids: Cameras, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -223,6 +224,8 @@ class SinkMetrics:
                                 registry=self.registry)
         self._failures = Counter("vigil_sink_failed_writes", "Sink writes that failed (retried).", ["sink"],
                                  registry=self.registry)
+        self._rejected = Counter("vigil_sink_rejected_records", "Records a sink's output refused for good, set "
+                                 "aside in the results dead-letter.", ["sink", "stream"], registry=self.registry)
         self._age = Histogram("vigil_sink_frame_age_seconds", "Capture to result written by the sink.",
                               ["stream", "sink"], buckets=FRAME_AGE_BUCKETS_S, registry=self.registry)
         # The last ages per camera, for exact percentiles in `vigil run`'s table and `vigil bench`.
@@ -233,11 +236,14 @@ class SinkMetrics:
         with self._recent_lock:
             return list(self._recent.get(stream, ()))
 
-    def written(self, sink: str, records: list[Any], now_s: float) -> None:
-        self._written.labels(sink).inc(len(records))
+    def _refresh_cameras(self) -> None:
         if time.monotonic() - self._cameras_at > CAMERAS_REFRESH_S:
             self._cameras_at = time.monotonic()
             self._streams = set(self._cameras())
+
+    def written(self, sink: str, records: list[Any], now_s: float) -> None:
+        self._written.labels(sink).inc(len(records))
+        self._refresh_cameras()
         for r in records:
             if r.stream in self._streams:  # bounded: configured cameras only
                 age = max(0.0, now_s - r.capture_ts)
@@ -247,6 +253,12 @@ class SinkMetrics:
 
     def failed(self, sink: str) -> None:
         self._failures.labels(sink).inc()
+
+    def rejected(self, sink: str, streams: list[str]) -> None:
+        """Records refused for good, one camera id each: counted per camera (``other`` for an unknown one)."""
+        self._refresh_cameras()
+        for stream in streams:
+            self._rejected.labels(sink, stream if stream in self._streams else "other").inc()
 
 
 class PipelineCollector(Collector):

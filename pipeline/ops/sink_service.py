@@ -48,8 +48,9 @@ class SinkService:
                 name = sink_name(sink_cfg, i)
                 sink = build_sink(sink_cfg, SinkContext(name, default_redis, streams)).__enter__()
                 self._sinks.append(sink)
-                self.runners.append(SinkRunner(name, sink, sink_cfg, clients,
-                                               consumer=self.consumer, observer=self.observer))
+                self.runners.append(SinkRunner(name, sink, sink_cfg, clients, consumer=self.consumer,
+                                               observer=self.observer,
+                                               deadletter_maxlen=self.cfg.redis.deadletter_maxlen))
         except VigilError:
             self.__exit__(None, None, None)
             raise

@@ -5,6 +5,13 @@ shard, so a slow or failing sink never stalls inference or the other sinks: its 
 Redis (bounded by the results stream's MAXLEN). Records are acknowledged only after the sink's
 ``write`` returned; a failing write is retried with the sink's backoff, and after a restart the
 runner first re-reads what it had taken but not acknowledged. Delivery is therefore at-least-once.
+
+A write its output refused for good (:class:`~pipeline.core.errors.SinkRejectedError`: a webhook's 400,
+413 or 422, a Redis user without permission) is not retried as it is: when the refusal may concern
+single records, the runner writes each half of the batch again, halving what is refused, until only the
+records refused on their own are left; the others are delivered, in order. The refused ones go to the
+results dead-letter (:mod:`pipeline.results.dead_letter`) with the reason and the HTTP status, are
+counted (``vigil_sink_rejected_records_total``) and acknowledged with the batch, so delivery goes on.
 """
 
 from __future__ import annotations
@@ -13,18 +20,20 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.bus_layout import BusClients
-from pipeline.core.errors import ResultFormatError, SinkError
+from pipeline.core.errors import ResultFormatError, SinkError, SinkRejectedError
 from pipeline.core.keys import sink_group
 from pipeline.core.redis_clients import forget_idle_consumers
 from pipeline.core.sink_config import SinkConfig
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
+from pipeline.results.dead_letter import Refused, Rejection, set_aside
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks import Sink
 from pipeline.results.sinks.base import CameraEventSink
@@ -39,6 +48,9 @@ class SinkObserver(Protocol):
 
     def failed(self, sink: str) -> None: ...
 
+    def rejected(self, sink: str, streams: list[str]) -> None:
+        """Records (one camera id each) the sink's output refused for good, now in the dead-letter."""
+
 
 class NoSinkObserver:
     def written(self, sink: str, records: list[ResultRecord], now_s: float) -> None:
@@ -47,27 +59,67 @@ class NoSinkObserver:
     def failed(self, sink: str) -> None:
         return None
 
+    def rejected(self, sink: str, streams: list[str]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One results-stream entry: its id, its fields as stored, and what they decode to."""
+
+    eid: bytes
+    fields: dict[bytes, bytes]
+    value: ResultRecord | CameraEvent
+
+
+@dataclass
+class _Split:
+    """Writes items in order; a part its output refuses for good is halved (when the refusal allows it) until
+    what is left refused is single items. Survives retryable failures: a retry resumes where it stopped."""
+
+    todo: list[list[_Item]]
+    taken: list[_Item] = field(default_factory=list)
+    refused: list[tuple[_Item, Rejection]] = field(default_factory=list)
+
+    def run(self, write: Callable[[list[_Item]], None], on_refused: Callable[[list[_Item], str], None]) -> None:
+        while self.todo:
+            part = self.todo[0]
+            try:
+                write(part)
+            except SinkRejectedError as exc:
+                if exc.split and len(part) > 1:
+                    self.todo[0:1] = [part[:len(part) // 2], part[len(part) // 2:]]
+                    continue
+                self.refused += [(item, Rejection(exc.reason, exc.status)) for item in part]
+                on_refused(part, str(exc))
+            else:
+                self.taken += part
+            self.todo.pop(0)
+
 
 @dataclass
 class _Pending:
     instance: int
     ids: list[bytes]
-    records: list[ResultRecord]
-    events: list[CameraEvent]  # health and state transitions from ingest, in the same stream
+    records: _Split
+    events: _Split  # health and state transitions from ingest, in the same stream
 
 
 class SinkRunner:
     """Feeds one sink from the results streams of all shards, in its own thread."""
 
     def __init__(self, name: str, sink: Sink, cfg: SinkConfig, clients: BusClients, *, consumer: str,
-                 observer: SinkObserver | None = None) -> None:
+                 observer: SinkObserver | None = None, deadletter_maxlen: int = 10_000) -> None:
         self.name, self.sink, self.clients, self.batch_size = name, sink, clients, cfg.batch_size
         self.group, self.consumer = sink_group(name), consumer
         self.observer: SinkObserver = observer or NoSinkObserver()
+        self.deadletter_maxlen = deadletter_maxlen
         self._backoff = Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)
+        self._redis_backoff = Backoff(min(0.5, cfg.backoff_base_s), max(cfg.backoff_cap_s, 0.5))
         self.claim_idle_s = cfg.claim_idle_s
         self._last_claim = [-math.inf] * len(clients)  # never: look at once (time.monotonic() is uptime)
         self.delivered = 0
+        self.rejected = 0
         self._own_pending_done = [False] * len(clients)
         self._thread: threading.Thread | None = None
 
@@ -98,19 +150,25 @@ class SinkRunner:
         return self._batch(idx, entries)
 
     def _batch(self, idx: int, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> _Pending | None:
-        ids, records, events = [], [], []
+        ids: list[bytes] = []
+        records: list[_Item] = []
+        events: list[_Item] = []
         for eid, fields in entries:
             ids.append(eid)
             if not fields:
                 continue  # trimmed off the results stream while pending: acknowledged with the rest
             try:
                 if is_camera_event(fields):
-                    events.append(camera_event_from_fields(fields))
+                    events.append(_Item(eid, fields, camera_event_from_fields(fields)))
                 else:
-                    records.append(ResultRecord.from_fields(fields))
+                    records.append(_Item(eid, fields, ResultRecord.from_fields(fields)))
             except ResultFormatError as exc:
                 log.error("sink %s: skipping malformed result %s: %s", self.name, eid.decode(), exc)
-        return _Pending(idx, ids, records, events) if ids else None
+        if not ids:
+            return None
+        if not isinstance(self.sink, CameraEventSink):
+            events = []  # other sinks store results only: acknowledged with the rest
+        return _Pending(idx, ids, _Split([records] if records else []), _Split([events] if events else []))
 
     def _take_over(self, idx: int) -> _Pending | None:
         """Results other consumers of this sink left pending for ``claim_idle_s``, now ours; and forget idle
@@ -131,25 +189,48 @@ class SinkRunner:
             log.warning("sink %s: took over %d result(s) left pending by another consumer", self.name, len(entries))
         return self._batch(idx, entries)
 
+    def _write_records(self, part: list[_Item]) -> None:
+        self.sink.write([i.value for i in part if isinstance(i.value, ResultRecord)])
+
+    def _write_events(self, part: list[_Item]) -> None:
+        assert isinstance(self.sink, CameraEventSink)
+        self.sink.write_camera_events([i.value for i in part if not isinstance(i.value, ResultRecord)])
+
+    def _refused(self, part: list[_Item], why: str) -> None:
+        log.error("sink %s: its output refused %d record(s) for good (%s); they go to the results dead-letter, "
+                  "delivery goes on", self.name, len(part), why)
+
     def _deliver(self, batch: _Pending, stop: threading.Event) -> None:
         self._backoff.reset()
         while not stop.is_set():
             try:
-                if batch.records:
-                    self.sink.write(batch.records)
-                if batch.events and isinstance(self.sink, CameraEventSink):  # other sinks store results only
-                    self.sink.write_camera_events(batch.events)
-                self.clients.client(batch.instance).xack(self.clients.keys(batch.instance).results, self.group,
-                                                         *batch.ids)
-                self.delivered += len(batch.records)
-                self.observer.written(self.name, batch.records, time.time())
+                batch.records.run(self._write_records, self._refused)
+                batch.events.run(self._write_events, self._refused)
+                self._settle(batch)
                 return
             except (SinkError, redis.RedisError) as exc:
                 delay = self._backoff.next_delay_s()
                 self.observer.failed(self.name)
-                log.warning("sink %s: %s; retrying the same %d record(s) in %.1fs", self.name, exc,
-                            len(batch.records), delay)
+                left = sum(len(p) for p in batch.records.todo + batch.events.todo)
+                log.warning("sink %s: %s; retrying %d entr%s in %.1fs", self.name, exc, left,
+                            "y" if left == 1 else "ies", delay)
                 stop.wait(delay)
+
+    def _settle(self, batch: _Pending) -> None:
+        """Acknowledge the batch, with what was refused set aside in the dead-letter (one transaction)."""
+        refused = batch.records.refused + batch.events.refused
+        client, keys = self.clients.client(batch.instance), self.clients.keys(batch.instance)
+        if refused:
+            set_aside(client, keys, sink=self.name, group=self.group, maxlen=self.deadletter_maxlen,
+                      refused=[(Refused(i.eid, i.fields, i.value.stream), why) for i, why in refused],
+                      ack_ids=batch.ids, now_s=time.time())
+            self.rejected += len(refused)
+            self.observer.rejected(self.name, [i.value.stream for i, _ in refused])
+        else:
+            client.xack(keys.results, self.group, *batch.ids)
+        taken = _records(batch.records.taken)
+        self.delivered += len(taken)
+        self.observer.written(self.name, taken, time.time())
 
     def run(self, stop: threading.Event) -> None:
         for idx in range(len(self.clients)):
@@ -161,9 +242,12 @@ class SinkRunner:
                 try:
                     batch = self._take_over(idx) or self._read(idx, block_ms)
                 except redis.RedisError as exc:
-                    log.warning("sink %s: Redis %s: %s", self.name, self.clients.where(idx), exc)
-                    stop.wait(1.0)
+                    delay = self._redis_backoff.next_delay_s()
+                    log.warning("sink %s: Redis %s: %s; again in %.1fs", self.name, self.clients.where(idx), exc,
+                                delay)
+                    stop.wait(delay)
                     continue
+                self._redis_backoff.reset()
                 if batch is not None:
                     got_any = True
                     self._deliver(batch, stop)
@@ -178,3 +262,7 @@ class SinkRunner:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+
+
+def _records(items: Sequence[_Item]) -> list[ResultRecord]:
+    return [i.value for i in items if isinstance(i.value, ResultRecord)]

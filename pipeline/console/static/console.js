@@ -113,6 +113,33 @@ async function follow() {
   }
 }
 
+// Per sink, the records its output refused for good (set aside in the results dead-letter) and why.
+function sinkLine(sink) {
+  const li = document.createElement("li");
+  li.dataset.sink = sink.name;
+  const last = sink.last_rejection;
+  if (!sink.rejected_records || !last) {
+    li.textContent = `${sink.name}: nothing refused`;
+    return li;
+  }
+  li.className = "refused";
+  const status = last.status ? ` (HTTP ${last.status})` : "";
+  li.textContent = `${sink.name}: ${sink.rejected_records} record(s) refused, in the dead-letter; last${status} at ` +
+    `${new Date(last.at).toLocaleString()}: ${last.reason}`;
+  return li;
+}
+
+async function showSinks() {
+  for (;;) {
+    try {
+      const sinks = await call("GET", "/sinks");
+      $("sinks").querySelector("ul").replaceChildren(...sinks.map(sinkLine));
+      $("sinks").hidden = sinks.length === 0 || Boolean(selected());
+    } catch (e) { /* shown again at the next poll */ }
+    await new Promise((r) => setTimeout(r, 5000));
+  }
+}
+
 async function remove(id) {
   if (!confirm(`Remove camera ${id}?`)) return;
   try { await call("DELETE", `/streams/${encodeURIComponent(id)}`); location.hash = ""; }
@@ -185,3 +212,4 @@ window.addEventListener("hashchange", route);
 $("camera-remove").addEventListener("click", () => { const id = selected(); if (id) remove(id); });
 route();
 follow();
+showSinks();

@@ -32,6 +32,7 @@ from typing import Any
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.class_names import ClassRef
+from pipeline.core.errors import SinkRejectedError
 from pipeline.core.sink_config import EventsSinkConfig
 from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
@@ -138,9 +139,15 @@ class EventsSink:
         self._emit([e.as_dict() for e in events])
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
+        """Raises SinkRejectedError that does not split: the events come from the batch as a whole (the
+        detector has seen its records), so the runner sets aside the batch instead of trying halves."""
         if not events:
             return
-        if self._file is not None:
-            self._file.write_lines(events)
-        if self._poster is not None:
-            self._poster.post(events)
+        try:
+            if self._file is not None:
+                self._file.write_lines(events)
+            if self._poster is not None:
+                self._poster.post(events)
+        except SinkRejectedError as exc:
+            raise SinkRejectedError(f"{exc} (the {len(events)} event(s) of this batch)", exc.reason,
+                                    status=exc.status, split=False) from exc

@@ -12,6 +12,13 @@ wait in Redis (bounded by the results stream's ``maxlen``), and each failed writ
 On every (re)connection the sink says ``online`` on the availability topic and publishes, retained,
 the discovery configs and the last state of every camera, so a broker restarted without persistence
 knows them again. The password is handed to paho only; no log line, error or metric carries it.
+
+"Retry later" vs "never": a lost connection or a missing acknowledgement is retried (above). A message
+paho refuses to build (a payload over MQTT's 256 MiB limit, a topic with wildcards or too long) can never
+be sent: :class:`~pipeline.core.errors.SinkRejectedError`, the batch goes to the results dead-letter as a
+whole (the event logic has seen its records, so halves cannot be tried again). A broker refusing a
+publish (an ACL denying the topic) cannot be observed: on MQTT 3.1.1, which the sink speaks, mosquitto
+and most brokers acknowledge a denied publish like any other and drop it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from pipeline.core.errors import ConfigError, SinkError
+from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
 from pipeline.core.sink_config import MqttSinkConfig, MqttTlsConfig
 from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
@@ -237,7 +244,12 @@ class MqttSink:
         with self._lock:
             after = self._ack_count
         # Not under our lock: paho calls on_publish holding its own, which publish() takes too.
-        info = self._client.publish(m.topic, m.payload, qos=self.cfg.qos, retain=m.retain)
+        try:
+            info = self._client.publish(m.topic, m.payload, qos=self.cfg.qos, retain=m.retain)
+        except ValueError as exc:  # a payload or topic MQTT cannot carry: no retry will change it
+            why = f"MQTT cannot carry a message to {m.topic[:200]!r} ({len(m.payload)} bytes): {exc}"
+            self._batch = None
+            raise SinkRejectedError(f"sink {self.name}: {why}", why, split=False) from exc
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             raise SinkError(f"MQTT client queue for {self.where} is full")
         # QoS 1/2 messages are kept by paho and sent again on reconnect even when there is no connection now.

@@ -1,4 +1,11 @@
-"""Copy result records to another Redis stream (e.g. for a downstream service)."""
+"""Copy result records to another Redis stream (e.g. for a downstream service).
+
+A refusal no retry fixes while the target stays as it is, a user without permission on the stream
+(``NOPERM``) or a key of another type (``WRONGTYPE``), raises
+:class:`~pipeline.core.errors.SinkRejectedError` (the batch goes to the results dead-letter); a lost
+connection, a timeout, a full Redis (``OOM``) or a replica that is read-only during a failover are
+retried.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ from types import TracebackType
 
 import redis
 
-from pipeline.core.errors import ConfigError, SinkError
+from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
 from pipeline.core.redis_clients import Client, connect
 from pipeline.core.sink_config import RedisSinkConfig
 from pipeline.results.record import ResultRecord
@@ -38,4 +45,8 @@ class RedisStreamSink:
                     p.xadd(self.cfg.stream, r.to_fields(), maxlen=self.cfg.maxlen, approximate=True)
                 p.execute()
         except redis.RedisError as exc:
-            raise SinkError(f"redis sink {self.cfg.stream}: {type(exc).__name__}: {exc}") from exc
+            detail = str(exc).rsplit("caused error: ", 1)[-1]  # a pipeline's error quotes the whole command
+            message = f"redis sink {self.cfg.stream}: {type(exc).__name__}: {detail}"
+            if isinstance(exc, redis.exceptions.NoPermissionError) or detail.startswith("WRONGTYPE"):
+                raise SinkRejectedError(message, message, split=False) from exc
+            raise SinkError(message) from exc

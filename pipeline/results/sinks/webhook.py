@@ -3,7 +3,10 @@
 Delivery is at-least-once: a batch is retried until a 2xx answer, so the server may see a batch
 twice when it took it but the answer was lost (timeout, connection reset). Each record carries
 ``stream`` + ``frame_id``, a unique key receivers can deduplicate on. 4xx answers other than 408/429
-are not retried: the request itself is wrong, and retrying would block the sink forever.
+are not retried: the request itself is wrong, and retrying would block the sink forever. They raise
+:class:`~pipeline.core.errors.SinkRejectedError` with the status; the sink runner then delivers the
+batch's other records and sets aside those refused on their own (:mod:`pipeline.results.delivery`).
+5xx, 408, 429, timeouts and connection errors are retried here, with backoff, until the sink closes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import httpx
 
 from pipeline.core.backoff import Backoff
-from pipeline.core.errors import SinkError
+from pipeline.core.errors import SinkError, SinkRejectedError
 from pipeline.core.redact import redact_url
 from pipeline.core.sink_config import WebhookSinkConfig
 from pipeline.results.record import ResultRecord
@@ -46,7 +49,8 @@ class WebhookPoster:
             self._client = None
 
     def post(self, payload: list[dict[str, Any]]) -> None:
-        """POST until accepted; raises SinkError only if the sink is closing or the request is rejected."""
+        """POST until accepted. Raises SinkRejectedError when the receiver refuses the batch for good (a 4xx
+        other than 408/429), SinkError only if the sink is closing."""
         if self._client is None:
             raise SinkError(f"webhook {redact_url(self.url)} is not open")
         self._backoff.reset()
@@ -56,8 +60,10 @@ class WebhookPoster:
                 if resp.is_success:
                     return
                 if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
-                    raise SinkError(f"webhook {redact_url(self.url)} rejected a batch of {len(payload)}: "
-                                    f"HTTP {resp.status_code}")
+                    reason = f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
+                    raise SinkRejectedError(f"webhook {redact_url(self.url)} rejected a batch of {len(payload)}: "
+                                            f"{reason}", f"webhook {redact_url(self.url)}: {reason}",
+                                            status=resp.status_code)
                 why = f"HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
                 why = f"{type(exc).__name__}"

@@ -19,9 +19,10 @@ from pipeline.console.server import ConsoleServer
 from pipeline.console.store import StreamStore, camera_ids
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import VigilConfig, validate_config
-from pipeline.core.keys import RESULTS_KEY
+from pipeline.core.keys import RESULTS_KEY, STANDALONE, sink_group
 from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.metrics import PipelineCollector
+from pipeline.results.dead_letter import Refused, Rejection, set_aside
 from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.ops.ingest_helpers import FAST
 from tests.pipeline.results.sinks.records import record
@@ -154,3 +155,24 @@ def test_cameras_added_changed_and_removed_at_runtime_reach_ingest_and_survive_a
             assert set(again.cameras) == {"gate", "added"} and again.cameras["added"].stream.fps == 2
     finally:
         clients.close()
+
+
+def test_sinks_list_what_each_refused_and_never_a_password(clean_redis_url: str, video_dir: Path) -> None:
+    cfg = validate_config({
+        "redis": {"urls": [clean_redis_url]}, "console": {"port": 0},
+        "streams": [{"id": "lobby", "url": str(video_dir / "bikes.mp4"), "fps": 5, "loop": True}],
+        "sinks": [{"type": "webhook", "name": "hook", "url": f"http://u:{SECRET}@127.0.0.1:9/h"},
+                  {"type": "jsonl", "path": "/tmp/unused.jsonl"}]}, environ={})
+    reason = "webhook http://u:***@127.0.0.1:9/h: HTTP 422 Unprocessable Entity"
+    set_aside(redis.Redis.from_url(clean_redis_url), STANDALONE, sink="hook", group=sink_group("hook"), maxlen=100,
+              refused=[(Refused(b"1-0", {b"v": b"1"}, "lobby"), Rejection(reason, 422))], ack_ids=[],
+              now_s=1_700_000_000.0)
+    clients = BusLayout.from_config(cfg.redis).connect(5)
+    with ConsoleServer(cfg, clients) as server:
+        response = httpx.get(f"{server.url}api/v1/sinks")
+    clients.close()
+    assert response.json() == [
+        {"name": "hook", "rejected_records": 1,
+         "last_rejection": {"reason": reason, "status": 422, "at": "2023-11-14T22:13:20.000Z"}},
+        {"name": "jsonl-1", "rejected_records": 0, "last_rejection": None}]
+    assert SECRET not in response.text

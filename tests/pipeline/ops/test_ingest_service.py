@@ -13,11 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.core.keys import camera_status_key, frames_key, preview_key
+from pipeline.core.config import validate_config
+from pipeline.core.keys import STANDALONE, camera_status_key, frames_key, preview_key, sink_group
 from pipeline.ingest.camera import CameraState
 from pipeline.ops.ingest_service import IngestService
+from pipeline.results.dead_letter import Refused, Rejection, set_aside
 from tests.fixtures import media
 from tests.fixtures.services import RedisServer, RtspServer, wait_for
 from tests.pipeline.ops.ingest_helpers import UNITS, http_get, make_config, read_stream, scrape, wait_until
@@ -249,3 +252,25 @@ def test_console_pictures_and_statuses_expire_in_redis(redis_server: RedisServer
         assert 0 < client.pttl(preview_key("w7-preview")) <= 3000
     assert wait_for(lambda: client.get(preview_key("w7-preview")) is None
                     and client.get(camera_status_key("w7-preview")) is None, 8)
+
+
+def test_readyz_lists_what_each_sink_refused(clean_redis_url: str, silent_port: int) -> None:
+    """Records a sink's output refused for good are listed per sink with the last reason; they do not make
+    the pipeline not ready (readiness is the buses and the cameras)."""
+    hung = {"id": "w7-hung", "url": f"rtsp://127.0.0.1:{silent_port}/x", "fps": 5}
+    cfg = make_config([hung], clean_redis_url).model_copy(update={"sinks": validate_config({
+        "sinks": [{"type": "webhook", "name": "hook", "url": "http://u:pw-x@127.0.0.1:9/h"},
+                  {"type": "jsonl", "path": "/tmp/unused.jsonl"}]}, environ={}).sinks})
+    refused = [(Refused(f"{i}-0".encode(), {b"v": b"1", b"stream": b"w7-hung"}, "w7-hung"),
+                Rejection(f"webhook http://u:***@127.0.0.1:9/h: HTTP {status}", status))
+               for i, status in enumerate([413, 422])]
+    set_aside(redis.Redis.from_url(clean_redis_url), STANDALONE, sink="hook", group=sink_group("hook"),
+              maxlen=100, refused=refused, ack_ids=[], now_s=1_700_000_000.0)
+    with IngestService(cfg) as worker:
+        code, body = http_get(worker.http_port, "/readyz")
+    doc = json.loads(body)
+    assert code == 503 and doc["not_ready"] == ["no camera is live yet (of 1)"]  # the sinks are not the reason
+    assert doc["sinks"] == [
+        {"name": "hook", "rejected_records": 2, "last_rejection": {
+            "reason": "webhook http://u:***@127.0.0.1:9/h: HTTP 422", "status": 422, "at": "2023-11-14T22:13:20.000Z"}},
+        {"name": "jsonl-1", "rejected_records": 0, "last_rejection": None}]

@@ -12,7 +12,7 @@ import redis
 
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import validate_config
-from pipeline.core.errors import SinkError
+from pipeline.core.errors import SinkError, SinkRejectedError
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.core.sink_config import MqttSinkConfig
 from pipeline.ops.metrics import PipelineCollector
@@ -177,3 +177,19 @@ def test_rate_limit_and_qos_0(mosquitto_factory: Callable[..., Mosquitto]) -> No
                         10)
         sink.write([record("late-cam", "cat")])
     assert "homeassistant/sensor/vigil_late_cam_label/config" in retained(broker, ["homeassistant/#"])
+
+
+def test_a_message_mqtt_cannot_carry_is_refused_for_good(mosquitto_factory: Callable[..., Mosquitto]) -> None:
+    """A topic with a wildcard (a camera id no config check stopped) can never be published: refused for good,
+    not retried; the sink goes on with the next batch. (A broker's ACL refusal is not visible on MQTT 3.1.1:
+    mosquitto acknowledges the denied publish and drops it.)"""
+    broker = mosquitto_factory(users={"vigil": PASSWORD})
+    live = Subscriber(broker, ["vigil/#"], user=USER)
+    with build_sink(sink_config(broker), SinkContext("mqtt-0", None, ("cam",))) as sink:
+        assert wait_for(lambda: live.on("vigil/availability"), 10), broker.log()[-2000:]
+        with pytest.raises(SinkRejectedError, match="wildcards") as err:
+            sink.write([record("bad+cam", "cat")])
+        assert not err.value.split and PASSWORD not in str(err.value)
+        sink.write([record("cam", "cat", i=1)])  # the next batch goes out
+        assert wait_for(lambda: live.on("vigil/cam/result"), 10)
+    live.close()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.backoff import Backoff
-from pipeline.core.errors import ConfigError, SinkError
+from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
 from pipeline.core.sink_config import JsonlSinkConfig, PluginSinkConfig, WebhookSinkConfig
 from pipeline.results.sinks import build_sink
+from pipeline.results.sinks.files import RotatingJsonl
 from pipeline.results.sinks.webhook import WebhookPoster
 from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.services import free_port
@@ -36,8 +37,31 @@ def test_jsonl_writes_and_rotates(tmp_path: Path) -> None:
 def test_jsonl_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(SinkError, match="cannot open"):
+    with pytest.raises(SinkRejectedError, match="cannot open") as err:
         build_sink(JsonlSinkConfig(type="jsonl", path=str(blocker / "r.jsonl"))).__enter__()
+    assert not err.value.split  # every record would fail alike: no halves
+
+
+def test_jsonl_path_that_became_a_directory_is_refused_for_good(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    out = RotatingJsonl(path, rotate_bytes=10, keep=2)
+    out.open()
+    out.write_lines([{"a": 1}])  # rotated: r.jsonl.1, and a new r.jsonl
+    out.close()  # as after a rotation that could not open the new file
+    path.unlink()
+    path.mkdir()  # a deployment mistake: a volume mounted where the file was
+    with pytest.raises(SinkRejectedError, match="Is a directory") as err:
+        out.write_lines([{"a": 2}])
+    assert not err.value.split and str(path) in err.value.reason
+
+
+def test_jsonl_full_disk_is_retried_not_refused() -> None:
+    out = RotatingJsonl(Path("/dev/full"), rotate_bytes=1 << 40, keep=1)  # every write: ENOSPC
+    out.open()
+    with pytest.raises(SinkError, match="No space left") as err:
+        out.write_lines([{"a": 1}])
+    assert not isinstance(err.value, SinkRejectedError)
+    out.close()
 
 
 def test_webhook_retries_503_then_delivers() -> None:
@@ -62,14 +86,25 @@ def test_webhook_waits_for_a_server_that_comes_up_later() -> None:
     poster.close()
 
 
-def test_webhook_4xx_is_not_retried() -> None:
-    with Receiver() as rx:
-        poster = WebhookPoster(rx.url + "x", timeout_s=1, backoff=Backoff(0.5, 30.0))
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_webhook_4xx_is_refused_for_good_with_its_status(status: int) -> None:
+    with Receiver(refuse=lambda item: True, refuse_status=status) as rx:
+        poster = WebhookPoster(rx.url, timeout_s=1, backoff=Backoff(0.5, 30.0))
         poster.open()
-        rx.server.RequestHandlerClass.do_POST = lambda self: (self.send_response(400), self.end_headers())  # type: ignore[method-assign,assignment]
-        with pytest.raises(SinkError, match="rejected a batch of 1: HTTP 400"):
+        with pytest.raises(SinkRejectedError, match=f"rejected a batch of 1: HTTP {status}") as err:
             poster.post([{"a": 1}])
         poster.close()
+    assert err.value.status == status and err.value.split and len(rx.refused) == 1  # asked once, not retried
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_webhook_408_and_429_are_retried(status: int) -> None:
+    answers = [status]
+    with Receiver(refuse=lambda item: bool(answers and answers.pop()), refuse_status=status) as rx:
+        cfg = WebhookSinkConfig(type="webhook", url=rx.url, backoff_base_s=0.01)
+        with build_sink(cfg) as sink:
+            sink.write([record("cam", "cat")])
+        assert len(rx.refused) == 1 and len(rx.items()) == 1
 
 
 class _ListSink:
