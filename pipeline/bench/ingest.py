@@ -29,12 +29,10 @@ from pathlib import Path
 
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
-from pipeline.core.config import ConsoleConfig, VigilConfig
+from pipeline.core.config import ConsoleConfig, HealthConfig, RedisConfig, VigilConfig
 from pipeline.core.errors import SourceError, VigilError
-from pipeline.core.health_config import HealthConfig
 from pipeline.core.keys import frames_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
-from pipeline.core.redis_config import RedisConfig
 from pipeline.ingest.health import CameraHealth
 from pipeline.ingest.preview import PreviewMaker
 from pipeline.ingest.source import SourceOptions, VideoSource

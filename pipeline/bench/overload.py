@@ -37,11 +37,17 @@ import numpy as np
 
 from pipeline.bench.ingest import self_cpu_s, video_info
 from pipeline.bench.rtsp_server import RtspServer, free_port
-from pipeline.core.config import ConsoleConfig, InferenceConfig, MetricsConfig, StreamConfig, VigilConfig
+from pipeline.core.config import (
+    ConsoleConfig,
+    InferenceConfig,
+    JsonlSinkConfig,
+    MetricsConfig,
+    RedisConfig,
+    StreamConfig,
+    VigilConfig,
+)
 from pipeline.core.errors import VigilError
 from pipeline.core.redis_clients import connect
-from pipeline.core.redis_config import RedisConfig
-from pipeline.core.sink_config import JsonlSinkConfig
 from pipeline.ops.runner import LocalPipeline
 
 DEFAULT_LOADS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)

@@ -34,10 +34,9 @@ from pipeline.bench.model import bench_model
 from pipeline.bench.publishers import PACED_SEQ, Phase, PublisherSpec, done_frames, publish
 from pipeline.bus.wire import Encoding
 from pipeline.core.bus_layout import BusClients, BusLayout
-from pipeline.core.config import GpuOptions, InferenceConfig, StreamConfig, VigilConfig
+from pipeline.core.config import GpuOptions, InferenceConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.keys import INFERENCE_GROUP
-from pipeline.core.redis_config import RedisConfig
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app, init_ray
 from pipeline.ops.embedded_redis import EmbeddedRedis

@@ -18,10 +18,9 @@ from rich.table import Table
 
 from pipeline.cli.options import duration_option, model_option, ray_cpus_option
 from pipeline.cli.terminal import stderr_console
-from pipeline.core.config import VigilConfig, load_config, validate_config
+from pipeline.core.config import VigilConfig, load_config, sink_name, validate_config
 from pipeline.core.config import ray_address as ray_address_of
 from pipeline.core.redact import redact_url
-from pipeline.core.sink_config import sink_name
 
 if TYPE_CHECKING:  # the CLI imports the pipeline only for the command that runs it (`vigil --help` stays quick)
     from pipeline.ops.runner import LocalPipeline

@@ -18,11 +18,10 @@ from pipeline.console.store import StreamStore, effective_streams
 from pipeline.console.tail import CameraTail, ResultsTail
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.clock import iso_utc
-from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.config import EventOptions, StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.redis_clients import Client
-from pipeline.core.sink_config import EventOptions, sink_name
 from pipeline.results.dead_letter import merge_rejections, read_rejections
 
 

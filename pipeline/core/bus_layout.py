@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import redis
 from redis.cluster import RedisCluster
 
+from pipeline.core.config import RedisConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redact import redact_url
@@ -35,7 +36,6 @@ from pipeline.core.redis_clients import (
     instance_identity,
     pick_instance,
 )
-from pipeline.core.redis_config import RedisConfig
 from pipeline.core.redis_version import ServerVersion, server_version
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pipeline.core.config_paths import local_path
+from pipeline.core.config import local_path
 
 
 @dataclass(frozen=True)

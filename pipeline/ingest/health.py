@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.core.health_config import HealthConfig
+from pipeline.core.config import HealthConfig
 
 Condition = Literal["frozen", "dark", "blurred", "moved"]
 CONDITIONS: tuple[Condition, ...] = ("frozen", "dark", "blurred", "moved")

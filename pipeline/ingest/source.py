@@ -28,8 +28,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.core.config import IngestConfig, StreamConfig
-from pipeline.core.config_paths import local_path
+from pipeline.core.config import IngestConfig, StreamConfig, local_path
 from pipeline.core.errors import SourceError
 from pipeline.core.redact import redact_url
 from pipeline.ingest.diagnose import diagnose_open_failure, rtsp_unreachable

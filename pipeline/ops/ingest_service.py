@@ -33,11 +33,10 @@ from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
 from pipeline.console.store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
-from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.config import StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
-from pipeline.core.sink_config import sink_name
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.health import CameraHealth, describe
 from pipeline.ingest.pacing import FEEDBACK_EVERY_S, QueueSignal, SamplingGovernor

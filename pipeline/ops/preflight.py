@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.class_names import ClassNames, ClassRef, is_wordnet_id, normalize
-from pipeline.core.config import VigilConfig
-from pipeline.core.config_paths import local_path
+from pipeline.core.config import EventOptions, MqttSinkConfig, VigilConfig, local_path
 from pipeline.core.errors import ConfigError, VigilError
-from pipeline.core.sink_config import EventOptions, MqttSinkConfig
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
 from pipeline.inference.model_store import resolve_model_path

@@ -11,9 +11,8 @@ import threading
 from types import TracebackType
 
 from pipeline.core.bus_layout import BusClients, BusLayout
-from pipeline.core.config import VigilConfig
+from pipeline.core.config import VigilConfig, sink_name
 from pipeline.core.errors import VigilError
-from pipeline.core.sink_config import sink_name
 from pipeline.results.delivery import SinkObserver, SinkRunner
 from pipeline.results.sinks import Sink, SinkContext, build_sink
 

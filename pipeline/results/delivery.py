@@ -28,10 +28,10 @@ import redis
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.bus_layout import BusClients
+from pipeline.core.config import SinkConfig
 from pipeline.core.errors import ResultFormatError, SinkError, SinkRejectedError
 from pipeline.core.keys import sink_group
 from pipeline.core.redis_clients import forget_idle_consumers
-from pipeline.core.sink_config import SinkConfig
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.dead_letter import Refused, Rejection, set_aside
 from pipeline.results.record import ResultRecord

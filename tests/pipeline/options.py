@@ -6,8 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
-from pipeline.core.config import InferenceConfig, VigilConfig
-from pipeline.core.redis_config import RedisConfig
+from pipeline.core.config import InferenceConfig, RedisConfig, VigilConfig
 from pipeline.inference.loop import LoopOptions
 from pipeline.results.writer import ResultWriter
 

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import ConfigError
-from pipeline.core.sink_config import (
+from pipeline.core.config import (
     EventsSinkConfig,
     JsonlSinkConfig,
     MqttSinkConfig,
@@ -24,6 +23,7 @@ from pipeline.core.sink_config import (
     StdoutSinkConfig,
     WebhookSinkConfig,
 )
+from pipeline.core.errors import ConfigError
 from pipeline.results.sinks.base import Sink
 
 __all__ = ["Sink", "SinkContext", "build_sink"]

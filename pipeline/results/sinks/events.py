@@ -32,8 +32,8 @@ from typing import Any
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.class_names import ClassRef
+from pipeline.core.config import EventsSinkConfig
 from pipeline.core.errors import SinkRejectedError
-from pipeline.core.sink_config import EventsSinkConfig
 from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.files import RotatingJsonl

@@ -18,8 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from pipeline.core.config import JsonlSinkConfig
 from pipeline.core.errors import SinkError, SinkRejectedError
-from pipeline.core.sink_config import JsonlSinkConfig
 from pipeline.results.record import ResultRecord
 
 log = logging.getLogger(__name__)

@@ -35,8 +35,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from pipeline.core.config import MqttSinkConfig, MqttTlsConfig
 from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
-from pipeline.core.sink_config import MqttSinkConfig, MqttTlsConfig
 from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.events import EventDetector

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.sink_config import MqttSinkConfig
+from pipeline.core.config import MqttSinkConfig
 
 VERSION = "0.1.0"
 ONLINE, OFFLINE = "online", "offline"

@@ -13,9 +13,9 @@ from types import TracebackType
 
 import redis
 
+from pipeline.core.config import RedisSinkConfig
 from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
 from pipeline.core.redis_clients import Client, connect
-from pipeline.core.sink_config import RedisSinkConfig
 from pipeline.results.record import ResultRecord
 
 

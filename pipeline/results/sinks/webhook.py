@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 
 from pipeline.core.backoff import Backoff
+from pipeline.core.config import WebhookSinkConfig
 from pipeline.core.errors import SinkError, SinkRejectedError
 from pipeline.core.redact import redact_url
-from pipeline.core.sink_config import WebhookSinkConfig
 from pipeline.results.record import ResultRecord
 
 log = logging.getLogger(__name__)

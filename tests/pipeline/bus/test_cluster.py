@@ -14,9 +14,8 @@ from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
 from pipeline.bus.wire import FrameMessage
 from pipeline.core.bus_layout import BusLayout
-from pipeline.core.config import VigilConfig
+from pipeline.core.config import RedisConfig, VigilConfig
 from pipeline.core.errors import BusError
-from pipeline.core.redis_config import RedisConfig
 from tests.fixtures.redis_cluster import RedisCluster3
 from tests.pipeline.bus.test_reader import fake_record
 from tests.pipeline.options import writer_for

@@ -14,11 +14,10 @@ import pytest
 
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage, decode_frame, encode_frame
-from pipeline.core.config import VigilConfig
+from pipeline.core.config import RedisConfig, VigilConfig
 from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
 from pipeline.core.keys import frames_key
 from pipeline.core.redis_clients import instance_identity, pick_instance
-from pipeline.core.redis_config import RedisConfig
 from tests.fixtures.services import RedisServer
 
 

@@ -19,10 +19,9 @@ import redis
 from ray import serve
 
 from pipeline.bus.wire import FrameMessage, encode_frame
-from pipeline.core.config import InferenceConfig, StreamConfig, VigilConfig
+from pipeline.core.config import InferenceConfig, RedisConfig, StreamConfig, VigilConfig
 from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
 from pipeline.core.preprocess import read_image_rgb, resize
-from pipeline.core.redis_config import RedisConfig
 from pipeline.inference.loop import batch_window_s
 from pipeline.inference.serving import APP_NAME, ServeSettings, build_app
 from pipeline.results.record import ResultRecord

@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.core.config import validate_config
-from pipeline.core.health_config import HealthConfig
+from pipeline.core.config import HealthConfig, validate_config
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.health import CameraHealth, Image
 

@@ -18,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.core.config import validate_config
-from pipeline.core.sink_config import MqttSinkConfig
+from pipeline.core.config import MqttSinkConfig, validate_config
 from pipeline.ops.runner import LocalPipeline
 from tests.fixtures.mqtt import Mosquitto, Subscriber
 from tests.fixtures.services import RtspServer, wait_for

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pipeline.core.bus_layout import BusLayout
-from pipeline.core.redis_config import RedisConfig
+from pipeline.core.config import RedisConfig
 from pipeline.ops.runner import LocalPipeline
 from tests.chaos.test_faults import identity_and_delivery
 from tests.fixtures.redis_cluster import RedisCluster3

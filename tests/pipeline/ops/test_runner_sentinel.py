@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.redis_config import RedisConfig
+from pipeline.core.config import RedisConfig
 from pipeline.ops.runner import LocalPipeline
 from tests.chaos.test_faults import identity_and_delivery
 from tests.fixtures.redis_ha import SentinelSet

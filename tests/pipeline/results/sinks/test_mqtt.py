@@ -11,10 +11,9 @@ import pytest
 import redis
 
 from pipeline.core.bus_layout import BusLayout
-from pipeline.core.config import validate_config
+from pipeline.core.config import MqttSinkConfig, validate_config
 from pipeline.core.errors import SinkError, SinkRejectedError
 from pipeline.core.keys import RESULTS_KEY
-from pipeline.core.sink_config import MqttSinkConfig
 from pipeline.ops.metrics import PipelineCollector
 from pipeline.ops.sink_service import SinkService
 from pipeline.results.camera_event import StateEvent

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.backoff import Backoff
+from pipeline.core.config import JsonlSinkConfig, PluginSinkConfig, WebhookSinkConfig
 from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
-from pipeline.core.sink_config import JsonlSinkConfig, PluginSinkConfig, WebhookSinkConfig
 from pipeline.results.sinks import build_sink
 from pipeline.results.sinks.files import RotatingJsonl
 from pipeline.results.sinks.webhook import WebhookPoster

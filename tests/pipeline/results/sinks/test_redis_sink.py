@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from pipeline.core.bus_layout import BusLayout
+from pipeline.core.config import RedisSinkConfig
 from pipeline.core.errors import SinkError, SinkRejectedError
 from pipeline.core.keys import RESULTS_KEY, STANDALONE
-from pipeline.core.sink_config import RedisSinkConfig
 from pipeline.results.delivery import SinkRunner
 from pipeline.results.sinks.redis_stream import RedisStreamSink
 from tests.fixtures.services import RedisServer, wait_for

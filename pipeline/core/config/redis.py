@@ -1,8 +1,4 @@
-"""The ``redis:`` section: where the frame bus lives (:mod:`pipeline.core.bus_layout` makes its shards).
-
-Its own module so the config's schema stays readable; :mod:`pipeline.core.config` validates it as part
-of :class:`~pipeline.core.config.VigilConfig` and stays the one reader of YAML.
-"""
+"""The ``redis:`` section: where the frame bus lives (:mod:`pipeline.core.bus_layout` makes its shards)."""
 
 from __future__ import annotations
 
@@ -10,13 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.core.config_base import Strict as _Strict
+from pipeline.core.config.base import Strict
 from pipeline.core.errors import BusError, ConfigError
 from pipeline.core.redact import redact_url
 from pipeline.core.redis_clients import SENTINEL_SCHEME, SentinelAddress
 
 
-class RedisConfig(_Strict):
+class RedisConfig(Strict):
     """The frame bus: one or more Redis instances; each camera is pinned to one by a hash of its id."""
 
     urls: list[str] = Field(default_factory=list, description=(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.core.config import load_config, validate_config
-from pipeline.core.sink_config import EventsSinkConfig, JsonlSinkConfig
+from pipeline.core.config import EventsSinkConfig, JsonlSinkConfig, load_config, validate_config
 
 SITE = """
 streams:

@@ -1,7 +1,6 @@
-"""The ``health:`` section of the config (camera health checks; see :mod:`pipeline.ingest.health`).
+"""The ``health:`` section (camera health checks; see :mod:`pipeline.ingest.health`).
 
-Its own module so that the config's schema stays readable; :mod:`pipeline.core.config` is still the
-one reader of YAML: it validates this section at the top level and under each stream (as overrides).
+It is validated at the top level and under each stream (as overrides of the top-level one).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from pipeline.core.config_base import Strict
+from pipeline.core.config.base import Strict
 
 _Seconds = Annotated[float, Field(gt=0, le=86_400)]
 

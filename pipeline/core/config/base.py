@@ -1,5 +1,4 @@
-"""What every config section shares: strictness, retry delays, the id pattern. Imported by the sections'
-modules; :mod:`pipeline.core.config` stays the one reader of YAML and the environment."""
+"""What every config section shares: strictness, retry delays, the id pattern."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``vigil run --config site/vigil.yaml`` from another folder must find ``site/model.onnx`` when the file
 says ``model: model.onnx``, as every tool that reads a config file does (Docker Compose, Prometheus'
-``rule_files``). :func:`pipeline.core.config.load_config` applies this; a config validated from a
+``rule_files``). :func:`pipeline.core.config.loader.load_config` applies this; a config validated from a
 mapping (tests, ``vigil demo``) has no folder and is left as it is.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.config import VigilConfig
-from pipeline.core.sink_config import EventsSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig
+from pipeline.core.config.schema import VigilConfig
+from pipeline.core.config.sinks import EventsSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig
 
 FILE_SINKS = (JsonlSinkConfig, EventsSinkConfig)  # the sinks that write a file (``path``)
 

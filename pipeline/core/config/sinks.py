@@ -1,8 +1,4 @@
-"""The ``sinks:`` section: one entry per sink, keyed by ``type`` (:mod:`pipeline.results.sinks` builds them).
-
-Its own module so the config's schema stays readable; :mod:`pipeline.core.config` validates it as part
-of :class:`~pipeline.core.config.VigilConfig` and stays the one reader of YAML.
-"""
+"""The ``sinks:`` section: one entry per sink, keyed by ``type`` (:mod:`pipeline.results.sinks` builds them)."""
 
 from __future__ import annotations
 
@@ -10,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from pipeline.core.config_base import ID_PATTERN, BackoffOptions, Strict
+from pipeline.core.config.base import ID_PATTERN, BackoffOptions, Strict
 
 
 class _SinkBase(BackoffOptions):

@@ -1,0 +1,42 @@
+"""The ``streams:`` section: the cameras (or files) that ingest reads, each with its own health checks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from pipeline.core.config.base import ID_PATTERN, Strict
+from pipeline.core.config.health import HealthConfig
+from pipeline.core.redact import redact_url
+
+ResizePolicy = Literal["squash", "center_crop", "letterbox"]
+#: URL schemes a camera may use (OpenCV's FFmpeg backend opens them); a URL without one is a local file.
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+
+
+class StreamConfig(Strict):
+    """One camera (or file) that ingest reads."""
+
+    id: Annotated[str, Field(pattern=ID_PATTERN, description="Unique id; used in Redis keys and metrics.")]
+    url: Annotated[str, Field(min_length=1, description="rtsp://, rtsps://, http(s)://, file path, /dev/videoN")]
+    fps: Annotated[float, Field(gt=0, le=120, description="Frames per second sampled for inference.")] = 5.0
+    resize: ResizePolicy = "squash"
+    transport: Literal["tcp", "udp"] = "tcp"
+    loop: bool = Field(default=False, description="Loop a local file (paced at its native fps).")
+    keyframes_only: bool = Field(default=False, description="Decode only keyframes (saves CPU at low fps).")
+    health: HealthConfig = Field(default_factory=HealthConfig, description=(
+        "This camera's health checks: the top-level health: section, with the keys set here overriding it."))
+
+    @field_validator("url")
+    @classmethod
+    def _supported_source(cls, url: str) -> str:
+        scheme, sep, _ = url.partition("://")
+        if sep and scheme.lower() not in SOURCE_SCHEMES:
+            raise ValueError(f"{redact_url(url)!r}: unsupported scheme {scheme + '://'!r}; use one of "
+                             f"{', '.join(s + '://' for s in SOURCE_SCHEMES)}, a local file path or /dev/videoN")
+        return url
+
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
