@@ -34,6 +34,7 @@ from pipeline.core.config.ray import RayConfig
 from pipeline.core.config.redis import RedisConfig
 from pipeline.core.config.schema import VigilConfig
 from pipeline.core.config.sinks import (
+    SINK_TYPES,
     EventOptions,
     EventsSinkConfig,
     JsonlSinkConfig,
@@ -50,6 +51,7 @@ from pipeline.core.config.streams import SOURCE_SCHEMES, ResizePolicy, StreamCon
 
 __all__ = [
     "ID_PATTERN",
+    "SINK_TYPES",
     "SOURCE_SCHEMES",
     "BackoffOptions",
     "ConsoleConfig",

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from pipeline.core.config.env import substitute_env
 from pipeline.core.config.paths import anchor_paths
 from pipeline.core.config.schema import VigilConfig
+from pipeline.core.config.sinks import SINK_TYPES
 from pipeline.core.errors import ConfigError
 
 Loc = tuple[str | int, ...]
@@ -112,14 +113,12 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
     return msg.removeprefix("Value error, ")
 
 
-_SINK_TAGS = {"jsonl", "webhook", "stdout", "redis", "events", "plugin"}
-
-
 def _clean_loc(loc: tuple[Any, ...]) -> Loc:
-    """Drop the discriminator tag pydantic inserts into sink locations (``sinks.0.jsonl.path``)."""
+    """Drop the discriminator tag pydantic inserts into sink locations (``sinks.0.jsonl.path``), whatever
+    the sink's type (:data:`~pipeline.core.config.sinks.SINK_TYPES`), so the error names its line."""
     return tuple(
         p for i, p in enumerate(loc)
-        if not (i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int) and p in _SINK_TAGS)
+        if not (i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int) and p in SINK_TYPES)
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -135,6 +135,19 @@ SinkConfig = Annotated[
     | PluginSinkConfig,
     Field(discriminator="type"),
 ]
+
+
+
+
+def _types_of(union: Any) -> tuple[str, ...]:
+    """The ``type`` literals of a discriminated union's members (``Annotated[A | B, Field(...)]``)."""
+    members = get_args(get_args(union)[0])
+    return tuple(str(tag) for member in members for tag in get_args(member.model_fields["type"].annotation))
+
+
+#: Every sink ``type``, read from :data:`SinkConfig`: a sink added to the union is known wherever these are
+#: (e.g. to the loader, which drops the tag pydantic puts in an error's location so the error gets its line).
+SINK_TYPES = _types_of(SinkConfig)
 
 
 def sink_name(sink: SinkConfig, index: int) -> str:
