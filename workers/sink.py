@@ -8,8 +8,8 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from pipeline.console.store import StreamStore, camera_ids
 from pipeline.core.bus_layout import BusLayout
+from pipeline.core.camera_store import StreamStore, camera_ids
 from pipeline.core.config import load_config
 from pipeline.core.errors import VigilError
 from pipeline.ops.metrics import PipelineCollector, SinkMetrics

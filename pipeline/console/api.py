@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipeline.console.data import ConsoleData
-from pipeline.console.store import validate_stream
+from pipeline.core.camera_store import validate_stream
 from pipeline.core.config import ConsoleConfig, StreamConfig
 from pipeline.core.errors import BusError, ConfigError
 

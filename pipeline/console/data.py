@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
-from pipeline.console.store import StreamStore, effective_streams
 from pipeline.console.tail import CameraTail, ResultsTail
 from pipeline.core.bus_layout import BusClients
+from pipeline.core.camera_store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import EventOptions, StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
@@ -39,7 +39,7 @@ class ConsoleData:
         self.store = StreamStore(clients.client(0), clients.keys(0))
 
     def streams(self) -> list[StreamConfig]:
-        """The cameras that run: the YAML's with the camera store's changes (:mod:`pipeline.console.store`)."""
+        """The cameras that run: the YAML's with the camera store's changes (:mod:`pipeline.core.camera_store`)."""
         try:
             changes = self.store.changes()
         except BusError:

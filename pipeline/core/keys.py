@@ -18,7 +18,7 @@ key                            type        what
 ``vigil:preview:<camera>``     string      the camera's latest picture, JPEG at preview size (expires)
 ``vigil:camera:<camera>``      string      the camera's status as its ingest worker sees it, JSON (expires)
 ``vigil:streams``              hash        cameras added, changed or removed at runtime
-                                           (:mod:`pipeline.console.store`; first instance only)
+                                           (:mod:`pipeline.core.camera_store`; first instance only)
 ``vigil:streams:version``      string      incremented with every change of ``vigil:streams``
 =============================  ==========  ========================================================
 

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.bus.publisher import BusOptions, FrameBus
 from pipeline.bus.wire import FrameMessage
-from pipeline.console.store import StreamStore, effective_streams
+from pipeline.core.camera_store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError, VigilError
@@ -190,7 +190,7 @@ class IngestService:
         self._refresh("config reloaded")
 
     def _refresh(self, why: str) -> None:
-        """Run the YAML's cameras with the camera store's changes on top (:mod:`pipeline.console.store`)."""
+        """Run the YAML's cameras with the camera store's changes on top (:mod:`pipeline.core.camera_store`)."""
         with self._refresh_lock:
             self.cfg = self.cfg.model_copy(update={"streams": self._with_store()})
             self._governor.batch_share = _batch_share(self.cfg)  # the batch is shared by the new camera count

@@ -200,7 +200,7 @@ FRAME_AGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 CAMERAS_REFRESH_S = 5.0  # how often the sink metrics ask which cameras there are (cameras added at runtime)
 
 #: The configured cameras, now: a list, or a function that says it (the YAML's with the console's runtime
-#: changes, :func:`pipeline.console.store.camera_ids`). Labels stay bounded: only these cameras appear.
+#: changes, :func:`pipeline.core.camera_store.camera_ids`). Labels stay bounded: only these cameras appear.
 Cameras = Iterable[str] | Callable[[], Iterable[str]]
 
 

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from pipeline.console.server import ConsoleServer
-from pipeline.console.store import StreamStore, camera_ids
 from pipeline.core.bus_layout import BusLayout
+from pipeline.core.camera_store import StreamStore, camera_ids
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.keys import RESULTS_KEY, STANDALONE, sink_group
 from pipeline.ops.ingest_service import IngestService

@@ -1,5 +1,9 @@
 """Cameras added, changed and removed at runtime (the console's API), kept in Redis beside the YAML.
 
+Runtime changes to the cameras are configuration, so the store lives beside :mod:`pipeline.core.config`
+(which checks each stored camera as it checks the file's), below ingest, the console and the sinks that
+read it.
+
 Where: the hash ``vigil:streams`` on the first bus shard (``redis.urls[0]``; on a Redis Cluster,
 ``vigil:{s0}:streams``), one field per camera
 id, each value one JSON change: ``{"set": {<stream>}}`` (the camera as the config's ``streams[]`` entry
