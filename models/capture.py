@@ -1,17 +1,16 @@
 """`vigil capture --stream ID --every 5s --out DIR`: save frames of a live camera for labelling.
 
-The camera is opened exactly as the ingest worker opens it (:class:`pipeline.ingest.source.VideoSource`
-with the stream's transport and the ``ingest:`` timeouts) and read at the live edge by a
-:class:`pipeline.ingest.source.LiveEdgeReader`, so a saved frame is the newest one, never a stale buffer.
-The first frame is saved at once, then one every interval, as full-resolution JPEGs named
-``<stream>_<UTC time>_<n>.jpg``. A lost or stalled connection is reopened with the same jittered
-backoff as ingest; a camera that cannot be opened at all the first time is an error.
+The camera runs exactly as in the ingest worker: a :class:`pipeline.ingest.camera.Camera` (the stream's
+transport, the ``ingest:`` timeouts, the live-edge reader, stall detection, reconnects with the jittered
+backoff), sampling one frame per interval, so a saved frame is the newest one, never a stale buffer. The
+first frame is saved at once, then one every interval, as full-resolution JPEGs named
+``<stream>_<UTC time>_<n>.jpg``. A camera that cannot be opened at all the first time is an error, and so
+is one that fails for good (the same permanent error ``ingest.max_failures`` times in a row).
 Sort the files into one folder per class afterwards (see :mod:`models.dataset`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -22,14 +21,13 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.core.backoff import Backoff
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import ConfigError, SourceError
-from pipeline.ingest.source import LiveEdgeReader, RawFrame, SourceOptions, VideoSource
-
-log = logging.getLogger(__name__)
+from pipeline.ingest.camera import Camera, CameraState
+from pipeline.ingest.source import RawFrame
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+_OPEN_FAILED = "open failed: "  # how Camera words a failed open in last_error
 
 
 def parse_interval(text: str) -> float:
@@ -69,59 +67,52 @@ class FrameCapture:
         self.opts = opts
         self.on_saved = on_saved
         self.saved: list[Path] = []
-        self._stop = threading.Event()
-        self._backoff = Backoff(cfg.ingest.backoff_base_s, cfg.ingest.backoff_cap_s)
+        self._done = threading.Event()
+        self._error: SourceError | None = None
+        # The camera samples at one frame per interval: its first sample is due at once.
+        self._camera = Camera(self.stream.model_copy(update={"fps": 1.0 / opts.every_s}), cfg.ingest,
+                              self._on_sample, on_state=self._on_state)
 
     def stop(self) -> None:
-        self._stop.set()
-
-    def _done(self, deadline: float | None) -> bool:
-        if self._stop.is_set() or (self.opts.count is not None and len(self.saved) >= self.opts.count):
-            return True
-        return deadline is not None and time.monotonic() >= deadline
+        self._done.set()
 
     def run(self) -> list[Path]:
         """Capture until done; returns the files written."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.opts.duration_s if self.opts.duration_s else None
-        first = True
-        while not self._done(deadline):
-            source = VideoSource(SourceOptions.from_config(self.stream, self.ingest))
-            try:
-                source.open()
-            except SourceError as exc:
-                if first:
-                    raise
-                reason: str | None = exc.reason
-            else:
-                first = False
-                reason = self._sample(LiveEdgeReader(source, f"capture-{self.stream.id}"), deadline)
-            if reason:  # also after a lost connection: a source that opens and ends at once must not spin
-                delay = self._backoff.next_delay_s()
-                log.warning("capture %s: %s; reconnecting in %.1f s", self.stream.id, reason, delay)
-                self._stop.wait(delay)
+        self._camera.start()
+        try:  # until count, duration, stop() or an error (short waits: a signal handler calls stop())
+            while not self._done.wait(0.2) and (deadline is None or time.monotonic() < deadline):
+                pass
+        finally:
+            self._done.set()
+            # Wait for the reader to leave OpenCV: a process that exits while FFmpeg still reads aborts.
+            self._camera.stop(reader_join_s=self.ingest.read_timeout_s + 1)
+        if self._error is not None:
+            raise self._error
         return self.saved
 
-    def _sample(self, reader: LiveEdgeReader, deadline: float | None) -> str | None:
-        """Save frames from one connection; the reason it ended, or None when capture is done."""
-        last_index = -1
-        next_tick = time.monotonic()
-        reader.start()
+    def _on_state(self, stream: StreamConfig, state: CameraState, reason: str) -> None:
+        """A first open that fails, or a camera that gives up, ends the capture with the reason."""
+        error = self._camera.last_error
+        first_open_failed = state == CameraState.BACKING_OFF and self._camera.reconnects == 0 \
+            and error.startswith(_OPEN_FAILED)
+        if first_open_failed or state == CameraState.FAILED:
+            why = error.removeprefix(_OPEN_FAILED)
+            self._error = SourceError(f"cannot open {stream.redacted_url()}: {why}", why)
+            self._done.set()
+
+    def _on_sample(self, stream: StreamConfig, frame: RawFrame) -> None:
+        if self._done.is_set():
+            return
         try:
-            while not self._done(deadline):
-                if self._stop.wait(max(0.0, next_tick - time.monotonic())):
-                    return None
-                frame = reader.wait_newer(last_index, timeout_s=self.ingest.stall_timeout_s)
-                if frame is None:
-                    return reader.end_reason or f"no frame for {self.ingest.stall_timeout_s:g} s"
-                self._backoff.reset()
-                last_index = frame.index
-                self._save(frame)
-                next_tick = max(next_tick + self.opts.every_s, time.monotonic())
-        finally:
-            # Wait for the reader to leave OpenCV: a process that exits while FFmpeg still reads aborts.
-            reader.abandon(join_timeout_s=self.ingest.read_timeout_s + 1)
-        return None
+            self._save(frame)
+        except SourceError as exc:
+            self._error = exc
+            self._done.set()
+            return
+        if self.opts.count is not None and len(self.saved) >= self.opts.count:
+            self._done.set()
 
     def _save(self, frame: RawFrame) -> None:
         stamp = datetime.fromtimestamp(frame.capture_ts_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
@@ -131,4 +122,3 @@ class FrameCapture:
         self.saved.append(path)
         if self.on_saved is not None:
             self.on_saved(path)
-

@@ -15,7 +15,8 @@ from types import FrameType
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
-from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE, IngestService
+from pipeline.ingest.frame_path import DEFAULT_FRAME_SIZE
+from pipeline.ops.ingest_service import IngestService
 from pipeline.ops.ports import check_ports_free
 
 log = logging.getLogger("vigil.ingest")

@@ -30,7 +30,7 @@ def ingest(
     metrics_port: int | None = metrics_port_option(),
 ) -> None:
     """Read cameras, sample and resize frames, publish them to Redis. SIGHUP reloads, SIGTERM stops."""
-    from pipeline.ops.ingest_service import DEFAULT_FRAME_SIZE
+    from pipeline.ingest.frame_path import DEFAULT_FRAME_SIZE
     from workers.ingest import run
 
     size = parse_frame_size(frame_size) if frame_size is not None else DEFAULT_FRAME_SIZE

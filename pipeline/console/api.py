@@ -1,13 +1,13 @@
 """The console's HTTP side (FastAPI): the REST API under ``/api/v1`` (OpenAPI at ``/docs``) and the page.
 
 Reads need no token unless ``console.token_for_reads``; every change needs ``Authorization: Bearer
-<console.token>`` (401 without it; 403 when no token is configured: the console is then read-only).
+<console.token>`` (401 without it; 403 when no token is configured: the console is then read-only), checked
+by :mod:`pipeline.web.auth` like every Vigil HTTP endpoint.
 Camera URLs are always redacted: credentials never reach the browser or an API client.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import Body, Depends, FastAPI, Header, HTTPException
+from fastapi import Body, Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -24,21 +24,10 @@ from pipeline.console.data import ConsoleData
 from pipeline.core.camera_store import validate_stream
 from pipeline.core.config import ConsoleConfig, StreamConfig
 from pipeline.core.errors import BusError, ConfigError
+from pipeline.web.auth import bearer
 
 API = "/api/v1"
 LIVE_EVERY_S = 1.0
-
-
-def _bearer(cfg: ConsoleConfig, authorization: str | None, *, change: bool) -> None:
-    token = cfg.token.get_secret_value() if cfg.token is not None else None
-    if token is None:
-        if change:
-            raise HTTPException(403, "the console is read-only: set console.token (write ${VAR}) to allow changes")
-        return
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "a valid token is needed: send Authorization: Bearer <console.token>",
-                            headers={"WWW-Authenticate": "Bearer"})
 
 
 def _labelled(jpeg: bytes, view: dict[str, Any]) -> bytes:
@@ -82,15 +71,10 @@ def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | Non
     app = FastAPI(title="Vigil console", version="1", docs_url="/docs", openapi_url=f"{API}/openapi.json",
                   description="Cameras, what the model says about them, and their pictures.")
 
-    def read_access(authorization: Annotated[str | None, Header()] = None) -> None:
-        if cfg.token_for_reads:
-            _bearer(cfg, authorization, change=False)
-
-    def change_access(authorization: Annotated[str | None, Header()] = None) -> None:
-        _bearer(cfg, authorization, change=True)
-
-    _read_routes(app, data, [Depends(read_access)], stop or threading.Event())
-    _change_routes(app, data, [Depends(change_access)])
+    reads = bearer(cfg.token, change=False, setting="console.token", app="the console", required=cfg.token_for_reads)
+    changes = bearer(cfg.token, change=True, setting="console.token", app="the console")
+    _read_routes(app, data, [Depends(reads)], stop or threading.Event())
+    _change_routes(app, data, [Depends(changes)])
     static = resources.files("pipeline.console").joinpath("static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

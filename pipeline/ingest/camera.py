@@ -61,7 +61,7 @@ class CameraObserver(Protocol):
 
 
 class NoCameraObserver:
-    """The observer of a camera nobody watches (tests, ``vigil capture``)."""
+    """The observer of a camera nobody watches (tests, ``vigil capture``: :mod:`models.capture`)."""
 
     def frame_decoded(self, sid: str, latency_seconds: float) -> None:
         return None
@@ -135,13 +135,16 @@ class Camera:
         self._thread.start()
         return self
 
-    def stop(self, join_timeout_s: float | None = None) -> bool:
-        """Ask the camera to stop; wait up to ``join_timeout_s`` (default: one open timeout + 2 s)."""
+    def stop(self, join_timeout_s: float | None = None, reader_join_s: float = 0.0) -> bool:
+        """Ask the camera to stop; wait up to ``join_timeout_s`` (default: one open timeout + 2 s).
+
+        ``reader_join_s``: also wait that long for the reader to leave OpenCV (a process about to exit
+        must: one that exits while FFmpeg still reads aborts); by default the reader is abandoned."""
         self._stop.set()
         with self._lock:
             reader = self._reader
         if reader is not None:
-            reader.abandon()
+            reader.abandon(join_timeout_s=reader_join_s)
         timeout = self.ingest.open_timeout_s + 2.0 if join_timeout_s is None else join_timeout_s
         if self._thread.is_alive() and timeout > 0:
             self._thread.join(timeout)

@@ -148,7 +148,7 @@ def test_eviction_by_maxlen_is_counted(redis_factory: Callable[..., RedisServer]
     cfg = make_config([{"id": "w4", "url": str(video_dir / "bikes.mp4"), "fps": 25, "loop": True}],
                       server.url(), redis={"maxlen": 10})
     with IngestService(cfg) as worker:
-        worker.eviction_check_s = 0.3
+        worker.frames.eviction_check_s = 0.3
         wait_until(lambda: server.client().xinfo_stream(frames_key("w4"))["entries-added"] > 40
                    if server.client().exists(frames_key("w4")) else False, 10, "40 frames")
         time.sleep(0.5)

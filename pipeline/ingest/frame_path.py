@@ -1,0 +1,196 @@
+"""Where a sampled frame goes: resize -> BGR->RGB -> health -> publish (and the console's preview).
+
+:meth:`FramePath.handle` runs in each camera's thread for every frame the camera samples
+(:class:`~pipeline.ingest.camera.Camera` calls it at the stream's fps):
+
+1. every ``console.preview_fps`` at most, a small JPEG of the full frame for the console
+   (:class:`~pipeline.ingest.preview.PreviewMaker`);
+2. the frame is resized to the model's input with the stream's ``resize`` policy and converted to RGB
+   (:func:`pipeline.core.preprocess.resize`: one implementation, shared with ``/classify``);
+3. the camera's health checks see it (:class:`~pipeline.ingest.health.CameraHealth`); a change of
+   condition is announced as a camera event, and a frozen frame is not published with ``skip_frozen``;
+4. it is published with :class:`~pipeline.bus.publisher.FrameBus`; a frame Redis refused is counted
+   as dropped (``bus_down``, ``bus_full``, ``bus_error``), and every few seconds the frames Redis
+   trimmed unread (``evicted``).
+
+Camera events (state changes, health conditions) go on the results stream, where the sinks hear of
+them. What happens is reported to a :class:`FrameObserver` (:class:`pipeline.ops.metrics.IngestMetrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from pipeline.bus.publisher import FrameBus
+from pipeline.bus.wire import FrameMessage
+from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
+from pipeline.core.keys import preview_key
+from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.ingest.camera import CameraState
+from pipeline.ingest.health import CameraHealth, FrameStats, describe
+from pipeline.ingest.preview import PreviewMaker
+from pipeline.ingest.source import Frame, RawFrame
+from pipeline.results.camera_event import CameraEvent, HealthEvent, StateEvent
+
+log = logging.getLogger("vigil.ingest")
+
+DEFAULT_FRAME_SIZE = (224, 224)
+EVICTION_CHECK_S = 5.0
+_ENTRY_OVERHEAD_BYTES = 256  # a stream entry's id, field names and listpack headers
+
+
+class FrameObserver(Protocol):
+    """What happens to the sampled frames (:class:`pipeline.ops.metrics.IngestMetrics` exports it)."""
+
+    def frame_published(self, sid: str, latency_seconds: float) -> None: ...
+
+    def frames_dropped(self, sid: str, reason: str, count: int = 1) -> None: ...
+
+    def set_health(self, sid: str, stats: FrameStats, active: Iterable[str]) -> None: ...
+
+
+class FramePath:
+    """Sampled camera frames -> model-sized RGB frames on the bus, judged on the way."""
+
+    def __init__(self, cfg: VigilConfig, bus: FrameBus, observer: FrameObserver,
+                 frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE) -> None:
+        self.cfg = cfg
+        self.frame_height, self.frame_width = frame_size
+        self.eviction_check_s = EVICTION_CHECK_S
+        self._bus = bus
+        self._observer = observer
+        self._preview = PreviewMaker(cfg.console)
+        self._health: dict[str, CameraHealth] = {}  # camera -> its health checks (fed in the camera's thread)
+        self._seq: dict[str, int] = {}
+        self._evicted: dict[str, tuple[float, int]] = {}  # stream -> (checked at, trimmed unread)
+        self._lock = threading.Lock()
+
+    @property
+    def frame_bytes(self) -> int:
+        """About what one published frame takes in Redis (raw pixels; JPEG about a sixth of them)."""
+        pixels = self.frame_height * self.frame_width * 3
+        return (pixels if self.cfg.redis.frame_encoding == "raw" else pixels // 6) + _ENTRY_OVERHEAD_BYTES
+
+    # -- cameras -----------------------------------------------------------------------------------
+
+    def add(self, stream: StreamConfig) -> None:
+        """A camera starts: fresh health checks; its frame numbers continue where they were."""
+        with self._lock:
+            self._seq.setdefault(stream.id, 0)
+            self._health[stream.id] = CameraHealth(stream.health)
+
+    def keep_only(self, sids: Iterable[str]) -> None:
+        """Forget every camera but these (removed cameras)."""
+        keep = set(sids)
+        with self._lock:
+            for sid in [s for s in self._seq if s not in keep]:
+                del self._seq[sid]
+                self._health.pop(sid, None)
+
+    # -- one frame ---------------------------------------------------------------------------------
+
+    def handle(self, stream: StreamConfig, raw: RawFrame) -> None:
+        """Resize, convert, judge and publish one sampled frame (runs in the camera thread)."""
+        t0 = time.perf_counter()
+        if self._preview.due(stream.id):
+            self._store_preview(stream.id, raw)
+        pixels = bgr_to_rgb(resize(raw.bgr, self.frame_height, self.frame_width, stream.resize))
+        if self._judge_health(stream, pixels):
+            return
+        with self._lock:
+            seq = self._seq.get(stream.id, 0)
+            self._seq[stream.id] = seq + 1
+        msg = FrameMessage(stream_id=stream.id, seq=seq, capture_ts_ns=raw.capture_ts_ns, pixels=pixels,
+                           source_height=raw.bgr.shape[0], source_width=raw.bgr.shape[1])
+        try:
+            self._bus.publish(msg)
+        except BusUnavailableError:
+            self._observer.frames_dropped(stream.id, "bus_down")
+            return
+        except BusFullError:
+            self._observer.frames_dropped(stream.id, "bus_full")
+            return
+        except BusError as exc:
+            self._observer.frames_dropped(stream.id, "bus_error")
+            log.debug("camera %s: frame %d dropped: %s", stream.id, seq, exc)
+            return
+        self._observer.frame_published(stream.id, time.perf_counter() - t0)
+        self._count_evictions(stream.id)
+
+    def _store_preview(self, sid: str, raw: RawFrame) -> None:
+        try:
+            self._bus.put_expiring(sid, preview_key(sid), self._preview.encode(raw.bgr), self.cfg.console.preview_ttl_s)
+        except BusError as exc:  # the console shows no picture for a while; nothing else depends on it
+            log.debug("camera %s: preview not written: %s", sid, exc)
+
+    def _judge_health(self, stream: StreamConfig, pixels: Frame) -> bool:
+        """Feed the camera's health checks one sampled frame; True when the frame is not to be published."""
+        health = self._health.get(stream.id)
+        if health is None:
+            return False
+        changes = health.observe(pixels, time.monotonic(), time.time())
+        if health.stats is not None:  # the gauges first: /metrics agrees with /readyz before the events go out
+            self._observer.set_health(stream.id, health.stats, health.active)
+        for condition, active in changes:
+            if active:
+                log.warning("camera %s: %s (%s)", stream.id, condition, describe(condition, stream.health))
+            else:
+                log.info("camera %s: no longer %s", stream.id, condition)
+            self.announce(HealthEvent(stream.id, condition, active, time.time(),
+                                      asdict(health.stats) if health.stats is not None else {}))
+        if stream.health.skip_frozen and "frozen" in health.active:
+            self._observer.frames_dropped(stream.id, "frozen")
+            return True
+        return False
+
+    def _count_evictions(self, sid: str) -> None:
+        """Every few seconds, add the frames Redis trimmed unread since the last check."""
+        now = time.monotonic()
+        checked_at, before = self._evicted.get(sid, (-math.inf, -1))
+        if now - checked_at < self.eviction_check_s:
+            return
+        try:
+            total = self._bus.trimmed_unread(sid)
+        except BusError:
+            return
+        if before >= 0 and total >= before:  # smaller: Redis restarted empty, start over
+            self._observer.frames_dropped(sid, "evicted", total - before)
+        self._evicted[sid] = (now, total)
+
+    # -- camera events -----------------------------------------------------------------------------
+
+    def state_changed(self, stream: StreamConfig, state: CameraState, reason: str) -> None:
+        """A camera's state changed (its :data:`~pipeline.ingest.camera.StateHandler`)."""
+        self.announce(StateEvent(stream.id, state.value, reason, time.time()))
+
+    def announce(self, event: CameraEvent) -> None:
+        """Put a camera event on the results stream, where the sinks (events, MQTT) hear of it."""
+        try:
+            self._bus.publish_event(event.stream, event.to_fields(), self.cfg.redis.results_maxlen)
+        except BusError as exc:  # /readyz and the metrics still say it; only the event is lost
+            log.warning("camera %s: event not written (%s): %s", event.stream, event.as_dict()["event"], exc)
+
+    def accept_view(self, sid: str) -> bool:
+        """Make the camera's current view its reference (it was re-aimed on purpose); False: no such camera."""
+        health = self._health.get(sid)
+        if health is None:
+            return False
+        if health.accept_view():
+            self.announce(HealthEvent(sid, "moved", False, time.time(),
+                                      asdict(health.stats) if health.stats is not None else {}))
+        log.info("camera %s: current view accepted as the reference", sid)
+        return True
+
+    def health_doc(self, sid: str) -> dict[str, Any]:
+        """The camera's active conditions and since when (in /readyz and the camera's status)."""
+        health = self._health.get(sid)
+        if health is None:
+            return {"health": [], "health_since": {}}
+        return {"health": health.active, "health_since": {k: round(v, 3) for k, v in health.since().items()}}
