@@ -21,6 +21,7 @@ Camera decoding is not part of it (frames are decoded and resized once, up front
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 from contextlib import ExitStack
@@ -154,6 +155,23 @@ def _ages_since(clients: BusClients, last_ids: list[bytes]) -> tuple[list[float]
     return ages, counts
 
 
+def _spread_cameras(layout: BusLayout, count: int) -> list[str]:
+    """``count`` camera ids dealt evenly over the layout's instances (pinning hashes the instances' random ports:
+    with ``bench-0..3`` over two instances, one in eight runs would put every camera on one of them)."""
+    per_shard = -(-count // len(layout))
+    taken: dict[int, int] = {}
+    ids: list[str] = []
+    for i in itertools.count():
+        name = f"bench-{i}"
+        shard = layout.shard_of(name)
+        if taken.get(shard, 0) < per_shard:
+            taken[shard] = taken.get(shard, 0) + 1
+            ids.append(name)
+            if len(ids) == count:
+                return ids
+    raise AssertionError("unreachable")
+
+
 def _deploy(urls: list[str], ids: list[str], model: Path, opts: PipelineBenchOptions) -> None:
     from ray import serve
 
@@ -174,11 +192,12 @@ def bench_pipeline(model: Path, frames: np.ndarray, opts: PipelineBenchOptions) 
     from ray import serve
 
     raw_before = _raw_fps(model, opts, opts.seconds / 2)
-    ids = [f"bench-{i}" for i in range(opts.streams)]
     backlog = 4 * opts.batch_size * opts.replicas
     with ExitStack() as stack:
         urls = [stack.enter_context(EmbeddedRedis(maxmemory_mb=2048)).url for _ in range(opts.redis_instances)]
-        clients = BusLayout(urls).connect(RedisConfig().socket_timeout_s)
+        layout = BusLayout(urls)
+        ids = _spread_cameras(layout, opts.streams)
+        clients = layout.connect(RedisConfig().socket_timeout_s)
         stack.callback(clients.close)
         init_ray(opts.ray_cpus)
         try:
