@@ -3,8 +3,8 @@
 Delivery semantics (every frame that entered Redis ends as exactly one of these):
 
 * **result written**: :meth:`pipeline.results.writer.ResultWriter.write` writes the result records,
-  acknowledges the frames and counts them in one Redis transaction (MULTI/EXEC), so a frame is
-  acknowledged exactly when its result exists;
+  acknowledges the frames and counts them in one atomic Redis script per shard
+  (:data:`pipeline.bus.scripts.WRITE_RESULTS`), so a frame is acknowledged exactly when its result exists;
 * **dropped by backpressure**: trimmed off its stream by ``MAXLEN`` before any replica read it
   (counted from ``XINFO``), or trimmed while pending on a crashed replica (counted when reclaimed);
 * **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` (of its shard) at once; a frame
