@@ -12,8 +12,9 @@
    NHWC for the shared model); the class names go into the ``labels`` metadata, with ``model_name``,
    ``model_version`` and ``base_model_sha256``, so the runtime and the pipeline report the new classes.
 
-With ``unfreeze`` the last blocks are trained too (:mod:`models.unfreeze`, PyTorch); :mod:`models.search`
-searches the hyperparameters; every model gets its training report (:mod:`models.training_report`).
+The head and the options are :mod:`models.head`'s, the graph surgery :mod:`models.graph`'s (both shared
+with ``--unfreeze``). With ``unfreeze`` the last blocks are trained too (:mod:`models.unfreeze`, PyTorch);
+:mod:`models.search` searches the hyperparameters; every model gets its training report (:mod:`models.training_report`).
 """
 
 from __future__ import annotations
@@ -27,77 +28,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 from rich.progress import Progress
 
 from models.dataset import ImageFolder
 from models.evaluate import make_progress, progress_context
+from models.graph import FEATURES, backbone, feature_tensor, prefix_model, with_head
+from models.head import F32, U8, FinetuneOptions, Head, History, Labels, train_head
 from models.training_report import write_training_report
 from pipeline.core.config import GpuOptions, default_engine_cache
-from pipeline.core.errors import DatasetError, ModelContractError
+from pipeline.core.errors import DatasetError
 from pipeline.core.preprocess import resize
-from pipeline.inference.contract import load_onnx, read_contract, set_metadata
+from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import sha256_file
 from pipeline.inference.providers import create_session, plan_providers
-from pipeline.inference.runtime import ModelRuntime, RuntimeOptions, softmax
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
+
+__all__ = ["FEATURES", "FeatureExtractor", "FinetuneOptions", "FinetuneResult", "Fitted", "augment", "backbone",
+           "export", "feature_tensor", "finetune", "fit", "prefix_model", "train_head", "with_head"]
 
 log = logging.getLogger(__name__)
-
-POOL_OPS = ("GlobalAveragePool", "AveragePool", "ReduceMean", "GlobalMaxPool")
-FEATURES = "features"
-F32 = npt.NDArray[np.float32]
-U8 = npt.NDArray[np.uint8]
-Labels = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class FinetuneOptions:
-    val_fraction: float = 0.2
-    seed: int = 0
-    augment_copies: int = 2  # augmented versions of each training image, besides the clean one
-    augment_strength: float = 1.0  # 0-1: how far the crops and colour jitter go (see augment)
-    epochs: int = 300
-    patience: int = 25
-    unfreeze: int = 0  # inverted-residual blocks trained with the head (0: the head only, no PyTorch)
-    backbone_lr_ratio: float = 0.1  # the blocks' learning rate, as a share of the head's
-    deep_epochs: int = 30  # most passes with --unfreeze (each trains the blocks too)
-    deep_patience: int = 6
-    learning_rate: float = 0.001
-    weight_decay: float = 1e-3
-    batch_size: int = 64
-    model_name: str | None = None
-    model_version: str | None = None
-    device: str = "cpu"
-    strict_sizes: bool = False
-    progress: bool = True
-
-
-@dataclass
-class History:
-    """Per epoch, for the training report."""
-
-    train_loss: list[float] = field(default_factory=list)
-    train_accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-
-    def add(self, train: tuple[float, float], val: tuple[float, float]) -> None:
-        self.train_loss.append(train[0])
-        self.train_accuracy.append(train[1])
-        self.val_loss.append(val[0])
-        self.val_accuracy.append(val[1])
-
-
-@dataclass(frozen=True)
-class Head:
-    weights: F32  # [features, classes], standardisation folded in
-    bias: F32  # [classes]
-    best_epoch: int
-    epochs_run: int
-    val_accuracy: float
-    val_loss: float
 
 
 @dataclass(frozen=True)
@@ -126,76 +76,6 @@ class FinetuneResult:
                 "history": asdict(self.history),
                 **(self.deep.as_dict() if self.deep is not None else {"unfrozen_blocks": 0}),
                 "torch_onnx_max_diff": self.torch_onnx_max_diff}
-
-
-# ------------------------------------------------------------------------------------------ graph
-def feature_tensor(model: onnx.ModelProto) -> str:
-    """The pooled-features tensor: the output of the graph's last pooling node."""
-    pools = [n for n in model.graph.node if n.op_type in POOL_OPS]
-    if not pools:
-        raise ModelContractError("cannot fine-tune this model: its graph has no global/average pooling node "
-                                 f"({', '.join(POOL_OPS)}) whose output would be the image features")
-    return str(pools[-1].output[0])
-
-
-def _needed_nodes(model: onnx.ModelProto, target: str) -> list[onnx.NodeProto]:
-    """The nodes ``target`` depends on, in graph order."""
-    producer = {out: i for i, n in enumerate(model.graph.node) for out in n.output}
-    keep: set[int] = set()
-    todo = [target]
-    while todo:
-        i = producer.get(todo.pop())
-        if i is None or i in keep:
-            continue
-        keep.add(i)
-        todo.extend(model.graph.node[i].input)
-    return [n for i, n in enumerate(model.graph.node) if i in keep]
-
-
-def _graph_with_tail(model: onnx.ModelProto, pooled: str, tail: list[onnx.NodeProto],
-                     extra: list[onnx.TensorProto], output: onnx.ValueInfoProto) -> onnx.ModelProto:
-    nodes = [*_needed_nodes(model, pooled), *tail]
-    used = {i for n in nodes for i in n.input}
-    inits = [t for t in model.graph.initializer if t.name in used] + extra
-    inputs = [i for i in model.graph.input if i.name in used and i.name not in {t.name for t in inits}]
-    graph = helper.make_graph(nodes, model.graph.name or "finetuned", inputs, [output], inits)
-    out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
-                            producer_name="vigil-finetune")
-    for p in model.metadata_props:
-        entry = out.metadata_props.add()
-        entry.key, entry.value = p.key, p.value
-    return out
-
-
-def prefix_model(model: onnx.ModelProto, cut: str) -> onnx.ModelProto:
-    """The graph up to the tensor ``cut``, which is its only output (the frozen part of ``--unfreeze``)."""
-    out = helper.make_tensor_value_info(cut, TensorProto.FLOAT, None)
-    return _graph_with_tail(model, cut, [], [], out)
-
-
-def backbone(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """The graph cut at the pooled features, with output ``features`` [N, D]; and the cut tensor."""
-    pooled = feature_tensor(model)
-    flat = helper.make_node("Flatten", [pooled], [FEATURES], axis=1, name="vigil_features_flatten")
-    out = helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", None])
-    return _graph_with_tail(model, pooled, [flat], [], out), pooled
-
-
-def with_head(model: onnx.ModelProto, head: Head, classes: tuple[str, ...], meta: dict[str, Any]) -> onnx.ModelProto:
-    """Backbone + ``Flatten -> Gemm -> Softmax``: output ``probabilities`` [N, classes]."""
-    pooled = feature_tensor(model)
-    tail = [helper.make_node("Flatten", [pooled], [FEATURES], axis=1, name="vigil_features_flatten"),
-            helper.make_node("Gemm", [FEATURES, "vigil_head_w", "vigil_head_b"], ["vigil_logits"],
-                             name="vigil_head"),
-            helper.make_node("Softmax", ["vigil_logits"], ["probabilities"], axis=1, name="vigil_softmax")]
-    extra = [numpy_helper.from_array(head.weights.astype(np.float32), "vigil_head_w"),
-             numpy_helper.from_array(head.bias.astype(np.float32), "vigil_head_b")]
-    out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(classes)])
-    new = _graph_with_tail(model, pooled, tail, extra, out)
-    set_metadata(new, {"num_classes": len(classes), "background_class": "", "output_kind": "probabilities",
-                       "labels": "\n".join(classes), **meta})
-    onnx.checker.check_model(new)
-    return new
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -252,57 +132,6 @@ def extract(extractor: FeatureExtractor, images: list[U8], batch: int,
         parts.append(extractor(np.stack(images[i:i + batch])))
         advance(len(parts[-1]))
     return np.concatenate(parts)
-
-
-# ------------------------------------------------------------------------------------------ head
-def _loss_grad(x: F32, y: Labels, w: F32, b: F32, wd: float) -> tuple[float, F32, F32]:
-    p = softmax(x @ w + b)
-    n = len(x)
-    loss = float(-np.log(p[np.arange(n), y] + 1e-12).mean() + wd * float((w * w).sum()))
-    p[np.arange(n), y] -= 1
-    p /= n
-    return loss, (x.T @ p + 2 * wd * w).astype(np.float32), p.sum(axis=0).astype(np.float32)
-
-
-def train_head(train: tuple[F32, Labels], val: tuple[F32, Labels], k: int, opts: FinetuneOptions, *,
-               on_epoch: Callable[[int, float, float], None] | None = None, history: History | None = None) -> Head:
-    """Softmax regression on standardised features with Adam and early stopping on validation loss."""
-    (xtr, ytr), (xva, yva) = train, val
-    mu, sd = xtr.mean(axis=0), xtr.std(axis=0) + 1e-6
-    ztr, zva = (xtr - mu) / sd, (xva - mu) / sd
-    rng = np.random.default_rng(opts.seed)
-    w = np.zeros((xtr.shape[1], k), np.float32)
-    b = np.zeros(k, np.float32)
-    m = [np.zeros_like(w), np.zeros_like(b)]
-    v = [np.zeros_like(w), np.zeros_like(b)]
-    best = (np.inf, 0.0, w.copy(), b.copy(), 0)
-    step = epoch = 0
-    for epoch in range(1, opts.epochs + 1):
-        order = rng.permutation(len(ztr))
-        for i in range(0, len(order), opts.batch_size):
-            idx = order[i:i + opts.batch_size]
-            _, gw, gb = _loss_grad(ztr[idx], ytr[idx], w, b, opts.weight_decay)
-            step += 1
-            for j, (param, g) in enumerate(((w, gw), (b, gb))):
-                m[j] = 0.9 * m[j] + 0.1 * g
-                v[j] = 0.999 * v[j] + 0.001 * g * g
-                np.subtract(param, opts.learning_rate * (m[j] / (1 - 0.9 ** step))
-                            / (np.sqrt(v[j] / (1 - 0.999 ** step)) + 1e-8), out=param)
-        val_loss, _, _ = _loss_grad(zva, yva, w, b, 0.0)
-        val_acc = float(((zva @ w + b).argmax(axis=1) == yva).mean())
-        if history is not None:
-            history.add((_loss_grad(ztr, ytr, w, b, 0.0)[0], float(((ztr @ w + b).argmax(axis=1) == ytr).mean())),
-                        (val_loss, val_acc))
-        if on_epoch is not None:
-            on_epoch(epoch, val_loss, val_acc)
-        if val_loss < best[0] - 1e-5:
-            best = (val_loss, val_acc, w.copy(), b.copy(), epoch)
-        elif epoch - best[4] >= opts.patience:
-            break
-    loss, acc, bw, bb, best_epoch = best
-    folded_w = (bw / sd[:, None]).astype(np.float32)
-    folded_b = (bb - (mu / sd) @ bw).astype(np.float32)
-    return Head(folded_w, folded_b, best_epoch, epoch, acc, float(loss))
 
 
 # ------------------------------------------------------------------------------------------ driver

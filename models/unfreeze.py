@@ -7,11 +7,11 @@
 2. The *tail* (the N blocks, the last 1x1 convolution and the pooling) runs in PyTorch (on the GPU with
    ``--device cuda`` or ``auto`` when PyTorch sees one)
    (:class:`models.onnx_torch.OnnxStretch`), a new linear head on top, started from the head-only
-   solution (a linear probe: :func:`models.finetune.train_head` on the tail's own features, which is
+   solution (a linear probe: :func:`models.head.train_head` on the tail's own features, which is
    also the baseline the report compares with); AdamW with a lower learning rate for the blocks than
    for the head, early stopping on the validation loss, the best epoch kept.
 3. Export: the original graph with the tail's trained weights written back into its initializers and
-   the new head (:func:`models.finetune.with_head`): same operators and input contract, class names in
+   the new head (:func:`models.graph.with_head`): same operators and input contract, class names in
    the metadata; the exported model's outputs are compared with the torch model's.
 """
 
@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models.finetune import F32, FinetuneOptions, Head, History, Labels, _needed_nodes, train_head
+from models.graph import needed_nodes
+from models.head import F32, FinetuneOptions, Head, History, Labels, train_head
 from models.onnx_torch import OnnxStretch, torch  # torch through onnx_torch: one clear error without it
 from pipeline.core.errors import ModelContractError
 
@@ -63,7 +64,7 @@ def _is_depthwise(node: onnx.NodeProto) -> bool:
 
 def split_for(model: onnx.ModelProto, pooled: str, unfreeze: int) -> Split:
     """Where to cut ``model`` so the tail holds its last ``unfreeze`` blocks (see the module's docstring)."""
-    nodes = _needed_nodes(model, pooled)
+    nodes = needed_nodes(model, pooled)
     inits = {t.name for t in model.graph.initializer}
     depthwise = [i for i, n in enumerate(nodes) if _is_depthwise(n)]
     if not 1 <= unfreeze < len(depthwise):  # the first block stays frozen with the stem and the input's scaling
