@@ -12,7 +12,8 @@ from pipeline.core.bus_layout import BusLayout
 from pipeline.core.camera_store import StreamStore, camera_ids
 from pipeline.core.config import load_config
 from pipeline.core.errors import VigilError
-from pipeline.ops.metrics import PipelineCollector, SinkMetrics
+from pipeline.ops.metrics import SinkMetrics
+from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
 

@@ -3,7 +3,7 @@
 Serve replicas are short-lived processes spread over a cluster; each writes its counters to one hash
 (``vigil:replica:<name>``, expiring ``REPLICA_TTL_S`` after the last flush), and the sink worker or
 ``vigil run`` exports every replica's from one ``/metrics`` endpoint
-(:class:`pipeline.ops.metrics.PipelineCollector`, which reads them with :func:`cumulative_buckets`).
+(:class:`pipeline.ops.pipeline_metrics.PipelineCollector`, which reads them with :func:`cumulative_buckets`).
 
 Hash fields: ``batches``, ``frames``, ``batch_sum``, ``inference_seconds_sum``, and one counter per
 histogram bucket, ``batch:<le>`` and ``latency:<le>`` (``le`` as ``repr(float)``, or ``+Inf``).

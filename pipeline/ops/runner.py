@@ -26,7 +26,8 @@ from pipeline.inference.providers import cuda_device_count
 from pipeline.inference.serving import ServeSettings, build_app, init_ray, serve_running
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.ops.ingest_service import IngestService
-from pipeline.ops.metrics import PipelineCollector, SinkMetrics
+from pipeline.ops.metrics import SinkMetrics
+from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
 from pipeline.results.recent import read_recent

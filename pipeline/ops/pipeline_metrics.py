@@ -1,0 +1,193 @@
+"""The pipeline's figures, read from Redis at scrape: frame accounting and queue depth per camera, the sinks'
+queues, replica statistics (:class:`PipelineCollector`).
+
+The counters live in Redis, so any process that scrapes (the sink worker, ``vigil run``) exports the same
+exact numbers. Part of the metrics of :mod:`pipeline.ops.metrics` (same conventions: bounded ``stream``
+labels, a registry per process); apart only because it reads Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipeline.bus.publisher import trimmed_unread_entries
+from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
+from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
+
+#: The configured cameras, now: a list, or a function that says it (the YAML's with the console's runtime
+#: changes, :func:`pipeline.core.camera_store.camera_ids`). Labels stay bounded: only these cameras appear.
+Cameras = Iterable[str] | Callable[[], Iterable[str]]
+
+
+def camera_source(cameras: Cameras) -> Callable[[], list[str]]:
+    if callable(cameras):
+        return lambda: list(cameras())
+    fixed = list(cameras)
+    return lambda: fixed
+
+
+class PipelineCollector(Collector):
+    """Frame accounting and queue depth per camera, and replica statistics, read from Redis at scrape.
+
+    The counters live in Redis (written in the same transactions as the results), so every process
+    that scrapes sees the same exact numbers; ``published = inferred + dropped + dead_lettered``
+    holds once the queues are empty.
+
+    A scrape never waits on Redis for more than ``scrape_bound_s``: the read runs in a thread of its
+    own, and when it has not answered in time (a frozen Redis, exactly when ``bus_up`` and the drop
+    counters matter) the scrape serves the last figures read, with ``vigil_pipeline_stats_up`` 0 and
+    ``vigil_pipeline_stats_age_seconds`` saying how old they are. The slow read, if it ever answers,
+    refreshes them for the next scrape.
+    """
+
+    def __init__(self, layout: BusLayout, stream_ids: Cameras, timeout_s: float,
+                 scrape_bound_s: float = 0.5) -> None:
+        self._clients = layout.connect(timeout_s)
+        self._cameras = camera_source(stream_ids)
+        self._bound_s = scrape_bound_s
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="pipeline-stats")
+        self._read: Future[list[Metric] | None] | None = None
+        self._lock = threading.Lock()
+        self._last: list[Metric] = []
+        self._last_at: float | None = None  # time.monotonic() of the figures in _last
+
+    @property
+    def clients(self) -> BusClients:
+        """The Redis clients, one per bus shard (read-only use)."""
+        return self._clients
+
+    def close(self) -> None:
+        self._reader.shutdown(wait=False, cancel_futures=True)
+        self._clients.close()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:  # one read in flight at a time: a frozen Redis does not pile up reads
+            if self._read is None or self._read.done():
+                self._read = self._reader.submit(self._read_redis)
+            read = self._read
+        try:
+            fresh = read.result(timeout=self._bound_s)
+        except FutureTimeout:
+            fresh = None
+        up = GaugeMetricFamily("vigil_pipeline_stats_up", "1 if Redis answered this scrape's read of the "
+                               "pipeline figures within the bound, else 0 (the figures are the last read).")
+        age = GaugeMetricFamily("vigil_pipeline_stats_age_seconds", "How old the pipeline figures of this "
+                                "scrape are (0 when read now; none read yet: absent).")
+        up.add_metric([], 1.0 if fresh is not None else 0.0)
+        with self._lock:
+            if fresh is not None:
+                self._last, self._last_at = fresh, time.monotonic()
+            families, read_at = self._last, self._last_at
+        yield up
+        if read_at is not None:
+            age.add_metric([], 0.0 if fresh is not None else time.monotonic() - read_at)
+            yield age
+        yield from families
+
+    def _read_redis(self) -> list[Metric] | None:
+        """Every pipeline family, read now; None when Redis failed (the last figures stay)."""
+        try:
+            return [*self._stream_families(), self._sink_queue(), *self._replica_families()]
+        except (redis.RedisError, OSError):
+            return None
+
+    def _stream_families(self) -> Iterator[Metric]:
+
+        published = CounterMetricFamily("vigil_pipeline_published_frames", "Frames written to the frame bus, "
+                                        "counted by Redis in the same transaction (exact after any outage).",
+                                        labels=["stream"])
+        inferred = CounterMetricFamily("vigil_pipeline_inferred_frames", "Frames with a result written.",
+                                       labels=["stream"])
+        dead = CounterMetricFamily("vigil_pipeline_dead_lettered_frames", "Frames moved to vigil:deadletter.",
+                                   labels=["stream"])
+        dropped = CounterMetricFamily("vigil_pipeline_dropped_frames", "Frames dropped by backpressure: "
+                                      "evicted (trimmed unread), trimmed while pending, or stale (older than "
+                                      "inference.max_frame_age_ms when a replica would read it).",
+                                      labels=["stream", "reason"])
+        queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
+                                  "pending (read, no result yet).", labels=["stream", "state"])
+        for sid in sorted(self._cameras()):
+            idx = self._clients.layout.shard_of(sid)
+            c, keys = self._clients.client(idx), self._clients.keys(idx)
+            stats = {k.decode(): int(v) for k, v in c.hgetall(keys.stats(sid)).items()}
+            evicted, backlog, pending = self._stream_queue(c, keys.frames(sid), INFERENCE_GROUP)
+            published.add_metric([sid], stats.get("published", 0))
+            inferred.add_metric([sid], stats.get("inferred", 0))
+            dead.add_metric([sid], stats.get("dead_lettered", 0))
+            dropped.add_metric([sid, "evicted"], evicted)
+            dropped.add_metric([sid, "trimmed_pending"], stats.get("dropped_pending", 0))
+            dropped.add_metric([sid, "stale"], stats.get("dropped_stale", 0))
+            queue.add_metric([sid, "backlog"], backlog)
+            queue.add_metric([sid, "pending"], pending)
+        yield from (published, inferred, dead, dropped, queue)
+
+    def _sink_queue(self) -> Metric:
+        """Results each sink has not delivered yet, over every instance: while a sink's output (a webhook,
+        the MQTT broker) is away its results wait here, bounded by the results stream's maxlen."""
+        queue = GaugeMetricFamily("vigil_pipeline_sink_queue_results", "Results a sink has not delivered: "
+                                  "backlog (not taken yet) and pending (taken, not acknowledged).",
+                                  labels=["sink", "state"])
+        totals: dict[str, list[int]] = {}
+        for _, c, keys in self._clients:
+            try:
+                groups = c.xinfo_groups(keys.results)
+            except redis.ResponseError:
+                continue  # no results stream on this instance yet
+            for g in groups:
+                name = g["name"].decode()
+                if name.startswith(SINK_GROUP_PREFIX):
+                    t = totals.setdefault(name[len(SINK_GROUP_PREFIX):], [0, 0])
+                    t[0] += int(g.get("lag") or 0)
+                    t[1] += int(g.get("pending", 0))
+        for sink, (backlog, pending) in sorted(totals.items()):
+            queue.add_metric([sink, "backlog"], backlog)
+            queue.add_metric([sink, "pending"], pending)
+        return queue
+
+    @staticmethod
+    def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:
+        """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
+        try:
+            info = c.xinfo_stream(key)
+            groups = [g for g in c.xinfo_groups(key) if g["name"].decode() == group]
+        except redis.ResponseError:
+            return 0, 0, 0  # stream not created yet
+        evicted = trimmed_unread_entries(info, groups)
+        if not groups:
+            return evicted, int(info.get("length", 0)), 0
+        g = groups[0]
+        lag = g.get("lag")
+        backlog = int(lag) if lag is not None else max(0, int(info.get("entries-added", 0))
+                                                       - int(g.get("entries-read") or 0))
+        return evicted, backlog, int(g.get("pending", 0))
+
+    def _replica_families(self) -> Iterator[Metric]:
+        batches = CounterMetricFamily("vigil_replica_batches", "Batches classified by the replica.",
+                                      labels=["replica"])
+        frames = CounterMetricFamily("vigil_replica_inferred_frames", "Frames classified by the replica.",
+                                     labels=["replica"])
+        size = HistogramMetricFamily("vigil_replica_batch_size", "Frames per batch.", labels=["replica"])
+        latency = HistogramMetricFamily("vigil_replica_inference_latency_seconds", "Model time per batch.",
+                                        labels=["replica"])
+        for client in self._clients.distinct():
+            for key in client.scan_iter(match=REPLICA_KEY_PREFIX + "*", count=100):
+                h = {k.decode(): float(v) for k, v in client.hgetall(key).items()}
+                if not h:
+                    continue
+                name = key.decode()[len(REPLICA_KEY_PREFIX):]
+                batches.add_metric([name], h.get("batches", 0))
+                frames.add_metric([name], h.get("frames", 0))
+                size.add_metric([name], cumulative_buckets(h, "batch", BATCH_SIZE_BUCKETS), h.get("batch_sum", 0))
+                latency.add_metric([name], cumulative_buckets(h, "latency", INFERENCE_BUCKETS_S),
+                                   h.get("inference_seconds_sum", 0))
+        yield from (batches, frames, size, latency)
