@@ -36,7 +36,8 @@ def run(config_path: str, consumer: str | None = None, metrics_port: int | None 
     registry = CollectorRegistry()
     # The cameras added in the console join the metrics; a fail-fast client: a scrape must not hang on Redis.
     layout = BusLayout.from_config(cfg.redis)
-    store = StreamStore(*layout.connect_first(min(1.0, cfg.redis.socket_timeout_s), fail_fast=True))
+    store = StreamStore(*layout.connect_first(min(1.0, cfg.redis.socket_timeout_s), fail_fast=True),
+                        where=layout.shards[0].where)
     cameras = camera_ids(list(cfg.streams), store)
     collector = PipelineCollector(layout, cameras, cfg.redis.socket_timeout_s)
     registry.register(collector)

@@ -35,6 +35,7 @@ from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
 from pipeline.core.keys import INFERENCE_GROUP, KeySpace
 from pipeline.core.redis_clients import Client
+from pipeline.core.redis_errors import redis_errors
 
 log = logging.getLogger("vigil.framebus")
 
@@ -181,8 +182,9 @@ class FrameBus:
         for idx, count in sorted(cameras.items()):
             inst = self._instances[idx]
             try:
-                maxmemory = int(inst.client.config_get("maxmemory").get("maxmemory") or 0)
-            except (redis.RedisError, OSError, ValueError):
+                with redis_errors("CONFIG GET maxmemory", inst.redacted_url):
+                    maxmemory = int(inst.client.config_get("maxmemory").get("maxmemory") or 0)
+            except (BusError, ValueError):
                 continue
             need = count * self.opts.maxlen * frame_bytes
             if maxmemory and need > _MEMORY_HEADROOM * maxmemory:
@@ -242,14 +244,14 @@ class FrameBus:
                 raise BusUnavailableError(f"Redis {inst.redacted_url} is down ({inst.last_error}); "
                                           f"retrying in {inst.retry_at - time.monotonic():.1f} s")
         try:
-            result = fn(inst.client)
-        except redis.OutOfMemoryError as exc:
+            with redis_errors(what, inst.redacted_url):
+                result = fn(inst.client)
+        except BusFullError:
             self._mark_full(inst, True)
-            raise BusFullError(f"Redis {inst.redacted_url} is full (maxmemory): {what} refused; frames are "
-                               "dropped until inference frees memory, or raise its maxmemory") from exc
-        except (redis.RedisError, OSError) as exc:
-            self._mark_down(inst, what, exc)
-            raise BusError(f"Redis {inst.redacted_url}: {what} failed: {type(exc).__name__}") from exc
+            raise
+        except BusError as exc:
+            self._mark_down(inst, what, exc.__cause__ or exc)
+            raise
         if not inst.up:
             self._mark_up(inst)
         if inst.full:
@@ -287,9 +289,10 @@ class FrameBus:
     def publish(self, msg: FrameMessage) -> bytes:
         """XADD one frame to its camera's stream; return the entry id.
 
-        Raises :class:`BusUnavailableError` without any I/O while the instance is backing off,
-        :class:`BusFullError` while it is at its ``maxmemory`` (it stays up), and :class:`BusError` when
-        the command fails (which starts the backoff).
+        Raises (:mod:`pipeline.core.redis_errors`) :class:`BusUnavailableError` when the instance cannot be
+        reached, and without any I/O while it is backing off; :class:`BusFullError` while it is at its
+        ``maxmemory`` (it stays up); :class:`BusError` when it answers with another error. Any failure but a
+        full instance starts the backoff.
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
         inst = self._instance(msg.stream_id)

@@ -38,7 +38,8 @@ from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP
-from pipeline.core.redis_clients import Client, bus_errors, forget_idle_consumers
+from pipeline.core.redis_clients import Client, forget_idle_consumers
+from pipeline.core.redis_errors import redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +143,12 @@ class FrameConsumer:
     def _add_stream(self, idx: int, sid: str) -> None:
         key = self.opts.layout.shards[idx].keys.frames(sid)
         if key not in self._keys_of(idx):
-            try:
-                self._client(idx).xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise BusError(f"cannot create consumer group on {key}: {exc}") from exc
-            except redis.RedisError as exc:
-                raise BusError(f"redis instance {idx} unavailable while creating group on {key}: {exc}") from exc
+            with redis_errors(f"XGROUP CREATE {key} {INFERENCE_GROUP}", self.clients.where(idx)):
+                try:
+                    self._client(idx).xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
+                except redis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):  # the group exists: what was wanted
+                        raise
             with self._keys_lock:
                 self._keys[idx].add(key)
 
@@ -158,7 +158,7 @@ class FrameConsumer:
         if not self.opts.discover or time.monotonic() - self._last_discovery < every_s:
             return
         self._last_discovery = time.monotonic()
-        with bus_errors("discovering camera streams"):
+        with redis_errors("discovering camera streams (SCAN)", self.opts.layout.servers):
             found = list(self.clients.scan_frames())
         for idx, sid in found:
             self._add_stream(idx, sid)
@@ -236,21 +236,20 @@ class FrameConsumer:
                     several: bool) -> list[Delivery]:
         # With several instances only the first asked blocks, briefly, so none is starved of polls.
         block = min(block_ms, 20) if (block_ms and several) else block_ms
-        try:
-            if not block:  # frames waiting: drop the stale ones server-side, one round trip per instance
-                return self._read_fresh(idx, keys, count)
-            # Nothing was waiting: what arrives while blocked is new, so fresh.
-            reply = self._client(idx).xreadgroup(INFERENCE_GROUP, self.opts.consumer_name, dict.fromkeys(keys, ">"),
-                                                 count=count, block=block)
-        except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):  # stream deleted and re-created: make the group again
-                with self._keys_lock:
+        with redis_errors("XREADGROUP" if block else "reading fresh frames (READ_FRESH)", self.clients.where(idx)):
+            try:
+                if not block:  # frames waiting: drop the stale ones server-side, one round trip per instance
+                    return self._read_fresh(idx, keys, count)
+                # Nothing was waiting: what arrives while blocked is new, so fresh.
+                reply = self._client(idx).xreadgroup(INFERENCE_GROUP, self.opts.consumer_name,
+                                                     dict.fromkeys(keys, ">"), count=count, block=block)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                with self._keys_lock:  # stream deleted and re-created: make the group again
                     self._keys[idx].clear()
                 self._last_discovery = -math.inf  # never (time.monotonic() is uptime, not 0 at start)
                 return []
-            raise BusError(f"XREADGROUP on instance {idx} failed: {exc}") from exc
-        except redis.RedisError as exc:
-            raise BusError(f"redis instance {idx} unavailable: {exc}") from exc
         out: list[Delivery] = []
         for key, entries in reply or []:
             sid = self._camera(idx, key)
@@ -279,38 +278,41 @@ class FrameConsumer:
 
     # ------------------------------------------------------------------ reclaiming
     def reclaim(self, max_frames: int) -> tuple[list[Delivery], int]:
-        with bus_errors("reclaiming pending frames"):
-            return self._reclaim(max_frames)
-
-    def _reclaim(self, max_frames: int) -> tuple[list[Delivery], int]:
         """Claim frames pending on other consumers for longer than ``claim_idle_s``.
 
         Frames delivered ``max_deliveries`` times already go to the dead-letter stream instead.
         Returns the claimed deliveries and the number dead-lettered.
         """
-        idle_ms = int(self.opts.claim_idle_s * 1000)
         claimed: list[Delivery] = []
         dead = 0
         for idx in range(len(self._keys)):
-            client = self._client(idx)
-            for key in self._keys_of(idx):
-                if len(claimed) >= max_frames:
-                    return claimed, dead
-                pending = client.xpending_range(key, INFERENCE_GROUP, min="-", max="+", count=max_frames - len(claimed),
-                                                idle=idle_ms)
-                if not pending:  # a stopped replica's consumer, its frames claimed, goes (scaling down leaves many)
-                    for name in forget_idle_consumers(client, key, INFERENCE_GROUP, self.opts.consumer_name, idle_ms):
-                        log.info("%s: removed consumer %s (idle, nothing pending)", key, name)
-                    continue
-                sid = self._camera(idx, key)
-                retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]
-                for p in pending:
-                    if int(p["times_delivered"]) >= self.opts.max_deliveries:
-                        dead += self._dead_letter_pending(idx, sid, p["message_id"].decode(),
-                                                          int(p["times_delivered"]))
-                claimed.extend(self._claim(idx, sid, [p["message_id"] for p in retry],
-                                           {p["message_id"]: int(p["times_delivered"]) + 1 for p in retry}))
+            with redis_errors("reclaiming pending frames", self.clients.where(idx)):
+                dead += self._reclaim_shard(idx, max_frames, claimed)
         return claimed, dead
+
+    def _reclaim_shard(self, idx: int, max_frames: int, claimed: list[Delivery]) -> int:
+        """:meth:`reclaim` on one shard: adds to ``claimed``, returns the number dead-lettered."""
+        idle_ms = int(self.opts.claim_idle_s * 1000)
+        dead = 0
+        client = self._client(idx)
+        for key in self._keys_of(idx):
+            if len(claimed) >= max_frames:
+                return dead
+            pending = client.xpending_range(key, INFERENCE_GROUP, min="-", max="+", count=max_frames - len(claimed),
+                                            idle=idle_ms)
+            if not pending:  # a stopped replica's consumer, its frames claimed, goes (scaling down leaves many)
+                for name in forget_idle_consumers(client, key, INFERENCE_GROUP, self.opts.consumer_name, idle_ms):
+                    log.info("%s: removed consumer %s (idle, nothing pending)", key, name)
+                continue
+            sid = self._camera(idx, key)
+            retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]
+            for p in pending:
+                if int(p["times_delivered"]) >= self.opts.max_deliveries:
+                    dead += self._dead_letter_pending(idx, sid, p["message_id"].decode(),
+                                                      int(p["times_delivered"]))
+            claimed.extend(self._claim(idx, sid, [p["message_id"] for p in retry],
+                                       {p["message_id"]: int(p["times_delivered"]) + 1 for p in retry}))
+        return dead
 
     def _claim(self, idx: int, sid: str, ids: list[bytes], counts: dict[bytes, int]) -> list[Delivery]:
         if not ids:
@@ -339,13 +341,13 @@ class FrameConsumer:
         by_instance: dict[int, list[str]] = {}
         for d in deliveries:
             by_instance.setdefault(d.instance, []).append(d.entry_id)
-        with bus_errors("recording a failed batch"):
-            for idx, ids in by_instance.items():
+        for idx, ids in by_instance.items():
+            with redis_errors("recording a failed batch (HSET)", self.clients.where(idx)):
                 self._client(idx).hset(self.clients.keys(idx).failures, mapping=dict.fromkeys(ids, reason[:500]))
 
     def dead_letter(self, d: Delivery, reason: str) -> bool:
         """Move one frame to the dead-letter stream now (e.g. it cannot be decoded); False if it had a result."""
-        with bus_errors("dead-lettering a frame"):
+        with redis_errors("dead-lettering a frame", self.clients.where(d.instance)):
             return self._dead_letter(d.instance, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
                                      deliveries=d.deliveries)
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-
 from pipeline.console.tail import CameraTail, ResultsTail
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.camera_store import StreamStore, effective_streams
@@ -22,6 +20,7 @@ from pipeline.core.config import EventOptions, StreamConfig, VigilConfig, sink_n
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.redis_clients import Client
+from pipeline.core.redis_errors import redis_errors
 from pipeline.results.dead_letter import merge_rejections, read_rejections
 
 
@@ -36,7 +35,7 @@ class ConsoleData:
 
     def __init__(self, cfg: VigilConfig, clients: BusClients, tail: ResultsTail) -> None:
         self.cfg, self.clients, self.tail = cfg, clients, tail
-        self.store = StreamStore(clients.client(0), clients.keys(0))
+        self.store = StreamStore(clients.client(0), clients.keys(0), where=clients.where(0))
 
     def streams(self) -> list[StreamConfig]:
         """The cameras that run: the YAML's with the camera store's changes (:mod:`pipeline.core.camera_store`)."""
@@ -52,10 +51,14 @@ class ConsoleData:
     def _client(self, sid: str) -> Client:
         return self.clients.client(self.clients.layout.shard_of(sid))
 
+    def _where(self, sid: str) -> str:
+        return self.clients.where(self.clients.layout.shard_of(sid))
+
     def _get(self, sid: str, key: str) -> bytes | None:
         try:
-            value: bytes | None = self._client(sid).get(key)
-        except redis.RedisError:
+            with redis_errors(f"GET {key}", self._where(sid)):
+                value: bytes | None = self._client(sid).get(key)
+        except BusError:
             return None
         return value
 
@@ -95,9 +98,10 @@ class ConsoleData:
 
     def _accounting(self, sid: str) -> dict[str, int]:
         try:
-            raw = self._client(sid).hgetall(self.clients.layout.keys_of(sid).stats(sid))
+            with redis_errors("reading the frame accounting (HGETALL)", self._where(sid)):
+                raw = self._client(sid).hgetall(self.clients.layout.keys_of(sid).stats(sid))
             stats = {k.decode(): int(v) for k, v in raw.items()}
-        except redis.RedisError:
+        except BusError:
             stats = {}
         return {"published": stats.get("published", 0), "classified": stats.get("inferred", 0),
                 "dead_lettered": stats.get("dead_lettered", 0),
@@ -107,10 +111,11 @@ class ConsoleData:
         """Per configured sink: records its output refused for good (dead-lettered) and the last refusal, over
         every shard (a shard that does not answer is left out)."""
         per_shard = []
-        for _, client, keys in self.clients:
+        for idx, client, keys in self.clients:
             try:
-                per_shard.append(read_rejections(client, keys))
-            except redis.RedisError:
+                with redis_errors("reading the sinks' rejections", self.clients.where(idx)):
+                    per_shard.append(read_rejections(client, keys))
+            except BusError:
                 continue
         return merge_rejections([sink_name(s, i) for i, s in enumerate(self.cfg.sinks)], per_shard)
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
+from pipeline.core.backoff import Backoff
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.clock import iso_utc
-from pipeline.core.errors import ResultFormatError
+from pipeline.core.errors import BusError, ResultFormatError
+from pipeline.core.redis_errors import redis_errors
 from pipeline.results.camera_event import camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.events import EventDetector
@@ -52,13 +53,16 @@ class ResultsTail:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-results", daemon=True)
         self._last_ids: list[bytes | str] = ["$"] * len(self.clients)
+        self._away = [Backoff(0.5, 5.0) for _ in range(len(self.clients))]  # per shard: retries while it is away
+        self._retry_at = [0.0] * len(self.clients)  # time.monotonic() of a shard's next read
 
     def __enter__(self) -> ResultsTail:
         for i, client, keys in self.clients:
             try:
-                newest = client.xrevrange(keys.results, count=self.backfill)
-            except redis.RedisError as exc:
-                log.warning("console: results of Redis instance %d not read back: %s", i, type(exc).__name__)
+                with redis_errors("reading back the results (XREVRANGE)", self.clients.where(i)):
+                    newest = client.xrevrange(keys.results, count=self.backfill)
+            except BusError as exc:
+                log.warning("console: results not read back: %s", exc)
                 continue
             if newest:
                 self._last_ids[i] = newest[0][0]
@@ -81,12 +85,21 @@ class ResultsTail:
         # Each shard's stream is read on its own (a cluster's are in other slots): a short block each.
         block_ms = 500 if len(self.clients) == 1 else max(10, 200 // len(self.clients))
         while not self._stop.is_set():
+            if all(time.monotonic() < t for t in self._retry_at):  # every shard away: wait for the first retry
+                self._stop.wait(max(0.0, min(self._retry_at) - time.monotonic()))
+                continue
             for i, client, keys in self.clients:
-                try:
-                    reply = client.xread({keys.results: self._last_ids[i]}, count=1000, block=block_ms)
-                except redis.RedisError:
-                    self._stop.wait(1.0)  # that instance is away; try again soon
+                if time.monotonic() < self._retry_at[i]:
                     continue
+                try:
+                    with redis_errors("following the results (XREAD)", self.clients.where(i)):
+                        reply = client.xread({keys.results: self._last_ids[i]}, count=1000, block=block_ms)
+                except BusError as exc:  # that shard is away: the others are still read; it again after a backoff
+                    delay = self._away[i].next_delay_s()
+                    self._retry_at[i] = time.monotonic() + delay
+                    log.debug("console: %s; again in %.1fs", exc, delay)
+                    continue
+                self._away[i].reset()
                 for _, entries in reply or []:
                     if entries:
                         self._last_ids[i] = entries[-1][0]

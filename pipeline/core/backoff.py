@@ -1,8 +1,10 @@
 """The one retry delay: jittered exponential backoff.
 
 Attempt ``n`` (from 0) waits ``min(cap_s, base_s * 2**n) * U(0.5, 1)``. The jitter keeps a fleet of
-cameras (or sinks, or publishers) that lost the same server from retrying in lockstep. Used by camera
-reconnects, the frame publisher's per-instance backoff, sink retries and webhook retries.
+cameras (or sinks, or publishers) that lost the same server from retrying in lockstep. Every retry loop
+uses it, none sleeps a fixed time: camera reconnects, the frame publisher's per-instance backoff, the
+inference loop after a bus error, sink retries (of the output and of Redis), webhook retries and the
+console's results tail.
 """
 
 from __future__ import annotations

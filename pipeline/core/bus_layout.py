@@ -21,21 +21,14 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import redis
 from redis.cluster import RedisCluster
 
 from pipeline.core.config import RedisConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import (
-    Client,
-    bus_errors,
-    connect,
-    connect_cluster,
-    instance_identity,
-    pick_instance,
-)
+from pipeline.core.redis_clients import Client, connect, connect_cluster, instance_identity, pick_instance
+from pipeline.core.redis_errors import redis_errors
 from pipeline.core.redis_version import ServerVersion, server_version
 
 log = logging.getLogger(__name__)
@@ -86,6 +79,11 @@ class BusLayout:
     def keys_of(self, stream_id: str) -> KeySpace:
         return self.shards[self.shard_of(stream_id)].keys
 
+    @property
+    def servers(self) -> str:
+        """Every URL of the bus, redacted: where an error that concerns all of them happened."""
+        return ", ".join(redact_url(u) for u in self.urls)
+
     def describe(self) -> str:
         """``2 redis instance(s)`` or ``a Redis Cluster (16 shards)``, for start-up lines."""
         if self.is_cluster:
@@ -127,11 +125,12 @@ class BusLayout:
             where = f"redis.urls[{i}] ({redact_url(url)})"
             client = connect(url, timeout_s)
             try:
-                version = server_version(client)
-            except redis.RedisError as exc:
+                with redis_errors("INFO server", f"{redact_url(url)} (redis.urls[{i}])"):
+                    version = server_version(client)
+            except BusError as exc:
                 if must_answer:
-                    raise BusError(f"{where}: {type(exc).__name__}: {exc}") from exc
-                log.info("%s does not answer yet (%s): its version is checked when it does", where, exc)
+                    raise
+                log.info("%s does not answer yet (%s): its version is checked when it does", where, exc.__cause__)
                 continue
             finally:
                 client.close()
@@ -141,7 +140,7 @@ class BusLayout:
         seeds = self.shards[0].where.rpartition(" shard")[0]
         client, _ = self.connect_first(timeout_s)
         try:
-            with bus_errors(f"Redis Cluster {seeds}: INFO server"):
+            with redis_errors("INFO server", f"Cluster {seeds}"):
                 infos = client.info("server", target_nodes=RedisCluster.ALL_NODES)
         except BusError:
             if must_answer:

@@ -25,12 +25,11 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
-
 from pipeline.core.config import StreamConfig, validate_config
 from pipeline.core.errors import BusError, ConfigError
 from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redis_clients import Client
+from pipeline.core.redis_errors import redis_errors
 
 Changes = dict[str, dict[str, Any]]  # camera id -> {"set": {...}} or {"removed": True}
 
@@ -87,32 +86,26 @@ def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable
 
 
 class StreamStore:
-    """The store on the first bus instance (``client``)."""
+    """The store on the first bus instance (``client``; ``where``: its redacted URL, for errors)."""
 
-    def __init__(self, client: Client, keys: KeySpace = STANDALONE) -> None:
-        self.client = client
+    def __init__(self, client: Client, keys: KeySpace = STANDALONE, where: str = "") -> None:
+        self.client, self.where = client, where
         self._key, self._version_key = keys.stream_store, keys.stream_store_version
 
     def version(self) -> int:
-        try:
+        with redis_errors("reading the camera store (GET)", self.where):
             return int(self.client.get(self._version_key) or 0)
-        except redis.RedisError as exc:
-            raise BusError(f"cannot read the camera store: {type(exc).__name__}") from exc
 
     def changes(self) -> Changes:
-        try:
+        with redis_errors("reading the camera store (HGETALL)", self.where):
             raw = self.client.hgetall(self._key)
-        except redis.RedisError as exc:
-            raise BusError(f"cannot read the camera store: {type(exc).__name__}") from exc
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def put(self, sid: str, change: dict[str, Any]) -> None:
-        """Record one change and bump the version, in one transaction."""
-        try:
-            with self.client.pipeline(transaction=True) as tx:
-                tx.hset(self._key, sid, json.dumps(change))
-                tx.incr(self._version_key)
-                tx.execute()
-        except redis.RedisError as exc:
-            raise BusError(f"cannot write the camera store: {type(exc).__name__}; nothing was changed") from exc
+        """Record one change and bump the version, in one transaction (nothing is changed when it fails)."""
+        with redis_errors("writing the camera store (MULTI: HSET, INCR); nothing was changed", self.where), \
+                self.client.pipeline(transaction=True) as tx:
+            tx.hset(self._key, sid, json.dumps(change))
+            tx.incr(self._version_key)
+            tx.execute()
 

@@ -2,7 +2,8 @@
 
 Every error the library raises on purpose is a :class:`VigilError`. Errors from the libraries
 underneath (onnxruntime, OpenCV, PyYAML, redis, ...) are wrapped at the boundary where Vigil calls
-them, with ``raise ... from exc`` so the original traceback stays attached.
+them, with ``raise ... from exc`` so the original traceback stays attached; redis-py's, at every call,
+by the one mapping of :func:`pipeline.core.redis_errors.redis_errors`.
 
 Each message says what went wrong, where (a file, a config path, a stream id) and how to fix it.
 Messages never contain secrets: URLs are passed through :func:`pipeline.core.redact.redact_url` first.
@@ -21,7 +22,7 @@ Tree::
     ├── InputError             frames passed to the runtime with the wrong dtype/shape
     ├── SourceError            a camera/file/device cannot be opened or read (``reason``)
     ├── BusError               Redis (frame bus, results) refused or failed a command
-    │   ├── BusUnavailableError    an instance is down and in backoff: not even tried
+    │   ├── BusUnavailableError    an instance cannot be reached (refused, lost, timed out), or is in backoff
     │   └── BusFullError           an instance is at its maxmemory and refuses new frames
     ├── FrameFormatError       a frame-bus entry that is not a valid frame message
     ├── ResultFormatError      a results-stream entry that is not a valid result record
@@ -95,7 +96,8 @@ class BusError(VigilError):
 
 
 class BusUnavailableError(BusError):
-    """A Redis instance of the frame bus is down; calls are skipped until its backoff expires."""
+    """A Redis instance of the bus cannot be reached (connection refused or lost, timed out, a cluster that is
+    down); the frame publisher also raises it, without I/O, while the instance is in backoff."""
 
 
 class BusFullError(BusError):

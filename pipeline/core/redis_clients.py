@@ -254,15 +254,6 @@ def pick_instance(stream_id: str, identities: list[str]) -> int:
     return max(range(len(identities)), key=lambda i: score(identities[i]))
 
 
-@contextlib.contextmanager
-def bus_errors(what: str) -> Iterator[None]:
-    """Wrap redis-py's errors as :class:`BusError` ("<what> failed: ...") at this boundary."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise BusError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
-
 def forget_idle_consumers(client: Client, key: str, group: str, keep: str, idle_ms: int) -> list[str]:
     """Delete the consumers of ``group`` on ``key`` other than ``keep`` that have nothing pending and have
     been idle over ``idle_ms``: a replica or sink pod that stopped (or restarted under a new name) leaves

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.bus.reader import Delivery, FrameConsumer
 from pipeline.bus.wire import FrameMessage, decode_frame
+from pipeline.core.backoff import Backoff
 from pipeline.core.classification import FrameClassification
 from pipeline.core.config import InferenceConfig
 from pipeline.core.errors import FrameFormatError, VigilError
@@ -113,6 +114,7 @@ class InferenceLoop:
         # and a lane's batch takes about as long on its one core as the whole batch on all of them.
         self.lane_batch = lane_share(opts.batch_size, len(self._lane_locks))
         self._decoder: ThreadPoolExecutor | None = None  # while run() runs with decode_threads > 1
+        self._error_backoff_s = (0.5, 5.0)  # base and cap of the retry delays after a bus error (run() sets them)
 
     def swap_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
         """Replace the model between batches; returns the old runtime (caller closes it)."""
@@ -221,7 +223,7 @@ class InferenceLoop:
         self.metrics.batch_done(len(records), inference_s)
         return len(records)
 
-    def _fetch(self, stop: threading.Event, backoff_s: float, shards: tuple[int, ...] | None = None,
+    def _fetch(self, stop: threading.Event, backoff: Backoff, shards: tuple[int, ...] | None = None,
                lock: threading.Lock | None = None) -> list[Delivery]:
         """The next batch (one reader at a time per lock); [] when idle or after a bus error (logged, backed off)."""
         try:
@@ -230,24 +232,34 @@ class InferenceLoop:
         except VigilError as exc:
             with self._stats_lock:
                 self.stats.last_error = str(exc)
-            log.warning("inference loop: %s; retrying in %.1fs", exc, backoff_s)
-            stop.wait(backoff_s)
+            delay = backoff.next_delay_s()
+            log.warning("inference loop: %s; retrying in %.1fs", exc, delay)
+            stop.wait(delay)
             return []
+        backoff.reset()
         if not deliveries:
             self.metrics.flush()  # idle: the last counts must not wait for the next batch
         return deliveries
 
-    def _handle(self, deliveries: list[Delivery], lane: int, stop: threading.Event, backoff_s: float) -> None:
+    def _handle(self, deliveries: list[Delivery], lane: int, stop: threading.Event, backoff: Backoff) -> None:
         try:
             self._process(deliveries, lane)
         except VigilError as exc:
             with self._stats_lock:
                 self.stats.last_error = str(exc)
-            log.warning("inference loop: %s; frames stay pending and are retried", exc)
-            stop.wait(backoff_s)
+            delay = backoff.next_delay_s()
+            log.warning("inference loop: %s; frames stay pending and are retried (next batch in %.1fs)", exc, delay)
+            stop.wait(delay)
+            return
+        backoff.reset()
 
-    def run(self, stop: threading.Event, error_backoff_s: float = 1.0) -> None:
-        """Loop until ``stop`` is set; bus errors are logged and retried, never fatal.
+    def _backoff(self) -> Backoff:
+        """A thread's own retry delays after a bus error (:class:`Backoff` is not thread-safe)."""
+        return Backoff(*self._error_backoff_s)
+
+    def run(self, stop: threading.Event, error_backoff_s: tuple[float, float] = (0.5, 5.0)) -> None:
+        """Loop until ``stop`` is set; bus errors are logged and retried (jittered backoff from
+        ``error_backoff_s``: base and cap, in seconds), never fatal.
 
         One lane (GPU): a reader thread fetches the next batch from Redis while the current one is
         classified (the model releases the GIL), so the device is not idle during Redis round trips.
@@ -256,43 +268,46 @@ class InferenceLoop:
         but waiting for a lane (which would add a whole batch time to its frames' age). On stop,
         batches already read are still classified and acknowledged, so no frame is left pending.
         """
+        self._error_backoff_s = error_backoff_s
         if self.opts.decode_threads > 1:
             with ThreadPoolExecutor(self.opts.decode_threads, thread_name_prefix="decode") as pool:
                 self._decoder = pool
                 try:
-                    self._run_lanes(stop, error_backoff_s)
+                    self._run_lanes(stop)
                 finally:
                     self._decoder = None
         else:
-            self._run_lanes(stop, error_backoff_s)
+            self._run_lanes(stop)
 
-    def _run_lanes(self, stop: threading.Event, error_backoff_s: float) -> None:
+    def _run_lanes(self, stop: threading.Event) -> None:
         if len(self._lane_locks) == 1:
-            self._run_read_ahead(stop, error_backoff_s)
+            self._run_read_ahead(stop)
             return
-        lanes = [threading.Thread(target=self._run_lane, args=(i, stop, error_backoff_s), name=f"inference-lane-{i}",
-                                  daemon=True) for i in range(1, len(self._lane_locks))]
+        lanes = [threading.Thread(target=self._run_lane, args=(i, stop), name=f"inference-lane-{i}", daemon=True)
+                 for i in range(1, len(self._lane_locks))]
         for t in lanes:
             t.start()
-        self._run_lane(0, stop, error_backoff_s)
+        self._run_lane(0, stop)
         for t in lanes:
             t.join()
 
-    def _run_lane(self, lane: int, stop: threading.Event, backoff_s: float) -> None:
+    def _run_lane(self, lane: int, stop: threading.Event) -> None:
+        reading, handling = self._backoff(), self._backoff()
         while not stop.is_set():
-            deliveries = self._fetch(stop, backoff_s)
+            deliveries = self._fetch(stop, reading)
             if deliveries:
-                self._handle(deliveries, lane, stop, backoff_s)
+                self._handle(deliveries, lane, stop, handling)
 
-    def _run_read_ahead(self, stop: threading.Event, backoff_s: float) -> None:
+    def _run_read_ahead(self, stop: threading.Event) -> None:
         """One lane: ``reader_threads`` readers, each from its share of the shards, read batches ahead."""
         n = max(1, min(self.opts.reader_threads, len(self.consumer.opts.layout)))
         ready: queue.Queue[list[Delivery]] = queue.Queue(maxsize=n)
 
         def read(shards: tuple[int, ...] | None) -> None:
             lock = threading.Lock() if shards is not None else self._read_lock
+            backoff = self._backoff()
             while not stop.is_set():
-                deliveries = self._fetch(stop, backoff_s, shards, lock)
+                deliveries = self._fetch(stop, backoff, shards, lock)
                 if deliveries:
                     ready.put(deliveries)  # blocks while the model is busy: at most n batches read ahead
 
@@ -301,9 +316,10 @@ class InferenceLoop:
                    for i, s in enumerate(shares)]
         for reader in readers:
             reader.start()
+        handling = self._backoff()
         while any(r.is_alive() for r in readers) or not ready.empty():
             try:
                 deliveries = ready.get(timeout=0.1)
             except queue.Empty:
                 continue
-            self._handle(deliveries, 0, stop, backoff_s)
+            self._handle(deliveries, 0, stop, handling)

@@ -15,10 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-import redis
-
 from pipeline.core.bus_layout import BusLayout
+from pipeline.core.errors import BusError
 from pipeline.core.keys import replica_key
+from pipeline.core.redis_errors import redis_errors
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -41,6 +41,7 @@ class ReplicaStatsRecorder:
     def __init__(self, layout: BusLayout, replica: str, *, timeout_s: float, flush_every_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client, _ = layout.connect_first(timeout_s)  # on the first shard, where every scrape looks
+        self._where = layout.shards[0].where if layout.shards else ""
         self._key = replica_key(replica)
         self._flush_every_s = flush_every_s
         self._lock = threading.Lock()
@@ -68,7 +69,8 @@ class ReplicaStatsRecorder:
         if not pending:
             return
         try:
-            with self._client.pipeline(transaction=False) as p:
+            with redis_errors("writing the replica's statistics", self._where), \
+                    self._client.pipeline(transaction=False) as p:
                 for name, value in pending.items():
                     if isinstance(value, float):
                         p.hincrbyfloat(self._key, name, value)
@@ -76,7 +78,7 @@ class ReplicaStatsRecorder:
                         p.hincrby(self._key, name, value)
                 p.expire(self._key, REPLICA_TTL_S)
                 p.execute()
-        except redis.RedisError:
+        except BusError:
             with self._lock:  # keep them for the next flush: the counters must stay exact
                 self._add(pending.items())
 

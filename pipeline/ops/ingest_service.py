@@ -77,8 +77,9 @@ class IngestService(IngestWorker):
         try:
             # Short timeouts: the feedback loop asks for the store's version every second and must not hang
             # on a frozen Redis (the frames go through the bus, with its own backoff).
-            self._store = StreamStore(*self._bus.opts.layout.connect_first(min(1.0, self.cfg.redis.socket_timeout_s),
-                                                                           fail_fast=True))
+            layout = self._bus.opts.layout
+            self._store = StreamStore(*layout.connect_first(min(1.0, self.cfg.redis.socket_timeout_s), fail_fast=True),
+                                      where=layout.shards[0].where)
             self.catalog = StoreCatalog(self._store)
             self.read_catalog()
             for warning in self._bus.capacity_warnings([s.id for s in self.owned()], self.frames.frame_bytes):

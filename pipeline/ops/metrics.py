@@ -36,8 +36,8 @@ CAMERA_STATES = tuple(state.value for state in CameraState)
 
 #: Why a sampled frame did not reach Redis (or left it unread).
 DROP_REASONS = (
-    "bus_down",  # the camera's Redis instance is down and in backoff: not even tried
-    "bus_error",  # the XADD failed (connection lost, timeout, Redis error)
+    "bus_down",  # the camera's Redis instance is down: unreachable (refused, lost, timed out), or in backoff
+    "bus_error",  # the XADD failed otherwise (Redis answered it with an error)
     "bus_full",  # the camera's Redis instance is at its maxmemory and refused the frame (it is up)
     "evicted",  # trimmed by XADD MAXLEN ~ before any consumer group read it (drop-oldest)
     "frozen",  # not published: the camera is frozen and its health.skip_frozen is set

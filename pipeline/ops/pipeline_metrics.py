@@ -21,7 +21,9 @@ from prometheus_client.registry import Collector
 
 from pipeline.bus.publisher import trimmed_unread_entries
 from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
+from pipeline.core.redis_errors import redis_errors
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 
 #: The configured cameras, now: a list, or a function that says it (the YAML's with the console's runtime
@@ -97,8 +99,9 @@ class PipelineCollector(Collector):
     def _read_redis(self) -> list[Metric] | None:
         """Every pipeline family, read now; None when Redis failed (the last figures stay)."""
         try:
-            return [*self._stream_families(), self._sink_queue(), *self._replica_families()]
-        except (redis.RedisError, OSError):
+            with redis_errors("reading the pipeline figures", self._clients.layout.servers):
+                return [*self._stream_families(), self._sink_queue(), *self._replica_families()]
+        except BusError:
             return None
 
     def _stream_families(self) -> Iterator[Metric]:

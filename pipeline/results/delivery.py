@@ -29,9 +29,10 @@ import redis
 from pipeline.core.backoff import Backoff
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.config import SinkConfig
-from pipeline.core.errors import ResultFormatError, SinkError, SinkRejectedError
+from pipeline.core.errors import BusError, ResultFormatError, SinkError, SinkRejectedError
 from pipeline.core.keys import sink_group
 from pipeline.core.redis_clients import forget_idle_consumers
+from pipeline.core.redis_errors import redis_errors
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.dead_letter import Refused, Rejection, set_aside
 from pipeline.results.record import ResultRecord
@@ -206,9 +207,10 @@ class SinkRunner:
             try:
                 batch.records.run(self._write_records, self._refused)
                 batch.events.run(self._write_events, self._refused)
-                self._settle(batch)
+                with redis_errors(f"acknowledging sink {self.name}'s batch", self.clients.where(batch.instance)):
+                    self._settle(batch)
                 return
-            except (SinkError, redis.RedisError) as exc:
+            except (SinkError, BusError) as exc:
                 delay = self._backoff.next_delay_s()
                 self.observer.failed(self.name)
                 left = sum(len(p) for p in batch.records.todo + batch.events.todo)
@@ -234,17 +236,21 @@ class SinkRunner:
 
     def run(self, stop: threading.Event) -> None:
         for idx in range(len(self.clients)):
-            self._ensure_group(idx)
+            try:
+                with redis_errors(f"creating sink {self.name}'s group", self.clients.where(idx)):
+                    self._ensure_group(idx)
+            except BusError as exc:  # made when the shard answers: reading a stream without it makes it
+                log.warning("sink %s: %s", self.name, exc)
         block_ms = 200 if len(self.clients) == 1 else 20
         while not stop.is_set():
             got_any = False
             for idx in range(len(self.clients)):
                 try:
-                    batch = self._take_over(idx) or self._read(idx, block_ms)
-                except redis.RedisError as exc:
+                    with redis_errors(f"reading results for sink {self.name}", self.clients.where(idx)):
+                        batch = self._take_over(idx) or self._read(idx, block_ms)
+                except BusError as exc:
                     delay = self._redis_backoff.next_delay_s()
-                    log.warning("sink %s: Redis %s: %s; again in %.1fs", self.name, self.clients.where(idx), exc,
-                                delay)
+                    log.warning("sink %s: %s; again in %.1fs", self.name, exc, delay)
                     stop.wait(delay)
                     continue
                 self._redis_backoff.reset()

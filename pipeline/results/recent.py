@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import redis
-
 from pipeline.core.bus_layout import BusClients
-from pipeline.core.errors import ResultFormatError
+from pipeline.core.errors import BusError, ResultFormatError
+from pipeline.core.redis_errors import redis_errors
 from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.record import ResultRecord
 
@@ -33,10 +32,11 @@ class Recent:
 def read_recent(clients: BusClients, stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:
     """The newest ``entries`` of every shard's results stream, split by camera (only ``stream_ids``)."""
     out = {sid: Recent() for sid in stream_ids}
-    for _, client, keys in clients:
+    for idx, client, keys in clients:
         try:
-            tail = client.xrevrange(keys.results, count=entries)
-        except redis.RedisError:
+            with redis_errors("reading the newest results (XREVRANGE)", clients.where(idx)):
+                tail = client.xrevrange(keys.results, count=entries)
+        except BusError:
             continue  # that instance is down: its cameras show what the others have (nothing)
         for _, fields in reversed(tail):
             try:

@@ -20,7 +20,7 @@ from typing import Protocol
 from pipeline.bus.scripts import BusScripts
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.keys import INFERENCE_GROUP
-from pipeline.core.redis_clients import bus_errors
+from pipeline.core.redis_errors import redis_errors
 from pipeline.results.record import ResultRecord
 
 
@@ -50,8 +50,8 @@ class ResultWriter:
         by_instance: dict[int, list[tuple[FrameRef, ResultRecord]]] = {}
         for frame, record in done:
             by_instance.setdefault(frame.instance, []).append((frame, record))
-        with bus_errors("writing results"):
-            for idx, items in by_instance.items():
+        for idx, items in by_instance.items():
+            with redis_errors("writing results (WRITE_RESULTS)", self._clients.where(idx)):
                 self._write_instance(idx, items)
 
     def _write_instance(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
