@@ -19,9 +19,9 @@ from typing import Any
 from pipeline.core.backoff import Backoff
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.clock import iso_utc
-from pipeline.core.errors import BusError, ResultFormatError
+from pipeline.core.errors import BusError
 from pipeline.core.redis_errors import redis_errors
-from pipeline.results.camera_event import camera_event_from_fields, is_camera_event
+from pipeline.results.entry import RawEntry, decode_entries
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.events import EventDetector
 
@@ -105,16 +105,11 @@ class ResultsTail:
                         self._last_ids[i] = entries[-1][0]
                         self._take(entries)
 
-    def _take(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _take(self, entries: list[RawEntry]) -> None:
         with self._lock:
-            for _, fields in entries:
-                try:
-                    if is_camera_event(fields):
-                        event = camera_event_from_fields(fields)
-                        self._camera(event.stream).changes.append(_stamped(event.as_dict(), event.at))
-                        continue
-                    record = ResultRecord.from_fields(fields)
-                except ResultFormatError:
+            for _, _, record in decode_entries(entries):
+                if not isinstance(record, ResultRecord):  # a camera event: a change of its own
+                    self._camera(record.stream).changes.append(_stamped(record.as_dict(), record.at))
                     continue
                 tail = self._camera(record.stream)
                 tail.results.append(record)

@@ -4,7 +4,8 @@ Ingest writes one to the results stream (``vigil:results``, on the camera's Redi
 result records, so the sinks hear of it in order with the results: the events sink emits it (to its
 file and webhook), the MQTT sink on the camera's events topic (and the state topic); sinks that store
 results skip it. On Redis it is an entry with fields ``v``, ``stream``, ``kind`` (result records have
-none) and ``json``. Two kinds:
+none) and ``json``; readers of the stream tell the two apart only through :mod:`pipeline.results.entry`
+(why events share the stream: there). Two kinds:
 
 * :class:`HealthEvent` (``health_changed``): the picture became, or stopped being, frozen, dark,
   blurred or moved (a transition of :mod:`pipeline.ingest.health`)::

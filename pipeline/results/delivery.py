@@ -33,8 +33,8 @@ from pipeline.core.errors import BusError, ResultFormatError, SinkError, SinkRej
 from pipeline.core.keys import sink_group
 from pipeline.core.redis_clients import forget_idle_consumers
 from pipeline.core.redis_errors import redis_errors
-from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
 from pipeline.results.dead_letter import Refused, Rejection, set_aside
+from pipeline.results.entry import Entry, decode_entries
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks import Sink
 from pipeline.results.sinks.base import CameraEventSink
@@ -70,7 +70,7 @@ class _Item:
 
     eid: bytes
     fields: dict[bytes, bytes]
-    value: ResultRecord | CameraEvent
+    value: Entry
 
 
 @dataclass
@@ -151,25 +151,20 @@ class SinkRunner:
         return self._batch(idx, entries)
 
     def _batch(self, idx: int, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> _Pending | None:
-        ids: list[bytes] = []
+        # Every id is acknowledged with the batch: entries trimmed while pending and malformed ones too.
+        ids = [eid for eid, _ in entries]
         records: list[_Item] = []
         events: list[_Item] = []
-        for eid, fields in entries:
-            ids.append(eid)
-            if not fields:
-                continue  # trimmed off the results stream while pending: acknowledged with the rest
-            try:
-                if is_camera_event(fields):
-                    events.append(_Item(eid, fields, camera_event_from_fields(fields)))
-                else:
-                    records.append(_Item(eid, fields, ResultRecord.from_fields(fields)))
-            except ResultFormatError as exc:
-                log.error("sink %s: skipping malformed result %s: %s", self.name, eid.decode(), exc)
+        for eid, fields, value in decode_entries(entries, self._malformed):
+            (records if isinstance(value, ResultRecord) else events).append(_Item(eid, fields, value))
         if not ids:
             return None
         if not isinstance(self.sink, CameraEventSink):
             events = []  # other sinks store results only: acknowledged with the rest
         return _Pending(idx, ids, _Split([records] if records else []), _Split([events] if events else []))
+
+    def _malformed(self, eid: bytes, exc: ResultFormatError) -> None:
+        log.error("sink %s: skipping malformed result %s: %s", self.name, eid.decode(), exc)
 
     def _take_over(self, idx: int) -> _Pending | None:
         """Results other consumers of this sink left pending for ``claim_idle_s``, now ours; and forget idle

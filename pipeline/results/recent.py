@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.core.bus_layout import BusClients
-from pipeline.core.errors import BusError, ResultFormatError
+from pipeline.core.errors import BusError
 from pipeline.core.redis_errors import redis_errors
-from pipeline.results.camera_event import CameraEvent, camera_event_from_fields, is_camera_event
+from pipeline.results.camera_event import CameraEvent
+from pipeline.results.entry import decode_entries
 from pipeline.results.record import ResultRecord
 
 
@@ -38,16 +39,11 @@ def read_recent(clients: BusClients, stream_ids: Iterable[str], entries: int) ->
                 tail = client.xrevrange(keys.results, count=entries)
         except BusError:
             continue  # that instance is down: its cameras show what the others have (nothing)
-        for _, fields in reversed(tail):
-            try:
-                if is_camera_event(fields):
-                    event = camera_event_from_fields(fields)
-                    if event.stream in out:
-                        out[event.stream].events.append(event)
-                    continue
-                record = ResultRecord.from_fields(fields)
-            except ResultFormatError:
+        for _, _, value in decode_entries(reversed(tail)):
+            if value.stream not in out:
                 continue
-            if record.stream in out:
-                out[record.stream].results.append(record)
+            if isinstance(value, ResultRecord):
+                out[value.stream].results.append(value)
+            else:
+                out[value.stream].events.append(value)
     return out
