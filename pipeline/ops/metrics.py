@@ -1,6 +1,6 @@
 """Every Prometheus metric Vigil exports, in one place: the ingest and sink workers' own metrics here, and
 the pipeline's figures that every process reads from Redis at scrape in :mod:`pipeline.ops.pipeline_metrics`
-(:class:`PipelineCollector`, exported here too).
+(:class:`PipelineCollector`).
 
 Conventions:
 
@@ -27,10 +27,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.ingest.camera import CameraState
 from pipeline.ingest.health import CONDITIONS, FrameStats
-from pipeline.ops.pipeline_metrics import Cameras, PipelineCollector, camera_source
+from pipeline.ops.pipeline_metrics import Cameras, camera_source
 
-__all__ = ["CAMERA_STATES", "CONTENT_TYPE_LATEST", "DROP_REASONS", "Cameras", "IngestMetrics", "PipelineCollector",
-           "SinkMetrics", "render"]
+__all__ = ["CAMERA_STATES", "CONTENT_TYPE_LATEST", "DROP_REASONS", "IngestMetrics", "SinkMetrics", "render"]
 
 CAMERA_STATES = tuple(state.value for state in CameraState)
 

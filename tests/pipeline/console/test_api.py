@@ -21,7 +21,7 @@ from pipeline.core.camera_store import StreamStore, camera_ids
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.keys import RESULTS_KEY, STANDALONE, sink_group
 from pipeline.ops.ingest_service import IngestService
-from pipeline.ops.metrics import PipelineCollector
+from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.results.dead_letter import Refused, Rejection, set_aside
 from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.ops.ingest_helpers import FAST

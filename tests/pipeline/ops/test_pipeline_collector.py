@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.keys import stats_key
-from pipeline.ops.metrics import PipelineCollector, render
+from pipeline.ops.metrics import render
+from pipeline.ops.pipeline_metrics import PipelineCollector
 from tests.fixtures.services import RedisServer
 
 

@@ -14,7 +14,7 @@ from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import MqttSinkConfig, validate_config
 from pipeline.core.errors import SinkError, SinkRejectedError
 from pipeline.core.keys import RESULTS_KEY
-from pipeline.ops.metrics import PipelineCollector
+from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.ops.sink_service import SinkService
 from pipeline.results.camera_event import StateEvent
 from pipeline.results.sinks import SinkContext, build_sink
