@@ -35,13 +35,12 @@ from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from pipeline.core.errors import FrameFormatError
+from pipeline.core.frame import Frame
 
 WIRE_VERSION = 1
 Encoding = Literal["raw", "jpeg"]
-Frame = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)

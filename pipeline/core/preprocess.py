@@ -18,11 +18,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from pipeline.core.errors import ImageError
-
-Frame = npt.NDArray[np.uint8]
+from pipeline.core.frame import Frame
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 

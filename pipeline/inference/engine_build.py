@@ -20,7 +20,8 @@ import onnxruntime as ort
 
 from pipeline.core.config import GpuOptions
 from pipeline.core.errors import ModelError
-from pipeline.core.preprocess import Frame, resize
+from pipeline.core.frame import Frame
+from pipeline.core.preprocess import resize
 from pipeline.inference.engine_cache import engine_dir, engine_files, engine_key, gpu_identity, tensorrt_version
 from pipeline.inference.providers import cuda_device_count
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions

@@ -31,12 +31,13 @@ from pipeline.bus.publisher import FrameBus
 from pipeline.bus.wire import FrameMessage
 from pipeline.core.config import StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
+from pipeline.core.frame import Frame
 from pipeline.core.keys import preview_key
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.ingest.camera import CameraState
 from pipeline.ingest.health import CameraHealth, FrameStats, describe
 from pipeline.ingest.preview import PreviewMaker
-from pipeline.ingest.source import Frame, RawFrame
+from pipeline.ingest.source import RawFrame
 from pipeline.results.camera_event import CameraEvent, HealthEvent, StateEvent
 
 log = logging.getLogger("vigil.ingest")

@@ -13,7 +13,8 @@ import time
 import cv2
 
 from pipeline.core.config import ConsoleConfig
-from pipeline.core.preprocess import Frame, resize
+from pipeline.core.frame import Frame
+from pipeline.core.preprocess import resize
 
 JPEG_QUALITY = 80
 

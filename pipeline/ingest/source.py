@@ -25,17 +25,15 @@ from types import TracebackType
 from typing import Literal, cast
 
 import cv2
-import numpy as np
-import numpy.typing as npt
 
 from pipeline.core.config import IngestConfig, StreamConfig, local_path
 from pipeline.core.errors import SourceError
+from pipeline.core.frame import Frame
 from pipeline.core.redact import redact_url
 from pipeline.ingest.diagnose import diagnose_open_failure, rtsp_unreachable
 
 log = logging.getLogger("vigil.sources")
 
-Frame = npt.NDArray[np.uint8]
 CAPTURE_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # FFmpeg's own log, which OpenCV reads once, at its first capture: AV_LOG_FATAL. A camera joined between
 # keyframes makes the H.264 decoder print an error for each frame it cannot reference yet ("mmco: unref
