@@ -14,7 +14,6 @@ URLs may carry an ACL user and password and use TLS (``rediss://``); they are on
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 import threading
@@ -34,6 +33,7 @@ from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
 from pipeline.core.keys import INFERENCE_GROUP, KeySpace
+from pipeline.core.lifecycle import Lifecycle, not_new, not_open
 from pipeline.core.redis_clients import Client
 from pipeline.core.redis_errors import redis_errors
 
@@ -104,12 +104,6 @@ def _with_keys(fn: Callable[[Client, KeySpace], Any], keys: KeySpace, client: Cl
     return fn(client, keys)
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
 class FrameBus:
     """Publisher side of the bus: ``with FrameBus(opts) as bus: bus.publish(msg)``. Thread-safe.
 
@@ -122,11 +116,11 @@ class FrameBus:
         self._on_state: BusStateHandler = on_bus_state or (lambda index, up: None)
         self._instances: list[_Instance] = []
         self._clients: BusClients | None = None
-        self._state = _State.NEW
+        self._state = Lifecycle.NEW
 
     def __enter__(self) -> FrameBus:
-        if self._state is not _State.NEW:
-            raise BusError(f"the frame bus is {self._state.value}; make a new FrameBus to publish again")
+        if self._state is not Lifecycle.NEW:
+            raise BusError(not_new("frame bus", self._state, "make a new FrameBus to publish again"))
         try:
             self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, fail_fast=True)
             self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
@@ -137,7 +131,7 @@ class FrameBus:
             backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
             self._instances.append(_Instance(index=i, redacted_url=self._clients.where(i), client=client, keys=keys,
                                              scripts=BusScripts(client), backoff=backoff))
-        self._state = _State.OPEN
+        self._state = Lifecycle.OPEN
         for inst in self._instances:
             self._on_state(inst.index, True)
         return self
@@ -147,7 +141,7 @@ class FrameBus:
         if self._clients is not None:
             self._clients.close()
         self._clients, self._instances = None, []
-        self._state = _State.CLOSED
+        self._state = Lifecycle.CLOSED
 
     # -- routing -----------------------------------------------------------------------------------
 
@@ -163,8 +157,8 @@ class FrameBus:
         return client
 
     def _instance(self, stream_id: str) -> _Instance:
-        if self._state is not _State.OPEN:
-            raise BusError(f"the frame bus is {self._state.value}, not open (use it as a context manager)")
+        if self._state is not Lifecycle.OPEN:
+            raise BusError(not_open("frame bus", self._state))
         return self._instances[self.instance_index(stream_id)]
 
     def capacity_warnings(self, stream_ids: Iterable[str], frame_bytes: int) -> list[str]:

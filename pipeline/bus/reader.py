@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
@@ -38,6 +38,7 @@ from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP
+from pipeline.core.lifecycle import Lifecycle, not_new, not_open
 from pipeline.core.redis_clients import Client, forget_idle_consumers
 from pipeline.core.redis_errors import redis_errors
 
@@ -91,7 +92,7 @@ class FrameConsumer:
     def __init__(self, opts: ConsumerOptions) -> None:
         self.opts = opts
         self._clients: BusClients | None = None
-        self._state: Literal["new", "open", "closed"] = "new"
+        self._state = Lifecycle.NEW
         self._keys: list[set[str]] = [set() for _ in opts.layout.shards]  # stream keys with our group, per shard
         self._keys_lock = threading.Lock()  # readers of disjoint shards run side by side (InferenceLoop)
         self._scripts: list[BusScripts] = []
@@ -101,12 +102,12 @@ class FrameConsumer:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FrameConsumer:
-        if self._state != "new":
-            raise BusError(f"the frame consumer is {self._state}; make a new FrameConsumer to read again")
+        if self._state is not Lifecycle.NEW:
+            raise BusError(not_new("frame consumer", self._state, "make a new FrameConsumer to read again"))
         # Reads block on the server for up to a batch window; a second of slack on top of the timeout.
         self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, block_s=_MAX_BLOCK_S + 1)
         self._scripts = [BusScripts(c) for _, c, _ in self._clients]
-        self._state = "open"
+        self._state = Lifecycle.OPEN
         try:
             self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
             self.add_streams(self.opts.stream_ids)
@@ -119,13 +120,13 @@ class FrameConsumer:
         if self._clients is not None:
             self._clients.close()
         self._clients = None
-        self._state = "closed"
+        self._state = Lifecycle.CLOSED
 
     @property
     def clients(self) -> BusClients:
         """The open clients, one per bus shard (the result writer writes through them)."""
-        if self._state != "open" or self._clients is None:
-            raise BusError(f"the frame consumer is {self._state}, not open; use it as a context manager")
+        if self._state is not Lifecycle.OPEN or self._clients is None:
+            raise BusError(not_open("frame consumer", self._state))
         return self._clients
 
     def _client(self, index: int) -> Client:

@@ -13,6 +13,7 @@ from types import TracebackType
 from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.config import VigilConfig, sink_name
 from pipeline.core.errors import VigilError
+from pipeline.core.lifecycle import Lifecycle, not_new
 from pipeline.results.delivery import SinkObserver, SinkRunner
 from pipeline.results.sinks import Sink, SinkContext, build_sink
 
@@ -31,12 +32,12 @@ class SinkService:
         self.runners: list[SinkRunner] = []
         self._clients: BusClients | None = None
         self._sinks: list[Sink] = []
-        self._state = "new"
+        self._state = Lifecycle.NEW
 
     def __enter__(self) -> SinkService:
-        if self._state != "new":
-            raise VigilError(f"the sink service is {self._state}; make a new SinkService to run the sinks again")
-        self._state = "open"
+        if self._state is not Lifecycle.NEW:
+            raise VigilError(not_new("sink service", self._state, "make a new SinkService to run the sinks again"))
+        self._state = Lifecycle.OPEN
         try:
             layout = BusLayout.from_config(self.cfg.redis)
             layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False)
@@ -67,4 +68,4 @@ class SinkService:
         if self._clients is not None:
             self._clients.close()
         self._sinks, self._clients, self.runners = [], None, []
-        self._state = "closed"
+        self._state = Lifecycle.CLOSED
