@@ -34,6 +34,7 @@ from pipeline.bus.wire import Encoding, FrameMessage, decode_frame, encode_frame
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.classification import FrameClassification, Label
 from pipeline.core.keys import frames_key, stats_key
+from pipeline.core.model_identity import ModelIdentity
 from pipeline.core.redis_clients import Client, connect
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.results.record import ResultRecord
@@ -77,9 +78,9 @@ def _records(deliveries: list[Delivery], batch: int) -> list[tuple[Delivery, Res
     """Results the size the model's are (top 5 and a scene), one per delivery."""
     labels = [Label(i, f"class {i}", 0.9 / (i + 1)) for i in range(5)]
     result = FrameClassification(top_k=labels, scene=Label(0, "animals", 0.8))
-    now = time.time()
+    now, model = time.time(), ModelIdentity("mobilenetv2", "bench")
     return [(d, ResultRecord.build(stream=d.stream_id, seq=i, frame_id=d.entry_id, capture_ts=now, inference_ts=now,
-                                   picked_ts=now, model=("mobilenetv2", "bench"), result=result, inference_ms=1.0,
+                                   picked_ts=now, model=model, result=result, inference_ms=1.0,
                                    batch_size=batch, replica="bench")) for i, d in enumerate(deliveries)]
 
 

@@ -208,7 +208,7 @@ class InferenceLoop:
         now = time.time()
         records = [
             (d, ResultRecord.build(stream=m.stream_id, seq=m.seq, frame_id=d.entry_id, capture_ts=m.capture_time_s,
-                                   inference_ts=now, picked_ts=picked_ts, model=(runtime.name, runtime.version),
+                                   inference_ts=now, picked_ts=picked_ts, model=runtime.identity,
                                    result=result.frame(i), inference_ms=inference_s * 1000,
                                    batch_size=len(good), replica=self.opts.replica))
             for i, (d, m) in enumerate(good)

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from pipeline.core.classification import Classifications
 from pipeline.core.config import GpuOptions, InferenceConfig, default_engine_cache
 from pipeline.core.errors import InputError, ModelError, ModelLoadError
+from pipeline.core.model_identity import ModelIdentity
 from pipeline.core.preprocess import resize
 from pipeline.inference.contract import ModelContract, load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
@@ -166,6 +167,11 @@ class ModelRuntime:
     @property
     def version(self) -> str:
         return (self._contract.version if self._contract else "") or self.sha256[:12]
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The model's name and version, as result records and /healthz give them."""
+        return ModelIdentity(self.name, self.version)
 
     @property
     def input_size(self) -> tuple[int, int]:

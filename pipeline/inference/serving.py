@@ -170,8 +170,7 @@ class ClassifierReplica:
     def stats(self) -> dict[str, Any]:
         """The /healthz document; times in ISO 8601 UTC."""
         stats = asdict(self.loop.stats)
-        return {"replica": self.name, "model": {"name": self.runtime.name, "version": self.runtime.version,
-                                                "provider": self.runtime.provider},
+        return {"replica": self.name, "model": {**self.runtime.identity.as_dict(), "provider": self.runtime.provider},
                 "alive": self._thread.is_alive(), "stale_dropped": self.consumer.stale_dropped,
                 **stats, "started_at": iso_utc(stats["started_at"]),
                 "previous_error_at": iso_utc(stats["previous_error_at"])}
@@ -197,7 +196,7 @@ class ClassifierReplica:
             result: dict[str, Any] = await self.classify_one(resize(bgr_to_rgb(np.asarray(bgr, np.uint8)), h, w))
         except VigilError as exc:
             return JSONResponse({"error": str(exc)}, status_code=500)
-        return JSONResponse({**result, "model": {"name": self.runtime.name, "version": self.runtime.version}})
+        return JSONResponse({**result, "model": self.runtime.identity.as_dict()})
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def classify_one(self, frames: list[np.ndarray]) -> list[dict[str, Any]]:

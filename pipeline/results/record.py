@@ -36,6 +36,7 @@ from typing import Any
 
 from pipeline.core.classification import FrameClassification
 from pipeline.core.errors import ResultFormatError
+from pipeline.core.model_identity import ModelIdentity
 
 RESULT_VERSION = 1
 
@@ -47,8 +48,7 @@ class ResultRecord:
     frame_id: str
     capture_ts: float
     inference_ts: float
-    model_name: str
-    model_version: str
+    model: ModelIdentity
     classification: FrameClassification
     queue_ms: float
     inference_ms: float
@@ -57,10 +57,10 @@ class ResultRecord:
 
     @classmethod
     def build(cls, *, stream: str, seq: int, frame_id: str, capture_ts: float, inference_ts: float,
-              picked_ts: float, model: tuple[str, str], result: FrameClassification, inference_ms: float,
+              picked_ts: float, model: ModelIdentity, result: FrameClassification, inference_ms: float,
               batch_size: int, replica: str) -> ResultRecord:
         return cls(stream=stream, seq=seq, frame_id=frame_id, capture_ts=capture_ts, inference_ts=inference_ts,
-                   model_name=model[0], model_version=model[1], classification=result,
+                   model=model, classification=result,
                    queue_ms=max(0.0, (picked_ts - capture_ts) * 1000), inference_ms=inference_ms,
                    batch_size=batch_size, replica=replica)
 
@@ -82,7 +82,7 @@ class ResultRecord:
         return {
             "v": RESULT_VERSION, "stream": self.stream, "seq": self.seq, "frame_id": self.frame_id,
             "capture_ts": round(self.capture_ts, 6), "inference_ts": round(self.inference_ts, 6),
-            "model": {"name": self.model_name, "version": self.model_version},
+            "model": self.model.as_dict(),
             **self.classification.as_dict(),
             "latency_ms": {"queue": round(self.queue_ms, 3), "inference": round(self.inference_ms, 3),
                            "total": round(self.total_ms, 3)},
@@ -100,7 +100,7 @@ class ResultRecord:
             lat = d["latency_ms"]
             return cls(stream=str(d["stream"]), seq=int(d["seq"]), frame_id=str(d["frame_id"]),
                        capture_ts=float(d["capture_ts"]), inference_ts=float(d["inference_ts"]),
-                       model_name=str(d["model"]["name"]), model_version=str(d["model"]["version"]),
+                       model=ModelIdentity(str(d["model"]["name"]), str(d["model"]["version"])),
                        classification=FrameClassification.from_dict(d),
                        queue_ms=float(lat["queue"]), inference_ms=float(lat["inference"]),
                        batch_size=int(d["batch_size"]), replica=str(d["replica"]))

@@ -15,6 +15,7 @@ from pipeline.bus.reader import FrameConsumer
 from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.classification import FrameClassification
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
+from pipeline.core.model_identity import ModelIdentity
 from pipeline.results.record import ResultRecord
 from tests.pipeline.options import consumer_options, writer_for
 
@@ -30,7 +31,7 @@ def publish(client: redis.Redis, sid: str, n: int, start: int = 0, maxlen: int =
 
 def fake_record(d: Any) -> ResultRecord:
     return ResultRecord(stream=d.stream_id, seq=0, frame_id=d.entry_id, capture_ts=1.0, inference_ts=2.0,
-                        model_name="m", model_version="1", classification=FrameClassification([], None),
+                        model=ModelIdentity("m", "1"), classification=FrameClassification([], None),
                         queue_ms=0.0, inference_ms=1.0, batch_size=1, replica="t")
 
 

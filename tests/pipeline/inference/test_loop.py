@@ -17,6 +17,7 @@ from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.config import InferenceConfig
 from pipeline.core.keys import DEADLETTER_KEY, INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
+from pipeline.core.model_identity import ModelIdentity
 from pipeline.core.preprocess import read_image_rgb, resize
 from pipeline.inference.loop import InferenceLoop, LoopOptions
 from pipeline.inference.providers import usable_cpus
@@ -64,7 +65,7 @@ def test_results_carry_expected_labels(clean_redis_url: str, runtime: ModelRunti
     assert len(jpeg) == 5
     assert sum(r.top1 == expected_images[n]["top1_label"] for r, n in zip(jpeg, names, strict=False)) >= 4
     first = raw[0]
-    assert first.model_name == "mobilenet_v2_1.0_224_imagenet" and first.model_version == runtime.sha256[:12]
+    assert first.model == ModelIdentity("mobilenet_v2_1.0_224_imagenet", runtime.sha256[:12])
     assert first.scene == "animals" and first.replica == "r1"
     assert 1 <= first.batch_size <= 8 and first.inference_ms > 0 and first.total_ms >= first.queue_ms
     assert client.hget(stats_key("raw-cam"), "inferred") == b"10"

@@ -8,6 +8,7 @@ import redis
 from pipeline.core.classification import FrameClassification, Label
 from pipeline.core.errors import ResultFormatError
 from pipeline.core.keys import INFERENCE_GROUP, RESULTS_KEY, frames_key, stats_key
+from pipeline.core.model_identity import ModelIdentity
 from pipeline.results.record import ResultRecord
 from tests.pipeline.bus.test_reader import consumer, fake_record, publish
 from tests.pipeline.options import writer_for
@@ -29,9 +30,9 @@ def test_write_results_and_acks_atomically(clean_redis_url: str) -> None:
 def test_a_record_round_trips_with_its_typed_classification() -> None:
     cls = FrameClassification([Label(282, "tiger cat", 0.61), Label(281, "tabby, tabby cat", 0.2)],
                               Label(0, "animals", 0.93))
-    record = ResultRecord(stream="cam", seq=3, frame_id="1-0", capture_ts=1.0, inference_ts=1.5, model_name="m",
-                          model_version="v", classification=cls, queue_ms=1.0, inference_ms=2.0, batch_size=4,
-                          replica="r")
+    record = ResultRecord(stream="cam", seq=3, frame_id="1-0", capture_ts=1.0, inference_ts=1.5,
+                          model=ModelIdentity("m", "v"), classification=cls, queue_ms=1.0, inference_ms=2.0,
+                          batch_size=4, replica="r")
     back = ResultRecord.from_fields(record.to_fields())
     assert back.classification.top1 == Label(282, "tiger cat", 0.61)
     assert back.top1 == "tiger cat" and back.scene == "animals"
