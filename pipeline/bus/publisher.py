@@ -84,7 +84,7 @@ class BusOptions:
 
 
 @dataclass
-class _Instance:
+class _Shard:
     """One shard: its client (a cluster's shards share one), keys, up/down state and reconnect backoff."""
 
     index: int
@@ -107,14 +107,14 @@ def _with_keys(fn: Callable[[Client, KeySpace], Any], keys: KeySpace, client: Cl
 class FrameBus:
     """Publisher side of the bus: ``with FrameBus(opts) as bus: bus.publish(msg)``. Thread-safe.
 
-    ``on_bus_state(index, up)`` is told each instance's state when the bus opens and on every change
+    ``on_bus_state(index, up)`` is told each shard's state when the bus opens and on every change
     (e.g. :meth:`pipeline.ops.metrics.IngestMetrics.set_bus_up`). A bus opens once.
     """
 
     def __init__(self, opts: BusOptions, on_bus_state: BusStateHandler | None = None) -> None:
         self.opts = opts
         self._on_state: BusStateHandler = on_bus_state or (lambda index, up: None)
-        self._instances: list[_Instance] = []
+        self._shards: list[_Shard] = []
         self._clients: BusClients | None = None
         self._state = Lifecycle.NEW
 
@@ -129,37 +129,37 @@ class FrameBus:
             raise
         for i, client, keys in self._clients:
             backoff = Backoff(self.opts.backoff_base_s, self.opts.backoff_cap_s)
-            self._instances.append(_Instance(index=i, redacted_url=self._clients.where(i), client=client, keys=keys,
+            self._shards.append(_Shard(index=i, redacted_url=self._clients.where(i), client=client, keys=keys,
                                              scripts=BusScripts(client), backoff=backoff))
         self._state = Lifecycle.OPEN
-        for inst in self._instances:
-            self._on_state(inst.index, True)
+        for shard in self._shards:
+            self._on_state(shard.index, True)
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._clients is not None:
             self._clients.close()
-        self._clients, self._instances = None, []
+        self._clients, self._shards = None, []
         self._state = Lifecycle.CLOSED
 
     # -- routing -----------------------------------------------------------------------------------
 
-    def instance_index(self, stream_id: str) -> int:
+    def shard_index(self, stream_id: str) -> int:
         return self.opts.layout.shard_of(stream_id)
 
-    def instance_url(self, stream_id: str) -> str:
+    def shard_url(self, stream_id: str) -> str:
         """The redacted URL of the camera's shard (for /readyz and logs)."""
-        return self.opts.layout.shards[self.instance_index(stream_id)].where
+        return self.opts.layout.shards[self.shard_index(stream_id)].where
 
     def client_for(self, stream_id: str) -> redis.Redis:
-        client: redis.Redis = self._instance(stream_id).client
+        client: redis.Redis = self._shard(stream_id).client
         return client
 
-    def _instance(self, stream_id: str) -> _Instance:
+    def _shard(self, stream_id: str) -> _Shard:
         if self._state is not Lifecycle.OPEN:
             raise BusError(not_open("frame bus", self._state))
-        return self._instances[self.instance_index(stream_id)]
+        return self._shards[self.shard_index(stream_id)]
 
     def capacity_warnings(self, stream_ids: Iterable[str], frame_bytes: int) -> list[str]:
         """Where full queues (every camera's ``redis.maxlen`` frames) would not fit the instance's ``maxmemory``.
@@ -171,13 +171,13 @@ class FrameBus:
         """
         if self.opts.layout.is_cluster:
             return []
-        cameras = Counter(self.instance_index(s) for s in stream_ids)
+        cameras = Counter(self.shard_index(s) for s in stream_ids)
         out = []
         for idx, count in sorted(cameras.items()):
-            inst = self._instances[idx]
+            shard = self._shards[idx]
             try:
-                with redis_errors("CONFIG GET maxmemory", inst.redacted_url):
-                    maxmemory = int(inst.client.config_get("maxmemory").get("maxmemory") or 0)
+                with redis_errors("CONFIG GET maxmemory", shard.redacted_url):
+                    maxmemory = int(shard.client.config_get("maxmemory").get("maxmemory") or 0)
             except (BusError, ValueError):
                 continue
             need = count * self.opts.maxlen * frame_bytes
@@ -185,7 +185,7 @@ class FrameBus:
                 fit = int(_MEMORY_HEADROOM * maxmemory / (count * frame_bytes))
                 mib = 2**20
                 out.append(
-                    f"redis.urls[{idx}] {inst.redacted_url}: {count} camera(s) x redis.maxlen {self.opts.maxlen} x "
+                    f"redis.urls[{idx}] {shard.redacted_url}: {count} camera(s) x redis.maxlen {self.opts.maxlen} x "
                     f"{frame_bytes / 1024:.0f} KB a frame = {need / mib:.0f} MB of frames can queue, more than "
                     f"{_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / mib:.0f} MB): set redis.maxlen to {fit} "
                     f"or less, or raise its maxmemory to {need / _MEMORY_HEADROOM / mib:.0f} MB")
@@ -194,18 +194,18 @@ class FrameBus:
     def queue_state(self, stream_ids: Iterable[str]) -> dict[str, tuple[int, float, int]]:
         """``{camera: (frames waiting unread, seconds the oldest has waited, stale drops so far)}``.
 
-        One round trip per instance. Cameras whose stream or inference group does not exist yet, or
-        whose instance is down, are left out: there is nothing to adapt to then.
+        One round trip per shard. Cameras whose stream or inference group does not exist yet, or
+        whose shard is down, are left out: there is nothing to adapt to then.
         """
-        by_instance: dict[int, list[str]] = {}
+        by_shard: dict[int, list[str]] = {}
         for sid in stream_ids:
-            by_instance.setdefault(self.instance_index(sid), []).append(sid)
+            by_shard.setdefault(self.shard_index(sid), []).append(sid)
         out: dict[str, tuple[int, float, int]] = {}
-        for idx, sids in by_instance.items():
-            inst = self._instances[idx]
+        for idx, sids in by_shard.items():
+            shard = self._shards[idx]
             try:
-                replies = self._call(inst, "queue state",
-                                     functools.partial(_queue_replies, inst.scripts, inst.keys, sids))
+                replies = self._call(shard, "queue state",
+                                     functools.partial(_queue_replies, shard.scripts, shard.keys, sids))
             except BusError:
                 continue
             for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
@@ -214,83 +214,83 @@ class FrameBus:
         return out
 
     def read_each(self, what: str, fn: Callable[[Client, KeySpace], Any]) -> list[Any]:
-        """``fn(client, keys)`` on every instance that is not backing off (e.g. the sinks' rejection counts for
-        /readyz); an instance that fails is left out of the answer (and backs off, as after any call)."""
+        """``fn(client, keys)`` on every shard that is not backing off (e.g. the sinks' rejection counts for
+        /readyz); a shard that fails is left out of the answer (and backs off, as after any call)."""
         out = []
-        for inst in self._instances:
-            bound: Callable[[Client], Any] = functools.partial(_with_keys, fn, inst.keys)
+        for shard in self._shards:
+            bound: Callable[[Client], Any] = functools.partial(_with_keys, fn, shard.keys)
             try:
-                out.append(self._call(inst, what, bound))
+                out.append(self._call(shard, what, bound))
             except BusError:
                 continue
         return out
 
     def health(self) -> list[dict[str, Any]]:
         return [{"index": i.index, "url": i.redacted_url, "up": i.up, "full": i.full, "last_error": i.last_error}
-                for i in self._instances]
+                for i in self._shards]
 
     # -- calls -------------------------------------------------------------------------------------
 
-    def _call(self, inst: _Instance, what: str, fn: Callable[[Client], Any]) -> Any:
-        """Run ``fn(client)`` unless the instance is backing off; track up/down and backoff."""
-        with inst.lock:
-            if not inst.up and time.monotonic() < inst.retry_at:
-                raise BusUnavailableError(f"Redis {inst.redacted_url} is down ({inst.last_error}); "
-                                          f"retrying in {inst.retry_at - time.monotonic():.1f} s")
+    def _call(self, shard: _Shard, what: str, fn: Callable[[Client], Any]) -> Any:
+        """Run ``fn(client)`` unless the shard is backing off; track up/down and backoff."""
+        with shard.lock:
+            if not shard.up and time.monotonic() < shard.retry_at:
+                raise BusUnavailableError(f"Redis {shard.redacted_url} is down ({shard.last_error}); "
+                                          f"retrying in {shard.retry_at - time.monotonic():.1f} s")
         try:
-            with redis_errors(what, inst.redacted_url):
-                result = fn(inst.client)
+            with redis_errors(what, shard.redacted_url):
+                result = fn(shard.client)
         except BusFullError:
-            self._mark_full(inst, True)
+            self._mark_full(shard, True)
             raise
         except BusError as exc:
-            self._mark_down(inst, what, exc.__cause__ or exc)
+            self._mark_down(shard, what, exc.__cause__ or exc)
             raise
-        if not inst.up:
-            self._mark_up(inst)
-        if inst.full:
-            self._mark_full(inst, False)
+        if not shard.up:
+            self._mark_up(shard)
+        if shard.full:
+            self._mark_full(shard, False)
         return result
 
-    def _mark_full(self, inst: _Instance, full: bool) -> None:
-        with inst.lock:
-            changed, inst.full = inst.full != full, full
-            inst.last_error = "full: maxmemory reached" if full else ""
+    def _mark_full(self, shard: _Shard, full: bool) -> None:
+        with shard.lock:
+            changed, shard.full = shard.full != full, full
+            shard.last_error = "full: maxmemory reached" if full else ""
         if changed and full:
             log.warning("frame bus: Redis %s is full (maxmemory); dropping new frames of its cameras until "
-                        "inference frees memory (raise maxmemory or lower redis.maxlen)", inst.redacted_url)
+                        "inference frees memory (raise maxmemory or lower redis.maxlen)", shard.redacted_url)
         elif changed:
-            log.info("frame bus: Redis %s has room again", inst.redacted_url)
+            log.info("frame bus: Redis %s has room again", shard.redacted_url)
 
-    def _mark_down(self, inst: _Instance, what: str, exc: BaseException) -> None:
-        with inst.lock:
-            inst.retry_at = time.monotonic() + inst.backoff.next_delay_s()
-            was_up, inst.up = inst.up, False
+    def _mark_down(self, shard: _Shard, what: str, exc: BaseException) -> None:
+        with shard.lock:
+            shard.retry_at = time.monotonic() + shard.backoff.next_delay_s()
+            was_up, shard.up = shard.up, False
             # redis-py messages can include host names but never the password; keep just the type.
-            inst.last_error = f"{what}: {type(exc).__name__}"
+            shard.last_error = f"{what}: {type(exc).__name__}"
         if was_up:
             log.warning("frame bus: Redis %s is down (%s: %s); dropping frames for its cameras, "
-                        "reconnecting with backoff", inst.redacted_url, what, type(exc).__name__)
-            self._on_state(inst.index, False)
+                        "reconnecting with backoff", shard.redacted_url, what, type(exc).__name__)
+            self._on_state(shard.index, False)
 
-    def _mark_up(self, inst: _Instance) -> None:
-        with inst.lock:
-            inst.up, inst.last_error = True, ""
-            inst.backoff.reset()
-        log.info("frame bus: Redis %s is back", inst.redacted_url)
-        self._on_state(inst.index, True)
+    def _mark_up(self, shard: _Shard) -> None:
+        with shard.lock:
+            shard.up, shard.last_error = True, ""
+            shard.backoff.reset()
+        log.info("frame bus: Redis %s is back", shard.redacted_url)
+        self._on_state(shard.index, True)
 
     def publish(self, msg: FrameMessage) -> bytes:
         """XADD one frame to its camera's stream; return the entry id.
 
-        Raises (:mod:`pipeline.core.redis_errors`) :class:`BusUnavailableError` when the instance cannot be
+        Raises (:mod:`pipeline.core.redis_errors`) :class:`BusUnavailableError` when the shard cannot be
         reached, and without any I/O while it is backing off; :class:`BusFullError` while it is at its
         ``maxmemory`` (it stays up); :class:`BusError` when it answers with another error. Any failure but a
-        full instance starts the backoff.
+        full shard starts the backoff.
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
-        inst = self._instance(msg.stream_id)
-        key, stats = inst.keys.frames(msg.stream_id), inst.keys.stats(msg.stream_id)
+        shard = self._shard(msg.stream_id)
+        key, stats = shard.keys.frames(msg.stream_id), shard.keys.stats(msg.stream_id)
 
         def xadd_counted(c: Client) -> bytes:
             # The frame and its count in one transaction: a write that times out here but runs when a
@@ -301,28 +301,28 @@ class FrameBus:
                 entry, _ = p.execute()
             return bytes(entry)
 
-        entry: bytes = self._call(inst, "XADD", xadd_counted)
+        entry: bytes = self._call(shard, "XADD", xadd_counted)
         return entry
 
     def publish_event(self, stream_id: str, fields: Mapping[str, str], maxlen: int) -> None:
-        """XADD an event about a camera (e.g. its health) to the results stream of the camera's instance.
+        """XADD an event about a camera (e.g. its health) to the results stream of the camera's shard.
 
         Raises like :meth:`publish`; the results stream is trimmed to ``maxlen`` (``redis.results_maxlen``).
         """
-        inst = self._instance(stream_id)
-        self._call(inst, "XADD", lambda c: c.xadd(inst.keys.results, dict(fields), maxlen=maxlen, approximate=True))
+        shard = self._shard(stream_id)
+        self._call(shard, "XADD", lambda c: c.xadd(shard.keys.results, dict(fields), maxlen=maxlen, approximate=True))
 
     def put_expiring(self, stream_id: str, key: str, value: bytes | str, ttl_s: float) -> None:
-        """SET ``key`` (a camera's preview picture or status) on the camera's instance, expiring after ``ttl_s``.
+        """SET ``key`` (a camera's preview picture or status) on the camera's shard, expiring after ``ttl_s``.
 
         Raises like :meth:`publish`.
         """
-        self._call(self._instance(stream_id), "SET", lambda c: c.set(key, value, px=max(1, int(ttl_s * 1000))))
+        self._call(self._shard(stream_id), "SET", lambda c: c.set(key, value, px=max(1, int(ttl_s * 1000))))
 
     def trimmed_unread(self, stream_id: str) -> int:
         """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
-        inst = self._instance(stream_id)
-        key = inst.keys.frames(stream_id)
+        shard = self._shard(stream_id)
+        key = shard.keys.frames(stream_id)
 
         def query(c: Client) -> int:
             try:
@@ -332,5 +332,5 @@ class FrameBus:
                 return 0  # no such stream yet
             return trimmed_unread_entries(info, groups)
 
-        result: int = self._call(inst, "XINFO", query)
+        result: int = self._call(shard, "XINFO", query)
         return result

@@ -56,7 +56,7 @@ def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
 class Delivery:
     """One frame handed to this consumer (not yet acknowledged)."""
 
-    instance: int
+    shard: int
     stream_id: str
     entry_id: str
     fields: Mapping[bytes, bytes]
@@ -235,11 +235,11 @@ class FrameConsumer:
 
     def _xreadgroup(self, idx: int, keys: list[str], count: int, block_ms: int | None,
                     several: bool) -> list[Delivery]:
-        # With several instances only the first asked blocks, briefly, so none is starved of polls.
+        # With several shards only the first asked blocks, briefly, so none is starved of polls.
         block = min(block_ms, 20) if (block_ms and several) else block_ms
         with redis_errors("XREADGROUP" if block else "reading fresh frames (READ_FRESH)", self.clients.where(idx)):
             try:
-                if not block:  # frames waiting: drop the stale ones server-side, one round trip per instance
+                if not block:  # frames waiting: drop the stale ones server-side, one round trip per shard
                     return self._read_fresh(idx, keys, count)
                 # Nothing was waiting: what arrives while blocked is new, so fresh.
                 reply = self._client(idx).xreadgroup(INFERENCE_GROUP, self.opts.consumer_name,
@@ -339,17 +339,17 @@ class FrameConsumer:
     # ------------------------------------------------------------------ failures
     def record_failure(self, deliveries: list[Delivery], reason: str) -> None:
         """Remember why a batch failed; the frames stay pending and are retried after ``claim_idle_s``."""
-        by_instance: dict[int, list[str]] = {}
+        by_shard: dict[int, list[str]] = {}
         for d in deliveries:
-            by_instance.setdefault(d.instance, []).append(d.entry_id)
-        for idx, ids in by_instance.items():
+            by_shard.setdefault(d.shard, []).append(d.entry_id)
+        for idx, ids in by_shard.items():
             with redis_errors("recording a failed batch (HSET)", self.clients.where(idx)):
                 self._client(idx).hset(self.clients.keys(idx).failures, mapping=dict.fromkeys(ids, reason[:500]))
 
     def dead_letter(self, d: Delivery, reason: str) -> bool:
         """Move one frame to the dead-letter stream now (e.g. it cannot be decoded); False if it had a result."""
-        with redis_errors("dead-lettering a frame", self.clients.where(d.instance)):
-            return self._dead_letter(d.instance, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
+        with redis_errors("dead-lettering a frame", self.clients.where(d.shard)):
+            return self._dead_letter(d.shard, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
                                      deliveries=d.deliveries)
 
     def _dead_letter_pending(self, idx: int, sid: str, entry_id: str, deliveries: int) -> int:

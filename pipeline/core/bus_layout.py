@@ -10,7 +10,7 @@ and failure reasons of its frames are all on one shard, so each of a frame's ste
   slots over its primaries; several shards per primary keep the load even.
 
 Cameras are pinned by rendezvous hashing over the shards' identities
-(:func:`pipeline.core.redis_clients.pick_instance`): stable across processes and restarts; a shard added
+(:func:`pipeline.core.redis_clients.pick_shard`): stable across processes and restarts; a shard added
 moves only the cameras that land on it.
 """
 
@@ -27,7 +27,7 @@ from pipeline.core.config import RedisConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import Client, connect, connect_cluster, instance_identity, pick_instance
+from pipeline.core.redis_clients import Client, connect, connect_cluster, pick_shard, shard_identity
 from pipeline.core.redis_errors import redis_errors
 from pipeline.core.redis_version import ServerVersion, server_version
 
@@ -55,7 +55,7 @@ class BusLayout:
             self.shards = tuple(BusShard(i, f"cluster/s{i}", KeySpace.cluster_shard(i), f"{seeds} shard {i}")
                                 for i in range(cluster_shards))
         else:
-            self.shards = tuple(BusShard(i, instance_identity(u), STANDALONE, redact_url(u))
+            self.shards = tuple(BusShard(i, shard_identity(u), STANDALONE, redact_url(u))
                                 for i, u in enumerate(self.urls))
         self._identities = [s.identity for s in self.shards]
         self._pinned: dict[str, int] = {}  # camera -> shard; the layout never changes, so neither does this
@@ -73,7 +73,7 @@ class BusLayout:
         if shard is None:
             if not self.urls:
                 raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
-            shard = self._pinned[stream_id] = pick_instance(stream_id, self._identities)
+            shard = self._pinned[stream_id] = pick_shard(stream_id, self._identities)
         return shard
 
     def keys_of(self, stream_id: str) -> KeySpace:

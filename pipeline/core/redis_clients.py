@@ -229,7 +229,7 @@ def is_cluster(client: Client) -> bool:
     return isinstance(client, ClusterClient | _ClusterPipeline | RedisCluster)
 
 
-def instance_identity(url: str) -> str:
+def shard_identity(url: str) -> str:
     """``host:port/db`` (or the socket path, or the Sentinels' service) of a Redis URL: what pinning hashes,
     without secrets; a Sentinel-managed primary keeps its identity across failovers."""
     if url.startswith(f"{SENTINEL_SCHEME}://"):
@@ -242,8 +242,8 @@ def instance_identity(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
 
 
-def pick_instance(stream_id: str, identities: list[str]) -> int:
-    """Index of the instance a camera is pinned to (rendezvous hashing over SHA-1)."""
+def pick_shard(stream_id: str, identities: list[str]) -> int:
+    """Index of the shard a camera is pinned to (rendezvous hashing over SHA-1)."""
     if not identities:
         raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
 

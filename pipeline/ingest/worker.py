@@ -227,7 +227,7 @@ class IngestWorker:
             "previous_error_at": iso_utc(c.previous_error_at_s),
             "reconnects": c.reconnects, "last_frame_age_s": round(c.last_frame_age_s(), 3),
             "fps": {"configured": c.stream.fps, "effective": round(c.pacing.rate_fps, 2)},
-            "bus": self._bus.instance_url(c.id), "shard": f"{self.shard[0]}/{self.shard[1]}",
+            "bus": self._bus.shard_url(c.id), "shard": f"{self.shard[0]}/{self.shard[1]}",
             **self.frames.health_doc(c.id),
         }
 

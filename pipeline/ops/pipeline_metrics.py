@@ -135,7 +135,7 @@ class PipelineCollector(Collector):
         yield from (published, inferred, dead, dropped, queue)
 
     def _sink_queue(self) -> Metric:
-        """Results each sink has not delivered yet, over every instance: while a sink's output (a webhook,
+        """Results each sink has not delivered yet, over every shard: while a sink's output (a webhook,
         the MQTT broker) is away its results wait here, bounded by the results stream's maxlen."""
         queue = GaugeMetricFamily("vigil_pipeline_sink_queue_results", "Results a sink has not delivered: "
                                   "backlog (not taken yet) and pending (taken, not acknowledged).",
@@ -145,7 +145,7 @@ class PipelineCollector(Collector):
             try:
                 groups = c.xinfo_groups(keys.results)
             except redis.ResponseError:
-                continue  # no results stream on this instance yet
+                continue  # no results stream on this shard yet
             for g in groups:
                 name = g["name"].decode()
                 if name.startswith(SINK_GROUP_PREFIX):

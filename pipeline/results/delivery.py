@@ -100,7 +100,7 @@ class _Split:
 
 @dataclass
 class _Pending:
-    instance: int
+    shard: int
     ids: list[bytes]
     records: _Split
     events: _Split  # health and state transitions from ingest, in the same stream
@@ -202,7 +202,7 @@ class SinkRunner:
             try:
                 batch.records.run(self._write_records, self._refused)
                 batch.events.run(self._write_events, self._refused)
-                with redis_errors(f"acknowledging sink {self.name}'s batch", self.clients.where(batch.instance)):
+                with redis_errors(f"acknowledging sink {self.name}'s batch", self.clients.where(batch.shard)):
                     self._settle(batch)
                 return
             except (SinkError, BusError) as exc:
@@ -216,7 +216,7 @@ class SinkRunner:
     def _settle(self, batch: _Pending) -> None:
         """Acknowledge the batch, with what was refused set aside in the dead-letter (one transaction)."""
         refused = batch.records.refused + batch.events.refused
-        client, keys = self.clients.client(batch.instance), self.clients.keys(batch.instance)
+        client, keys = self.clients.client(batch.shard), self.clients.keys(batch.shard)
         if refused:
             set_aside(client, keys, sink=self.name, group=self.group, maxlen=self.deadletter_maxlen,
                       refused=[(Refused(i.eid, i.fields, i.value.stream), why) for i, why in refused],

@@ -28,7 +28,7 @@ class FrameRef(Protocol):
     """The frame a result belongs to: where it sits on the bus (a :class:`pipeline.bus.reader.Delivery`)."""
 
     @property
-    def instance(self) -> int: ...
+    def shard(self) -> int: ...
 
     @property
     def stream_id(self) -> str: ...
@@ -46,15 +46,15 @@ class ResultWriter:
         self._maxlen = results_maxlen
 
     def write(self, done: Sequence[tuple[FrameRef, ResultRecord]]) -> None:
-        """Write results, acknowledge their frames and count them: one transaction per instance."""
-        by_instance: dict[int, list[tuple[FrameRef, ResultRecord]]] = {}
+        """Write results, acknowledge their frames and count them: one transaction per shard."""
+        by_shard: dict[int, list[tuple[FrameRef, ResultRecord]]] = {}
         for frame, record in done:
-            by_instance.setdefault(frame.instance, []).append((frame, record))
-        for idx, items in by_instance.items():
+            by_shard.setdefault(frame.shard, []).append((frame, record))
+        for idx, items in by_shard.items():
             with redis_errors("writing results (WRITE_RESULTS)", self._clients.where(idx)):
-                self._write_instance(idx, items)
+                self._write_shard(idx, items)
 
-    def _write_instance(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
+    def _write_shard(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
         cameras: dict[str, int] = {}  # camera -> its 1-based position among the script's keys
         frames = []
         for frame, record in items:

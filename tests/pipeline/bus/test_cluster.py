@@ -107,4 +107,4 @@ def test_a_cluster_that_is_away_fails_like_a_down_instance_and_names_no_password
         with pytest.raises(BusError) as err:
             bus.publish(frame("cam-0", 0))
         assert redis_cluster.password not in str(err.value)
-        assert not bus.health()[bus.instance_index("cam-0")]["up"]
+        assert not bus.health()[bus.shard_index("cam-0")]["up"]

@@ -17,7 +17,7 @@ from pipeline.bus.wire import FrameMessage, decode_frame, encode_frame
 from pipeline.core.config import RedisConfig, VigilConfig
 from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
 from pipeline.core.keys import frames_key
-from pipeline.core.redis_clients import instance_identity, pick_instance
+from pipeline.core.redis_clients import pick_shard, shard_identity
 from tests.fixtures.services import RedisServer
 
 
@@ -87,25 +87,25 @@ def test_encode_rejects_wrong_dtype() -> None:
         encode_frame(FrameMessage("cam", 0, 0, np.zeros((4, 4, 3), np.float32)))  # type: ignore[arg-type]
 
 
-def test_instance_identity_ignores_credentials() -> None:
-    assert instance_identity("redis://u:secret@10.0.0.5:6380/2") == "10.0.0.5:6380/2"
-    assert instance_identity("rediss://:x@cache") == "cache:6379/0"
-    assert instance_identity("unix:///run/redis.sock") == "unix:/run/redis.sock"
+def test_shard_identity_ignores_credentials() -> None:
+    assert shard_identity("redis://u:secret@10.0.0.5:6380/2") == "10.0.0.5:6380/2"
+    assert shard_identity("rediss://:x@cache") == "cache:6379/0"
+    assert shard_identity("unix:///run/redis.sock") == "unix:/run/redis.sock"
 
 
 def test_pinning_is_stable_across_processes_and_moves_few_cameras() -> None:
     idents = ["a:6379/0", "b:6379/0", "c:6379/0"]
     ids = [f"cam-{i}" for i in range(300)]
-    here = [pick_instance(s, idents) for s in ids]
+    here = [pick_shard(s, idents) for s in ids]
     # Another interpreter with a different hash seed must agree (Python's hash() would not).
-    code = ("from pipeline.core.redis_clients import pick_instance;"
-            f"print([pick_instance(f'cam-{{i}}', {idents!r}) for i in range(300)])")
+    code = ("from pipeline.core.redis_clients import pick_shard;"
+            f"print([pick_shard(f'cam-{{i}}', {idents!r}) for i in range(300)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "12345", "PATH": ""})
     assert out.stdout.strip() == str(here)
     counts = [here.count(i) for i in range(3)]
     assert min(counts) > 60, counts  # spread over all instances
-    grown = [pick_instance(s, [*idents, "d:6379/0"]) for s in ids]
+    grown = [pick_shard(s, [*idents, "d:6379/0"]) for s in ids]
     moved = [(a, b) for a, b in zip(here, grown, strict=True) if a != b]
     assert moved and all(b == 3 for _, b in moved)  # only onto the new instance
     assert len(moved) < 120
@@ -155,10 +155,10 @@ def test_several_instances_pin_each_camera(redis_factory: Callable[..., RedisSer
         for cam in cams:
             bus.publish(_frame(cam, 0, 4, 4))
         for cam in cams:
-            home = bus.instance_index(cam)
+            home = bus.shard_index(cam)
             assert servers[home].client().xlen(frames_key(cam)) == 1
             assert servers[1 - home].client().exists(frames_key(cam)) == 0
-    assert {bus.instance_index(c) for c in cams} == {0, 1}
+    assert {bus.shard_index(c) for c in cams} == {0, 1}
 
 
 def test_password_and_acl_user(redis_factory: Callable[..., RedisServer]) -> None:
@@ -183,7 +183,7 @@ def test_tls_with_acl_user(redis_factory: Callable[..., RedisServer]) -> None:
     assert server.url().startswith("rediss://ingest:Tls-Pw-77@")
     with FrameBus(bus_options([server.url()])) as bus:
         bus.publish(_frame("fb-tls", 0, 4, 4))
-        assert bus.instance_url("fb-tls").startswith("rediss://ingest:***@")
+        assert bus.shard_url("fb-tls").startswith("rediss://ingest:***@")
     assert server.client().xlen(frames_key("fb-tls")) == 1
     plain = server.url().replace("rediss://", "redis://").split("?")[0]  # TLS port, no TLS
     with FrameBus(bus_options([plain], socket_timeout_s=1.0)) as bus, pytest.raises(BusError) as err:

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.core.config import validate_config
 from pipeline.core.errors import BusError, ConfigError
-from pipeline.core.redis_clients import SentinelAddress, instance_identity, pick_instance
+from pipeline.core.redis_clients import SentinelAddress, pick_shard, shard_identity
 
 URL = "redis+sentinel://:Primary-Pw@10.0.0.1:26379,10.0.0.2:26380/bus/3?sentinel_password=Sentinel-Pw"
 
@@ -21,9 +21,9 @@ def test_sentinel_url_is_parsed() -> None:
 
 def test_a_sentinel_primary_is_pinned_by_its_service_whatever_the_sentinels() -> None:
     other_hosts = "redis+sentinel://:New-Pw@10.0.0.9:26379/bus/3"
-    assert instance_identity(URL) == instance_identity(other_hosts) == "sentinel:bus/3"
-    idents = [instance_identity(URL), instance_identity("redis://10.0.0.5:6379/0")]
-    assert pick_instance("cam-1", idents) == pick_instance("cam-1", list(idents))
+    assert shard_identity(URL) == shard_identity(other_hosts) == "sentinel:bus/3"
+    idents = [shard_identity(URL), shard_identity("redis://10.0.0.5:6379/0")]
+    assert pick_shard("cam-1", idents) == pick_shard("cam-1", list(idents))
 
 
 @pytest.mark.parametrize(("url", "problem"), [

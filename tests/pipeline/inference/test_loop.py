@@ -291,7 +291,7 @@ def test_one_lane_reads_ahead_from_each_shard_in_its_own_thread(redis_server: Re
         def recording(*args: Any, **kwargs: Any) -> Any:
             got = original(*args, **kwargs)
             if got:
-                read_by.setdefault(threading.current_thread().name, set()).update(d.instance for d in got)
+                read_by.setdefault(threading.current_thread().name, set()).update(d.shard for d in got)
             return got
 
         c.read_batch = recording  # type: ignore[method-assign]
