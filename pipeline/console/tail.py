@@ -52,23 +52,30 @@ class ResultsTail:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-results", daemon=True)
-        self._last_ids: list[bytes | str] = ["$"] * len(self.clients)
+        # Per shard, the last result id taken; None until its backfill has read the stream once. Never "$": a
+        # short XREAD BLOCK on "$" sees only what arrives while it blocks, and with several shards read in turn
+        # (16 on a cluster) most results would arrive between the reads of their shard and never be seen.
+        self._last_ids: list[bytes | str | None] = [None] * len(self.clients)
         self._away = [Backoff(0.5, 5.0) for _ in range(len(self.clients))]  # per shard: retries while it is away
         self._retry_at = [0.0] * len(self.clients)  # time.monotonic() of a shard's next read
 
     def __enter__(self) -> ResultsTail:
-        for i, client, keys in self.clients:
+        for i in range(len(self.clients)):
             try:
-                with redis_errors("reading back the results (XREVRANGE)", self.clients.where(i)):
-                    newest = client.xrevrange(keys.results, count=self.backfill)
-            except BusError as exc:
+                self._backfill(i)
+            except BusError as exc:  # read back when the shard answers (the thread retries)
                 log.warning("console: results not read back: %s", exc)
-                continue
-            if newest:
-                self._last_ids[i] = newest[0][0]
-            self._take(list(reversed(newest)))
         self._thread.start()
         return self
+
+    def _backfill(self, i: int) -> None:
+        """Take the newest ``backfill`` results of shard ``i``; from then on, follow it from the newest id (from
+        the start of the stream when it is empty)."""
+        client, keys = self.clients.client(i), self.clients.keys(i)
+        with redis_errors("reading back the results (XREVRANGE)", self.clients.where(i)):
+            newest = client.xrevrange(keys.results, count=self.backfill)
+        self._last_ids[i] = newest[0][0] if newest else b"0-0"
+        self._take(list(reversed(newest)))
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -92,8 +99,12 @@ class ResultsTail:
                 if time.monotonic() < self._retry_at[i]:
                     continue
                 try:
+                    last = self._last_ids[i]
+                    if last is None:
+                        self._backfill(i)
+                        continue
                     with redis_errors("following the results (XREAD)", self.clients.where(i)):
-                        reply = client.xread({keys.results: self._last_ids[i]}, count=1000, block=block_ms)
+                        reply = client.xread({keys.results: last}, count=1000, block=block_ms)
                 except BusError as exc:  # that shard is away: the others are still read; it again after a backoff
                     delay = self._away[i].next_delay_s()
                     self._retry_at[i] = time.monotonic() + delay

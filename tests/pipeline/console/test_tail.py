@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from pipeline.console.tail import RESULTS_KEPT, ResultsTail
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.results.camera_event import StateEvent
-from tests.fixtures.services import wait_for
+from tests.fixtures.services import RedisServer, wait_for
 from tests.pipeline.results.sinks.records import record
 
 
@@ -32,3 +34,22 @@ def test_reads_back_then_follows_and_keeps_each_camera_bounded(clean_redis_url: 
             ("state_changed", "stalled"), ("label_changed", "dog")]
         assert kept.changes[-1]["time"] == "1970-01-01T00:16:47.000Z"
         assert not tail.camera("other").results
+
+
+def test_every_result_is_seen_when_the_streams_start_empty(redis_server: RedisServer) -> None:
+    """Many shards read in turn, each with a short block: a tail that followed an empty stream from "$" saw only
+    what arrived while it blocked on that shard, so on a Redis Cluster (16 shards) a camera's results were missed
+    until one happened to arrive then (the console showed no label)."""
+    urls = [redis_server.url(db=db) for db in range(1, 16) if db != 9]  # 14 shards; db 9 is clean_redis_url's
+    for url in urls:
+        redis.Redis.from_url(url).delete(RESULTS_KEY)
+    quiet = redis.Redis.from_url(urls[5])
+    clients = BusLayout(urls).connect(5)
+    try:
+        with ResultsTail(clients, hysteresis=1) as tail:
+            for i in range(10):  # one camera on one shard, a result every 50 ms
+                quiet.xadd(RESULTS_KEY, record("cam", "cat", i=i).to_fields())  # type: ignore[arg-type]
+                time.sleep(0.05)
+            assert wait_for(lambda: len(tail.camera("cam").results) == 10, 5), len(tail.camera("cam").results)
+    finally:
+        clients.close()
