@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import signal
 import tempfile
 import threading
@@ -35,6 +36,15 @@ class _StopWhileStarting(BaseException):
     """A stop signal while the pipeline starts: start-up is abandoned, and what had started is stopped."""
 
 
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Whether ``frame`` (where a signal handler interrupted the main thread) runs inside a ``__del__``."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool, ray_cpus: int | None,
                          ray_address: str | None = None) -> None:
     """Run the pipeline until Ctrl-C, SIGTERM or ``duration_s``; then stop it in order and return (exit 0).
@@ -44,22 +54,26 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
     from pipeline.ops.own_session import run_in_own_session
 
     run_in_own_session(grace_s=STOP_GRACE_S)  # before Ray is imported: its gRPC must not be forked
+    atexit.register(_ignore_stop_signals)
     from pipeline.ops.runner import LocalPipeline
 
     stop, starting = threading.Event(), [True]
+    console = stderr_console
+    pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus, ray_address=ray_address)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
-        if starting[0]:  # once: what had started is stopped by LocalPipeline.__exit__, uninterrupted
-            starting[0] = False
+        # While starting, abandon start-up; never once LocalPipeline.__exit__ stops what had started, nor inside
+        # a __del__, where Python would print the exception and drop it: the parent repeats the signal every
+        # second, and the next one lands elsewhere.
+        if starting[0] and not pipeline.stopping and not _in_finalizer(frame):
             raise _StopWhileStarting
 
     def handle_signals() -> dict[int, Any]:
         return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    console = stderr_console
-    pipeline = LocalPipeline(cfg, ray_cpus=ray_cpus, ray_address=ray_address)
-    previous = handle_signals()
+    # Installed until the process exits (not restored): the parent repeats its SIGINT until this process is gone.
+    handle_signals()
     try:
         with pipeline:
             starting[0] = False
@@ -71,10 +85,16 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
     except _StopWhileStarting:
         console.print("stopped while starting: whatever had started was stopped")
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        handle_signals()  # Ray's SIGTERM handler may be back (a start-up abandoned inside ray.init)
     console.print("stopped")
     _summary(console, pipeline)
+
+
+def _ignore_stop_signals() -> None:
+    """At exit (atexit runs before Python restores the default actions, death for SIGINT): a stop signal that
+    comes now (the parent repeats its SIGINT until this process has gone) has nothing left to stop."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _camera_line(sid: str, t: dict[str, int]) -> str:

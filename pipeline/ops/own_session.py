@@ -6,8 +6,10 @@ workers) are started by ``vigil run`` in its process group: a SIGTERM to the gro
 driver, which then waited for ever to delete its Serve application. So ``vigil run`` forks first: the child
 makes a new session and runs the pipeline; the parent, alone in the caller's process group, turns whatever
 stop signal reaches it (SIGINT, SIGTERM, SIGHUP) into one SIGINT to the child, which stops in order (ingest,
-inference, sinks, Redis) and prints its summary. If the child has not exited ``grace_s`` after the first
-signal, the parent kills every process of the run; after the child exits, it kills whatever the child left.
+inference, sinks, Redis) and prints its summary; it repeats that SIGINT every second until the child has
+exited (one that lands where Python ignores exceptions would be lost). If the child has not exited ``grace_s``
+after the first signal, the parent kills every process of the run; after the child exits, it kills whatever
+the child left.
 The parent exits with the child's exit status.
 """
 
@@ -68,6 +70,8 @@ def _supervise(child: int, grace_s: float) -> int:
             break
         if tick % 10 == 0:  # once a second: a process whose parent died first is an orphan, no one's descendant
             family |= _descendants(child)
+            if first_signal_at:  # again: a stop that reached the child where Python swallows exceptions (a
+                forward(signal.SIGINT, None)  # __del__ running) must not be lost; a stopping child ignores it
         if first_signal_at and time.monotonic() - first_signal_at[0] > grace_s:
             killed = _kill_all({*family, *_descendants(child)}, child)
             print(f"vigil run: still stopping {grace_s:.0f} s after the signal: killed it and {killed} process(es) "

@@ -72,6 +72,7 @@ class LocalPipeline:
         self._app_deployed = False  # the application ray.app_name is ours: deleted on exit
         self._last: dict[str, tuple[float, float, float]] = {}  # stream -> (t, published, inferred)
         self.totals: dict[str, dict[str, int]] = {}  # per camera, once stopped (see camera_totals)
+        self.stopping = False  # True from the first line of __exit__: a stop signal must not interrupt it
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalPipeline:
@@ -118,6 +119,7 @@ class LocalPipeline:
                  f", console {self.console.url}" if self.console is not None else "")
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stopping = True
         if self.console is not None:
             self.console.__exit__(None, None, None)
             self.console = None
