@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 import onnx
+import pytest
 
 from models.compare import ModelRow, plot
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
@@ -27,6 +28,7 @@ def _test_set(images_dir: Path, expected: dict[str, Any], video_dir: Path, root:
     return root
 
 
+@pytest.mark.alone
 def test_compare_fp32_fp16_int8(tmp_path: Path, shared_model: Path, images_dir: Path,
                                 expected_images: dict[str, Any], video_dir: Path) -> None:
     data = _test_set(images_dir, expected_images, video_dir, tmp_path / "test-set")

@@ -47,6 +47,7 @@ def test_unfreezing_more_blocks_than_there_are_is_refused(shared_model: Path, un
         split_for(model, feature_tensor(model), unfreeze)
 
 
+@pytest.mark.alone
 def test_two_unfrozen_blocks_are_trained_and_exported_into_the_same_graph(tmp_path: Path, shared_model: Path,
                                                                           video_dir: Path) -> None:
     data = video_dataset(video_dir, tmp_path / "data", per_class=6)
@@ -78,6 +79,7 @@ def test_two_unfrozen_blocks_are_trained_and_exported_into_the_same_graph(tmp_pa
         assert image is not None and image.std() > 10  # drawn, not blank
 
 
+@pytest.mark.alone
 def test_unfreezing_four_blocks_tells_noisy_frames_from_clean_ones_where_the_head_alone_cannot(
         tmp_path: Path, shared_model: Path, video_dir: Path) -> None:
     """The acceptance task: sensor noise of 6 grey levels is too subtle for ImageNet's pooled features (the head
@@ -95,6 +97,7 @@ def test_unfreezing_four_blocks_tells_noisy_frames_from_clean_ones_where_the_hea
     assert accuracy[0] < 0.9 and accuracy[4] >= accuracy[0] + 0.05, accuracy
 
 
+@pytest.mark.alone
 def test_search_starts_from_the_defaults_finds_no_worse_and_resumes(tmp_path: Path, shared_model: Path,
                                                                     video_dir: Path) -> None:
     from models.search import SearchOptions, search

@@ -51,6 +51,7 @@ def test_loads_parse_as_fractions_or_percentages() -> None:
             _parse_loads(bad)
 
 
+@pytest.mark.alone
 def test_a_short_run_over_real_rtsp_cameras_reports_every_step_and_an_exact_identity(
         shared_model: Path, video_dir: Path) -> None:
     result = CliRunner().invoke(app, [

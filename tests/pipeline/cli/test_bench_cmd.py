@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cli_helpers import vigil
 
 
+@pytest.mark.alone
 def test_bench_model_reports_each_batch_size(shared_model: Path) -> None:
     out = vigil("bench", "model", "--model", shared_model, "--batch-sizes", "1,4", "--seconds", "0.3",
                 "--device", "cpu", "--json")
@@ -21,6 +24,7 @@ def test_bench_model_reports_each_batch_size(shared_model: Path) -> None:
     assert text.stderr.count("model mobilenet_v2_1.0_224_imagenet.onnx (") == 1, text.stderr  # loaded once
 
 
+@pytest.mark.alone
 def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_dir: Path) -> None:
     """Over two Redis instances, from two publisher processes, JPEG frames: the way one GPU is fed."""
     out = vigil("bench", "pipeline", "--model", shared_model, "--video", video_dir / "slideshow.mp4",

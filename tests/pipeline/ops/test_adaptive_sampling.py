@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import redis
 
 from pipeline.bus.reader import FrameConsumer
@@ -51,6 +52,7 @@ def effective(worker: IngestService) -> dict[str, float]:
     return {c["id"]: c["fps"]["effective"] for c in worker.status()["cameras"]}
 
 
+@pytest.mark.alone
 def test_sampling_follows_capacity_with_equal_shares(rtsp_server: RtspServer,
                                                      redis_factory: Callable[..., RedisServer],
                                                      shared_model: Path) -> None:
