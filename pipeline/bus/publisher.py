@@ -57,8 +57,8 @@ def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str
 def _queue_replies(scripts: BusScripts, keys: KeySpace, stream_ids: list[str], client: Client) -> list[list[int]]:
     """QUEUE_STATE of each camera, pipelined: one round trip."""
     with client.pipeline(transaction=False) as p:
-        for sid in stream_ids:
-            scripts.queue_state(keys=[keys.frames(sid), keys.stats(sid)], args=[INFERENCE_GROUP], client=p)
+        for stream_id in stream_ids:
+            scripts.queue_state(keys=[keys.frames(stream_id), keys.stats(stream_id)], args=[INFERENCE_GROUP], client=p)
         replies: list[list[int]] = p.execute()
     return replies
 
@@ -198,19 +198,19 @@ class FrameBus:
         whose shard is down, are left out: there is nothing to adapt to then.
         """
         by_shard: dict[int, list[str]] = {}
-        for sid in stream_ids:
-            by_shard.setdefault(self.shard_index(sid), []).append(sid)
+        for stream_id in stream_ids:
+            by_shard.setdefault(self.shard_index(stream_id), []).append(stream_id)
         out: dict[str, tuple[int, float, int]] = {}
-        for idx, sids in by_shard.items():
+        for idx, shard_stream_ids in by_shard.items():
             shard = self._shards[idx]
             try:
                 replies = self._call(shard, "queue state",
-                                     functools.partial(_queue_replies, shard.scripts, shard.keys, sids))
+                                     functools.partial(_queue_replies, shard.scripts, shard.keys, shard_stream_ids))
             except BusError:
                 continue
-            for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
+            for stream_id, (wait_ms, stale, queued) in zip(shard_stream_ids, replies, strict=True):
                 if wait_ms != -2:
-                    out[sid] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
+                    out[stream_id] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
         return out
 
     def read_each(self, what: str, fn: Callable[[Client, KeySpace], Any]) -> list[Any]:

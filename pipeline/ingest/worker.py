@@ -44,7 +44,7 @@ class IngestObserver(CameraObserver, FrameObserver, Protocol):
 
     def set_streams(self, stream_ids: Iterable[str]) -> None: ...
 
-    def set_sampling_rate(self, sid: str, configured_fps: float, effective_fps: float) -> None: ...
+    def set_sampling_rate(self, stream_id: str, configured_fps: float, effective_fps: float) -> None: ...
 
 
 class CameraCatalog(Protocol):
@@ -121,23 +121,23 @@ class IngestWorker:
         """Start/stop/restart cameras so that exactly ``wanted`` run; leave unchanged ones alone."""
         by_id = {s.id: s for s in wanted}
         with self._lock:
-            for sid, cam in self.cameras.items():  # a new fps alone is applied in place: no reconnect
-                new = by_id.get(sid)
+            for stream_id, cam in self.cameras.items():  # a new fps alone is applied in place: no reconnect
+                new = by_id.get(stream_id)
                 if new is not None and new != cam.stream and cam.retune(new):
-                    self._observer.set_sampling_rate(sid, new.fps, cam.pacing.rate_fps)
-            stale = [c for sid, c in self.cameras.items() if by_id.get(sid) != c.stream]
+                    self._observer.set_sampling_rate(stream_id, new.fps, cam.pacing.rate_fps)
+            stale = [c for stream_id, c in self.cameras.items() if by_id.get(stream_id) != c.stream]
             for cam in stale:
                 del self.cameras[cam.id]
         self._stop_all(stale)
         self._observer.set_streams(by_id)
         with self._lock:
-            for sid, stream in by_id.items():
-                if sid not in self.cameras:
+            for stream_id, stream in by_id.items():
+                if stream_id not in self.cameras:
                     self.frames.add(stream)
                     cam = Camera(stream, self.cfg.ingest, self.frames.handle, self._observer,
                                  self.frames.state_changed)
-                    self.cameras[sid] = cam.start()
-                    self._observer.set_sampling_rate(sid, stream.fps, cam.pacing.rate_fps)
+                    self.cameras[stream_id] = cam.start()
+                    self._observer.set_sampling_rate(stream_id, stream.fps, cam.pacing.rate_fps)
             self.frames.keep_only(by_id)
 
     def reload(self, cfg: VigilConfig) -> None:
@@ -185,20 +185,22 @@ class IngestWorker:
                     self._refresh("camera store changed")
                     continue
             signals = {}
-            for sid, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
-                signals[sid] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(sid, stale)))
-                self._stale_seen[sid] = stale  # the first tick only sets the baseline
-            self._governor.update({sid: cameras[sid].pacing for sid in signals}, signals)
-            for sid in signals:
-                self._observer.set_sampling_rate(sid, cameras[sid].stream.fps, cameras[sid].pacing.rate_fps)
+            for stream_id, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
+                signals[stream_id] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(stream_id, stale)))
+                self._stale_seen[stream_id] = stale  # the first tick only sets the baseline
+            self._governor.update({stream_id: cameras[stream_id].pacing for stream_id in signals}, signals)
+            for stream_id in signals:
+                self._observer.set_sampling_rate(stream_id, cameras[stream_id].stream.fps,
+                                                 cameras[stream_id].pacing.rate_fps)
 
     def _write_statuses(self, cameras: dict[str, Camera]) -> None:
         """Each camera's status into Redis for the console on any machine; it expires when this worker dies."""
-        for sid, cam in cameras.items():
+        for stream_id, cam in cameras.items():
             try:
-                self._bus.put_expiring(sid, camera_status_key(sid), json.dumps(self._camera_doc(cam)), STATUS_TTL_S)
+                self._bus.put_expiring(stream_id, camera_status_key(stream_id), json.dumps(self._camera_doc(cam)),
+                                       STATUS_TTL_S)
             except BusError as exc:  # /readyz and the metrics still say it; the console shows it as unknown
-                log.debug("camera %s: status not written: %s", sid, exc)
+                log.debug("camera %s: status not written: %s", stream_id, exc)
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -231,10 +233,10 @@ class IngestWorker:
             **self.frames.health_doc(c.id),
         }
 
-    def camera_state(self, sid: str) -> CameraState | None:
-        cam = self.cameras.get(sid)
+    def camera_state(self, stream_id: str) -> CameraState | None:
+        cam = self.cameras.get(stream_id)
         return cam.state if cam is not None else None
 
-    def accept_view(self, sid: str) -> bool:
+    def accept_view(self, stream_id: str) -> bool:
         """Make the camera's current view its health reference; False: this worker runs no such camera."""
-        return self.frames.accept_view(sid)
+        return self.frames.accept_view(stream_id)

@@ -14,13 +14,16 @@ Errors follow the console's convention: ``{"detail": "..."}`` with the status.
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Path
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
 from pipeline.ops.metrics import CONTENT_TYPE_LATEST, render
+
+# A camera's id in a route: ``{sid}`` is the HTTP API's name for it (OpenAPI, error bodies), kept as it was.
+StreamIdInPath = Annotated[str, Path(alias="sid")]
 
 
 class IngestEndpoints(Protocol):
@@ -31,7 +34,7 @@ class IngestEndpoints(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def accept_view(self, sid: str) -> bool: ...
+    def accept_view(self, stream_id: str) -> bool: ...
 
 
 def build_ingest_app(worker: IngestEndpoints) -> FastAPI:
@@ -53,9 +56,9 @@ def build_ingest_app(worker: IngestEndpoints) -> FastAPI:
                         media_type="application/json")
 
     @app.post("/cameras/{sid}/accept-view", summary="Make the camera's current view its health reference")
-    def accept_view(sid: str) -> dict[str, str]:
-        if not worker.accept_view(sid):
-            raise HTTPException(404, f"no camera {sid!r} here")
-        return {"accepted_view": sid}
+    def accept_view(stream_id: StreamIdInPath) -> dict[str, str]:
+        if not worker.accept_view(stream_id):
+            raise HTTPException(404, f"no camera {stream_id!r} here")
+        return {"accepted_view": stream_id}
 
     return app

@@ -40,7 +40,7 @@ class Refused:
 
     entry_id: bytes
     fields: dict[bytes, bytes]
-    stream: str  # the camera, for the metric's label
+    stream_id: str  # the camera, for the metric's label
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ class ResultWriter:
             frames.append([cam, frame.entry_id, fields["v"], fields["stream"], fields["json"]])
         names = self._clients.keys(idx)
         keys = [names.results, names.failures]
-        for sid in cameras:
-            keys += [names.frames(sid), names.stats(sid)]
+        for stream_id in cameras:
+            keys += [names.frames(stream_id), names.stats(stream_id)]
         payload = json.dumps({"cameras": len(cameras), "frames": frames})
         self._scripts[idx].write_results(keys=keys, args=[INFERENCE_GROUP, self._maxlen, payload],
                                          client=self._clients.client(idx))
