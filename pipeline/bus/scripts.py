@@ -82,24 +82,26 @@ return {stale, kept}
 """
 
 #: KEYS: results stream, failures hash, then each camera's frames stream and stats hash.
-#: ARGV: group, results MAXLEN, JSON ``{"cameras": n, "frames": [[camera (1-based), entry id, v, stream, json],
-#: ...]}``. Per frame: XACK it, and only if that acknowledged it (a frame classified twice, e.g. reclaimed while
-#: its first batch was still being written, is answered once) XADD its record and count it ``inferred``; then
-#: trim each camera's acknowledged frames and forget the frames' failure reasons. Returns the records written.
+#: ARGV: group, results MAXLEN, number of cameras, then five values per frame: its camera (1-based, the
+#: camera's keys' position), its entry id, and its record's fields ``v``, ``stream``, ``json`` (flat, as
+#: :data:`DEAD_LETTER` takes its record). Per frame: XACK it, and only if that acknowledged it (a frame
+#: classified twice, e.g. reclaimed while its first batch was still being written, is answered once) XADD its
+#: record and count it ``inferred``; then trim each camera's acknowledged frames and forget the frames' failure
+#: reasons. Returns the records written.
 WRITE_RESULTS = _SHEBANG + _SUCCESSOR + """
-local group, maxlen = ARGV[1], ARGV[2]
-local doc = cjson.decode(ARGV[3])
+local group, maxlen, cameras = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local written, done, total = {}, {}, 0
-for _, f in ipairs(doc.frames) do
-  local cam, id = f[1], f[2]
+for i = 4, #ARGV, 5 do
+  local cam, id = tonumber(ARGV[i]), ARGV[i + 1]
   if redis.call('XACK', KEYS[1 + 2 * cam], group, id) == 1 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', f[3], 'stream', f[4], 'json', f[5])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[i + 2], 'stream', ARGV[i + 3],
+               'json', ARGV[i + 4])
     written[cam] = (written[cam] or 0) + 1
     total = total + 1
   end
   done[#done + 1] = id
 end
-for cam = 1, doc.cameras do
+for cam = 1, cameras do
   if written[cam] then redis.call('HINCRBY', KEYS[2 + 2 * cam], 'inferred', written[cam]) end
   trim_acked(KEYS[1 + 2 * cam], group)
 end
