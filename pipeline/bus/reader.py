@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from redis.typing import StreamIdT
 
 from pipeline.bus.scripts import BusScripts
 from pipeline.core.bus_layout import BusClients, BusLayout
@@ -39,7 +40,7 @@ from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP
 from pipeline.core.lifecycle import Lifecycle, not_new, not_open
-from pipeline.core.redis_clients import Client, forget_idle_consumers
+from pipeline.core.redis_clients import RedisClient, forget_idle_consumers
 from pipeline.core.redis_errors import redis_errors
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class FrameConsumer:
             raise BusError(not_open("frame consumer", self._state))
         return self._clients
 
-    def _client(self, index: int) -> Client:
+    def _client(self, index: int) -> RedisClient:
         return self.clients.client(index)
 
     def _camera(self, idx: int, key: bytes | str) -> str:
@@ -316,7 +317,7 @@ class FrameConsumer:
                                        {p["message_id"]: int(p["times_delivered"]) + 1 for p in retry}))
         return dead
 
-    def _claim(self, idx: int, stream_id: str, ids: list[bytes], counts: dict[bytes, int]) -> list[Delivery]:
+    def _claim(self, idx: int, stream_id: str, ids: list[StreamIdT], counts: dict[bytes, int]) -> list[Delivery]:
         if not ids:
             return []
         client, names = self._client(idx), self.clients.keys(idx)

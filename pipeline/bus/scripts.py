@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.core.redis_clients import Client, is_cluster
+import redis
+
+from pipeline.core.redis_clients import RedisClient, RedisPipeline, is_cluster
 
 # Shared Lua: the id just after ``id`` ("ms-seq" -> "ms-(seq+1)"); entries >= it are unread.
 _SHEBANG = "#!lua flags=allow-oom\n"
@@ -152,12 +154,14 @@ class _Script:
     """One script: EVALSHA through redis-py's Script on an instance (loaded on first use, in pipelines too);
     EVAL of the text on a Redis Cluster, whose pipelines refuse EVALSHA (the server caches it all the same)."""
 
-    def __init__(self, client: Client, text: str) -> None:
+    def __init__(self, client: RedisClient, text: str) -> None:
         self._client, self._text = client, text
         self._registered = None if is_cluster(client) else client.register_script(text)
 
-    def __call__(self, *, keys: list[str], args: list[Any], client: Client | None = None) -> Any:
-        if self._registered is not None:
+    def __call__(self, *, keys: list[str], args: list[Any], client: RedisClient | RedisPipeline | None = None) -> Any:
+        # Registered on an instance only, whose clients and pipelines are redis.Redis (what redis-py's Script takes):
+        # the isinstance narrows the type and is always true there.
+        if self._registered is not None and (client is None or isinstance(client, redis.Redis)):
             return self._registered(keys=keys, args=args, client=client)
         return (client or self._client).execute_command("EVAL", self._text, len(keys), *keys, *args)
 
@@ -165,7 +169,7 @@ class _Script:
 class BusScripts:
     """The bus's scripts on one client."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.read_fresh = _Script(client, READ_FRESH)
         self.trim_acked = _Script(client, TRIM_ACKED)
         self.write_results = _Script(client, WRITE_RESULTS)

@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
+from redis.typing import EncodableT, FieldT
 
 from pipeline.core.errors import FrameFormatError
 from pipeline.core.frame import Frame
@@ -67,8 +68,10 @@ class FrameMessage:
         return self.capture_ts_ns / 1e9
 
 
-def encode_frame(msg: FrameMessage, encoding: Encoding = "raw", jpeg_quality: int = 90) -> dict[str, bytes]:
-    """The XADD fields of ``msg`` (see the module docstring)."""
+def encode_frame(msg: FrameMessage, encoding: Encoding = "raw",
+                 jpeg_quality: int = 90) -> dict[FieldT, EncodableT]:
+    """The XADD fields of ``msg`` (see the module docstring): ``str`` names, ``bytes`` values, typed as XADD takes
+    them (redis-py's ``dict[FieldT, EncodableT]``, invariant: a ``dict[str, bytes]`` is not one)."""
     px = msg.pixels
     if px.dtype != np.uint8 or px.ndim != 3 or px.shape[2] != 3:
         raise FrameFormatError(f"stream {msg.stream_id}: frames must be uint8 [h, w, 3], got "

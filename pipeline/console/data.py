@@ -19,7 +19,7 @@ from pipeline.core.clock import iso_utc
 from pipeline.core.config import EventOptions, StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.results.dead_letter import merge_rejections, read_rejections
 
@@ -48,7 +48,7 @@ class ConsoleData:
     def stream(self, stream_id: str) -> StreamConfig | None:
         return next((s for s in self.streams() if s.id == stream_id), None)
 
-    def _client(self, stream_id: str) -> Client:
+    def _client(self, stream_id: str) -> RedisClient:
         return self.clients.client(self.clients.layout.shard_of(stream_id))
 
     def _where(self, stream_id: str) -> str:

@@ -27,7 +27,7 @@ from pipeline.core.config import RedisConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import Client, connect, connect_cluster, pick_shard, shard_identity
+from pipeline.core.redis_clients import RedisClient, connect, connect_cluster, pick_shard, shard_identity
 from pipeline.core.redis_errors import redis_errors
 from pipeline.core.redis_version import ServerVersion, server_version
 
@@ -95,7 +95,7 @@ class BusLayout:
         if self.is_cluster:
             shared = connect_cluster(self.urls, timeout_s, block_s=block_s, fail_fast=fail_fast)
             return BusClients(self, [shared] * len(self.shards))
-        clients: list[Client] = []
+        clients: list[RedisClient] = []
         try:
             for url in self.urls:
                 clients.append(connect(url, timeout_s, block_s=block_s, fail_fast=fail_fast))
@@ -105,7 +105,7 @@ class BusLayout:
             raise
         return BusClients(self, clients)
 
-    def connect_first(self, timeout_s: float, *, fail_fast: bool = False) -> tuple[Client, KeySpace]:
+    def connect_first(self, timeout_s: float, *, fail_fast: bool = False) -> tuple[RedisClient, KeySpace]:
         """A client of the first shard only, and its keys: where the camera store and replica statistics live."""
         if not self.urls:
             raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
@@ -172,13 +172,13 @@ class BusLayout:
 class BusClients:
     """One client per shard of a :class:`BusLayout` (a cluster's shards share one), closed together."""
 
-    def __init__(self, layout: BusLayout, clients: list[Client]) -> None:
+    def __init__(self, layout: BusLayout, clients: list[RedisClient]) -> None:
         self.layout, self._clients = layout, clients
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def client(self, shard: int) -> Client:
+    def client(self, shard: int) -> RedisClient:
         return self._clients[shard]
 
     def keys(self, shard: int) -> KeySpace:
@@ -187,12 +187,12 @@ class BusClients:
     def where(self, shard: int) -> str:
         return self.layout.shards[shard].where
 
-    def __iter__(self) -> Iterator[tuple[int, Client, KeySpace]]:
+    def __iter__(self) -> Iterator[tuple[int, RedisClient, KeySpace]]:
         """(shard, its client, its keys) for every shard."""
         for i, c in enumerate(self._clients):
             yield i, c, self.layout.shards[i].keys
 
-    def distinct(self) -> list[Client]:
+    def distinct(self) -> list[RedisClient]:
         """Each connection once: every instance's, or the cluster's one (for SCAN and server-wide reads)."""
         return self._clients[:1] if self.layout.is_cluster else list(self._clients)
 

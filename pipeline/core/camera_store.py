@@ -28,7 +28,7 @@ from typing import Any
 from pipeline.core.config import StreamConfig, validate_config
 from pipeline.core.errors import BusError, ConfigError
 from pipeline.core.keys import STANDALONE, KeySpace
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 
 Changes = dict[str, dict[str, Any]]  # camera id -> {"set": {...}} or {"removed": True}
@@ -88,7 +88,7 @@ def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable
 class StreamStore:
     """The store on the first bus instance (``client``; ``where``: its redacted URL, for errors)."""
 
-    def __init__(self, client: Client, keys: KeySpace = STANDALONE, where: str = "") -> None:
+    def __init__(self, client: RedisClient, keys: KeySpace = STANDALONE, where: str = "") -> None:
         self.client, self.where = client, where
         self._key, self._version_key = keys.stream_store, keys.stream_store_version
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -23,6 +22,7 @@ from pipeline.bus.publisher import trimmed_unread_entries
 from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 
@@ -158,7 +158,7 @@ class PipelineCollector(Collector):
         return queue
 
     @staticmethod
-    def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:
+    def _stream_queue(c: RedisClient, key: str, group: str) -> tuple[int, int, int]:
         """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
         try:
             info = c.xinfo_stream(key)
