@@ -1,9 +1,10 @@
 """Which cameras an ingest worker runs, and how they are kept running.
 
 A worker runs the cameras of its shard (:func:`~pipeline.ingest.shard.owned_streams`, ``--shard i/n``)
-among the YAML's cameras with the runtime changes on top (a :class:`CameraCatalog`: the console's
-camera store, wired in by :mod:`pipeline.ops.ingest_service`). One :class:`~pipeline.ingest.camera.Camera`
-thread per camera hands each sampled frame to the :class:`~pipeline.ingest.frame_path.FramePath`.
+among the YAML's cameras with the runtime changes on top (the console's camera store,
+:class:`~pipeline.core.camera_store.StreamStore`, which :mod:`pipeline.ops.ingest_service` connects).
+One :class:`~pipeline.ingest.camera.Camera` thread per camera hands each sampled frame to the
+:class:`~pipeline.ingest.frame_path.FramePath`.
 
 * :meth:`IngestWorker.reload` applies a new camera list: added cameras start, removed ones stop,
   changed ones restart, a new ``fps`` alone is applied in place, and the others are not touched;
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from pipeline.bus.publisher import FrameBus
+from pipeline.core.camera_store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
@@ -47,18 +49,6 @@ class IngestObserver(CameraObserver, FrameObserver, Protocol):
     def set_sampling_rate(self, stream_id: str, configured_fps: float, effective_fps: float) -> None: ...
 
 
-class CameraCatalog(Protocol):
-    """The cameras beyond the YAML's: changes made at runtime (the console's camera store)."""
-
-    def merged(self, yaml_streams: list[StreamConfig]) -> list[StreamConfig]:
-        """The YAML's cameras with the runtime changes applied; :class:`BusError` when unreadable."""
-        ...
-
-    def changed(self) -> bool:
-        """True when the changes differ from those :meth:`merged` last read."""
-        ...
-
-
 def _batch_share(cfg: VigilConfig) -> float:
     """What one batch cycle of every replica takes from each camera (at least one frame)."""
     inf = cfg.inference
@@ -74,7 +64,8 @@ class IngestWorker:
         self.shard = shard
         self.cameras: dict[str, Camera] = {}
         self.frames = FramePath(cfg, bus, observer, frame_size)
-        self.catalog: CameraCatalog | None = None  # cameras changed at runtime (the console), on shard 0
+        self.store: StreamStore | None = None  # cameras changed at runtime (the console's camera store)
+        self._store_version = -1  # the store's version when its changes were last applied
         self._bus = bus
         self._observer = observer
         self._lock = threading.Lock()
@@ -89,8 +80,8 @@ class IngestWorker:
         """The cameras of this worker's shard, the runtime changes included."""
         return owned_streams(self.cfg, self.shard)
 
-    def read_catalog(self) -> None:
-        """Take the YAML's cameras with the catalog's changes (at start, before :meth:`start_cameras`)."""
+    def read_store(self) -> None:
+        """Take the YAML's cameras with the camera store's changes (at start, before :meth:`start_cameras`)."""
         self.cfg = self.cfg.model_copy(update={"streams": self._streams_now()})
 
     def start_cameras(self) -> None:
@@ -150,7 +141,7 @@ class IngestWorker:
         self._refresh("config reloaded")
 
     def _refresh(self, why: str) -> None:
-        """Run the YAML's cameras with the catalog's changes on top."""
+        """Run the YAML's cameras with the camera store's changes on top."""
         with self._refresh_lock:
             self.cfg = self.cfg.model_copy(update={"streams": self._streams_now()})
             self._governor.batch_share = _batch_share(self.cfg)  # the batch is shared by the new camera count
@@ -161,13 +152,30 @@ class IngestWorker:
                  sorted(after - before) or "none", sorted(before - after) or "none")
 
     def _streams_now(self) -> list[StreamConfig]:
-        if self.catalog is None:
+        """The YAML's cameras with the camera store's changes on top (:func:`effective_streams`)."""
+        store = self.store
+        if store is None:
             return list(self._yaml_streams)
         try:
-            return self.catalog.merged(self._yaml_streams)
+            version = store.version()  # before the changes: a change made in between is seen next time
+            streams, problems = effective_streams(self._yaml_streams, store.changes())
         except BusError as exc:  # Redis away: keep what runs (the YAML's cameras at start)
             log.warning("camera store: %s; running the cameras known so far", exc)
             return list(self.cfg.streams) if self.cameras else list(self._yaml_streams)
+        self._store_version = version
+        for problem in problems:
+            log.warning("%s", problem)
+        return streams
+
+    def _store_changed(self) -> bool:
+        """Whether the camera store changed since its changes were last applied (not while Redis is away)."""
+        store = self.store
+        if store is None:
+            return False
+        try:
+            return store.version() != self._store_version
+        except BusError:
+            return False
 
     # -- the feedback loop -------------------------------------------------------------------------
 
@@ -181,7 +189,7 @@ class IngestWorker:
             if time.monotonic() >= status_due:
                 status_due = time.monotonic() + STATUS_EVERY_S
                 self._write_statuses(cameras)
-                if self.catalog is not None and self.catalog.changed():
+                if self._store_changed():
                     self._refresh("camera store changed")
                     continue
             signals = {}
