@@ -124,7 +124,7 @@ class FrameBus:
             raise BusError(not_new("frame bus", self._state, "make a new FrameBus to publish again"))
         try:
             self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, fail_fast=True)
-            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
+            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False, clients=self._clients)
         except BusError:
             self.__exit__(None, None, None)
             raise

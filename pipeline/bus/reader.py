@@ -110,7 +110,7 @@ class FrameConsumer:
         self._scripts = [BusScripts(c) for _, c, _ in self._clients]
         self._state = Lifecycle.OPEN
         try:
-            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
+            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False, clients=self._clients)
             self.add_streams(self.opts.stream_ids)
         except BusError:
             self.__exit__(None, None, None)

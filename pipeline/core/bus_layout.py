@@ -113,17 +113,21 @@ class BusLayout:
             return connect_cluster(self.urls, timeout_s, fail_fast=fail_fast), self.shards[0].keys
         return connect(self.urls[0], timeout_s, fail_fast=fail_fast), STANDALONE
 
-    def check_servers(self, timeout_s: float, *, must_answer: bool) -> None:
+    def check_servers(self, timeout_s: float, *, must_answer: bool, clients: BusClients | None = None) -> None:
         """Refuse a server Vigil cannot work with (:class:`UnsupportedServerError`, one line): every instance, or
         every node of the cluster, says its version (``INFO server``). Every process that opens the bus calls
         this at start. A server that does not answer is a :class:`BusError` when ``must_answer`` (``vigil run``
-        fails fast before starting Ray); otherwise it is checked by whichever process finds it up later."""
+        fails fast before starting Ray); otherwise it is checked by whichever process finds it up later.
+
+        ``clients``: the caller's own clients of this layout (:meth:`connect`), asked instead of new ones
+        (with their own timeouts; they stay open); without them each server is asked on a new connection
+        of ``timeout_s``, closed after."""
         if self.is_cluster:
-            self._check_cluster(timeout_s, must_answer)
+            self._check_cluster(timeout_s, must_answer, clients)
             return
         for i, url in enumerate(self.urls):
             where = f"redis.urls[{i}] ({redact_url(url)})"
-            client = connect(url, timeout_s)
+            client = clients.client(i) if clients is not None else connect(url, timeout_s)
             try:
                 with redis_errors("INFO server", f"{redact_url(url)} (redis.urls[{i}])"):
                     version = server_version(client)
@@ -133,12 +137,13 @@ class BusLayout:
                 log.info("%s does not answer yet (%s): its version is checked when it does", where, exc.__cause__)
                 continue
             finally:
-                client.close()
+                if clients is None:
+                    client.close()
             version.require_supported(where)
 
-    def _check_cluster(self, timeout_s: float, must_answer: bool) -> None:
+    def _check_cluster(self, timeout_s: float, must_answer: bool, clients: BusClients | None) -> None:
         seeds = self.shards[0].where.rpartition(" shard")[0]
-        client, _ = self.connect_first(timeout_s)
+        client = clients.client(0) if clients is not None else self.connect_first(timeout_s)[0]
         try:
             with redis_errors("INFO server", f"Cluster {seeds}"):
                 infos = client.info("server", target_nodes=RedisCluster.ALL_NODES)
@@ -148,7 +153,8 @@ class BusLayout:
             log.info("the Redis Cluster %s does not answer yet: its version is checked when it does", seeds)
             return
         finally:
-            client.close()
+            if clients is None:
+                client.close()
         if not all(isinstance(v, dict) for v in infos.values()):  # one node answered: its INFO, not keyed by node
             infos = {"(the only node)": infos}
         for node, info in sorted(infos.items()):

@@ -46,8 +46,8 @@ class SinkService:
         self._state = Lifecycle.OPEN
         try:
             layout = BusLayout.from_config(self.cfg.redis)
-            layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False)
             self._clients = clients = layout.connect(self.cfg.redis.socket_timeout_s, block_s=1.0)
+            layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False, clients=clients)
             streams = tuple(s.id for s in self.cfg.streams)
             default_redis = None if layout.is_cluster else self.urls[0]  # a redis sink on a cluster names its own
             for i, sink_cfg in enumerate(self.cfg.sinks):
