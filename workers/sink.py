@@ -1,4 +1,8 @@
-"""`vigil sink`: the sink service as a process, with /metrics (sinks and pipeline accounting), until SIGTERM."""
+"""`vigil sink`: the sink service as a process, until SIGTERM.
+
+HTTP on ``metrics.host:metrics.port`` (:mod:`pipeline.ops.sink_http`, served like the console's and ingest's):
+``/metrics`` (the sinks, and the pipeline accounting read from Redis), ``/healthz`` and ``/readyz``.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,49 @@ import signal
 import threading
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.camera_store import StreamStore, camera_ids
-from pipeline.core.config import load_config
+from pipeline.core.config import MetricsConfig, VigilConfig, load_config
 from pipeline.core.errors import VigilError
 from pipeline.ops.metrics import SinkMetrics
 from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.ops.ports import check_ports_free
+from pipeline.ops.sink_http import build_sink_app
 from pipeline.ops.sink_service import SinkService
+from pipeline.web.server import ThreadedServer
+
+
+def bind_http(m: MetricsConfig) -> ThreadedServer | None:
+    """The HTTP server's socket, bound before anything starts (None when ``metrics.enabled`` is off)."""
+    if not m.enabled:
+        return None
+    http = ThreadedServer("sink", m.host, m.port)
+    try:
+        http.bind()
+    except OSError as exc:
+        raise VigilError(f"cannot serve metrics on {m.host}:{m.port}: {exc}") from exc
+    return http
 
 
 def run(config_path: str, consumer: str | None = None, metrics_port: int | None = None) -> None:
-    """Run every sink, plus /metrics (sinks and pipeline accounting), until SIGTERM/SIGINT.
+    """Run every sink, plus HTTP (/metrics, /healthz, /readyz), until SIGTERM/SIGINT.
 
     ``metrics_port`` (``--metrics-port``) replaces ``metrics.port`` of the config.
     """
     cfg = load_config(config_path).with_metrics_port(metrics_port)
     check_ports_free(cfg)
     cfg.redis.bus_urls("the sink worker")
+    http = bind_http(cfg.metrics)
+    try:
+        _serve(cfg, consumer, http)
+    finally:
+        if http is not None:
+            http.stop()
+
+
+def _serve(cfg: VigilConfig, consumer: str | None, http: ThreadedServer | None) -> None:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -41,19 +68,12 @@ def run(config_path: str, consumer: str | None = None, metrics_port: int | None 
     cameras = camera_ids(list(cfg.streams), store)
     collector = PipelineCollector(layout, cameras, cfg.redis.socket_timeout_s)
     registry.register(collector)
-    metrics = SinkMetrics(cameras, registry)
-    server = None
-    if cfg.metrics.enabled:
-        try:
-            server, _ = start_http_server(cfg.metrics.port, cfg.metrics.host, registry)
-        except OSError as exc:
-            raise VigilError(f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port}: {exc}") from exc
-        print(f"vigil sink: metrics on {cfg.metrics.host}:{server.server_port}", flush=True)
     try:
-        with SinkService(cfg, consumer=consumer, observer=metrics):
+        with SinkService(cfg, consumer=consumer, observer=SinkMetrics(cameras, registry)) as service:
+            if http is not None:
+                http.start(build_sink_app(registry, service.status))
+                print(f"vigil sink: metrics on {cfg.metrics.host}:{http.port}", flush=True)
             stop.wait()
     finally:
-        if server is not None:
-            server.shutdown()
         collector.close()
         store.client.close()

@@ -286,10 +286,10 @@ class _Watch:
         self.pipe.ingest.reload(self.pipe.cfg.model_copy(update={"streams": []}))
         _wait_drained(self.pipe)
         totals = self.pipe.camera_totals()
-        for sid, t in sorted(totals.items()):
+        for stream_id, t in sorted(totals.items()):
             if t["published"] != t["classified"] + t["dropped"] + t["dead_lettered"]:
                 report.identity_problems.append(
-                    f"{sid}: published {t['published']} != inferred {t['classified']} + dropped {t['dropped']} + "
+                    f"{stream_id}: published {t['published']} != inferred {t['classified']} + dropped {t['dropped']} + "
                     f"dead-lettered {t['dead_lettered']}")
         total, delivered, every_line = sum(t["classified"] for t in totals.values()), 0, _Results(self.out)
         deadline = time.monotonic() + 30

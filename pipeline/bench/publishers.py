@@ -44,13 +44,13 @@ class PublisherSpec:
 def done_frames(clients: BusClients, cameras: list[str]) -> int:
     """Frames of ``cameras`` no longer queued: classified, or dropped as stale (an overloaded machine)."""
     by_shard: dict[int, list[str]] = {}
-    for sid in cameras:
-        by_shard.setdefault(clients.layout.shard_of(sid), []).append(sid)
+    for stream_id in cameras:
+        by_shard.setdefault(clients.layout.shard_of(stream_id), []).append(stream_id)
     total = 0
-    for shard, sids in by_shard.items():  # one round trip per shard: the polling must not load Redis
+    for shard, stream_ids in by_shard.items():  # one round trip per shard: the polling must not load Redis
         with clients.client(shard).pipeline(transaction=False) as p:
-            for sid in sids:
-                p.hmget(clients.keys(shard).stats(sid), "inferred", "dropped_stale")
+            for stream_id in stream_ids:
+                p.hmget(clients.keys(shard).stats(stream_id), "inferred", "dropped_stale")
             total += sum(int(n or 0) for pair in p.execute() for n in pair)
     return total
 
@@ -66,8 +66,8 @@ def _saturate(bus: FrameBus, clients: BusClients, spec: PublisherSpec) -> None:
     while time.perf_counter() - t0 < spec.seconds:
         queued = published - (done_frames(clients, spec.cameras) - start_done)
         for _ in range(max(0, (spec.backlog - queued) // len(spec.cameras))):
-            for sid in spec.cameras:
-                bus.publish(FrameMessage(sid, seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
+            for stream_id in spec.cameras:
+                bus.publish(FrameMessage(stream_id, seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
                 published += 1
             seq += 1
         time.sleep(0.02)
@@ -79,8 +79,8 @@ def _paced(bus: FrameBus, spec: PublisherSpec) -> None:
         delay = t0 + seq * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        for sid in spec.cameras:
-            bus.publish(FrameMessage(sid, PACED_SEQ + seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
+        for stream_id in spec.cameras:
+            bus.publish(FrameMessage(stream_id, PACED_SEQ + seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
         seq += 1
 
 

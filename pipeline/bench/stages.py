@@ -35,7 +35,7 @@ from pipeline.core.bus_layout import BusLayout
 from pipeline.core.classification import FrameClassification, Label
 from pipeline.core.keys import frames_key, stats_key
 from pipeline.core.model_identity import ModelIdentity
-from pipeline.core.redis_clients import Client, connect
+from pipeline.core.redis_clients import RedisClient, connect
 from pipeline.ops.embedded_redis import EmbeddedRedis
 from pipeline.results.record import ResultRecord
 from pipeline.results.writer import ResultWriter
@@ -62,12 +62,12 @@ class StageCost:
         return self.total_us * fps / 1e6
 
 
-def _redis_cpu_s(client: Client) -> float:
+def _redis_cpu_s(client: RedisClient) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def _measure(client: Client, encoding: Encoding, stage: str, frames: int, work: Callable[[], Any]) -> StageCost:
+def _measure(client: RedisClient, encoding: Encoding, stage: str, frames: int, work: Callable[[], Any]) -> StageCost:
     redis0, cpu0 = _redis_cpu_s(client), time.process_time()
     work()
     cpu1, redis1 = time.process_time(), _redis_cpu_s(client)

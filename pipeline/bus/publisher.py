@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from pipeline.bus.scripts import BusScripts
 from pipeline.bus.wire import Encoding, FrameMessage, encode_frame
@@ -34,7 +35,7 @@ from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
 from pipeline.core.keys import INFERENCE_GROUP, KeySpace
 from pipeline.core.lifecycle import Lifecycle, not_new, not_open
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 
 log = logging.getLogger("vigil.framebus")
@@ -54,11 +55,11 @@ def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str
     return max(0, trimmed - read)
 
 
-def _queue_replies(scripts: BusScripts, keys: KeySpace, stream_ids: list[str], client: Client) -> list[list[int]]:
+def _queue_replies(scripts: BusScripts, keys: KeySpace, stream_ids: list[str], client: RedisClient) -> list[list[int]]:
     """QUEUE_STATE of each camera, pipelined: one round trip."""
     with client.pipeline(transaction=False) as p:
-        for sid in stream_ids:
-            scripts.queue_state(keys=[keys.frames(sid), keys.stats(sid)], args=[INFERENCE_GROUP], client=p)
+        for stream_id in stream_ids:
+            scripts.queue_state(keys=[keys.frames(stream_id), keys.stats(stream_id)], args=[INFERENCE_GROUP], client=p)
         replies: list[list[int]] = p.execute()
     return replies
 
@@ -89,7 +90,7 @@ class _Shard:
 
     index: int
     redacted_url: str
-    client: Client
+    client: RedisClient
     keys: KeySpace
     scripts: BusScripts  # the bus's Lua, registered on this client
     backoff: Backoff
@@ -100,7 +101,7 @@ class _Shard:
     last_error: str = ""
 
 
-def _with_keys(fn: Callable[[Client, KeySpace], Any], keys: KeySpace, client: Client) -> Any:
+def _with_keys(fn: Callable[[RedisClient, KeySpace], Any], keys: KeySpace, client: RedisClient) -> Any:
     return fn(client, keys)
 
 
@@ -123,7 +124,7 @@ class FrameBus:
             raise BusError(not_new("frame bus", self._state, "make a new FrameBus to publish again"))
         try:
             self._clients = self.opts.layout.connect(self.opts.socket_timeout_s, fail_fast=True)
-            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
+            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False, clients=self._clients)
         except BusError:
             self.__exit__(None, None, None)
             raise
@@ -152,9 +153,8 @@ class FrameBus:
         """The redacted URL of the camera's shard (for /readyz and logs)."""
         return self.opts.layout.shards[self.shard_index(stream_id)].where
 
-    def client_for(self, stream_id: str) -> redis.Redis:
-        client: redis.Redis = self._shard(stream_id).client
-        return client
+    def client_for(self, stream_id: str) -> RedisClient:
+        return self._shard(stream_id).client
 
     def _shard(self, stream_id: str) -> _Shard:
         if self._state is not Lifecycle.OPEN:
@@ -198,27 +198,27 @@ class FrameBus:
         whose shard is down, are left out: there is nothing to adapt to then.
         """
         by_shard: dict[int, list[str]] = {}
-        for sid in stream_ids:
-            by_shard.setdefault(self.shard_index(sid), []).append(sid)
+        for stream_id in stream_ids:
+            by_shard.setdefault(self.shard_index(stream_id), []).append(stream_id)
         out: dict[str, tuple[int, float, int]] = {}
-        for idx, sids in by_shard.items():
+        for idx, shard_stream_ids in by_shard.items():
             shard = self._shards[idx]
             try:
                 replies = self._call(shard, "queue state",
-                                     functools.partial(_queue_replies, shard.scripts, shard.keys, sids))
+                                     functools.partial(_queue_replies, shard.scripts, shard.keys, shard_stream_ids))
             except BusError:
                 continue
-            for sid, (wait_ms, stale, queued) in zip(sids, replies, strict=True):
+            for stream_id, (wait_ms, stale, queued) in zip(shard_stream_ids, replies, strict=True):
                 if wait_ms != -2:
-                    out[sid] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
+                    out[stream_id] = (int(queued), max(0, int(wait_ms)) / 1000, int(stale))
         return out
 
-    def read_each(self, what: str, fn: Callable[[Client, KeySpace], Any]) -> list[Any]:
+    def read_each(self, what: str, fn: Callable[[RedisClient, KeySpace], Any]) -> list[Any]:
         """``fn(client, keys)`` on every shard that is not backing off (e.g. the sinks' rejection counts for
         /readyz); a shard that fails is left out of the answer (and backs off, as after any call)."""
         out = []
         for shard in self._shards:
-            bound: Callable[[Client], Any] = functools.partial(_with_keys, fn, shard.keys)
+            bound: Callable[[RedisClient], Any] = functools.partial(_with_keys, fn, shard.keys)
             try:
                 out.append(self._call(shard, what, bound))
             except BusError:
@@ -231,7 +231,7 @@ class FrameBus:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    def _call(self, shard: _Shard, what: str, fn: Callable[[Client], Any]) -> Any:
+    def _call(self, shard: _Shard, what: str, fn: Callable[[RedisClient], Any]) -> Any:
         """Run ``fn(client)`` unless the shard is backing off; track up/down and backoff."""
         with shard.lock:
             if not shard.up and time.monotonic() < shard.retry_at:
@@ -292,7 +292,7 @@ class FrameBus:
         shard = self._shard(msg.stream_id)
         key, stats = shard.keys.frames(msg.stream_id), shard.keys.stats(msg.stream_id)
 
-        def xadd_counted(c: Client) -> bytes:
+        def xadd_counted(c: RedisClient) -> bytes:
             # The frame and its count in one transaction: a write that times out here but runs when a
             # frozen Redis thaws is counted once, by Redis, with the frame (the ingest side counted it dropped).
             with c.pipeline(transaction=True) as p:
@@ -310,7 +310,9 @@ class FrameBus:
         Raises like :meth:`publish`; the results stream is trimmed to ``maxlen`` (``redis.results_maxlen``).
         """
         shard = self._shard(stream_id)
-        self._call(shard, "XADD", lambda c: c.xadd(shard.keys.results, dict(fields), maxlen=maxlen, approximate=True))
+        # A copy, typed as XADD takes its fields (redis-py's dict is invariant: a Mapping[str, str] is not one).
+        entry: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()}
+        self._call(shard, "XADD", lambda c: c.xadd(shard.keys.results, entry, maxlen=maxlen, approximate=True))
 
     def put_expiring(self, stream_id: str, key: str, value: bytes | str, ttl_s: float) -> None:
         """SET ``key`` (a camera's preview picture or status) on the camera's shard, expiring after ``ttl_s``.
@@ -324,7 +326,7 @@ class FrameBus:
         shard = self._shard(stream_id)
         key = shard.keys.frames(stream_id)
 
-        def query(c: Client) -> int:
+        def query(c: RedisClient) -> int:
             try:
                 info = c.xinfo_stream(key)
                 groups = c.xinfo_groups(key) if info.get("groups") else []

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from redis.typing import StreamIdT
 
 from pipeline.bus.scripts import BusScripts
 from pipeline.core.bus_layout import BusClients, BusLayout
@@ -39,7 +40,7 @@ from pipeline.core.config import VigilConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP
 from pipeline.core.lifecycle import Lifecycle, not_new, not_open
-from pipeline.core.redis_clients import Client, forget_idle_consumers
+from pipeline.core.redis_clients import RedisClient, forget_idle_consumers
 from pipeline.core.redis_errors import redis_errors
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class FrameConsumer:
         self._scripts = [BusScripts(c) for _, c, _ in self._clients]
         self._state = Lifecycle.OPEN
         try:
-            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False)
+            self.opts.layout.check_servers(self.opts.socket_timeout_s, must_answer=False, clients=self._clients)
             self.add_streams(self.opts.stream_ids)
         except BusError:
             self.__exit__(None, None, None)
@@ -129,7 +130,7 @@ class FrameConsumer:
             raise BusError(not_open("frame consumer", self._state))
         return self._clients
 
-    def _client(self, index: int) -> Client:
+    def _client(self, index: int) -> RedisClient:
         return self.clients.client(index)
 
     def _camera(self, idx: int, key: bytes | str) -> str:
@@ -138,11 +139,11 @@ class FrameConsumer:
     # ------------------------------------------------------------------ streams
     def add_streams(self, stream_ids: Iterable[str]) -> None:
         """Create the consumer group on each camera's stream (idempotent)."""
-        for sid in stream_ids:
-            self._add_stream(self.opts.layout.shard_of(sid), sid)
+        for stream_id in stream_ids:
+            self._add_stream(self.opts.layout.shard_of(stream_id), stream_id)
 
-    def _add_stream(self, idx: int, sid: str) -> None:
-        key = self.opts.layout.shards[idx].keys.frames(sid)
+    def _add_stream(self, idx: int, stream_id: str) -> None:
+        key = self.opts.layout.shards[idx].keys.frames(stream_id)
         if key not in self._keys_of(idx):
             with redis_errors(f"XGROUP CREATE {key} {INFERENCE_GROUP}", self.clients.where(idx)):
                 try:
@@ -161,8 +162,8 @@ class FrameConsumer:
         self._last_discovery = time.monotonic()
         with redis_errors("discovering camera streams (SCAN)", self.opts.layout.servers):
             found = list(self.clients.scan_frames())
-        for idx, sid in found:
-            self._add_stream(idx, sid)
+        for idx, stream_id in found:
+            self._add_stream(idx, stream_id)
 
     @property
     def stream_count(self) -> int:
@@ -253,8 +254,8 @@ class FrameConsumer:
                 return []
         out: list[Delivery] = []
         for key, entries in reply or []:
-            sid = self._camera(idx, key)
-            out.extend(Delivery(idx, sid, eid.decode(), fields) for eid, fields in entries if fields)
+            stream_id = self._camera(idx, key)
+            out.extend(Delivery(idx, stream_id, eid.decode(), fields) for eid, fields in entries if fields)
         return out
 
     def _read_fresh(self, idx: int, keys: list[str], count: int) -> list[Delivery]:
@@ -269,12 +270,13 @@ class FrameConsumer:
             replies = p.execute()
         out: list[Delivery] = []
         for key, (stale, entries) in zip(keys, replies, strict=True):
-            sid = names.camera_of_frames(key)
+            stream_id = names.camera_of_frames(key)
             if stale:
                 with self._keys_lock:
                     self.stale_dropped += int(stale)
-                log.debug("stream %s: dropped %d frame(s) older than %g ms", sid, stale, self.opts.max_frame_age_ms)
-            out.extend(Delivery(idx, sid, eid.decode(), _fields(flat)) for eid, flat in entries if flat)
+                log.debug("stream %s: dropped %d frame(s) older than %g ms", stream_id, stale,
+                          self.opts.max_frame_age_ms)
+            out.extend(Delivery(idx, stream_id, eid.decode(), _fields(flat)) for eid, flat in entries if flat)
         return out
 
     # ------------------------------------------------------------------ reclaiming
@@ -305,21 +307,21 @@ class FrameConsumer:
                 for name in forget_idle_consumers(client, key, INFERENCE_GROUP, self.opts.consumer_name, idle_ms):
                     log.info("%s: removed consumer %s (idle, nothing pending)", key, name)
                 continue
-            sid = self._camera(idx, key)
+            stream_id = self._camera(idx, key)
             retry = [p for p in pending if int(p["times_delivered"]) < self.opts.max_deliveries]
             for p in pending:
                 if int(p["times_delivered"]) >= self.opts.max_deliveries:
-                    dead += self._dead_letter_pending(idx, sid, p["message_id"].decode(),
+                    dead += self._dead_letter_pending(idx, stream_id, p["message_id"].decode(),
                                                       int(p["times_delivered"]))
-            claimed.extend(self._claim(idx, sid, [p["message_id"] for p in retry],
+            claimed.extend(self._claim(idx, stream_id, [p["message_id"] for p in retry],
                                        {p["message_id"]: int(p["times_delivered"]) + 1 for p in retry}))
         return dead
 
-    def _claim(self, idx: int, sid: str, ids: list[bytes], counts: dict[bytes, int]) -> list[Delivery]:
+    def _claim(self, idx: int, stream_id: str, ids: list[StreamIdT], counts: dict[bytes, int]) -> list[Delivery]:
         if not ids:
             return []
         client, names = self._client(idx), self.clients.keys(idx)
-        key = names.frames(sid)
+        key = names.frames(stream_id)
         entries = client.xclaim(key, INFERENCE_GROUP, self.opts.consumer_name, int(self.opts.claim_idle_s * 1000), ids)
         got = {eid for eid, f in entries if f}
         # Entries trimmed by MAXLEN while they were pending come back empty or not at all: they were
@@ -329,12 +331,12 @@ class FrameConsumer:
             with client.pipeline(transaction=True) as p:
                 p.xack(key, INFERENCE_GROUP, *lost)
                 self._scripts[idx].trim_acked(keys=[key], args=[INFERENCE_GROUP], client=p)
-                p.hincrby(names.stats(sid), "dropped_pending", len(lost))
+                p.hincrby(names.stats(stream_id), "dropped_pending", len(lost))
                 p.execute()
-            log.info("stream %s: %d pending frame(s) were trimmed before they could be reclaimed", sid, len(lost))
+            log.info("stream %s: %d pending frame(s) were trimmed before they could be reclaimed", stream_id, len(lost))
         if entries:
-            log.info("stream %s: reclaimed %d frame(s) left pending by a stopped replica", sid, len(got))
-        return [Delivery(idx, sid, eid.decode(), f, counts.get(eid, 2)) for eid, f in entries if f]
+            log.info("stream %s: reclaimed %d frame(s) left pending by a stopped replica", stream_id, len(got))
+        return [Delivery(idx, stream_id, eid.decode(), f, counts.get(eid, 2)) for eid, f in entries if f]
 
     # ------------------------------------------------------------------ failures
     def record_failure(self, deliveries: list[Delivery], reason: str) -> None:
@@ -352,28 +354,28 @@ class FrameConsumer:
             return self._dead_letter(d.shard, d.stream_id, d.entry_id, dict(d.fields), reason=reason,
                                      deliveries=d.deliveries)
 
-    def _dead_letter_pending(self, idx: int, sid: str, entry_id: str, deliveries: int) -> int:
+    def _dead_letter_pending(self, idx: int, stream_id: str, entry_id: str, deliveries: int) -> int:
         client, names = self._client(idx), self.clients.keys(idx)
-        entries = client.xrange(names.frames(sid), min=entry_id, max=entry_id)
+        entries = client.xrange(names.frames(stream_id), min=entry_id, max=entry_id)
         reason = client.hget(names.failures, entry_id)
         why = reason.decode() if reason else "no result after repeated deliveries (replica crashed each time?)"
         fields: dict[Any, Any] = dict(entries[0][1]) if entries else {}
-        return int(self._dead_letter(idx, sid, entry_id, fields, reason=f"failed {deliveries} deliveries: {why}",
+        return int(self._dead_letter(idx, stream_id, entry_id, fields, reason=f"failed {deliveries} deliveries: {why}",
                                      deliveries=deliveries))
 
-    def _dead_letter(self, idx: int, sid: str, entry_id: str, fields: dict[Any, Any], *, reason: str,
+    def _dead_letter(self, idx: int, stream_id: str, entry_id: str, fields: dict[Any, Any], *, reason: str,
                      deliveries: int) -> bool:
-        record = {b"stream": sid.encode(), b"frame_id": entry_id.encode(), b"reason": reason.encode(),
+        record = {b"stream": stream_id.encode(), b"frame_id": entry_id.encode(), b"reason": reason.encode(),
                   b"deliveries": str(deliveries).encode(), b"ts": repr(time.time()).encode()}
         record.update({b"frame_" + (k if isinstance(k, bytes) else str(k).encode()): v for k, v in fields.items()})
         # One script: a frame a result answered meanwhile (acknowledged) is not dead-lettered, nor counted twice.
         pairs = [x for kv in record.items() for x in kv]
         names = self.clients.keys(idx)
         done = self._scripts[idx].dead_letter(
-            keys=[names.deadletter, names.frames(sid), names.stats(sid), names.failures],
+            keys=[names.deadletter, names.frames(stream_id), names.stats(stream_id), names.failures],
             args=[INFERENCE_GROUP, entry_id, self.opts.deadletter_maxlen, *pairs], client=self._client(idx))
         if done:
-            log.warning("stream %s: frame %s dead-lettered: %s", sid, entry_id, reason)
+            log.warning("stream %s: frame %s dead-lettered: %s", stream_id, entry_id, reason)
         else:
-            log.info("stream %s: frame %s got its result meanwhile; not dead-lettered", sid, entry_id)
+            log.info("stream %s: frame %s got its result meanwhile; not dead-lettered", stream_id, entry_id)
         return bool(done)

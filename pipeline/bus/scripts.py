@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.core.redis_clients import Client, is_cluster
+import redis
+
+from pipeline.core.redis_clients import RedisClient, RedisPipeline, is_cluster
 
 # Shared Lua: the id just after ``id`` ("ms-seq" -> "ms-(seq+1)"); entries >= it are unread.
 _SHEBANG = "#!lua flags=allow-oom\n"
@@ -82,24 +84,26 @@ return {stale, kept}
 """
 
 #: KEYS: results stream, failures hash, then each camera's frames stream and stats hash.
-#: ARGV: group, results MAXLEN, JSON ``{"cameras": n, "frames": [[camera (1-based), entry id, v, stream, json],
-#: ...]}``. Per frame: XACK it, and only if that acknowledged it (a frame classified twice, e.g. reclaimed while
-#: its first batch was still being written, is answered once) XADD its record and count it ``inferred``; then
-#: trim each camera's acknowledged frames and forget the frames' failure reasons. Returns the records written.
+#: ARGV: group, results MAXLEN, number of cameras, then five values per frame: its camera (1-based, the
+#: camera's keys' position), its entry id, and its record's fields ``v``, ``stream``, ``json`` (flat, as
+#: :data:`DEAD_LETTER` takes its record). Per frame: XACK it, and only if that acknowledged it (a frame
+#: classified twice, e.g. reclaimed while its first batch was still being written, is answered once) XADD its
+#: record and count it ``inferred``; then trim each camera's acknowledged frames and forget the frames' failure
+#: reasons. Returns the records written.
 WRITE_RESULTS = _SHEBANG + _SUCCESSOR + """
-local group, maxlen = ARGV[1], ARGV[2]
-local doc = cjson.decode(ARGV[3])
+local group, maxlen, cameras = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local written, done, total = {}, {}, 0
-for _, f in ipairs(doc.frames) do
-  local cam, id = f[1], f[2]
+for i = 4, #ARGV, 5 do
+  local cam, id = tonumber(ARGV[i]), ARGV[i + 1]
   if redis.call('XACK', KEYS[1 + 2 * cam], group, id) == 1 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', f[3], 'stream', f[4], 'json', f[5])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[i + 2], 'stream', ARGV[i + 3],
+               'json', ARGV[i + 4])
     written[cam] = (written[cam] or 0) + 1
     total = total + 1
   end
   done[#done + 1] = id
 end
-for cam = 1, doc.cameras do
+for cam = 1, cameras do
   if written[cam] then redis.call('HINCRBY', KEYS[2 + 2 * cam], 'inferred', written[cam]) end
   trim_acked(KEYS[1 + 2 * cam], group)
 end
@@ -150,12 +154,14 @@ class _Script:
     """One script: EVALSHA through redis-py's Script on an instance (loaded on first use, in pipelines too);
     EVAL of the text on a Redis Cluster, whose pipelines refuse EVALSHA (the server caches it all the same)."""
 
-    def __init__(self, client: Client, text: str) -> None:
+    def __init__(self, client: RedisClient, text: str) -> None:
         self._client, self._text = client, text
         self._registered = None if is_cluster(client) else client.register_script(text)
 
-    def __call__(self, *, keys: list[str], args: list[Any], client: Client | None = None) -> Any:
-        if self._registered is not None:
+    def __call__(self, *, keys: list[str], args: list[Any], client: RedisClient | RedisPipeline | None = None) -> Any:
+        # Registered on an instance only, whose clients and pipelines are redis.Redis (what redis-py's Script takes):
+        # the isinstance narrows the type and is always true there.
+        if self._registered is not None and (client is None or isinstance(client, redis.Redis)):
             return self._registered(keys=keys, args=args, client=client)
         return (client or self._client).execute_command("EVAL", self._text, len(keys), *keys, *args)
 
@@ -163,7 +169,7 @@ class _Script:
 class BusScripts:
     """The bus's scripts on one client."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.read_fresh = _Script(client, READ_FRESH)
         self.trim_acked = _Script(client, TRIM_ACKED)
         self.write_results = _Script(client, WRITE_RESULTS)

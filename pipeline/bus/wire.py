@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
+from redis.typing import EncodableT, FieldT
 
 from pipeline.core.errors import FrameFormatError
 from pipeline.core.frame import Frame
@@ -67,8 +68,10 @@ class FrameMessage:
         return self.capture_ts_ns / 1e9
 
 
-def encode_frame(msg: FrameMessage, encoding: Encoding = "raw", jpeg_quality: int = 90) -> dict[str, bytes]:
-    """The XADD fields of ``msg`` (see the module docstring)."""
+def encode_frame(msg: FrameMessage, encoding: Encoding = "raw",
+                 jpeg_quality: int = 90) -> dict[FieldT, EncodableT]:
+    """The XADD fields of ``msg`` (see the module docstring): ``str`` names, ``bytes`` values, typed as XADD takes
+    them (redis-py's ``dict[FieldT, EncodableT]``, invariant: a ``dict[str, bytes]`` is not one)."""
     px = msg.pixels
     if px.dtype != np.uint8 or px.ndim != 3 or px.shape[2] != 3:
         raise FrameFormatError(f"stream {msg.stream_id}: frames must be uint8 [h, w, 3], got "
@@ -107,18 +110,18 @@ def _int_field(fields: Mapping[Any, Any], name: str) -> int:
         raise FrameFormatError(f"frame entry field {name!r} is not an integer") from exc
 
 
-def _pixels(stream: str, enc: bytes, data: bytes, h: int, w: int) -> Frame:
+def _pixels(stream_id: str, enc: bytes, data: bytes, h: int, w: int) -> Frame:
     if enc == b"raw":
         if len(data) != h * w * 3:
-            raise FrameFormatError(f"stream {stream}: raw frame has {len(data)} bytes, expected "
+            raise FrameFormatError(f"stream {stream_id}: raw frame has {len(data)} bytes, expected "
                                    f"{h}*{w}*3 = {h * w * 3}")
         return np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3)
     if enc == b"jpeg":
         bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if bgr is None or bgr.shape[:2] != (h, w):
-            raise FrameFormatError(f"stream {stream}: JPEG frame does not decode to {h}x{w}")
+            raise FrameFormatError(f"stream {stream_id}: JPEG frame does not decode to {h}x{w}")
         return cast(Frame, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    raise FrameFormatError(f"stream {stream}: unknown encoding {enc.decode(errors='replace')!r}")
+    raise FrameFormatError(f"stream {stream_id}: unknown encoding {enc.decode(errors='replace')!r}")
 
 
 def decode_frame(fields: Mapping[Any, Any], in_stream: str | None = None) -> FrameMessage:
@@ -132,14 +135,14 @@ def decode_frame(fields: Mapping[Any, Any], in_stream: str | None = None) -> Fra
     if version != WIRE_VERSION:
         raise FrameFormatError(f"frame entry has wire version {version}; this reader understands "
                                f"{WIRE_VERSION} (upgrade the reader)")
-    stream = _field(fields, "stream").decode(errors="replace")
-    if in_stream is not None and stream != in_stream:
-        raise FrameFormatError(f"frame entry in vigil:frames:{in_stream} says it is from stream {stream!r}: "
+    stream_id = _field(fields, "stream").decode(errors="replace")
+    if in_stream is not None and stream_id != in_stream:
+        raise FrameFormatError(f"frame entry in vigil:frames:{in_stream} says it is from stream {stream_id!r}: "
                                "a writer other than Vigil's ingest put it there")
     h, w, c = _int_field(fields, "h"), _int_field(fields, "w"), _int_field(fields, "c")
     if h <= 0 or w <= 0 or c != 3:
-        raise FrameFormatError(f"stream {stream}: bad geometry {h}x{w}x{c}")
-    pixels = _pixels(stream, _field(fields, "enc"), _field(fields, "data"), h, w)
-    return FrameMessage(stream_id=stream, seq=_int_field(fields, "seq"),
+        raise FrameFormatError(f"stream {stream_id}: bad geometry {h}x{w}x{c}")
+    pixels = _pixels(stream_id, _field(fields, "enc"), _field(fields, "data"), h, w)
+    return FrameMessage(stream_id=stream_id, seq=_int_field(fields, "seq"),
                         capture_ts_ns=_int_field(fields, "ts_ns"), pixels=pixels,
                         source_height=_int_field(fields, "src_h"), source_width=_int_field(fields, "src_w"))

@@ -42,7 +42,7 @@ def evaluate(
 
 def capture(
     config: Path = typer.Option(..., "--config", "-c", help="Vigil YAML config with the camera."),
-    stream: str = typer.Option(..., "--stream", "-s", help="Stream id from the config."),
+    stream_id: str = typer.Option(..., "--stream", "-s", help="Stream id from the config."),
     every: str = typer.Option("5s", "--every", help="Interval between saved frames: 5s, 500ms, 1m."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the JPEG frames."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many frames."),
@@ -53,7 +53,7 @@ def capture(
     from pipeline.core.config import load_config
 
     console = stderr_console
-    job = FrameCapture(load_config(config), stream, out,
+    job = FrameCapture(load_config(config), stream_id, out,
                        CaptureOptions(every_s=parse_interval(every), count=count, duration_s=duration_s),
                        on_saved=lambda p: console.print(f"saved {p}"))
 

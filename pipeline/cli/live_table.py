@@ -39,7 +39,7 @@ def _sampling(r: CameraRow) -> str:
 
 
 COLUMNS = (
-    Column("camera", 0, lambda r: r.stream, right=False),
+    Column("camera", 0, lambda r: r.stream_id, right=False),
     Column("state", 0, lambda r: r.state, right=False),
     Column("health", 5, lambda r: ",".join(r.health) or "ok", right=False),
     Column("sampling", 6, _sampling),

@@ -97,10 +97,10 @@ def _ignore_stop_signals() -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
-def _camera_line(sid: str, t: dict[str, int]) -> str:
+def _camera_line(stream_id: str, t: dict[str, int]) -> str:
     """``cam: 20 frame(s) published, 12 classified, 0 dropped, 0 dead-lettered, 8 still queued (...)``."""
-    line = (f"  {sid}: {t['published']} frame(s) published, {t['classified']} classified, {t['dropped']} dropped, "
-            f"{t['dead_lettered']} dead-lettered")
+    line = (f"  {stream_id}: {t['published']} frame(s) published, {t['classified']} classified, "
+            f"{t['dropped']} dropped, {t['dead_lettered']} dead-lettered")
     queued = t["backlog"] + t["pending"]
     if queued:
         line += (f", {queued} still queued ({t['backlog']} not read yet, {t['pending']} read without a result)")
@@ -112,8 +112,8 @@ def _camera_line(sid: str, t: dict[str, int]) -> str:
 
 def _summary(console: Console, pipeline: LocalPipeline) -> None:
     """What the run did, per camera (the figures add up: see :func:`_camera_line`), and where results went."""
-    for sid, t in pipeline.totals.items():
-        console.print(_camera_line(sid, t), soft_wrap=True)
+    for stream_id, t in pipeline.totals.items():
+        console.print(_camera_line(stream_id, t), soft_wrap=True)
     outputs = []
     for i, sink in enumerate(pipeline.cfg.sinks):
         path, url = getattr(sink, "path", None), getattr(sink, "url", None)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import cv2
 import numpy as np
-from fastapi import Body, Depends, FastAPI, HTTPException
+from fastapi import Body, Depends, FastAPI, HTTPException, Path
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -28,6 +28,8 @@ from pipeline.web.auth import bearer
 
 API = "/api/v1"
 LIVE_EVERY_S = 1.0
+# A camera's id in a route: ``{sid}`` is the HTTP API's name for it (OpenAPI, error bodies), kept as it was.
+StreamIdInPath = Annotated[str, Path(alias="sid")]
 
 
 def _labelled(jpeg: bytes, view: dict[str, Any]) -> bytes:
@@ -53,9 +55,9 @@ def _valid(doc: dict[str, Any]) -> StreamConfig:
         raise HTTPException(422, {"message": str(exc), "problems": exc.problems}) from exc
 
 
-def _store(data: ConsoleData, sid: str, change: dict[str, Any]) -> None:
+def _store(data: ConsoleData, stream_id: str, change: dict[str, Any]) -> None:
     try:
-        data.store.put(sid, change)
+        data.store.put(stream_id, change)
     except BusError as exc:
         raise HTTPException(503, str(exc)) from exc
 
@@ -85,10 +87,10 @@ def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | Non
     return app
 
 
-def _found(data: ConsoleData, sid: str) -> dict[str, Any]:
-    view = data.view(sid)
+def _found(data: ConsoleData, stream_id: str) -> dict[str, Any]:
+    view = data.view(stream_id)
     if view is None:
-        raise HTTPException(404, f"no camera {sid!r}; GET {API}/streams lists them")
+        raise HTTPException(404, f"no camera {stream_id!r}; GET {API}/streams lists them")
     return view
 
 
@@ -108,29 +110,29 @@ def _read_routes(app: FastAPI, data: ConsoleData, reads: list[Any], stop: thread
         return data.sinks()
 
     @app.get(f"{API}/streams/{{sid}}", dependencies=reads, summary="One camera")
-    def stream(sid: str) -> dict[str, Any]:
-        return _found(data, sid)
+    def stream(stream_id: StreamIdInPath) -> dict[str, Any]:
+        return _found(data, stream_id)
 
     @app.get(f"{API}/streams/{{sid}}/snapshot.jpg", dependencies=reads, response_class=Response,
              summary="The camera's latest picture (JPEG); ?label=true draws the label in")
-    def snapshot(sid: str, label: bool = False) -> Response:
-        view = _found(data, sid)
-        jpeg = data.snapshot(sid)
+    def snapshot(stream_id: StreamIdInPath, label: bool = False) -> Response:
+        view = _found(data, stream_id)
+        jpeg = data.snapshot(stream_id)
         if jpeg is None:
-            raise HTTPException(404, f"camera {sid!r} has no recent picture (state: {view['state']})")
+            raise HTTPException(404, f"camera {stream_id!r} has no recent picture (state: {view['state']})")
         return Response(_labelled(jpeg, view) if label else jpeg, media_type="image/jpeg",
                         headers={"Cache-Control": "no-store"})
 
     @app.get(f"{API}/streams/{{sid}}/events", dependencies=reads,
              summary="The camera's recent label, scene, state and health changes, oldest first")
-    def events(sid: str, limit: int = 200) -> list[dict[str, Any]]:
-        _found(data, sid)
-        return data.timeline(sid, limit)
+    def events(stream_id: StreamIdInPath, limit: int = 200) -> list[dict[str, Any]]:
+        _found(data, stream_id)
+        return data.timeline(stream_id, limit)
 
     @app.get(f"{API}/streams/{{sid}}/results", dependencies=reads, summary="The camera's newest results")
-    def results(sid: str, limit: int = 50) -> list[dict[str, Any]]:
-        _found(data, sid)
-        return data.recent_results(sid, limit)
+    def results(stream_id: StreamIdInPath, limit: int = 50) -> list[dict[str, Any]]:
+        _found(data, stream_id)
+        return data.recent_results(stream_id, limit)
 
     @app.get(f"{API}/live", dependencies=reads, response_class=StreamingResponse,
              summary="Server-sent events: the camera list (as GET /streams) once a second")
@@ -151,24 +153,24 @@ def _change_routes(app: FastAPI, data: ConsoleData, changes: list[Any]) -> None:
 
     @app.patch(f"{API}/streams/{{sid}}", dependencies=changes,
                summary="Change a camera: the given keys replace its settings; the ingest workers restart it")
-    def change(sid: str, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        current = data.stream(sid)
+    def change(stream_id: StreamIdInPath, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        current = data.stream(stream_id)
         if current is None:
-            raise HTTPException(404, f"no camera {sid!r}; POST {API}/streams adds one")
-        if body.get("id", sid) != sid:
+            raise HTTPException(404, f"no camera {stream_id!r}; POST {API}/streams adds one")
+        if body.get("id", stream_id) != stream_id:
             raise HTTPException(422, {"message": "id: cannot be changed; add a new camera and remove this one",
                                       "problems": ["id: cannot be changed"]})
         doc = {**current.model_dump(mode="json", exclude={"health"}), **body}
         stream = _valid(doc)
-        _store(data, sid, {"set": doc})
+        _store(data, stream_id, {"set": doc})
         return _configured(stream)
 
     @app.delete(f"{API}/streams/{{sid}}", dependencies=changes, status_code=204, response_class=Response,
                 summary="Remove a camera; the ingest workers stop it")
-    def remove(sid: str) -> Response:
-        if data.stream(sid) is None:
-            raise HTTPException(404, f"no camera {sid!r}")
-        _store(data, sid, {"removed": True})
+    def remove(stream_id: StreamIdInPath) -> Response:
+        if data.stream(stream_id) is None:
+            raise HTTPException(404, f"no camera {stream_id!r}")
+        _store(data, stream_id, {"removed": True})
         return Response(status_code=204)
 
 

@@ -19,7 +19,7 @@ from pipeline.core.clock import iso_utc
 from pipeline.core.config import EventOptions, StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.results.dead_letter import merge_rejections, read_rejections
 
@@ -45,36 +45,36 @@ class ConsoleData:
             return list(self.cfg.streams)
         return effective_streams(self.cfg.streams, changes)[0]
 
-    def stream(self, sid: str) -> StreamConfig | None:
-        return next((s for s in self.streams() if s.id == sid), None)
+    def stream(self, stream_id: str) -> StreamConfig | None:
+        return next((s for s in self.streams() if s.id == stream_id), None)
 
-    def _client(self, sid: str) -> Client:
-        return self.clients.client(self.clients.layout.shard_of(sid))
+    def _client(self, stream_id: str) -> RedisClient:
+        return self.clients.client(self.clients.layout.shard_of(stream_id))
 
-    def _where(self, sid: str) -> str:
-        return self.clients.where(self.clients.layout.shard_of(sid))
+    def _where(self, stream_id: str) -> str:
+        return self.clients.where(self.clients.layout.shard_of(stream_id))
 
-    def _get(self, sid: str, key: str) -> bytes | None:
+    def _get(self, stream_id: str, key: str) -> bytes | None:
         try:
-            with redis_errors(f"GET {key}", self._where(sid)):
-                value: bytes | None = self._client(sid).get(key)
+            with redis_errors(f"GET {key}", self._where(stream_id)):
+                value: bytes | None = self._client(stream_id).get(key)
         except BusError:
             return None
         return value
 
-    def snapshot(self, sid: str) -> bytes | None:
+    def snapshot(self, stream_id: str) -> bytes | None:
         """The camera's latest picture (JPEG), or None when it has none (not live lately, or Redis away)."""
-        return self._get(sid, preview_key(sid))
+        return self._get(stream_id, preview_key(stream_id))
 
     def views(self) -> list[dict[str, Any]]:
         """Every configured camera as the console lists it."""
         return [self._view(s, self.tail.camera(s.id)) for s in self.streams()]
 
-    def view(self, sid: str) -> dict[str, Any] | None:
-        stream = self.stream(sid)
+    def view(self, stream_id: str) -> dict[str, Any] | None:
+        stream = self.stream(stream_id)
         if stream is None:
             return None
-        return self._view(stream, self.tail.camera(sid))
+        return self._view(stream, self.tail.camera(stream_id))
 
     def _view(self, s: StreamConfig, recent: CameraTail) -> dict[str, Any]:
         raw = self._get(s.id, camera_status_key(s.id))
@@ -96,10 +96,10 @@ class ConsoleData:
             "frames": self._accounting(s.id),
         }
 
-    def _accounting(self, sid: str) -> dict[str, int]:
+    def _accounting(self, stream_id: str) -> dict[str, int]:
         try:
-            with redis_errors("reading the frame accounting (HGETALL)", self._where(sid)):
-                raw = self._client(sid).hgetall(self.clients.layout.keys_of(sid).stats(sid))
+            with redis_errors("reading the frame accounting (HGETALL)", self._where(stream_id)):
+                raw = self._client(stream_id).hgetall(self.clients.layout.keys_of(stream_id).stats(stream_id))
             stats = {k.decode(): int(v) for k, v in raw.items()}
         except BusError:
             stats = {}
@@ -119,9 +119,9 @@ class ConsoleData:
                 continue
         return merge_rejections([sink_name(s, i) for i, s in enumerate(self.cfg.sinks)], per_shard)
 
-    def timeline(self, sid: str, limit: int = 200) -> list[dict[str, Any]]:
+    def timeline(self, stream_id: str, limit: int = 200) -> list[dict[str, Any]]:
         """The camera's recent changes, oldest first: label and scene changes, state and health changes."""
-        return [{k: v for k, v in e.items() if k != "at_s"} for e in list(self.tail.camera(sid).changes)[-limit:]]
+        return [{k: v for k, v in e.items() if k != "at_s"} for e in list(self.tail.camera(stream_id).changes)[-limit:]]
 
-    def recent_results(self, sid: str, limit: int = 50) -> list[dict[str, Any]]:
-        return [r.as_dict() for r in list(self.tail.camera(sid).results)[-limit:]]
+    def recent_results(self, stream_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in list(self.tail.camera(stream_id).results)[-limit:]]

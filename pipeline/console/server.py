@@ -34,7 +34,7 @@ class ConsoleServer:
 
     def __enter__(self) -> ConsoleServer:
         c = self.cfg.console
-        self.clients.layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False)
+        self.clients.layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False, clients=self.clients)
         try:
             self._http.bind()
         except OSError as exc:

@@ -81,10 +81,10 @@ class ResultsTail:
         self._stop.set()
         self._thread.join(5)
 
-    def camera(self, sid: str) -> CameraTail:
-        """A copy of what is kept for camera ``sid`` (empty if it has no results yet)."""
+    def camera(self, stream_id: str) -> CameraTail:
+        """A copy of what is kept for camera ``stream_id`` (empty if it has no results yet)."""
         with self._lock:
-            kept = self._cameras.get(sid)
+            kept = self._cameras.get(stream_id)
             return CameraTail(deque(kept.results, maxlen=RESULTS_KEPT), deque(kept.changes, maxlen=CHANGES_KEPT)) \
                 if kept is not None else CameraTail()
 
@@ -129,8 +129,8 @@ class ResultsTail:
                 while tail.changes and tail.changes[0]["at_s"] < tail.changes[-1]["at_s"] - self.keep_s:
                     tail.changes.popleft()
 
-    def _camera(self, sid: str) -> CameraTail:
-        return self._cameras.setdefault(sid, CameraTail())
+    def _camera(self, stream_id: str) -> CameraTail:
+        return self._cameras.setdefault(stream_id, CameraTail())
 
 
 def _stamped(event: dict[str, Any], at_s: float) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pipeline.core.config import RedisConfig
 from pipeline.core.errors import BusError
 from pipeline.core.keys import STANDALONE, KeySpace
 from pipeline.core.redact import redact_url
-from pipeline.core.redis_clients import Client, connect, connect_cluster, pick_shard, shard_identity
+from pipeline.core.redis_clients import RedisClient, connect, connect_cluster, pick_shard, shard_identity
 from pipeline.core.redis_errors import redis_errors
 from pipeline.core.redis_version import ServerVersion, server_version
 
@@ -95,7 +95,7 @@ class BusLayout:
         if self.is_cluster:
             shared = connect_cluster(self.urls, timeout_s, block_s=block_s, fail_fast=fail_fast)
             return BusClients(self, [shared] * len(self.shards))
-        clients: list[Client] = []
+        clients: list[RedisClient] = []
         try:
             for url in self.urls:
                 clients.append(connect(url, timeout_s, block_s=block_s, fail_fast=fail_fast))
@@ -105,7 +105,7 @@ class BusLayout:
             raise
         return BusClients(self, clients)
 
-    def connect_first(self, timeout_s: float, *, fail_fast: bool = False) -> tuple[Client, KeySpace]:
+    def connect_first(self, timeout_s: float, *, fail_fast: bool = False) -> tuple[RedisClient, KeySpace]:
         """A client of the first shard only, and its keys: where the camera store and replica statistics live."""
         if not self.urls:
             raise BusError("the frame bus has no Redis instance (redis.urls is empty)")
@@ -113,17 +113,21 @@ class BusLayout:
             return connect_cluster(self.urls, timeout_s, fail_fast=fail_fast), self.shards[0].keys
         return connect(self.urls[0], timeout_s, fail_fast=fail_fast), STANDALONE
 
-    def check_servers(self, timeout_s: float, *, must_answer: bool) -> None:
+    def check_servers(self, timeout_s: float, *, must_answer: bool, clients: BusClients | None = None) -> None:
         """Refuse a server Vigil cannot work with (:class:`UnsupportedServerError`, one line): every instance, or
         every node of the cluster, says its version (``INFO server``). Every process that opens the bus calls
         this at start. A server that does not answer is a :class:`BusError` when ``must_answer`` (``vigil run``
-        fails fast before starting Ray); otherwise it is checked by whichever process finds it up later."""
+        fails fast before starting Ray); otherwise it is checked by whichever process finds it up later.
+
+        ``clients``: the caller's own clients of this layout (:meth:`connect`), asked instead of new ones
+        (with their own timeouts; they stay open); without them each server is asked on a new connection
+        of ``timeout_s``, closed after."""
         if self.is_cluster:
-            self._check_cluster(timeout_s, must_answer)
+            self._check_cluster(timeout_s, must_answer, clients)
             return
         for i, url in enumerate(self.urls):
             where = f"redis.urls[{i}] ({redact_url(url)})"
-            client = connect(url, timeout_s)
+            client = clients.client(i) if clients is not None else connect(url, timeout_s)
             try:
                 with redis_errors("INFO server", f"{redact_url(url)} (redis.urls[{i}])"):
                     version = server_version(client)
@@ -133,12 +137,13 @@ class BusLayout:
                 log.info("%s does not answer yet (%s): its version is checked when it does", where, exc.__cause__)
                 continue
             finally:
-                client.close()
+                if clients is None:
+                    client.close()
             version.require_supported(where)
 
-    def _check_cluster(self, timeout_s: float, must_answer: bool) -> None:
+    def _check_cluster(self, timeout_s: float, must_answer: bool, clients: BusClients | None) -> None:
         seeds = self.shards[0].where.rpartition(" shard")[0]
-        client, _ = self.connect_first(timeout_s)
+        client = clients.client(0) if clients is not None else self.connect_first(timeout_s)[0]
         try:
             with redis_errors("INFO server", f"Cluster {seeds}"):
                 infos = client.info("server", target_nodes=RedisCluster.ALL_NODES)
@@ -148,7 +153,8 @@ class BusLayout:
             log.info("the Redis Cluster %s does not answer yet: its version is checked when it does", seeds)
             return
         finally:
-            client.close()
+            if clients is None:
+                client.close()
         if not all(isinstance(v, dict) for v in infos.values()):  # one node answered: its INFO, not keyed by node
             infos = {"(the only node)": infos}
         for node, info in sorted(infos.items()):
@@ -172,13 +178,13 @@ class BusLayout:
 class BusClients:
     """One client per shard of a :class:`BusLayout` (a cluster's shards share one), closed together."""
 
-    def __init__(self, layout: BusLayout, clients: list[Client]) -> None:
+    def __init__(self, layout: BusLayout, clients: list[RedisClient]) -> None:
         self.layout, self._clients = layout, clients
 
     def __len__(self) -> int:
         return len(self._clients)
 
-    def client(self, shard: int) -> Client:
+    def client(self, shard: int) -> RedisClient:
         return self._clients[shard]
 
     def keys(self, shard: int) -> KeySpace:
@@ -187,12 +193,12 @@ class BusClients:
     def where(self, shard: int) -> str:
         return self.layout.shards[shard].where
 
-    def __iter__(self) -> Iterator[tuple[int, Client, KeySpace]]:
+    def __iter__(self) -> Iterator[tuple[int, RedisClient, KeySpace]]:
         """(shard, its client, its keys) for every shard."""
         for i, c in enumerate(self._clients):
             yield i, c, self.layout.shards[i].keys
 
-    def distinct(self) -> list[Client]:
+    def distinct(self) -> list[RedisClient]:
         """Each connection once: every instance's, or the cluster's one (for SCAN and server-wide reads)."""
         return self._clients[:1] if self.layout.is_cluster else list(self._clients)
 

@@ -28,7 +28,7 @@ from typing import Any
 from pipeline.core.config import StreamConfig, validate_config
 from pipeline.core.errors import BusError, ConfigError
 from pipeline.core.keys import STANDALONE, KeySpace
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 
 Changes = dict[str, dict[str, Any]]  # camera id -> {"set": {...}} or {"removed": True}
@@ -51,11 +51,11 @@ def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
     of that id, if any, runs instead."""
     problems: list[str] = []
 
-    def stored(sid: str) -> StreamConfig | None:
+    def stored(stream_id: str) -> StreamConfig | None:
         try:
-            return validate_stream(changes[sid]["set"], environ)
+            return validate_stream(changes[stream_id]["set"], environ)
         except ConfigError as exc:
-            problems.append(f"camera {sid!r} from the camera store: {exc}")
+            problems.append(f"camera {stream_id!r} from the camera store: {exc}")
             return None
 
     out: list[StreamConfig] = []
@@ -66,9 +66,9 @@ def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
         elif "set" in change:
             out.append(stored(s.id) or s)
     yaml_ids = {s.id for s in yaml_streams}
-    for sid in sorted(changes):
-        if sid not in yaml_ids and "set" in changes[sid]:
-            added = stored(sid)
+    for stream_id in sorted(changes):
+        if stream_id not in yaml_ids and "set" in changes[stream_id]:
+            added = stored(stream_id)
             if added is not None:
                 out.append(added)
     return out, problems
@@ -88,7 +88,7 @@ def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable
 class StreamStore:
     """The store on the first bus instance (``client``; ``where``: its redacted URL, for errors)."""
 
-    def __init__(self, client: Client, keys: KeySpace = STANDALONE, where: str = "") -> None:
+    def __init__(self, client: RedisClient, keys: KeySpace = STANDALONE, where: str = "") -> None:
         self.client, self.where = client, where
         self._key, self._version_key = keys.stream_store, keys.stream_store_version
 
@@ -101,11 +101,11 @@ class StreamStore:
             raw = self.client.hgetall(self._key)
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def put(self, sid: str, change: dict[str, Any]) -> None:
+    def put(self, stream_id: str, change: dict[str, Any]) -> None:
         """Record one change and bump the version, in one transaction (nothing is changed when it fails)."""
         with redis_errors("writing the camera store (MULTI: HSET, INCR); nothing was changed", self.where), \
                 self.client.pipeline(transaction=True) as tx:
-            tx.hset(self._key, sid, json.dumps(change))
+            tx.hset(self._key, stream_id, json.dumps(change))
             tx.incr(self._version_key)
             tx.execute()
 

@@ -99,8 +99,8 @@ class Classifications:
                for c, s in zip(self.class_ids[i], self.scores[i], strict=True)]
         scene = None
         if self.scene_ids.size:
-            sid = int(self.scene_ids[i])
-            scene = Label(sid, self.scene_names[sid], float(self.scene_scores[i]))
+            scene_id = int(self.scene_ids[i])
+            scene = Label(scene_id, self.scene_names[scene_id], float(self.scene_scores[i]))
         return FrameClassification(top, scene)
 
     def frames(self) -> list[FrameClassification]:

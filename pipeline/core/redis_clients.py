@@ -27,24 +27,112 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.commands.core import Script
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.typing import ConsumerT, EncodableT, ExpiryT, FieldT, GroupT, KeyT, PatternT, ScriptTextT, StreamIdT
 
 from pipeline.core.errors import BusError
 from pipeline.core.redact import redact_url
 
-# Typed Any: redis-py's reply types are a union over decode_responses; Vigil's are always bytes. (With redis-py
-# 8.2, ``redis.Redis | ClusterClient`` here gives 49 strict mypy errors in 13 files: replies typed
-# ``bytes | str``, RESP2 list | RESP3 dict, xadd's invariant dict of fields; each would need a cast.)
-Client = Any
+
+class RedisClient(Protocol):
+    """The Redis commands Vigil sends on a client, exactly those: what :func:`connect` (a ``redis.Redis``, or a
+    Sentinel's primary) and :func:`connect_cluster` (a :class:`ClusterClient`, a lazy ``RedisCluster``) return.
+
+    Each parameter Vigil passes is redis-py's own (name, kind, default, type from :mod:`redis.typing`), up to the
+    last one it uses: mypy proves below that ``redis.Redis`` and ``RedisCluster`` both satisfy this protocol.
+    Replies are typed ``Any``: redis-py types them ``ResponseT``-like unions over its sync and async clients and
+    ``decode_responses`` (``bytes | str``, RESP2 list | RESP3 dict); Vigil's clients never decode, so replies are
+    bytes, and each call site says what it reads.
+    """
+
+    def close(self) -> None: ...
+    def config_get(self, pattern: PatternT = "*") -> Any: ...
+    def delete(self, *names: KeyT) -> Any: ...
+    # redis-py leaves execute_command's arguments untyped: EncodableT is what its encoder takes.
+    def execute_command(self, *args: EncodableT) -> Any: ...
+    def get(self, name: KeyT) -> Any: ...
+    def hget(self, name: KeyT, key: FieldT) -> Any: ...
+    def hgetall(self, name: KeyT) -> Any: ...
+    def hset(self, name: KeyT, key: FieldT | None = None, value: EncodableT | None = None,
+             mapping: Mapping[FieldT, EncodableT] | None = None) -> Any: ...
+    def info(self, section: str | None = None, *args: str, **kwargs: Any) -> Any: ...  # kwargs: target_nodes
+    def ping(self) -> Any: ...
+    # No default: redis-py's differ (a transaction on one instance, none on a cluster), so Vigil always says.
+    def pipeline(self, transaction: bool) -> RedisPipeline: ...
+    def register_script(self, script: ScriptTextT) -> Script: ...
+    def scan_iter(self, match: PatternT | None = None, count: int | None = None,
+                  _type: str | None = None) -> Iterator[Any]: ...
+    def set(self, name: KeyT, value: EncodableT, ex: ExpiryT | str | None = None,
+            px: ExpiryT | str | None = None) -> Any: ...
+    def xack(self, name: KeyT, groupname: GroupT, *ids: StreamIdT) -> Any: ...
+    def xadd(self, name: KeyT, fields: dict[FieldT, EncodableT], id: StreamIdT = "*", maxlen: int | None = None,
+             approximate: bool = True) -> Any: ...
+    def xclaim(self, name: KeyT, groupname: GroupT, consumername: ConsumerT, min_idle_time: int,
+               message_ids: list[StreamIdT] | tuple[StreamIdT]) -> Any: ...
+    def xgroup_create(self, name: KeyT, groupname: GroupT, id: StreamIdT = "$", mkstream: bool = False) -> Any: ...
+    def xgroup_delconsumer(self, name: KeyT, groupname: GroupT, consumername: ConsumerT) -> Any: ...
+    def xinfo_consumers(self, name: KeyT, groupname: GroupT) -> Any: ...
+    def xinfo_groups(self, name: KeyT) -> Any: ...
+    def xinfo_stream(self, name: KeyT) -> Any: ...
+    def xpending_range(self, name: KeyT, groupname: GroupT, min: StreamIdT, max: StreamIdT, count: int,  # noqa: PLR0917 - redis-py's
+                       consumername: ConsumerT | None = None, idle: int | None = None) -> Any: ...
+    def xrange(self, name: KeyT, min: StreamIdT = "-", max: StreamIdT = "+") -> Any: ...
+    def xread(self, streams: dict[KeyT, StreamIdT], count: int | None = None, block: int | None = None) -> Any: ...
+    def xreadgroup(self, groupname: str, consumername: str, streams: dict[KeyT, StreamIdT], count: int | None = None,
+                   block: int | None = None) -> Any: ...
+    def xrevrange(self, name: KeyT, max: StreamIdT = "+", min: StreamIdT = "-", count: int | None = None) -> Any: ...
+
+
+class RedisPipeline(Protocol):
+    """What Vigil does with a pipeline (:meth:`RedisClient.pipeline`): queue these commands, then :meth:`execute`
+    (in a ``with`` block, which resets it). Parameters as in :class:`RedisClient`; a queued command's reply is the
+    pipeline itself (typed ``Any``, as redis-py types it the client's reply), :meth:`execute` returns the replies."""
+
+    def __enter__(self) -> RedisPipeline: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
+                 traceback: TracebackType | None, /) -> None: ...
+    def execute(self) -> list[Any]: ...
+    def execute_command(self, *args: EncodableT) -> Any: ...
+    def expire(self, name: KeyT, time: ExpiryT) -> Any: ...
+    def hincrby(self, name: KeyT, key: FieldT, amount: int = 1) -> Any: ...
+    def hincrbyfloat(self, name: KeyT, key: FieldT, amount: float = 1.0) -> Any: ...
+    def hmget(self, name: KeyT, keys: FieldT | Iterable[FieldT], *args: FieldT) -> Any: ...
+    def hset(self, name: KeyT, key: FieldT | None = None, value: EncodableT | None = None,
+             mapping: Mapping[FieldT, EncodableT] | None = None) -> Any: ...
+    def incr(self, name: KeyT, amount: int = 1) -> Any: ...
+    def xack(self, name: KeyT, groupname: GroupT, *ids: StreamIdT) -> Any: ...
+    def xadd(self, name: KeyT, fields: dict[FieldT, EncodableT], id: StreamIdT = "*", maxlen: int | None = None,
+             approximate: bool = True) -> Any: ...
+
+
+# mypy proves that redis-py's clients and pipelines satisfy the protocols (never called). RedisCluster.pipeline is
+# unannotated in redis-py (so returns Any); ClusterClient satisfies RedisClient through its __getattr__.
+def _redis_is_a_client(client: redis.Redis) -> RedisClient:
+    return client
+
+
+def _cluster_is_a_client(client: RedisCluster) -> RedisClient:
+    return client
+
+
+def _pipeline_is_a_pipeline(pipeline: Pipeline) -> RedisPipeline:
+    return pipeline
+
+
+def _cluster_pipeline_is_a_pipeline(pipeline: ClusterPipeline) -> RedisPipeline:
+    return pipeline
 
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -96,16 +184,18 @@ class _SentinelPrimary(redis.Redis):
             sentinel.close()
 
 
-def _connect_sentinel(url: str, options: dict[str, Any]) -> Client:
+def _connect_sentinel(url: str, options: dict[str, Any]) -> RedisClient:
     address = SentinelAddress.parse(url)
     timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
     manager = redis.Sentinel(list(address.sentinels),  # type: ignore[no-untyped-call, unused-ignore]
                              sentinel_kwargs={**timeouts, "password": address.sentinel_password})
-    return manager.master_for(address.service, redis_class=_SentinelPrimary,  # type: ignore[no-untyped-call, unused-ignore]
-                              db=address.db, username=address.username, password=address.password, **options)
+    primary: _SentinelPrimary = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
+        address.service, redis_class=_SentinelPrimary, db=address.db, username=address.username,
+        password=address.password, **options)
+    return primary
 
 
-def connect(url: str, timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> Client:
+def connect(url: str, timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> RedisClient:
     """A client for ``url`` (nothing is sent until the first command).
 
     ``timeout_s`` bounds connecting and every command; commands that block on the server for up to
@@ -199,7 +289,7 @@ def _translated_items(items: Iterator[Any]) -> Iterator[Any]:
         yield from items
 
 
-def connect_cluster(urls: list[str], timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> Client:
+def connect_cluster(urls: list[str], timeout_s: float, *, block_s: float = 0.0, fail_fast: bool = False) -> RedisClient:
     """The client of the Redis Cluster whose nodes ``urls`` name (user, password and TLS from the first URL
     that has them; each node's own ``/db`` must be 0: a cluster has one database)."""
     nodes: list[ClusterNode] = []
@@ -226,7 +316,7 @@ def connect_cluster(urls: list[str], timeout_s: float, *, block_s: float = 0.0, 
     return ClusterClient(nodes, options)
 
 
-def is_cluster(client: Client) -> bool:
+def is_cluster(client: RedisClient | RedisPipeline) -> bool:
     """Whether ``client`` (or the pipeline it made) talks to a Redis Cluster, where scripts run as EVAL."""
     return isinstance(client, ClusterClient | _ClusterPipeline | RedisCluster)
 
@@ -256,7 +346,7 @@ def pick_shard(stream_id: str, identities: list[str]) -> int:
     return max(range(len(identities)), key=lambda i: score(identities[i]))
 
 
-def forget_idle_consumers(client: Client, key: str, group: str, keep: str, idle_ms: int) -> list[str]:
+def forget_idle_consumers(client: RedisClient, key: str, group: str, keep: str, idle_ms: int) -> list[str]:
     """Delete the consumers of ``group`` on ``key`` other than ``keep`` that have nothing pending and have
     been idle over ``idle_ms``: a replica or sink pod that stopped (or restarted under a new name) leaves
     one behind each time. Safe for a live one too: nothing of it is lost, and its next read recreates it.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import UnsupportedServerError
+from pipeline.core.redis_clients import RedisClient
 
 MIN_REDIS = (7, 0, 0)
 MIN_VALKEY = (7, 2, 0)
@@ -58,7 +59,7 @@ class ServerVersion:
                 f"{HOW_TO_GET}")
 
 
-def server_version(client: Any) -> ServerVersion:
+def server_version(client: RedisClient) -> ServerVersion:
     """The server behind ``client`` (a redis-py client of one server or node); raises redis-py's errors."""
     info: dict[str, Any] = client.info("server")
     return ServerVersion.from_info(info)

@@ -49,33 +49,33 @@ class CameraState(enum.StrEnum):
 class CameraObserver(Protocol):
     """What a camera reports as it runs (:class:`pipeline.ops.metrics.IngestMetrics` exports it)."""
 
-    def frame_decoded(self, sid: str, latency_seconds: float) -> None: ...
+    def frame_decoded(self, stream_id: str, latency_seconds: float) -> None: ...
 
-    def frame_sampled(self, sid: str) -> None: ...
+    def frame_sampled(self, stream_id: str) -> None: ...
 
-    def reconnected(self, sid: str) -> None: ...
+    def reconnected(self, stream_id: str) -> None: ...
 
-    def set_state(self, sid: str, state: str) -> None: ...
+    def set_state(self, stream_id: str, state: str) -> None: ...
 
-    def track_frame_age(self, sid: str, age_seconds: Callable[[], float]) -> None: ...
+    def track_frame_age(self, stream_id: str, age_seconds: Callable[[], float]) -> None: ...
 
 
 class NoCameraObserver:
     """The observer of a camera nobody watches (tests, ``vigil capture``: :mod:`models.capture`)."""
 
-    def frame_decoded(self, sid: str, latency_seconds: float) -> None:
+    def frame_decoded(self, stream_id: str, latency_seconds: float) -> None:
         return None
 
-    def frame_sampled(self, sid: str) -> None:
+    def frame_sampled(self, stream_id: str) -> None:
         return None
 
-    def reconnected(self, sid: str) -> None:
+    def reconnected(self, stream_id: str) -> None:
         return None
 
-    def set_state(self, sid: str, state: str) -> None:
+    def set_state(self, stream_id: str, state: str) -> None:
         return None
 
-    def track_frame_age(self, sid: str, age_seconds: Callable[[], float]) -> None:
+    def track_frame_age(self, stream_id: str, age_seconds: Callable[[], float]) -> None:
         return None
 
 

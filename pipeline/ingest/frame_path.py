@@ -50,11 +50,11 @@ _ENTRY_OVERHEAD_BYTES = 256  # a stream entry's id, field names and listpack hea
 class FrameObserver(Protocol):
     """What happens to the sampled frames (:class:`pipeline.ops.metrics.IngestMetrics` exports it)."""
 
-    def frame_published(self, sid: str, latency_seconds: float) -> None: ...
+    def frame_published(self, stream_id: str, latency_seconds: float) -> None: ...
 
-    def frames_dropped(self, sid: str, reason: str, count: int = 1) -> None: ...
+    def frames_dropped(self, stream_id: str, reason: str, count: int = 1) -> None: ...
 
-    def set_health(self, sid: str, stats: FrameStats, active: Iterable[str]) -> None: ...
+    def set_health(self, stream_id: str, stats: FrameStats, active: Iterable[str]) -> None: ...
 
 
 class FramePath:
@@ -87,13 +87,13 @@ class FramePath:
             self._seq.setdefault(stream.id, 0)
             self._health[stream.id] = CameraHealth(stream.health)
 
-    def keep_only(self, sids: Iterable[str]) -> None:
+    def keep_only(self, stream_ids: Iterable[str]) -> None:
         """Forget every camera but these (removed cameras)."""
-        keep = set(sids)
+        keep = set(stream_ids)
         with self._lock:
-            for sid in [s for s in self._seq if s not in keep]:
-                del self._seq[sid]
-                self._health.pop(sid, None)
+            for stream_id in [s for s in self._seq if s not in keep]:
+                del self._seq[stream_id]
+                self._health.pop(stream_id, None)
 
     # -- one frame ---------------------------------------------------------------------------------
 
@@ -125,11 +125,12 @@ class FramePath:
         self._observer.frame_published(stream.id, time.perf_counter() - t0)
         self._count_evictions(stream.id)
 
-    def _store_preview(self, sid: str, raw: RawFrame) -> None:
+    def _store_preview(self, stream_id: str, raw: RawFrame) -> None:
         try:
-            self._bus.put_expiring(sid, preview_key(sid), self._preview.encode(raw.bgr), self.cfg.console.preview_ttl_s)
+            self._bus.put_expiring(stream_id, preview_key(stream_id), self._preview.encode(raw.bgr),
+                                   self.cfg.console.preview_ttl_s)
         except BusError as exc:  # the console shows no picture for a while; nothing else depends on it
-            log.debug("camera %s: preview not written: %s", sid, exc)
+            log.debug("camera %s: preview not written: %s", stream_id, exc)
 
     def _judge_health(self, stream: StreamConfig, pixels: Frame) -> bool:
         """Feed the camera's health checks one sampled frame; True when the frame is not to be published."""
@@ -151,19 +152,19 @@ class FramePath:
             return True
         return False
 
-    def _count_evictions(self, sid: str) -> None:
+    def _count_evictions(self, stream_id: str) -> None:
         """Every few seconds, add the frames Redis trimmed unread since the last check."""
         now = time.monotonic()
-        checked_at, before = self._evicted.get(sid, (-math.inf, -1))
+        checked_at, before = self._evicted.get(stream_id, (-math.inf, -1))
         if now - checked_at < self.eviction_check_s:
             return
         try:
-            total = self._bus.trimmed_unread(sid)
+            total = self._bus.trimmed_unread(stream_id)
         except BusError:
             return
         if before >= 0 and total >= before:  # smaller: Redis restarted empty, start over
-            self._observer.frames_dropped(sid, "evicted", total - before)
-        self._evicted[sid] = (now, total)
+            self._observer.frames_dropped(stream_id, "evicted", total - before)
+        self._evicted[stream_id] = (now, total)
 
     # -- camera events -----------------------------------------------------------------------------
 
@@ -178,20 +179,20 @@ class FramePath:
         except BusError as exc:  # /readyz and the metrics still say it; only the event is lost
             log.warning("camera %s: event not written (%s): %s", event.stream, event.as_dict()["event"], exc)
 
-    def accept_view(self, sid: str) -> bool:
+    def accept_view(self, stream_id: str) -> bool:
         """Make the camera's current view its reference (it was re-aimed on purpose); False: no such camera."""
-        health = self._health.get(sid)
+        health = self._health.get(stream_id)
         if health is None:
             return False
         if health.accept_view():
-            self.announce(HealthEvent(sid, "moved", False, time.time(),
+            self.announce(HealthEvent(stream_id, "moved", False, time.time(),
                                       asdict(health.stats) if health.stats is not None else {}))
-        log.info("camera %s: current view accepted as the reference", sid)
+        log.info("camera %s: current view accepted as the reference", stream_id)
         return True
 
-    def health_doc(self, sid: str) -> dict[str, Any]:
+    def health_doc(self, stream_id: str) -> dict[str, Any]:
         """The camera's active conditions and since when (in /readyz and the camera's status)."""
-        health = self._health.get(sid)
+        health = self._health.get(stream_id)
         if health is None:
             return {"health": [], "health_since": {}}
         return {"health": health.active, "health_since": {k: round(v, 3) for k, v in health.since().items()}}

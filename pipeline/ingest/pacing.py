@@ -100,9 +100,9 @@ class SamplingGovernor:
     def update(self, controllers: Mapping[str, RateController], signals: Mapping[str, QueueSignal]) -> Decision:
         """Apply one tick's decision to every camera that reported a signal."""
         decision = self.decide(signals)
-        for sid in signals:
+        for stream_id in signals:
             if decision == "back_off":
-                controllers[sid].back_off()
+                controllers[stream_id].back_off()
             elif decision == "speed_up":
-                controllers[sid].speed_up()
+                controllers[stream_id].speed_up()
         return decision

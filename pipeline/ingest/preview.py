@@ -28,15 +28,15 @@ class PreviewMaker:
         self.every_s = 1.0 / cfg.preview_fps
         self._last: dict[str, float] = {}  # camera -> time.monotonic() of its last preview
 
-    def due(self, sid: str, now_s: float | None = None) -> bool:
+    def due(self, stream_id: str, now_s: float | None = None) -> bool:
         """True (and the camera's clock restarted) when the camera's next preview is due."""
         if not self.enabled:
             return False
         now = time.monotonic() if now_s is None else now_s
-        last = self._last.get(sid)
+        last = self._last.get(stream_id)
         if last is not None and now - last < self.every_s:
             return False
-        self._last[sid] = now
+        self._last[stream_id] = now
         return True
 
     def encode(self, bgr: Frame) -> bytes:
@@ -49,5 +49,5 @@ class PreviewMaker:
             raise ValueError(f"JPEG encoding of a {w}x{h} frame failed")
         return bytes(buf.tobytes())
 
-    def forget(self, sid: str) -> None:
-        self._last.pop(sid, None)
+    def forget(self, stream_id: str) -> None:
+        self._last.pop(stream_id, None)

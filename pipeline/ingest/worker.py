@@ -1,9 +1,10 @@
 """Which cameras an ingest worker runs, and how they are kept running.
 
 A worker runs the cameras of its shard (:func:`~pipeline.ingest.shard.owned_streams`, ``--shard i/n``)
-among the YAML's cameras with the runtime changes on top (a :class:`CameraCatalog`: the console's
-camera store, wired in by :mod:`pipeline.ops.ingest_service`). One :class:`~pipeline.ingest.camera.Camera`
-thread per camera hands each sampled frame to the :class:`~pipeline.ingest.frame_path.FramePath`.
+among the YAML's cameras with the runtime changes on top (the console's camera store,
+:class:`~pipeline.core.camera_store.StreamStore`, which :mod:`pipeline.ops.ingest_service` connects).
+One :class:`~pipeline.ingest.camera.Camera` thread per camera hands each sampled frame to the
+:class:`~pipeline.ingest.frame_path.FramePath`.
 
 * :meth:`IngestWorker.reload` applies a new camera list: added cameras start, removed ones stop,
   changed ones restart, a new ``fps`` alone is applied in place, and the others are not touched;
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from pipeline.bus.publisher import FrameBus
+from pipeline.core.camera_store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
 from pipeline.core.config import StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
@@ -44,19 +46,7 @@ class IngestObserver(CameraObserver, FrameObserver, Protocol):
 
     def set_streams(self, stream_ids: Iterable[str]) -> None: ...
 
-    def set_sampling_rate(self, sid: str, configured_fps: float, effective_fps: float) -> None: ...
-
-
-class CameraCatalog(Protocol):
-    """The cameras beyond the YAML's: changes made at runtime (the console's camera store)."""
-
-    def merged(self, yaml_streams: list[StreamConfig]) -> list[StreamConfig]:
-        """The YAML's cameras with the runtime changes applied; :class:`BusError` when unreadable."""
-        ...
-
-    def changed(self) -> bool:
-        """True when the changes differ from those :meth:`merged` last read."""
-        ...
+    def set_sampling_rate(self, stream_id: str, configured_fps: float, effective_fps: float) -> None: ...
 
 
 def _batch_share(cfg: VigilConfig) -> float:
@@ -74,7 +64,8 @@ class IngestWorker:
         self.shard = shard
         self.cameras: dict[str, Camera] = {}
         self.frames = FramePath(cfg, bus, observer, frame_size)
-        self.catalog: CameraCatalog | None = None  # cameras changed at runtime (the console), on shard 0
+        self.store: StreamStore | None = None  # cameras changed at runtime (the console's camera store)
+        self._store_version = -1  # the store's version when its changes were last applied
         self._bus = bus
         self._observer = observer
         self._lock = threading.Lock()
@@ -89,8 +80,8 @@ class IngestWorker:
         """The cameras of this worker's shard, the runtime changes included."""
         return owned_streams(self.cfg, self.shard)
 
-    def read_catalog(self) -> None:
-        """Take the YAML's cameras with the catalog's changes (at start, before :meth:`start_cameras`)."""
+    def read_store(self) -> None:
+        """Take the YAML's cameras with the camera store's changes (at start, before :meth:`start_cameras`)."""
         self.cfg = self.cfg.model_copy(update={"streams": self._streams_now()})
 
     def start_cameras(self) -> None:
@@ -121,23 +112,23 @@ class IngestWorker:
         """Start/stop/restart cameras so that exactly ``wanted`` run; leave unchanged ones alone."""
         by_id = {s.id: s for s in wanted}
         with self._lock:
-            for sid, cam in self.cameras.items():  # a new fps alone is applied in place: no reconnect
-                new = by_id.get(sid)
+            for stream_id, cam in self.cameras.items():  # a new fps alone is applied in place: no reconnect
+                new = by_id.get(stream_id)
                 if new is not None and new != cam.stream and cam.retune(new):
-                    self._observer.set_sampling_rate(sid, new.fps, cam.pacing.rate_fps)
-            stale = [c for sid, c in self.cameras.items() if by_id.get(sid) != c.stream]
+                    self._observer.set_sampling_rate(stream_id, new.fps, cam.pacing.rate_fps)
+            stale = [c for stream_id, c in self.cameras.items() if by_id.get(stream_id) != c.stream]
             for cam in stale:
                 del self.cameras[cam.id]
         self._stop_all(stale)
         self._observer.set_streams(by_id)
         with self._lock:
-            for sid, stream in by_id.items():
-                if sid not in self.cameras:
+            for stream_id, stream in by_id.items():
+                if stream_id not in self.cameras:
                     self.frames.add(stream)
                     cam = Camera(stream, self.cfg.ingest, self.frames.handle, self._observer,
                                  self.frames.state_changed)
-                    self.cameras[sid] = cam.start()
-                    self._observer.set_sampling_rate(sid, stream.fps, cam.pacing.rate_fps)
+                    self.cameras[stream_id] = cam.start()
+                    self._observer.set_sampling_rate(stream_id, stream.fps, cam.pacing.rate_fps)
             self.frames.keep_only(by_id)
 
     def reload(self, cfg: VigilConfig) -> None:
@@ -150,7 +141,7 @@ class IngestWorker:
         self._refresh("config reloaded")
 
     def _refresh(self, why: str) -> None:
-        """Run the YAML's cameras with the catalog's changes on top."""
+        """Run the YAML's cameras with the camera store's changes on top."""
         with self._refresh_lock:
             self.cfg = self.cfg.model_copy(update={"streams": self._streams_now()})
             self._governor.batch_share = _batch_share(self.cfg)  # the batch is shared by the new camera count
@@ -161,13 +152,30 @@ class IngestWorker:
                  sorted(after - before) or "none", sorted(before - after) or "none")
 
     def _streams_now(self) -> list[StreamConfig]:
-        if self.catalog is None:
+        """The YAML's cameras with the camera store's changes on top (:func:`effective_streams`)."""
+        store = self.store
+        if store is None:
             return list(self._yaml_streams)
         try:
-            return self.catalog.merged(self._yaml_streams)
+            version = store.version()  # before the changes: a change made in between is seen next time
+            streams, problems = effective_streams(self._yaml_streams, store.changes())
         except BusError as exc:  # Redis away: keep what runs (the YAML's cameras at start)
             log.warning("camera store: %s; running the cameras known so far", exc)
             return list(self.cfg.streams) if self.cameras else list(self._yaml_streams)
+        self._store_version = version
+        for problem in problems:
+            log.warning("%s", problem)
+        return streams
+
+    def _store_changed(self) -> bool:
+        """Whether the camera store changed since its changes were last applied (not while Redis is away)."""
+        store = self.store
+        if store is None:
+            return False
+        try:
+            return store.version() != self._store_version
+        except BusError:
+            return False
 
     # -- the feedback loop -------------------------------------------------------------------------
 
@@ -181,24 +189,26 @@ class IngestWorker:
             if time.monotonic() >= status_due:
                 status_due = time.monotonic() + STATUS_EVERY_S
                 self._write_statuses(cameras)
-                if self.catalog is not None and self.catalog.changed():
+                if self._store_changed():
                     self._refresh("camera store changed")
                     continue
             signals = {}
-            for sid, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
-                signals[sid] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(sid, stale)))
-                self._stale_seen[sid] = stale  # the first tick only sets the baseline
-            self._governor.update({sid: cameras[sid].pacing for sid in signals}, signals)
-            for sid in signals:
-                self._observer.set_sampling_rate(sid, cameras[sid].stream.fps, cameras[sid].pacing.rate_fps)
+            for stream_id, (queued, wait_s, stale) in self._bus.queue_state(cameras).items():
+                signals[stream_id] = QueueSignal(queued, wait_s, max(0, stale - self._stale_seen.get(stream_id, stale)))
+                self._stale_seen[stream_id] = stale  # the first tick only sets the baseline
+            self._governor.update({stream_id: cameras[stream_id].pacing for stream_id in signals}, signals)
+            for stream_id in signals:
+                self._observer.set_sampling_rate(stream_id, cameras[stream_id].stream.fps,
+                                                 cameras[stream_id].pacing.rate_fps)
 
     def _write_statuses(self, cameras: dict[str, Camera]) -> None:
         """Each camera's status into Redis for the console on any machine; it expires when this worker dies."""
-        for sid, cam in cameras.items():
+        for stream_id, cam in cameras.items():
             try:
-                self._bus.put_expiring(sid, camera_status_key(sid), json.dumps(self._camera_doc(cam)), STATUS_TTL_S)
+                self._bus.put_expiring(stream_id, camera_status_key(stream_id), json.dumps(self._camera_doc(cam)),
+                                       STATUS_TTL_S)
             except BusError as exc:  # /readyz and the metrics still say it; the console shows it as unknown
-                log.debug("camera %s: status not written: %s", sid, exc)
+                log.debug("camera %s: status not written: %s", stream_id, exc)
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -231,10 +241,10 @@ class IngestWorker:
             **self.frames.health_doc(c.id),
         }
 
-    def camera_state(self, sid: str) -> CameraState | None:
-        cam = self.cameras.get(sid)
+    def camera_state(self, stream_id: str) -> CameraState | None:
+        cam = self.cameras.get(stream_id)
         return cam.state if cam is not None else None
 
-    def accept_view(self, sid: str) -> bool:
+    def accept_view(self, stream_id: str) -> bool:
         """Make the camera's current view its health reference; False: this worker runs no such camera."""
-        return self.frames.accept_view(sid)
+        return self.frames.accept_view(stream_id)

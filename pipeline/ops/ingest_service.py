@@ -18,9 +18,9 @@ from types import TracebackType
 from prometheus_client import CollectorRegistry
 
 from pipeline.bus.publisher import BusOptions, FrameBus
-from pipeline.core.camera_store import StreamStore, effective_streams
-from pipeline.core.config import StreamConfig, VigilConfig
-from pipeline.core.errors import BusError, VigilError
+from pipeline.core.camera_store import StreamStore
+from pipeline.core.config import VigilConfig
+from pipeline.core.errors import VigilError
 from pipeline.ingest.frame_path import DEFAULT_FRAME_SIZE
 from pipeline.ingest.worker import IngestWorker
 from pipeline.ops.ingest_http import build_ingest_app
@@ -28,27 +28,6 @@ from pipeline.ops.metrics import IngestMetrics
 from pipeline.web.server import ThreadedServer
 
 log = logging.getLogger("vigil.ingest")
-
-
-class StoreCatalog:
-    """The console's camera store as the worker's :class:`~pipeline.ingest.worker.CameraCatalog`."""
-
-    def __init__(self, store: StreamStore) -> None:
-        self.store = store
-        self._version = -1
-
-    def merged(self, yaml_streams: list[StreamConfig]) -> list[StreamConfig]:
-        self._version = self.store.version()
-        streams, problems = effective_streams(yaml_streams, self.store.changes())
-        for problem in problems:
-            log.warning("%s", problem)
-        return streams
-
-    def changed(self) -> bool:
-        try:
-            return self.store.version() != self._version
-        except BusError:
-            return False
 
 
 class IngestService(IngestWorker):
@@ -61,7 +40,6 @@ class IngestService(IngestWorker):
         self.metrics = IngestMetrics(registry)
         super().__init__(cfg, FrameBus(BusOptions.from_config(cfg), self.metrics.set_bus_up), self.metrics,
                          shard, frame_size)
-        self._store: StreamStore | None = None
         self._http: ThreadedServer | None = None
 
     @property
@@ -78,10 +56,9 @@ class IngestService(IngestWorker):
             # Short timeouts: the feedback loop asks for the store's version every second and must not hang
             # on a frozen Redis (the frames go through the bus, with its own backoff).
             layout = self._bus.opts.layout
-            self._store = StreamStore(*layout.connect_first(min(1.0, self.cfg.redis.socket_timeout_s), fail_fast=True),
-                                      where=layout.shards[0].where)
-            self.catalog = StoreCatalog(self._store)
-            self.read_catalog()
+            self.store = StreamStore(*layout.connect_first(min(1.0, self.cfg.redis.socket_timeout_s), fail_fast=True),
+                                     where=layout.shards[0].where)
+            self.read_store()
             for warning in self._bus.capacity_warnings([s.id for s in self.owned()], self.frames.frame_bytes):
                 log.warning("%s", warning)
             if self.cfg.metrics.enabled:
@@ -104,9 +81,9 @@ class IngestService(IngestWorker):
             self._http.stop()
             self._http = None
         self._bus.__exit__(None, None, None)
-        if self._store is not None:
-            self._store.client.close()
-            self._store = None
+        if self.store is not None:
+            self.store.client.close()
+            self.store = None
 
     def _start_http(self) -> None:
         m = self.cfg.metrics

@@ -106,80 +106,80 @@ class IngestMetrics:
         with self._lock:
             removed = self._streams - new
             self._streams = new
-        for sid in removed:
-            self._remove_stream(sid)
+        for stream_id in removed:
+            self._remove_stream(stream_id)
 
-    def _remove_stream(self, sid: str) -> None:
+    def _remove_stream(self, stream_id: str) -> None:
         for metric in (self._decoded, self._sampled, self._published, self._reconnects, self._state,
                        self._age, self._decode_latency, self._publish_latency, self._configured_fps,
                        self._effective_fps, self._brightness, self._contrast, self._sharpness, self._change,
                        self._view):
             try:
-                metric.remove(sid)
+                metric.remove(stream_id)
             except KeyError:
                 continue  # that series was never created (e.g. no frame was ever decoded)
         for metric, values in ((self._dropped, DROP_REASONS), (self._health, CONDITIONS)):
             for value in values:
                 try:
-                    metric.remove(sid, value)
+                    metric.remove(stream_id, value)
                 except KeyError:
                     continue
 
-    def _known(self, sid: str) -> bool:
-        return sid in self._streams
+    def _known(self, stream_id: str) -> bool:
+        return stream_id in self._streams
 
     # -- events ------------------------------------------------------------------------------------
 
-    def frame_decoded(self, sid: str, latency_seconds: float) -> None:
-        if self._known(sid):
-            self._decoded.labels(sid).inc()
-            self._decode_latency.labels(sid).observe(latency_seconds)
+    def frame_decoded(self, stream_id: str, latency_seconds: float) -> None:
+        if self._known(stream_id):
+            self._decoded.labels(stream_id).inc()
+            self._decode_latency.labels(stream_id).observe(latency_seconds)
 
-    def set_health(self, sid: str, stats: FrameStats, active: Iterable[str]) -> None:
+    def set_health(self, stream_id: str, stats: FrameStats, active: Iterable[str]) -> None:
         """The camera's health conditions (0/1 each) and the statistics of its last sampled frame."""
-        if not self._known(sid):
+        if not self._known(stream_id):
             return
         on = set(active)
         for condition in CONDITIONS:
-            self._health.labels(sid, condition).set(1 if condition in on else 0)
-        self._brightness.labels(sid).set(stats.luma_mean / 255)
-        self._contrast.labels(sid).set(stats.luma_spread / 255)
-        self._sharpness.labels(sid).set(stats.sharpness)
-        self._change.labels(sid).set(min(stats.change, 255.0) / 255)
-        self._view.labels(sid).set(stats.view_correlation)
+            self._health.labels(stream_id, condition).set(1 if condition in on else 0)
+        self._brightness.labels(stream_id).set(stats.luma_mean / 255)
+        self._contrast.labels(stream_id).set(stats.luma_spread / 255)
+        self._sharpness.labels(stream_id).set(stats.sharpness)
+        self._change.labels(stream_id).set(min(stats.change, 255.0) / 255)
+        self._view.labels(stream_id).set(stats.view_correlation)
 
-    def frame_sampled(self, sid: str) -> None:
-        if self._known(sid):
-            self._sampled.labels(sid).inc()
+    def frame_sampled(self, stream_id: str) -> None:
+        if self._known(stream_id):
+            self._sampled.labels(stream_id).inc()
 
-    def frame_published(self, sid: str, latency_seconds: float) -> None:
-        if self._known(sid):
-            self._published.labels(sid).inc()
-            self._publish_latency.labels(sid).observe(latency_seconds)
+    def frame_published(self, stream_id: str, latency_seconds: float) -> None:
+        if self._known(stream_id):
+            self._published.labels(stream_id).inc()
+            self._publish_latency.labels(stream_id).observe(latency_seconds)
 
-    def frames_dropped(self, sid: str, reason: str, count: int = 1) -> None:
+    def frames_dropped(self, stream_id: str, reason: str, count: int = 1) -> None:
         if reason not in DROP_REASONS:
             raise ValueError(f"unknown drop reason {reason!r}; use one of {DROP_REASONS}")
-        if self._known(sid) and count > 0:
-            self._dropped.labels(sid, reason).inc(count)
+        if self._known(stream_id) and count > 0:
+            self._dropped.labels(stream_id, reason).inc(count)
 
-    def reconnected(self, sid: str) -> None:
-        if self._known(sid):
-            self._reconnects.labels(sid).inc()
+    def reconnected(self, stream_id: str) -> None:
+        if self._known(stream_id):
+            self._reconnects.labels(stream_id).inc()
 
-    def set_state(self, sid: str, state: str) -> None:
-        if self._known(sid):
-            self._state.labels(sid).state(state)
+    def set_state(self, stream_id: str, state: str) -> None:
+        if self._known(stream_id):
+            self._state.labels(stream_id).state(state)
 
-    def track_frame_age(self, sid: str, age_seconds: Callable[[], float]) -> None:
+    def track_frame_age(self, stream_id: str, age_seconds: Callable[[], float]) -> None:
         """Compute the stream's last-frame age at scrape time, from the camera's own clock."""
-        if self._known(sid):
-            self._age.labels(sid).set_function(age_seconds)
+        if self._known(stream_id):
+            self._age.labels(stream_id).set_function(age_seconds)
 
-    def set_sampling_rate(self, sid: str, configured_fps: float, effective_fps: float) -> None:
-        if self._known(sid):
-            self._configured_fps.labels(sid).set(configured_fps)
-            self._effective_fps.labels(sid).set(effective_fps)
+    def set_sampling_rate(self, stream_id: str, configured_fps: float, effective_fps: float) -> None:
+        if self._known(stream_id):
+            self._configured_fps.labels(stream_id).set(configured_fps)
+            self._effective_fps.labels(stream_id).set(effective_fps)
 
     def set_bus_up(self, index: int, up: bool) -> None:
         self._bus_up.labels(str(index)).set(1.0 if up else 0.0)
@@ -210,12 +210,12 @@ class SinkMetrics:
         self._age = Histogram("vigil_sink_frame_age_seconds", "Capture to result written by the sink.",
                               ["stream", "sink"], buckets=FRAME_AGE_BUCKETS_S, registry=self.registry)
         # The last ages per camera, for exact percentiles in `vigil run`'s table and `vigil bench`.
-        self._recent: dict[str, deque[float]] = {sid: deque(maxlen=500) for sid in self._streams}
+        self._recent: dict[str, deque[float]] = {stream_id: deque(maxlen=500) for stream_id in self._streams}
         self._recent_lock = threading.Lock()
 
-    def recent_ages(self, stream: str) -> list[float]:
+    def recent_ages(self, stream_id: str) -> list[float]:
         with self._recent_lock:
-            return list(self._recent.get(stream, ()))
+            return list(self._recent.get(stream_id, ()))
 
     def _refresh_cameras(self) -> None:
         if time.monotonic() - self._cameras_at > CAMERAS_REFRESH_S:
@@ -238,5 +238,5 @@ class SinkMetrics:
     def rejected(self, sink: str, streams: list[str]) -> None:
         """Records refused for good, one camera id each: counted per camera (``other`` for an unknown one)."""
         self._refresh_cameras()
-        for stream in streams:
-            self._rejected.labels(sink, stream if stream in self._streams else "other").inc()
+        for stream_id in streams:
+            self._rejected.labels(sink, stream_id if stream_id in self._streams else "other").inc()

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -23,6 +22,7 @@ from pipeline.bus.publisher import trimmed_unread_entries
 from pipeline.core.bus_layout import BusClients, BusLayout
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
+from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 
@@ -119,19 +119,19 @@ class PipelineCollector(Collector):
                                       labels=["stream", "reason"])
         queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
                                   "pending (read, no result yet).", labels=["stream", "state"])
-        for sid in sorted(self._cameras()):
-            idx = self._clients.layout.shard_of(sid)
+        for stream_id in sorted(self._cameras()):
+            idx = self._clients.layout.shard_of(stream_id)
             c, keys = self._clients.client(idx), self._clients.keys(idx)
-            stats = {k.decode(): int(v) for k, v in c.hgetall(keys.stats(sid)).items()}
-            evicted, backlog, pending = self._stream_queue(c, keys.frames(sid), INFERENCE_GROUP)
-            published.add_metric([sid], stats.get("published", 0))
-            inferred.add_metric([sid], stats.get("inferred", 0))
-            dead.add_metric([sid], stats.get("dead_lettered", 0))
-            dropped.add_metric([sid, "evicted"], evicted)
-            dropped.add_metric([sid, "trimmed_pending"], stats.get("dropped_pending", 0))
-            dropped.add_metric([sid, "stale"], stats.get("dropped_stale", 0))
-            queue.add_metric([sid, "backlog"], backlog)
-            queue.add_metric([sid, "pending"], pending)
+            stats = {k.decode(): int(v) for k, v in c.hgetall(keys.stats(stream_id)).items()}
+            evicted, backlog, pending = self._stream_queue(c, keys.frames(stream_id), INFERENCE_GROUP)
+            published.add_metric([stream_id], stats.get("published", 0))
+            inferred.add_metric([stream_id], stats.get("inferred", 0))
+            dead.add_metric([stream_id], stats.get("dead_lettered", 0))
+            dropped.add_metric([stream_id, "evicted"], evicted)
+            dropped.add_metric([stream_id, "trimmed_pending"], stats.get("dropped_pending", 0))
+            dropped.add_metric([stream_id, "stale"], stats.get("dropped_stale", 0))
+            queue.add_metric([stream_id, "backlog"], backlog)
+            queue.add_metric([stream_id, "pending"], pending)
         yield from (published, inferred, dead, dropped, queue)
 
     def _sink_queue(self) -> Metric:
@@ -158,7 +158,7 @@ class PipelineCollector(Collector):
         return queue
 
     @staticmethod
-    def _stream_queue(c: Any, key: str, group: str) -> tuple[int, int, int]:
+    def _stream_queue(c: RedisClient, key: str, group: str) -> tuple[int, int, int]:
         """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
         try:
             info = c.xinfo_stream(key)

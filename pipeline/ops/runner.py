@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class CameraRow:
     """One line of the live table."""
 
-    stream: str
+    stream_id: str
     state: str
     health: list[str]  # the picture's active conditions (frozen, dark, blurred, moved): empty when healthy
     sampling_fps: tuple[float, float]  # (effective, configured): lower under overload
@@ -279,7 +279,7 @@ class LocalPipeline:
             ages = self.sink_metrics.recent_ages(s.id) if self.sink_metrics is not None else []
             p95 = sorted(ages)[int(0.95 * (len(ages) - 1))] if ages else None
             rows.append(CameraRow(
-                stream=s.id, state=states.get(s.id, "-"), health=health.get(s.id, []),
+                stream_id=s.id, state=states.get(s.id, "-"), health=health.get(s.id, []),
                 sampling_fps=sampling.get(s.id, (s.fps, s.fps)),
                 fps_in=(pub - pub0) / dt if dt > 1e-3 else 0.0, fps_out=(inf - inf0) / dt if dt > 1e-3 else 0.0,
                 age_p95_s=p95, dropped=int(sum(v for k, v in dropped.items() if k[0] == s.id)),
@@ -292,12 +292,12 @@ class LocalPipeline:
         if self._collector is None:
             return {}
         out: dict[str, str] = {}
-        for sid, recent in read_recent(self._collector.clients, [s.id for s in self.cfg.streams],
+        for stream_id, recent in read_recent(self._collector.clients, [s.id for s in self.cfg.streams],
                                        20 * max(1, len(self.cfg.streams))).items():
             r = recent.latest
             top = r.classification.top1 if r is not None else None
             if r is not None and top is not None:
-                out[sid] = f"{top.name.split(',')[0]} ({top.score:.2f}) / {r.scene or '-'}"
+                out[stream_id] = f"{top.name.split(',')[0]} ({top.score:.2f}) / {r.scene or '-'}"
         return out
 
     # ------------------------------------------------------------------ deploying, model swap

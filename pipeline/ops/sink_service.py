@@ -1,6 +1,7 @@
 """The sink service: every configured sink fed from the results streams, each in its own thread.
 
-``vigil sink`` runs it as a process (:mod:`workers.sink`); ``vigil run`` in-process.
+``vigil sink`` runs it as a process (:mod:`workers.sink`, its ``/readyz`` is :meth:`SinkService.status`);
+``vigil run`` in-process.
 """
 
 from __future__ import annotations
@@ -8,12 +9,17 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from types import TracebackType
+from typing import Any
 
 from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.clock import iso_utc
 from pipeline.core.config import VigilConfig, sink_name
-from pipeline.core.errors import VigilError
+from pipeline.core.errors import BusError, VigilError
 from pipeline.core.lifecycle import Lifecycle, not_new
+from pipeline.core.redis_errors import redis_errors
+from pipeline.results.dead_letter import merge_rejections, read_rejections
 from pipeline.results.delivery import SinkObserver, SinkRunner
 from pipeline.results.sinks import Sink, SinkContext, build_sink
 
@@ -40,8 +46,8 @@ class SinkService:
         self._state = Lifecycle.OPEN
         try:
             layout = BusLayout.from_config(self.cfg.redis)
-            layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False)
             self._clients = clients = layout.connect(self.cfg.redis.socket_timeout_s, block_s=1.0)
+            layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False, clients=clients)
             streams = tuple(s.id for s in self.cfg.streams)
             default_redis = None if layout.is_cluster else self.urls[0]  # a redis sink on a cluster names its own
             for i, sink_cfg in enumerate(self.cfg.sinks):
@@ -69,3 +75,26 @@ class SinkService:
             self._clients.close()
         self._sinks, self._clients, self.runners = [], None, []
         self._state = Lifecycle.CLOSED
+
+    def status(self) -> dict[str, Any]:
+        """The ``/readyz`` document of ``vigil sink``: ready while the service is open, every sink's runner runs
+        and every bus shard answers; ``not_ready`` says what is missing. Per sink, as the console's
+        ``/api/v1/sinks`` shows it: the records its output refused for good over every shard (a shard that does
+        not answer is left out) and the last refusal; and for the sinks this process runs, whether the runner
+        runs and the records it delivered and had refused here. Every URL is redacted."""
+        runners, clients = list(self.runners), self._clients
+        missing = [] if self._state is Lifecycle.OPEN else [f"the sink service is {self._state.value}"]
+        missing += [f"sink {r.name} is not running" for r in runners if not r.running]
+        per_shard: list[dict[str, dict[str, Any]]] = []
+        if clients is not None:
+            for idx, client, keys in clients:
+                try:
+                    with redis_errors("reading the sinks' rejections (HGETALL)", clients.where(idx)):
+                        per_shard.append(read_rejections(client, keys))
+                except BusError as exc:
+                    missing.append(str(exc))
+        live = {r.name: {"running": r.running, "delivered": r.delivered, "rejected": r.rejected} for r in runners}
+        names = [sink_name(s, i) for i, s in enumerate(self.cfg.sinks)]
+        sinks = [{**doc, **live.get(doc["name"], {})} for doc in merge_rejections(names, per_shard)]
+        return {"ready": not missing, "not_ready": missing, "checked_at": iso_utc(time.time()),
+                "consumer": self.consumer, "sinks": sinks}

@@ -27,9 +27,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from redis.typing import EncodableT, FieldT
+
 from pipeline.core.clock import iso_utc
 from pipeline.core.keys import KeySpace
-from pipeline.core.redis_clients import Client
+from pipeline.core.redis_clients import RedisClient
 
 RECORD_PREFIX = "r."
 
@@ -40,7 +42,7 @@ class Refused:
 
     entry_id: bytes
     fields: dict[bytes, bytes]
-    stream: str  # the camera, for the metric's label
+    stream_id: str  # the camera, for the metric's label
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,16 @@ class Rejection:
     status: int | None
 
 
-def dead_letter_fields(sink: str, refused: Refused, why: Rejection, now_s: float) -> dict[bytes, bytes]:
+def dead_letter_fields(sink: str, refused: Refused, why: Rejection, now_s: float) -> dict[FieldT, EncodableT]:
     """One dead-letter entry: who refused it, why, and the record as it was on the results stream."""
-    out = {b"sink": sink.encode(), b"reason": why.reason.encode(),
-           b"status": b"" if why.status is None else str(why.status).encode(),
-           b"entry_id": refused.entry_id, b"at": f"{now_s:.3f}".encode()}
+    out: dict[FieldT, EncodableT] = {b"sink": sink.encode(), b"reason": why.reason.encode(),
+                                     b"status": b"" if why.status is None else str(why.status).encode(),
+                                     b"entry_id": refused.entry_id, b"at": f"{now_s:.3f}".encode()}
     out.update((RECORD_PREFIX.encode() + k, v) for k, v in refused.fields.items())
     return out
 
 
-def set_aside(client: Client, keys: KeySpace, *, sink: str, group: str, maxlen: int,
+def set_aside(client: RedisClient, keys: KeySpace, *, sink: str, group: str, maxlen: int,
               refused: list[tuple[Refused, Rejection]], ack_ids: list[bytes], now_s: float) -> None:
     """Dead-letter ``refused``, count them for ``sink`` and acknowledge ``ack_ids`` (the whole batch), in one
     transaction: a crash leaves either all of it or none (then the batch is delivered again)."""
@@ -76,7 +78,7 @@ def set_aside(client: Client, keys: KeySpace, *, sink: str, group: str, maxlen: 
         p.execute()
 
 
-def read_rejections(client: Client, keys: KeySpace) -> dict[str, dict[str, Any]]:
+def read_rejections(client: RedisClient, keys: KeySpace) -> dict[str, dict[str, Any]]:
     """Per sink, what one shard's ``results:rejected`` hash says: ``records`` and ``last`` (or None)."""
     out: dict[str, dict[str, Any]] = {}
     for raw_key, raw_value in client.hgetall(keys.sink_rejections).items():

@@ -263,6 +263,10 @@ class SinkRunner:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    @property
+    def running(self) -> bool:
+        """Whether its thread runs: from :meth:`start` until the stop, or an error its loop does not handle."""
+        return self._thread is not None and self._thread.is_alive()
 
 
 def _records(items: Sequence[_Item]) -> list[ResultRecord]:

@@ -32,7 +32,7 @@ class Recent:
 
 def read_recent(clients: BusClients, stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:
     """The newest ``entries`` of every shard's results stream, split by camera (only ``stream_ids``)."""
-    out = {sid: Recent() for sid in stream_ids}
+    out = {stream_id: Recent() for stream_id in stream_ids}
     for idx, client, keys in clients:
         try:
             with redis_errors("reading the newest results (XREVRANGE)", clients.where(idx)):

@@ -13,7 +13,6 @@ dead_lettered`` reads are exact.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -56,15 +55,14 @@ class ResultWriter:
 
     def _write_shard(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
         cameras: dict[str, int] = {}  # camera -> its 1-based position among the script's keys
-        frames = []
+        frames: list[str | int] = []
         for frame, record in items:
-            cam = cameras.setdefault(frame.stream_id, len(cameras) + 1)
+            position = cameras.setdefault(frame.stream_id, len(cameras) + 1)
             fields = record.to_fields()
-            frames.append([cam, frame.entry_id, fields["v"], fields["stream"], fields["json"]])
+            frames += [position, frame.entry_id, fields["v"], fields["stream"], fields["json"]]
         names = self._clients.keys(idx)
         keys = [names.results, names.failures]
-        for sid in cameras:
-            keys += [names.frames(sid), names.stats(sid)]
-        payload = json.dumps({"cameras": len(cameras), "frames": frames})
-        self._scripts[idx].write_results(keys=keys, args=[INFERENCE_GROUP, self._maxlen, payload],
+        for stream_id in cameras:
+            keys += [names.frames(stream_id), names.stats(stream_id)]
+        self._scripts[idx].write_results(keys=keys, args=[INFERENCE_GROUP, self._maxlen, len(cameras), *frames],
                                          client=self._clients.client(idx))

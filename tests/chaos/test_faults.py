@@ -107,12 +107,12 @@ class SinkProcess:
         self.proc.wait(10)
 
 
-def poison(client: redis.Redis, sid: str, n: int) -> None:
+def poison(client: redis.Redis, stream_id: str, n: int) -> None:
     """Entries no decoder accepts, written (and counted as published) the way a broken publisher would."""
     for i in range(n):
         with client.pipeline(transaction=True) as p:
-            p.xadd(frames_key(sid), {"junk": f"not a frame {i}"})
-            p.hincrby(stats_key(sid), "published", 1)
+            p.xadd(frames_key(stream_id), {"junk": f"not a frame {i}"})
+            p.hincrby(stats_key(stream_id), "published", 1)
             p.execute()
 
 

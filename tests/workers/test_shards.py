@@ -63,8 +63,8 @@ def test_two_shards_and_a_restart_keep_the_identity_exact_from_redis(
     assert len({sink.port, *(s.port for s in shards)}) == 3
     client = redis.Redis.from_url(clean_redis_url)
 
-    def published(camera: str) -> int:
-        return int(client.hget(stats_key(camera), "published") or 0)
+    def published(stream_id: str) -> int:
+        return int(client.hget(stats_key(stream_id), "published") or 0)
 
     try:
         assert wait_for(lambda: all(published(c) >= 8 for c in CAMERAS), 90), [published(c) for c in CAMERAS]

@@ -80,12 +80,12 @@ class EventDetector:
         self.watch = {ClassRef.parse(key): minimum for key, minimum in watch.items()}
         self._cameras: dict[str, _Camera] = {}
 
-    def _camera(self, stream: str) -> _Camera:
-        cam = self._cameras.get(stream)
+    def _camera(self, stream_id: str) -> _Camera:
+        cam = self._cameras.get(stream_id)
         if cam is None:
             n = self.hysteresis
             cam = _Camera(_Debounced(n), _Debounced(n), {w.text: _Debounced(n, stable=False) for w in self.watch})
-            self._cameras[stream] = cam
+            self._cameras[stream_id] = cam
         return cam
 
     def feed(self, r: ResultRecord) -> list[dict[str, Any]]:

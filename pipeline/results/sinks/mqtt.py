@@ -192,13 +192,13 @@ class MqttSink:
             out += self._event_messages(self.detector.feed(r))
         return out
 
-    def _announce(self, stream: str) -> list[Message]:
+    def _announce(self, stream_id: str) -> list[Message]:
         """The discovery configs of a camera the sink hears of for the first time (added at runtime)."""
         with self._lock:
-            if stream in self._cameras:
+            if stream_id in self._cameras:
                 return []
-            self._cameras.add(stream)
-        return self.topics.discovery((stream,))
+            self._cameras.add(stream_id)
+        return self.topics.discovery((stream_id,))
 
     def _event_messages(self, events: list[dict[str, Any]]) -> list[Message]:
         out = []

@@ -52,8 +52,8 @@ class Topics:
         self.prefix = cfg.topic_prefix
         self.availability = f"{self.prefix}/availability"
 
-    def camera(self, stream: str, what: str) -> str:
-        return f"{self.prefix}/{stream}/{what}"
+    def camera(self, stream_id: str, what: str) -> str:
+        return f"{self.prefix}/{stream_id}/{what}"
 
     def result(self, record: dict[str, Any]) -> Message:
         return Message(self.camera(record["stream"], "result"), json.dumps(record))
@@ -63,20 +63,20 @@ class Topics:
 
     def state_of(self, event: dict[str, Any]) -> Message | None:
         """The retained state message an event sets (label, scene, watch or camera state), if any."""
-        stream, kind, retain = event["stream"], event["event"], self.cfg.retain
+        stream_id, kind, retain = event["stream"], event["event"], self.cfg.retain
         base = {"at": event.get("capture_ts", event.get("at")), "frame_id": event.get("frame_id")}
         if kind == "label_changed":
             payload = {"label": event["to"], "score": event["score"], **base}
-            return Message(self.camera(stream, "label"), json.dumps(payload), retain)
+            return Message(self.camera(stream_id, "label"), json.dumps(payload), retain)
         if kind == "scene_changed":
             payload = {"scene": event["to"], "score": event["score"], **base}
-            return Message(self.camera(stream, "scene"), json.dumps(payload), retain)
+            return Message(self.camera(stream_id, "scene"), json.dumps(payload), retain)
         if kind in ("watch_appeared", "watch_cleared"):
             value = "ON" if kind == "watch_appeared" else "OFF"
-            return Message(self.camera(stream, f"watch/{slug(event['label'])}"), value, retain)
+            return Message(self.camera(stream_id, f"watch/{slug(event['label'])}"), value, retain)
         if kind == "state_changed":
             payload = {"state": event["state"], "reason": event.get("reason", ""), "at": event["at"]}
-            return Message(self.camera(stream, "state"), json.dumps(payload), retain)
+            return Message(self.camera(stream_id, "state"), json.dumps(payload), retain)
         return None
 
     # -- Home Assistant ----------------------------------------------------------------------------
@@ -86,10 +86,10 @@ class Topics:
         binary sensor per watched key."""
         if not self.cfg.discovery:
             return []
-        return [m for stream in streams for m in self._camera_discovery(stream)]
+        return [m for stream_id in streams for m in self._camera_discovery(stream_id)]
 
-    def _camera_discovery(self, stream: str) -> list[Message]:
-        device = {"identifiers": [f"vigil_{slug(stream)}"], "name": f"Vigil {stream}", "manufacturer": "Vigil",
+    def _camera_discovery(self, stream_id: str) -> list[Message]:
+        device = {"identifiers": [f"vigil_{slug(stream_id)}"], "name": f"Vigil {stream_id}", "manufacturer": "Vigil",
                   "model": "camera analytics", "sw_version": VERSION}
         common = {"availability_topic": self.availability, "payload_available": ONLINE,
                   "payload_not_available": OFFLINE, "device": device,
@@ -99,15 +99,15 @@ class Topics:
                    "state": ("Camera state", "{{ value_json.state }}", "mdi:cctv")}
         out = []
         for what, (name, template, icon) in sensors.items():
-            config = {"name": name, "unique_id": f"vigil_{slug(stream)}_{what}", "object_id":
-                      f"vigil_{slug(stream)}_{what}", "state_topic": self.camera(stream, what),
-                      "value_template": template, "json_attributes_topic": self.camera(stream, what),
+            config = {"name": name, "unique_id": f"vigil_{slug(stream_id)}_{what}", "object_id":
+                      f"vigil_{slug(stream_id)}_{what}", "state_topic": self.camera(stream_id, what),
+                      "value_template": template, "json_attributes_topic": self.camera(stream_id, what),
                       "icon": icon, **common}
-            out.append(self._config("sensor", f"vigil_{slug(stream)}_{what}", config))
+            out.append(self._config("sensor", f"vigil_{slug(stream_id)}_{what}", config))
         for key in self.cfg.watch:
-            object_id = f"vigil_{slug(stream)}_watch_{slug(key)}"
+            object_id = f"vigil_{slug(stream_id)}_watch_{slug(key)}"
             config = {"name": f"{key} seen", "unique_id": object_id, "object_id": object_id,
-                      "state_topic": self.camera(stream, f"watch/{slug(key)}"), "payload_on": "ON",
+                      "state_topic": self.camera(stream_id, f"watch/{slug(key)}"), "payload_on": "ON",
                       "payload_off": "OFF", "icon": "mdi:eye", **common}
             out.append(self._config("binary_sensor", object_id, config))
         return out

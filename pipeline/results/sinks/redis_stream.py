@@ -15,7 +15,7 @@ import redis
 
 from pipeline.core.config import RedisSinkConfig
 from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
-from pipeline.core.redis_clients import Client, connect
+from pipeline.core.redis_clients import RedisClient, connect
 from pipeline.results.record import ResultRecord
 
 
@@ -26,7 +26,7 @@ class RedisStreamSink:
             raise ConfigError("a redis sink needs url: (it defaults to the first of redis.urls, except with "
                               "redis.mode: cluster: name a standalone Redis for the copy)")
         self.cfg, self.url = cfg, url
-        self._client: Client | None = None
+        self._client: RedisClient | None = None
 
     def __enter__(self) -> RedisStreamSink:
         self._client = connect(self.url, self.cfg.timeout_s)
@@ -42,7 +42,9 @@ class RedisStreamSink:
         try:
             with self._client.pipeline(transaction=False) as p:
                 for r in records:
-                    p.xadd(self.cfg.stream, r.to_fields(), maxlen=self.cfg.maxlen, approximate=True)
+                    # Copied into XADD's own type: a dict[str, str] is not redis-py's (invariant) dict of fields.
+                    p.xadd(self.cfg.stream, {k: v for k, v in r.to_fields().items()}, maxlen=self.cfg.maxlen,
+                           approximate=True)
                 p.execute()
         except redis.RedisError as exc:
             detail = str(exc).rsplit("caused error: ", 1)[-1]  # a pipeline's error quotes the whole command

@@ -28,14 +28,15 @@ def cluster_config(cluster: RedisCluster3, shards: int = 16) -> VigilConfig:
                                          cluster_shards=shards, socket_timeout_s=2.0))
 
 
-def frame(sid: str, seq: int) -> FrameMessage:
-    return FrameMessage(stream_id=sid, seq=seq, capture_ts_ns=time.time_ns(), pixels=np.full((8, 8, 3), seq, np.uint8))
+def frame(stream_id: str, seq: int) -> FrameMessage:
+    return FrameMessage(stream_id=stream_id, seq=seq, capture_ts_ns=time.time_ns(),
+                        pixels=np.full((8, 8, 3), seq, np.uint8))
 
 
-def stats(cluster: RedisCluster3, layout: BusLayout, sid: str) -> dict[str, int]:
+def stats(cluster: RedisCluster3, layout: BusLayout, stream_id: str) -> dict[str, int]:
     client = layout.connect(2.0).client(0)
     try:
-        return {k.decode(): int(v) for k, v in client.hgetall(layout.keys_of(sid).stats(sid)).items()}
+        return {k.decode(): int(v) for k, v in client.hgetall(layout.keys_of(stream_id).stats(stream_id)).items()}
     finally:
         client.close()
 
@@ -48,9 +49,9 @@ def test_frames_results_and_dead_letters_stay_in_one_slot_per_shard(redis_cluste
     with FrameConsumer(opts) as consumer:  # its groups first: the queue state counts what they have not read
         with FrameBus(BusOptions.from_config(cfg)) as bus:
             for seq in range(5):
-                for sid in CAMERAS:
-                    bus.publish(frame(sid, seq))
-            assert {sid: q[0] for sid, q in bus.queue_state(CAMERAS).items()} == dict.fromkeys(CAMERAS, 5)
+                for stream_id in CAMERAS:
+                    bus.publish(frame(stream_id, seq))
+            assert {stream_id: q[0] for stream_id, q in bus.queue_state(CAMERAS).items()} == dict.fromkeys(CAMERAS, 5)
         got = []
         while len(got) < 5 * len(CAMERAS):
             batch = consumer.read_batch(64, window_s=0.05)
@@ -62,17 +63,19 @@ def test_frames_results_and_dead_letters_stay_in_one_slot_per_shard(redis_cluste
     # Each camera's keys (and its shard's results) share one slot; the cameras spread over the masters.
     keys = redis_cluster.keys()
     assert all(k.startswith("vigil:{s") for k in keys if ":frames:" in k or ":stats:" in k or "results" in k), keys
-    for sid in CAMERAS:
-        names = layout.keys_of(sid)
-        assert len({redis_cluster.node_of(k) for k in (names.frames(sid), names.stats(sid), names.results)}) == 1
-        s = stats(redis_cluster, layout, sid)
-        assert s["published"] == 5 and s["inferred"] + s.get("dead_lettered", 0) == 5, (sid, s)
-    assert len({redis_cluster.node_of(layout.keys_of(sid).frames(sid)) for sid in CAMERAS}) >= 2
+    for stream_id in CAMERAS:
+        names = layout.keys_of(stream_id)
+        assert len({redis_cluster.node_of(k)
+                    for k in (names.frames(stream_id), names.stats(stream_id), names.results)}) == 1
+        s = stats(redis_cluster, layout, stream_id)
+        assert s["published"] == 5 and s["inferred"] + s.get("dead_lettered", 0) == 5, (stream_id, s)
+    assert len({redis_cluster.node_of(layout.keys_of(stream_id).frames(stream_id)) for stream_id in CAMERAS}) >= 2
     shard = layout.shard_of(poison.stream_id)
     client = layout.connect(2.0).client(shard)
     assert client.xlen(layout.shards[shard].keys.deadletter) == 1
     assert sum(client.xlen(s.keys.results) for s in layout.shards) == len(rest)
-    assert sum(client.xlen(layout.keys_of(sid).frames(sid)) for sid in CAMERAS) == 0  # acknowledged: gone
+    assert sum(client.xlen(layout.keys_of(stream_id).frames(stream_id))
+               for stream_id in CAMERAS) == 0  # acknowledged: gone
     client.close()
 
 
@@ -81,8 +84,8 @@ def test_pending_frames_are_reclaimed_and_new_streams_discovered(redis_cluster: 
     opts = replace(ConsumerOptions.from_config(cfg, "r1"), stream_ids=CAMERAS[:2], claim_idle_s=0.2)
     with FrameBus(BusOptions.from_config(cfg)) as bus, FrameConsumer(opts) as crashed, \
             FrameConsumer(replace(opts, consumer_name="r2")) as live:
-        for sid in CAMERAS[:2]:
-            bus.publish(frame(sid, 0))
+        for stream_id in CAMERAS[:2]:
+            bus.publish(frame(stream_id, 0))
         taken = crashed.read_batch(10, window_s=0.05)
         assert len(taken) == 2  # then r1 "crashes": its frames stay pending
         time.sleep(0.3)
@@ -94,7 +97,7 @@ def test_pending_frames_are_reclaimed_and_new_streams_discovered(redis_cluster: 
         live.discover(every_s=0)
         assert [d.stream_id for d in live.read_batch(10, window_s=0.05)] == ["late-camera"]
     layout = BusLayout.from_config(cfg.redis)
-    assert all(stats(redis_cluster, layout, sid)["inferred"] == 1 for sid in CAMERAS[:2])
+    assert all(stats(redis_cluster, layout, stream_id)["inferred"] == 1 for stream_id in CAMERAS[:2])
 
 
 def test_a_cluster_that_is_away_fails_like_a_down_instance_and_names_no_password(

@@ -15,13 +15,13 @@ from tests.pipeline.bus.test_reader import consumer, fake_record, publish
 from tests.pipeline.options import writer_for
 
 
-def stats(client: redis.Redis, sid: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = client.hgetall(stats_key(sid))  # type: ignore[assignment]
+def stats(client: redis.Redis, stream_id: str) -> dict[str, int]:
+    raw: dict[bytes, bytes] = client.hgetall(stats_key(stream_id))  # type: ignore[assignment]
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
-def evicted(client: redis.Redis, sid: str) -> int:
-    key = frames_key(sid)
+def evicted(client: redis.Redis, stream_id: str) -> int:
+    key = frames_key(stream_id)
     info: dict[str, Any] = client.xinfo_stream(key)  # type: ignore[assignment]
     return trimmed_unread_entries(info, client.xinfo_groups(key))  # type: ignore[arg-type]
 

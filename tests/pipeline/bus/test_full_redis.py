@@ -19,11 +19,11 @@ from tests.pipeline.options import writer_for
 FRAME = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
-def fill(bus: FrameBus, sid: str, limit: int = 400) -> int:
+def fill(bus: FrameBus, stream_id: str, limit: int = 400) -> int:
     """Publish until the Redis refuses a frame; return how many it took."""
     for seq in range(limit):
         try:
-            bus.publish(FrameMessage(sid, seq, time.time_ns(), FRAME))
+            bus.publish(FrameMessage(stream_id, seq, time.time_ns(), FRAME))
         except BusFullError:
             return seq
     raise AssertionError(f"Redis took {limit} frames without reaching its maxmemory")

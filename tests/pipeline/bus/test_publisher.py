@@ -26,10 +26,10 @@ def bus_options(urls: list[str], **overrides: Any) -> BusOptions:
     return replace(BusOptions.from_config(VigilConfig(redis=RedisConfig(urls=urls))), **overrides)
 
 
-def _frame(stream: str = "cam", seq: int = 0, h: int = 224, w: int = 224) -> FrameMessage:
+def _frame(stream_id: str = "cam", seq: int = 0, h: int = 224, w: int = 224) -> FrameMessage:
     rng = np.random.default_rng(seq)
     pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    return FrameMessage(stream_id=stream, seq=seq, capture_ts_ns=1_700_000_000_123_456_789 + seq,
+    return FrameMessage(stream_id=stream_id, seq=seq, capture_ts_ns=1_700_000_000_123_456_789 + seq,
                         pixels=pixels, source_height=480, source_width=640)
 
 
@@ -152,12 +152,12 @@ def test_several_instances_pin_each_camera(redis_factory: Callable[..., RedisSer
     urls = [s.url() for s in servers]
     cams = [f"pin-{i}" for i in range(12)]
     with FrameBus(bus_options(urls)) as bus:
-        for cam in cams:
-            bus.publish(_frame(cam, 0, 4, 4))
-        for cam in cams:
-            home = bus.shard_index(cam)
-            assert servers[home].client().xlen(frames_key(cam)) == 1
-            assert servers[1 - home].client().exists(frames_key(cam)) == 0
+        for stream_id in cams:
+            bus.publish(_frame(stream_id, 0, 4, 4))
+        for stream_id in cams:
+            home = bus.shard_index(stream_id)
+            assert servers[home].client().xlen(frames_key(stream_id)) == 1
+            assert servers[1 - home].client().exists(frames_key(stream_id)) == 0
     assert {bus.shard_index(c) for c in cams} == {0, 1}
 
 

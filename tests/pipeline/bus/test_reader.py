@@ -20,12 +20,12 @@ from pipeline.results.record import ResultRecord
 from tests.pipeline.options import consumer_options, writer_for
 
 
-def publish(client: redis.Redis, sid: str, n: int, start: int = 0, maxlen: int = 1000) -> list[str]:
+def publish(client: redis.Redis, stream_id: str, n: int, start: int = 0, maxlen: int = 1000) -> list[str]:
     ids = []
     for i in range(start, start + n):
         px = np.full((8, 8, 3), i % 256, np.uint8)
-        msg = FrameMessage(stream_id=sid, seq=i, capture_ts_ns=1_700_000_000_000_000_000 + i, pixels=px)
-        ids.append(client.xadd(frames_key(sid), encode_frame(msg), maxlen=maxlen).decode())  # type: ignore[union-attr]
+        msg = FrameMessage(stream_id=stream_id, seq=i, capture_ts_ns=1_700_000_000_000_000_000 + i, pixels=px)
+        ids.append(client.xadd(frames_key(stream_id), encode_frame(msg), maxlen=maxlen).decode())  # type: ignore[union-attr]
     return ids
 
 
@@ -57,12 +57,12 @@ def command_calls(client: redis.Redis, command: str) -> int:
 
 def test_batches_never_exceed_their_size_and_take_turns(clean_redis_url: str) -> None:
     client = redis.Redis.from_url(clean_redis_url)
-    for sid in ("a", "b", "c"):
-        publish(client, sid, 20)
+    for stream_id in ("a", "b", "c"):
+        publish(client, stream_id, 20)
     with consumer(clean_redis_url, "c1", ["a", "b", "c"]) as c:
         batches = [c.read_batch(4, window_s=0.05) for _ in range(6)]
     assert [len(b) for b in batches] == [4] * 6  # 3 cameras, 4 frames: never 2 from each
-    counts = {sid: sum(d.stream_id == sid for b in batches for d in b) for sid in ("a", "b", "c")}
+    counts = {stream_id: sum(d.stream_id == stream_id for b in batches for d in b) for stream_id in ("a", "b", "c")}
     assert counts == {"a": 8, "b": 8, "c": 8}
 
 
@@ -95,13 +95,13 @@ def test_an_idle_read_wakes_for_a_frame_of_any_camera_even_with_more_cameras_tha
     client = redis.Redis.from_url(clean_redis_url)
     with consumer(clean_redis_url, "c1", cams) as c:
         c.read_batch(16, window_s=0.0, idle_block_s=0.05)  # the streams exist now: nothing to read
-        for sid in cams:
-            timer = threading.Timer(0.1, publish, (client, sid, 1))
+        for stream_id in cams:
+            timer = threading.Timer(0.1, publish, (client, stream_id, 1))
             timer.start()
             t0 = time.monotonic()
             got = c.read_batch(16, window_s=0.0, idle_block_s=3.0)
             timer.join()
-            assert [d.stream_id for d in got] == [sid] and time.monotonic() - t0 < 1.5, sid
+            assert [d.stream_id for d in got] == [stream_id] and time.monotonic() - t0 < 1.5, stream_id
 
 
 def test_crashed_consumer_frames_are_reclaimed(clean_redis_url: str) -> None:

@@ -25,8 +25,8 @@ from tests.fixtures.services import free_port
 BOX = set("│┃┏┓┗┛└┘┡┩┠┨┣┫━─╇╈┳┻┼")
 
 
-def row(stream: str, state: str = "live", error: str = "") -> CameraRow:
-    return CameraRow(stream=stream, state=state, health=[], sampling_fps=(5.0, 5.0), fps_in=5.0, fps_out=5.0,
+def row(stream_id: str, state: str = "live", error: str = "") -> CameraRow:
+    return CameraRow(stream_id=stream_id, state=state, health=[], sampling_fps=(5.0, 5.0), fps_in=5.0, fps_out=5.0,
                      age_p95_s=0.12, dropped=3, stale=1, dead_lettered=0, last_result="Egyptian cat (0.78) / animals",
                      error=error)
 

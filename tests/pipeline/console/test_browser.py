@@ -38,18 +38,18 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         yield chrome
 
 
-def card_text(browser: WebDriver, camera: str, part: str) -> str:
-    found = browser.find_elements(By.CSS_SELECTOR, f'article.camera[data-id="{camera}"] .{part}')
+def card_text(browser: WebDriver, stream_id: str, part: str) -> str:
+    found = browser.find_elements(By.CSS_SELECTOR, f'article.camera[data-id="{stream_id}"] .{part}')
     return found[0].text if found else ""
 
 
-def picture_of(browser: WebDriver, camera: str) -> str:
+def picture_of(browser: WebDriver, stream_id: str) -> str:
     """The card's picture as the browser shows it (a data URL of its pixels)."""
     script = ("const img = document.querySelector(`article.camera[data-id='${arguments[0]}'] img`);"
               "if (!img || !img.complete || !img.naturalWidth) return '';"
               "const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;"
               "c.getContext('2d').drawImage(img, 0, 0); return c.toDataURL('image/png');")
-    return str(browser.execute_script(script, camera))
+    return str(browser.execute_script(script, stream_id))
 
 
 def test_console_grid_follows_the_slideshow_and_adds_and_removes_cameras(

@@ -28,10 +28,16 @@ def test_versions_from_info(info: dict[str, object], name: str, supported: bool)
     assert (version.name, version.supported) == (name, supported)
 
 
-def test_a_redis_6_2_is_refused_in_one_line(redis_factory: Callable[..., RedisServer], redis62_binary: str) -> None:
+@pytest.mark.parametrize("own_clients", [False, True], ids=["new-connection", "caller-s-clients"])
+def test_a_redis_6_2_is_refused_in_one_line(redis_factory: Callable[..., RedisServer], redis62_binary: str,
+                                            own_clients: bool) -> None:
     old = redis_factory(password="s3cret-pw", binary=redis62_binary)
+    layout = BusLayout([old.url()])
+    clients = layout.connect(2.0) if own_clients else None
     with pytest.raises(UnsupportedServerError) as err:
-        BusLayout([old.url()]).check_servers(2.0, must_answer=True)
+        layout.check_servers(2.0, must_answer=True, clients=clients)
+    if clients is not None:
+        clients.close()
     text = str(err.value)
     assert "\n" not in text and "s3cret-pw" not in text
     assert f"redis.urls[0] (redis://:***@127.0.0.1:{old.port}/0) is Redis 6.2.14" in text
@@ -47,11 +53,36 @@ def test_the_machine_s_redis_7_and_valkey_are_accepted(redis_server: RedisServer
     assert binary_version(valkey_binary).name == "Valkey"
 
 
-def test_a_server_that_does_not_answer_is_checked_later_unless_it_must_answer() -> None:
-    layout = BusLayout([f"redis://127.0.0.1:{free_port()}/0"])
-    layout.check_servers(0.5, must_answer=False)  # a process may start before its Redis
-    with pytest.raises(BusError, match=r"redis.urls\[0\]"):
-        layout.check_servers(0.5, must_answer=True)
+@pytest.mark.parametrize("own_clients", [False, True], ids=["new-connection", "caller-s-clients"])
+def test_a_server_that_does_not_answer_is_checked_later_unless_it_must_answer(own_clients: bool) -> None:
+    port = free_port()
+    layout = BusLayout([f"redis://127.0.0.1:{port}/0"])
+    clients = layout.connect(0.5, fail_fast=True) if own_clients else None
+    layout.check_servers(0.5, must_answer=False, clients=clients)  # a process may start before its Redis
+    with pytest.raises(BusError) as err:
+        layout.check_servers(0.5, must_answer=True, clients=clients)
+    assert str(err.value).startswith(f"Redis redis://127.0.0.1:{port}/0 (redis.urls[0]) is unavailable: "
+                                     "INFO server failed: ConnectionError: "), str(err.value)
+    if clients is not None:
+        clients.close()
+
+
+def test_the_callers_clients_are_asked_on_their_own_connection(redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory()
+    layout = BusLayout([server.url()])
+    clients = layout.connect(2.0)
+
+    def connections() -> int:  # every connection the server ever accepted
+        return int(clients.client(0).info("stats")["total_connections_received"])
+
+    try:
+        before = connections()
+        layout.check_servers(2.0, must_answer=True, clients=clients)
+        assert connections() == before  # no new connection, and the caller's is still open
+        layout.check_servers(2.0, must_answer=True)
+        assert connections() == before + 1  # without them: one of its own (closed after)
+    finally:
+        clients.close()
 
 
 def test_a_replica_s_consumer_refuses_redis_6_2(redis_factory: Callable[..., RedisServer],

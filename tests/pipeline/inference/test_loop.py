@@ -33,11 +33,11 @@ def runtime(shared_model: Path) -> Iterator[ModelRuntime]:
         yield rt
 
 
-def publish_photos(client: redis.Redis, sid: str, images_dir: Path, names: list[str], encoding: str) -> None:
+def publish_photos(client: redis.Redis, stream_id: str, images_dir: Path, names: list[str], encoding: str) -> None:
     for i, name in enumerate(names):
         px = resize(read_image_rgb(images_dir / name), 224, 224)
-        msg = FrameMessage(stream_id=sid, seq=i, capture_ts_ns=time.time_ns(), pixels=px)
-        client.xadd(frames_key(sid), encode_frame(msg, encoding, 95))  # type: ignore[arg-type]
+        msg = FrameMessage(stream_id=stream_id, seq=i, capture_ts_ns=time.time_ns(), pixels=px)
+        client.xadd(frames_key(stream_id), encode_frame(msg, encoding, 95))  # type: ignore[arg-type]
 
 
 def drain(loop: InferenceLoop, expected: int, timeout_s: float = 30) -> None:
@@ -92,8 +92,8 @@ def test_a_frame_naming_another_camera_is_dead_lettered_not_miscounted(clean_red
                                                                        runtime: ModelRuntime) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     px = np.zeros((224, 224, 3), np.uint8)
-    for sid in ("cam-a", "cam-b"):
-        client.xadd(frames_key(sid), encode_frame(FrameMessage(sid, 0, time.time_ns(), px)))  # type: ignore[arg-type]
+    for stream_id in ("cam-a", "cam-b"):
+        client.xadd(frames_key(stream_id), encode_frame(FrameMessage(stream_id, 0, time.time_ns(), px)))  # type: ignore[arg-type]
     # An entry in cam-a's stream that says it is cam-b's (a foreign writer, or a bug).
     client.xadd(frames_key("cam-a"), encode_frame(FrameMessage("cam-b", 1, time.time_ns(), px)))  # type: ignore[arg-type]
     with FrameConsumer(consumer_options([clean_redis_url], "r1", ["cam-a", "cam-b"])) as c:
@@ -192,8 +192,9 @@ def test_lanes_classify_side_by_side_and_answer_every_frame_once(clean_redis_url
                                                                         images_dir: Path) -> None:
     client = redis.Redis.from_url(clean_redis_url)
     streams = ["a", "b", "c"]
-    for sid in streams:
-        publish_photos(client, sid, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5, "raw")
+    for stream_id in streams:
+        publish_photos(client, stream_id, images_dir, ["cat.png", "bird.png", "hot_dog.png", "grace_hopper.png"] * 5,
+                       "raw")
     # The frames wait while the model loads: no staleness here, this test is about the lanes.
     opts = consumer_options([clean_redis_url], "r1", streams, max_frame_age_ms=60_000)
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=8, lanes=2)) as rt, \
@@ -281,8 +282,8 @@ def test_one_lane_reads_ahead_from_each_shard_in_its_own_thread(redis_server: Re
     layout = BusLayout(urls)
     cameras = [f"cam-{i}" for i in range(8)]
     assert {layout.shard_of(s) for s in cameras} == {0, 1}
-    for sid in cameras:
-        publish_photos(clients[layout.shard_of(sid)], sid, images_dir, ["cat.png", "bird.png"] * 3, "raw")
+    for stream_id in cameras:
+        publish_photos(clients[layout.shard_of(stream_id)], stream_id, images_dir, ["cat.png", "bird.png"] * 3, "raw")
     opts = consumer_options(urls, "r1", cameras, max_frame_age_ms=60_000)
     read_by: dict[str, set[int]] = {}
     with FrameConsumer(opts) as c:

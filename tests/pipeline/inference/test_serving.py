@@ -51,10 +51,10 @@ def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int,
     serve.run(build_app(settings, replicas=replicas, num_cpus=0.5, num_gpus=0), name=APP_NAME, route_prefix="/")
 
 
-def publish(client: redis.Redis, sid: str, frames: list[np.ndarray], start_seq: int = 0) -> None:
+def publish(client: redis.Redis, stream_id: str, frames: list[np.ndarray], start_seq: int = 0) -> None:
     for i, px in enumerate(frames):
-        msg = FrameMessage(stream_id=sid, seq=start_seq + i, capture_ts_ns=time.time_ns(), pixels=px)
-        client.xadd(frames_key(sid), encode_frame(msg))  # type: ignore[arg-type]
+        msg = FrameMessage(stream_id=stream_id, seq=start_seq + i, capture_ts_ns=time.time_ns(), pixels=px)
+        client.xadd(frames_key(stream_id), encode_frame(msg))  # type: ignore[arg-type]
 
 
 

@@ -20,12 +20,12 @@ class SharedInference:
 
     def __init__(self, fps: dict[str, float], capacity_fps: float, batch: int = 32, max_age_s: float = 2.0,
                  phase_seed: int | None = None) -> None:
-        self.controllers = {sid: RateController(f) for sid, f in fps.items()}
+        self.controllers = {stream_id: RateController(f) for stream_id, f in fps.items()}
         self.capacity_fps, self.batch, self.max_age_s = capacity_fps, batch, max_age_s
-        self.queues: dict[str, deque[float]] = {sid: deque() for sid in fps}
+        self.queues: dict[str, deque[float]] = {stream_id: deque() for stream_id in fps}
         # Cameras sample in lockstep, or (phase_seed) each at its own phase, as real cameras do.
         rng = random.Random(phase_seed)
-        self.carry = {sid: rng.random() if phase_seed is not None else 0.0 for sid in fps}
+        self.carry = {stream_id: rng.random() if phase_seed is not None else 0.0 for stream_id in fps}
         self.served = dict.fromkeys(fps, 0)
         self.stale = dict.fromkeys(fps, 0)
         self.waits: list[float] = []  # how long each classified frame waited
@@ -34,15 +34,15 @@ class SharedInference:
         self.governor = SamplingGovernor(batch_share=max(1.0, batch / len(fps)))
 
     def _publish(self, dt: float) -> None:
-        for sid, ctl in self.controllers.items():
-            self.carry[sid] += ctl.rate_fps * dt
-            while self.carry[sid] >= 1:
-                self.carry[sid] -= 1
-                self.queues[sid].append(self.now)
-        for sid, q in self.queues.items():
+        for stream_id, ctl in self.controllers.items():
+            self.carry[stream_id] += ctl.rate_fps * dt
+            while self.carry[stream_id] >= 1:
+                self.carry[stream_id] -= 1
+                self.queues[stream_id].append(self.now)
+        for stream_id, q in self.queues.items():
             while q and self.now - q[0] > self.max_age_s:
                 q.popleft()
-                self.stale[sid] += 1
+                self.stale[stream_id] += 1
 
     def _read_batch(self) -> int:
         order = list(self.queues)
@@ -50,10 +50,10 @@ class SharedInference:
         order = order[self.turn:] + order[:self.turn]
         taken = 0
         while taken < self.batch and any(self.queues.values()):
-            for sid in order:
-                if self.queues[sid] and taken < self.batch:
-                    self.waits.append(self.now - self.queues[sid].popleft())
-                    self.served[sid] += 1
+            for stream_id in order:
+                if self.queues[stream_id] and taken < self.batch:
+                    self.waits.append(self.now - self.queues[stream_id].popleft())
+                    self.served[stream_id] += 1
                     taken += 1
         return taken
 
@@ -65,14 +65,15 @@ class SharedInference:
             if self.now >= self.busy_until:
                 taken = self._read_batch()
                 self.busy_until = self.now + taken / self.capacity_fps
-        signals = {sid: QueueSignal(len(q), self.now - q[0] if q else 0.0, self.stale[sid] - stale_before[sid])
-                   for sid, q in self.queues.items()}
+        signals = {stream_id: QueueSignal(len(q), self.now - q[0] if q else 0.0,
+                                          self.stale[stream_id] - stale_before[stream_id])
+                   for stream_id, q in self.queues.items()}
         self.governor.update(self.controllers, signals)
-        self.rates.append({sid: ctl.rate_fps for sid, ctl in self.controllers.items()})
+        self.rates.append({stream_id: ctl.rate_fps for stream_id, ctl in self.controllers.items()})
 
-    def mean_rate(self, sid: str) -> float:
+    def mean_rate(self, stream_id: str) -> float:
         """The camera's sampling rate averaged over the last run."""
-        return sum(r[sid] for r in self.rates) / len(self.rates)
+        return sum(r[stream_id] for r in self.rates) / len(self.rates)
 
     def run(self, seconds: float) -> dict[str, int]:
         """Run for ``seconds``; return the frames classified per camera meanwhile."""
@@ -80,7 +81,7 @@ class SharedInference:
         self.waits, self.rates = [], []
         for _ in range(int(seconds / TICK_S)):
             self.tick()
-        return {sid: n - before[sid] for sid, n in self.served.items()}
+        return {stream_id: n - before[stream_id] for stream_id, n in self.served.items()}
 
 
 @pytest.mark.parametrize("capacity_fps", [250.0, 110.0])  # 120% and 270% of the 300 frames/s offered
@@ -93,7 +94,8 @@ def test_equal_fps_get_equal_shares_of_an_overloaded_inference(capacity_fps: flo
     waits = sorted(sim.waits)
     assert waits[int(0.95 * len(waits))] <= 0.5  # fresh: queues are the feedback's, not maxlen's
     assert sum(sim.stale.values()) == 0
-    assert sum(sim.mean_rate(sid) for sid in sim.controllers) <= 1.1 * capacity_fps  # ingest samples no surplus
+    assert sum(sim.mean_rate(stream_id)
+               for stream_id in sim.controllers) <= 1.1 * capacity_fps  # ingest samples no surplus
 
 
 @pytest.mark.parametrize("capacity_fps", [180.0, 90.0])  # 440% and 890% of the 800 frames/s offered
@@ -122,7 +124,7 @@ def test_rates_fall_under_overload_and_climb_back_when_capacity_returns() -> Non
     sim = SharedInference({"a": 25.0, "b": 25.0}, capacity_fps=20.0, batch=8)
     sim.run(10)
     served = sim.run(20)
-    assert all(sim.mean_rate(sid) < 15 for sid in served), [sim.mean_rate(s) for s in served]
+    assert all(sim.mean_rate(stream_id) < 15 for stream_id in served), [sim.mean_rate(s) for s in served]
     assert sum(served.values()) >= 0.9 * 20 * 20
     sim.capacity_fps = 500.0  # e.g. the GPU is back
     sim.run(15)

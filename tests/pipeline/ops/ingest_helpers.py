@@ -26,8 +26,8 @@ def make_config(streams: list[dict[str, Any]], redis_url: str, **extra: Any) -> 
     return validate_config(doc)
 
 
-def read_stream(server: RedisServer, sid: str) -> list[FrameMessage]:
-    return [decode_frame(f) for _, f in server.client().xrange(frames_key(sid))]
+def read_stream(server: RedisServer, stream_id: str) -> list[FrameMessage]:
+    return [decode_frame(f) for _, f in server.client().xrange(frames_key(stream_id))]
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -41,11 +41,11 @@ class Throttled:
 
 
 def inferred(client: redis.Redis) -> dict[str, int]:
-    return {sid: int(client.hget(stats_key(sid), "inferred") or 0) for sid in CAMERAS}
+    return {stream_id: int(client.hget(stats_key(stream_id), "inferred") or 0) for stream_id in CAMERAS}
 
 
 def stale(client: redis.Redis) -> dict[str, int]:
-    return {sid: int(client.hget(stats_key(sid), "dropped_stale") or 0) for sid in CAMERAS}
+    return {stream_id: int(client.hget(stats_key(stream_id), "dropped_stale") or 0) for stream_id in CAMERAS}
 
 
 def effective(worker: IngestService) -> dict[str, float]:
@@ -58,7 +58,8 @@ def test_sampling_follows_capacity_with_equal_shares(rtsp_server: RtspServer,
                                                      shared_model: Path) -> None:
     server = redis_factory()
     client = server.client()
-    cfg = make_config([{"id": sid, "url": rtsp_server.url("bikes"), "fps": 25} for sid in CAMERAS], server.url())
+    cfg = make_config([{"id": stream_id, "url": rtsp_server.url("bikes"), "fps": 25} for stream_id in CAMERAS],
+                      server.url())
     stop = threading.Event()
     with ModelRuntime(shared_model, RuntimeOptions(device="cpu", batch_size=4, lanes=1)) as rt, \
             FrameConsumer(consumer_options([server.url()], "r1", list(CAMERAS))) as consumer, \
@@ -75,8 +76,9 @@ def test_sampling_follows_capacity_with_equal_shares(rtsp_server: RtspServer,
             while time.monotonic() - t0 < 12:
                 samples.append(effective(worker))
                 time.sleep(0.25)
-            served = {sid: n - before[sid] for sid, n in inferred(client).items()}
-            rates = {sid: sum(s[sid] for s in samples) / len(samples) for sid in CAMERAS}  # mean sampling rates
+            served = {stream_id: n - before[stream_id] for stream_id, n in inferred(client).items()}
+            rates = {stream_id: sum(s[stream_id] for s in samples) / len(samples)
+                     for stream_id in CAMERAS}  # mean sampling rates
             assert min(served.values()) > 0 and max(served.values()) / min(served.values()) <= 1.25, served
             assert sum(served.values()) / (time.monotonic() - t0) > 0.7 * 12, served  # inference kept busy
             assert sum(rates.values()) < 1.5 * 12, rates  # ingest samples little more than inference takes

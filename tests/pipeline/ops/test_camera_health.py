@@ -62,20 +62,20 @@ def watched(footage: dict[str, Path], rtsp_factory: Callable[..., RtspServer], r
 def transitions(worker: IngestService, live: dict[str, float], seconds: float,
                 on_moved: Callable[[], object]) -> dict[str, list[tuple[str, bool, float]]]:
     """Poll /readyz: each camera's (condition, entered?, seconds after the camera went live)."""
-    seen: dict[str, set[str]] = {sid: set() for sid in live}
-    out: dict[str, list[tuple[str, bool, float]]] = {sid: [] for sid in live}
+    seen: dict[str, set[str]] = {stream_id: set() for stream_id in live}
+    out: dict[str, list[tuple[str, bool, float]]] = {stream_id: [] for stream_id in live}
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         _, body = http_get(worker.http_port, "/readyz")
         for cam in json.loads(body)["cameras"]:
             now = set(cam["health"])
-            sid = cam["id"]
-            for c in sorted(now ^ seen[sid]):
-                out[sid].append((c, c in now, time.monotonic() - live[sid]))
-                if sid == "h-moved" and c == "moved" and c in now:
+            stream_id = cam["id"]
+            for c in sorted(now ^ seen[stream_id]):
+                out[stream_id].append((c, c in now, time.monotonic() - live[stream_id]))
+                if stream_id == "h-moved" and c == "moved" and c in now:
                     on_moved()
             assert set(cam["health_since"]) == now
-            seen[sid] = now
+            seen[stream_id] = now
         time.sleep(0.1)
     return out
 
@@ -118,10 +118,11 @@ def test_frozen_dark_blurred_and_moved_cameras_are_flagged_in_time_and_normal_on
     assert wait_for(lambda: len(emitted("health_changed")) >= sum(map(len, seen.values())), 10)
     events = emitted("health_changed")
     # The cameras' state changes went the same way: each was connecting, then live.
-    states = {sid: [e["state"] for e in emitted("state_changed") if e["stream"] == sid] for sid in seen}
+    states = {stream_id: [e["state"] for e in emitted("state_changed") if e["stream"] == stream_id]
+              for stream_id in seen}
     assert all(s[:2] == ["connecting", "live"] for s in states.values()), states
-    got = {sid: [(e["condition"], e["active"]) for e in events if e["stream"] == sid] for sid in seen}
-    assert got == {sid: [(c, on) for c, on, _ in t] for sid, t in seen.items()}
+    got = {stream_id: [(e["condition"], e["active"]) for e in events if e["stream"] == stream_id] for stream_id in seen}
+    assert got == {stream_id: [(c, on) for c, on, _ in t] for stream_id, t in seen.items()}
     frozen = next(e for e in events if e["stream"] == "h-frozen" and e["active"])
     assert frozen["stats"]["change"] < 0.5 and frozen["at"] > 0
 
@@ -138,17 +139,17 @@ def post(port: int, path: str) -> int:
 
 def test_a_frozen_camera_with_skip_frozen_stops_publishing_and_a_view_can_be_accepted(
         footage: dict[str, Path], redis_server: RedisServer) -> None:
-    sid = "h-skip"
-    stream = {"id": sid, "url": str(footage["frozen"]), "loop": True, "fps": 5,
+    stream_id = "h-skip"
+    stream = {"id": stream_id, "url": str(footage["frozen"]), "loop": True, "fps": 5,
               "health": {"frozen_after_s": 2, "clear_after_s": 1, "skip_frozen": True}}
     with IngestService(make_config([stream], redis_server.url())) as worker:
         assert wait_for(lambda: worker.status()["cameras"][0]["health"] == ["frozen"], 10)
 
         def counts() -> tuple[float, float]:
             m = scrape(worker.http_port)
-            published = sum(x.value for x in m["vigil_ingest_published_frames"] if x.labels["stream"] == sid
+            published = sum(x.value for x in m["vigil_ingest_published_frames"] if x.labels["stream"] == stream_id
                             and x.name.endswith("_total"))
-            frozen = sum(x.value for x in m.get("vigil_ingest_dropped_frames", []) if x.labels["stream"] == sid
+            frozen = sum(x.value for x in m.get("vigil_ingest_dropped_frames", []) if x.labels["stream"] == stream_id
                          and x.labels["reason"] == "frozen" and x.name.endswith("_total"))
             return published, frozen
 
@@ -156,6 +157,6 @@ def test_a_frozen_camera_with_skip_frozen_stops_publishing_and_a_view_can_be_acc
         time.sleep(2)
         after = counts()
         assert after[0] == before[0] and after[1] >= before[1] + 8  # 5 fps for 2 s: counted, not published
-        assert post(worker.http_port, f"/cameras/{sid}/accept-view") == 200
+        assert post(worker.http_port, f"/cameras/{stream_id}/accept-view") == 200
         assert post(worker.http_port, "/cameras/nope/accept-view") == 404
         assert post(worker.http_port, "/elsewhere") == 404

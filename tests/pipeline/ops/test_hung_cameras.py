@@ -56,7 +56,7 @@ def test_good_cameras_recover_within_15_s_beside_hung_ones(hung: list[HungServer
                                                            rtsp_factory: Callable[..., RtspServer]) -> None:
     rtsp = rtsp_factory()
     good = [f"hung-good-{i}" for i in range(5)]
-    streams = [{"id": sid, "url": rtsp.url("bikes"), "fps": 2} for sid in good]
+    streams = [{"id": stream_id, "url": rtsp.url("bikes"), "fps": 2} for stream_id in good]
     streams += [{"id": f"hung-bad-{i}", "url": f"rtsp://127.0.0.1:{h.port}/cam", "fps": 2} for i, h in enumerate(hung)]
     cfg = validate_config({"streams": streams, "redis": {"urls": [redis_server.url()]}, "metrics": {"port": 0},
                            # open_timeout_s stays at its default, 10 s: what a hung camera would hold others for.

@@ -25,9 +25,9 @@ class FakeWorker:
     def status(self) -> dict[str, Any]:
         return {"ready": self.ready, "cameras": []}
 
-    def accept_view(self, sid: str) -> bool:
-        self.accepted.append(sid)
-        return sid == "gate"
+    def accept_view(self, stream_id: str) -> bool:
+        self.accepted.append(stream_id)
+        return stream_id == "gate"
 
 
 def post(port: int, path: str) -> tuple[int, dict[str, Any]]:

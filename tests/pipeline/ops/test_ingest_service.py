@@ -29,30 +29,30 @@ from tests.pipeline.ops.ingest_helpers import UNITS, http_get, make_config, read
 def test_rtsp_frames_arrive_at_fps_in_order_and_match_a_direct_decode(
         rtsp_server: RtspServer, redis_server: RedisServer, video_dir: Path) -> None:
     files = {"w1-slideshow": video_dir / "slideshow.mp4", "w1-bikes": video_dir / "bikes.mp4"}
-    for sid in files:
-        redis_server.client().delete(frames_key(sid))
+    for stream_id in files:
+        redis_server.client().delete(frames_key(stream_id))
     cfg = make_config([{"id": "w1-slideshow", "url": rtsp_server.url("slideshow"), "fps": 5},
                        {"id": "w1-bikes", "url": rtsp_server.url("bikes"), "fps": 5}], redis_server.url())
     with IngestService(cfg) as worker:
         wait_until(lambda: all(worker.camera_state(s) == CameraState.LIVE for s in files), 15, "live")
         time.sleep(4.0)
-    for sid, path in files.items():
-        msgs = read_stream(redis_server, sid)
-        assert len(msgs) >= 15, sid
+    for stream_id, path in files.items():
+        msgs = read_stream(redis_server, stream_id)
+        assert len(msgs) >= 15, stream_id
         assert [m.seq for m in msgs] == list(range(len(msgs)))
         ts = [m.capture_ts_ns for m in msgs]
         assert all(b > a for a, b in itertools.pairwise(ts))
         rate = (len(ts) - 1) / ((ts[-1] - ts[0]) / 1e9)
-        assert 4.0 < rate < 6.0, (sid, rate)
+        assert 4.0 < rate < 6.0, (stream_id, rate)
         assert abs(ts[-1] / 1e9 - time.time()) < 10
         reference = {f.tobytes(): i for i, f in enumerate(media.model_frames(path))}
         matched = []
         for m in msgs:
             assert (m.height, m.width, m.pixels.dtype.name) == (224, 224, "uint8")
-            assert (m.source_height, m.source_width) == ((480, 640) if "slide" in sid else (272, 640))
-            assert m.pixels.tobytes() in reference, f"{sid} frame {m.seq} matches no decoded frame"
+            assert (m.source_height, m.source_width) == ((480, 640) if "slide" in stream_id else (272, 640))
+            assert m.pixels.tobytes() in reference, f"{stream_id} frame {m.seq} matches no decoded frame"
             matched.append(reference[m.pixels.tobytes()])
-        if sid == "w1-bikes":  # moving footage: the matched frame numbers advance (mod the loop)
+        if stream_id == "w1-bikes":  # moving footage: the matched frame numbers advance (mod the loop)
             # (The server sends about a second of frames in a burst on connect; the live-edge reader
             # skips to the newest, so the first step may be large.)
             steps = [(b - a) % 250 for a, b in itertools.pairwise(matched)]
@@ -97,23 +97,24 @@ def test_broken_sources_report_why_while_others_keep_flowing(
                    25, "every broken camera")
         counts = {s: len(read_stream(redis_server, s)) for s in ("w2-good", "w2-file")}
         time.sleep(2.0)
-        for sid, n in counts.items():  # the good cameras kept flowing meanwhile
-            assert len(read_stream(redis_server, sid)) >= n + 6, sid
-            assert worker.camera_state(sid) == CameraState.LIVE
+        for stream_id, n in counts.items():  # the good cameras kept flowing meanwhile
+            assert len(read_stream(redis_server, stream_id)) >= n + 6, stream_id
+            assert worker.camera_state(stream_id) == CameraState.LIVE
         # Retrying cannot help these: after ingest.max_failures (3) of the same error they are failed.
         permanent = {"w2-wrongpath", "w2-badcreds", "w2-notvideo"}
         wait_until(lambda: all(worker.camera_state(s) == CameraState.FAILED for s in permanent), 20, "failed")
         status = {c["id"]: c for c in worker.status()["cameras"]}
-    for sid, reason in expected.items():
+    for stream_id, reason in expected.items():
         # The truncated file plays its first part each pass, so it is live again now and then: its error
         # is then history (previous_error).
-        assert reason in status[sid]["last_error"] + status[sid]["previous_error"], (sid, status[sid])
-        if sid in permanent:
-            assert status[sid]["state"] == "failed", status[sid]
+        assert reason in status[stream_id]["last_error"] + status[stream_id]["previous_error"], \
+            (stream_id, status[stream_id])
+        if stream_id in permanent:
+            assert status[stream_id]["state"] == "failed", status[stream_id]
         else:  # a silent server, a file that ended: transient, retried for ever
-            assert status[sid]["state"] in ("backing_off", "connecting", "live"), status[sid]
-        logged = [r.getMessage() for r in caplog.records if f"camera {sid} " in r.getMessage()]
-        assert any(reason in line and r"backing_off" in line for line in logged), (sid, logged)
+            assert status[stream_id]["state"] in ("backing_off", "connecting", "live"), status[stream_id]
+        logged = [r.getMessage() for r in caplog.records if f"camera {stream_id} " in r.getMessage()]
+        assert any(reason in line and r"backing_off" in line for line in logged), (stream_id, logged)
     assert "Wrong-Pw-2" not in caplog.text and "Right-Pw-1" not in caplog.text
     assert "Wrong-Pw-2" not in json.dumps(status)
 

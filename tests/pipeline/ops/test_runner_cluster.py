@@ -46,10 +46,10 @@ def test_slideshow_on_a_redis_cluster_keeps_its_labels_and_the_identity(
     # Every camera's keys carry its shard's hash tag, and the cameras are spread over the masters.
     layout = BusLayout.from_config(bus)
     keys = redis_cluster.keys()
-    for sid in ids:
-        names = layout.keys_of(sid)
-        assert {names.frames(sid), names.stats(sid), names.results} <= keys, (sid, sorted(keys))
+    for stream_id in ids:
+        names = layout.keys_of(stream_id)
+        assert {names.frames(stream_id), names.stats(stream_id), names.results} <= keys, (stream_id, sorted(keys))
     assert not any(k.startswith(("vigil:frames:", "vigil:stats:")) or k == "vigil:results" for k in keys)
-    assert len({redis_cluster.node_of(layout.keys_of(sid).frames(sid)) for sid in ids}) >= 2
+    assert len({redis_cluster.node_of(layout.keys_of(stream_id).frames(stream_id)) for stream_id in ids}) >= 2
     print(f"\nredis cluster: {inferred} results over {len({layout.shard_of(s) for s in ids})} shards")
     assert redis_cluster.password not in caplog.text
