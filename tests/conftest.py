@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,20 @@ SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared")).resolve()
 
 pytest_plugins: list[str] = ["tests.fixtures.scheduling", "tests.fixtures.services", "tests.fixtures.mqtt",
                              "tests.fixtures.ray_cluster", "tests.fixtures.redis_ha", "tests.fixtures.redis_cluster"]
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A CLI command run in this process (typer's CliRunner) configures the root logger with a handler on
+    its captured stderr, closed once it returns: later tests' logs on this worker would fail to write. Its
+    handlers go (pytest's own capture handlers stay) and the root level is restored."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def _require(path: Path) -> Path:
