@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -36,6 +37,20 @@ class _StopWhileStarting(BaseException):
     """A stop signal while the pipeline starts: start-up is abandoned, and what had started is stopped."""
 
 
+def unraisable_stops_dropped(previous: Callable[[Any], object]) -> Callable[[Any], object]:
+    """A ``sys.unraisablehook`` that drops :class:`_StopWhileStarting` and passes anything else to ``previous``.
+
+    Python drops an exception raised where it cannot propagate (an at-fork callback such as logging's
+    ``_releaseLock`` while start-up forks a process, a weakref callback) and prints "Exception ignored in"
+    with its traceback: for a stop signal that is noise, not an error, since the parent repeats the signal
+    every second and the next one lands elsewhere."""
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, _StopWhileStarting):
+            previous(unraisable)
+
+    return hook
+
+
 def _in_finalizer(frame: FrameType | None) -> bool:
     """Whether ``frame`` (where a signal handler interrupted the main thread) runs inside a ``__del__``."""
     while frame is not None:
@@ -55,6 +70,7 @@ def _serve_until_stopped(cfg: VigilConfig, duration_s: float | None, table: bool
 
     run_in_own_session(grace_s=STOP_GRACE_S)  # before Ray is imported: its gRPC must not be forked
     atexit.register(_ignore_stop_signals)
+    sys.unraisablehook = unraisable_stops_dropped(sys.unraisablehook)
     from pipeline.ops.runner import LocalPipeline
 
     stop, starting = threading.Event(), [True]

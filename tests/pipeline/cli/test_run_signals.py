@@ -4,6 +4,7 @@ systemd and `timeout` send it, and a terminal's Ctrl-C), while running and durin
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+from pipeline.cli import run_cmd
 from tests.fixtures.services import wait_for
 
 
@@ -104,3 +106,26 @@ def test_every_stop_ends_within_15_s_with_the_summary(sig: signal.Signals, to: s
         assert "unaccounted" not in line, line
     for symptom in ("SIGTERM received", "PC: @", "Connection refused", "Traceback", "still stopping"):
         assert symptom not in text, f"{symptom!r} in the output:\n{text[-3000:]}"
+
+
+def test_a_stop_raised_where_python_drops_exceptions_is_not_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    """The SIGINT handler's exception, raised inside an at-fork callback or a finalizer, prints nothing (the
+    parent repeats the signal); any other unraisable exception still reaches the previous hook."""
+    seen: list[type[BaseException]] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = run_cmd.unraisable_stops_dropped(lambda u: seen.append(type(u.exc_value)))
+    try:
+        class Raises:
+            def __init__(self, exc: BaseException) -> None:
+                self.exc = exc
+
+            def __del__(self) -> None:
+                raise self.exc
+
+        Raises(run_cmd._StopWhileStarting())
+        Raises(ValueError("a real error"))
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert seen == [ValueError]
+    assert "Traceback" not in capsys.readouterr().err
