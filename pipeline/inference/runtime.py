@@ -29,6 +29,7 @@ from pipeline.inference.contract import ModelContract, load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
 from pipeline.inference.providers import create_session, plan_providers, usable_cpus
 from pipeline.inference.scene import SceneMap, load_scene_map
+from pipeline.inference.sub_batch import SubBatchChoice, fastest_sub_batch, random_frames
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class RuntimeOptions:
 
     device: str = _DEFAULTS.device
     batch_size: int = _DEFAULTS.batch_size
+    # The model runs a batch in sub-batches of this many frames: None = the whole batch; 0 = on CPU the size
+    # measured fastest per image when the runtime opens (pipeline.inference.sub_batch), on GPU the whole batch.
+    run_batch_size: int | None = None
     top_k: int = _DEFAULTS.top_k
     intra_op_threads: int = _DEFAULTS.intra_op_threads
     lanes: int = _DEFAULTS.lanes  # 0 = auto (see ModelRuntime.lanes)
@@ -56,7 +60,7 @@ class RuntimeOptions:
 
     @classmethod
     def from_config(cls, cfg: InferenceConfig, cpu_share: int = 1) -> RuntimeOptions:
-        return cls(device=cfg.device, batch_size=cfg.batch_size, top_k=cfg.top_k,
+        return cls(device=cfg.device, batch_size=cfg.batch_size, run_batch_size=cfg.run_batch_size, top_k=cfg.top_k,
                    intra_op_threads=cfg.intra_op_threads, lanes=cfg.lanes,
                    cpu_share=cpu_share, gpu=cfg.gpu,
                    labels=Path(cfg.labels) if cfg.labels else None,
@@ -111,6 +115,8 @@ class ModelRuntime:
         self._graph: tuple[Any, Any, Any] | None = None  # CUDA-graph binding, input, output
         self._on_gpu = False
         self.lanes = 1  # classify calls that may run at once, each single-threaded on CPU (set by open)
+        self.run_batch_size = 1  # frames per model run (set by open; see RuntimeOptions.run_batch_size)
+        self.sub_batch: SubBatchChoice | None = None  # what was measured, when it was
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> ModelRuntime:
@@ -129,15 +135,32 @@ class ModelRuntime:
         self.scene_map = self._load_scene(contract)
         self._session = self._create_session(raw, contract)
         self._contract = contract
+        self.run_batch_size = self.options.batch_size if contract.dynamic_batch else 1  # until chosen below
         if self.options.scene_model is not None:
             scene_opts = replace(self.options, scene_model=None, scene_map=None, labels=None, top_k=1)
             self._scene_runtime = ModelRuntime(self.options.scene_model, scene_opts).open()
         if self.options.warmup:
             self._warm_up()
+        self.run_batch_size = self._choose_run_batch_size()
         lanes = f" ({self.lanes} lanes)" if self.lanes > 1 else ""
-        log.info("model %s (%s, sha256 %s…) on %s%s: %s", self.model_path.name, self.name, self.sha256[:12],
-                 self.provider, lanes, contract.describe())
+        runs = f", runs {self.sub_batch.describe()}" if self.sub_batch is not None else ""
+        log.info("model %s (%s, sha256 %s…) on %s%s: %s%s", self.model_path.name, self.name, self.sha256[:12],
+                 self.provider, lanes, contract.describe(), runs)
         return self
+
+    def _choose_run_batch_size(self) -> int:
+        """See :attr:`RuntimeOptions.run_batch_size`; a model with a fixed batch of 1 runs one frame a time."""
+        wanted, batch = self.options.run_batch_size, self.options.batch_size
+        if not self.contract.dynamic_batch:
+            return 1
+        if wanted is None or (wanted == 0 and self._on_gpu):
+            return batch
+        if wanted > 0:
+            return min(wanted, batch)
+        h, w = self.input_size
+        self.sub_batch = fastest_sub_batch(
+            self._run, lambda n: self.prepare(random_frames((n, h, w, 3), np.uint8)), batch, self.lanes)
+        return self.sub_batch.size
 
     def close(self) -> None:
         if self._scene_runtime is not None:
@@ -275,7 +298,7 @@ class ModelRuntime:
         """Class probabilities [N, num_classes] for uint8 RGB frames [N, H, W, 3]."""
         x = self.prepare(frames)
         c = self.contract
-        chunk = self.options.batch_size if c.dynamic_batch else 1
+        chunk = self.run_batch_size
         if len(x) == 0:
             return np.zeros((0, c.num_classes), dtype=np.float32)
         parts = [self._run(x[i:i + chunk]) for i in range(0, len(x), chunk)]

@@ -30,7 +30,11 @@ class InferenceConfig(Strict):
     scene_map: str | None = Field(default=None, description="Scene map YAML; default: built-in ImageNet map.")
     scene_model: str | None = Field(default=None, description="ONNX scene classifier used instead of the map.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    batch_size: Annotated[int, Field(ge=1, le=4096, description=(
+        "Frames a replica reads from Redis and classifies as one batch (one round trip per shard)."))] = 32
+    run_batch_size: Annotated[int, Field(ge=0, le=4096, description=(
+        "Frames per model run within a batch. 0 = auto: on CPU the sub-batch measured fastest per image when "
+        "the replica starts (a big batch is slower per image on most CPUs), on GPU the whole batch."))] = 0
     batch_window_ms: Annotated[float | None, Field(ge=0, le=10_000, description=(
         "How long a batch waits after its first frame for more. Default: 20 with one lane (GPU: fuller "
         "batches are cheaper per frame), 0 with several CPU lanes (a smaller batch is not slower per frame "
