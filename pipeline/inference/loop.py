@@ -230,11 +230,7 @@ class InferenceLoop:
             with lock or self._read_lock:
                 deliveries = self._next_deliveries(shards)
         except VigilError as exc:
-            with self._stats_lock:
-                self.stats.last_error = str(exc)
-            delay = backoff.next_delay_s()
-            log.warning("inference loop: %s; retrying in %.1fs", exc, delay)
-            stop.wait(delay)
+            self._wait_after_error(exc, "retrying in {:.1f}s", stop, backoff)
             return []
         backoff.reset()
         if not deliveries:
@@ -245,13 +241,18 @@ class InferenceLoop:
         try:
             self._process(deliveries, lane)
         except VigilError as exc:
-            with self._stats_lock:
-                self.stats.last_error = str(exc)
-            delay = backoff.next_delay_s()
-            log.warning("inference loop: %s; frames stay pending and are retried (next batch in %.1fs)", exc, delay)
-            stop.wait(delay)
+            self._wait_after_error(exc, "frames stay pending and are retried (next batch in {:.1f}s)", stop, backoff)
             return
         backoff.reset()
+
+    def _wait_after_error(self, exc: VigilError, then: str, stop: threading.Event, backoff: Backoff) -> None:
+        """Record and log a failed read or batch (``then``: what happens next, ``{}`` the delay), then wait the
+        backoff's next delay (or until stopped)."""
+        with self._stats_lock:
+            self.stats.last_error = str(exc)
+        delay = backoff.next_delay_s()
+        log.warning("inference loop: %s; %s", exc, then.format(delay))
+        stop.wait(delay)
 
     def _backoff(self) -> Backoff:
         """A thread's own retry delays after a bus error (:class:`Backoff` is not thread-safe)."""
