@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.inference.runtime import ModelRuntime, lane_share
+from pipeline.inference.runtime import ModelRuntime, RuntimeOptions, lane_share
+from pipeline.inference.sub_batch import candidates
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,11 @@ def _lane(runtime: ModelRuntime, frames: np.ndarray, until: float, latencies: li
         t0 = time.perf_counter()
         runtime.classify(frames)
         latencies.append(time.perf_counter() - t0)
+
+
+def best_raw_rate(model: Path, batch_size: int, device: str = "auto", seconds: float = 1.0) -> ModelBenchRow:
+    """The model alone on this machine's cores, as a replica runs it (its lanes side by side): the fastest
+    of the powers of two up to ``batch_size``, each measured for ``seconds``."""
+    with ModelRuntime(model, RuntimeOptions(device=device, batch_size=batch_size)) as runtime:
+        rows = bench_model(runtime, candidates(batch_size), seconds)
+    return max(rows, key=lambda r: r.images_per_s)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench.ingest import self_cpu_s, video_info
+from pipeline.bench.model import best_raw_rate
 from pipeline.bench.rtsp_server import RtspServer, free_port
 from pipeline.core.config import (
     ConsoleConfig,
@@ -52,6 +53,7 @@ from pipeline.ops.runner import LocalPipeline
 
 DEFAULT_LOADS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 REDIS_SLACK_MB = 20.0  # the target: Redis <= frames in flight x frame size + this
+EFFICIENCY_TARGET = 0.7  # the target: the pipeline's capacity >= this x the model's best raw rate here
 Samples = dict[str, dict[tuple[str, ...], float]]
 
 
@@ -95,6 +97,8 @@ class OverloadReport:
     steps: list[Step] = field(default_factory=list)
     identity_problems: list[str] = field(default_factory=list)  # empty: exact for every camera
     results_lost: int = 0  # classified frames missing from the JSONL file
+    model_raw_fps: float = 0.0  # the model alone on these cores at its best batch (0: not measured)
+    model_raw_batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,11 @@ def verdicts(report: OverloadReport) -> list[Verdict]:
     if under:
         stale = sum(s.dropped.get("stale", 0) for s in under)
         out.append(Verdict("fresh", "under capacity no stale drop", f"{stale} stale", stale == 0))
+    if report.model_raw_fps > 0:
+        ratio = report.capacity_fps / report.model_raw_fps
+        out.append(Verdict("efficiency", f"capacity >= {EFFICIENCY_TARGET} x the model's best raw rate",
+                           f"{ratio:.2f} ({report.capacity_fps:.0f} of {report.model_raw_fps:.0f} images/s at batch "
+                           f"{report.model_raw_batch})", ratio >= EFFICIENCY_TARGET))
     out.append(Verdict("identity", "published = inferred + dropped + dead-lettered, per camera",
                        "exact" if not report.identity_problems else "; ".join(report.identity_problems[:3]),
                        not report.identity_problems))
@@ -318,10 +327,12 @@ def _running(opts: OverloadOptions, camera_fps: float) -> Iterator[_Watch]:
 def bench_overload(opts: OverloadOptions, progress: Callable[[Step], object] = print) -> OverloadReport:
     """Measure capacity, then each of ``opts.loads``; ``progress`` gets each step as it ends."""
     source_fps, _ = video_info(opts.video)
+    raw = best_raw_rate(opts.model, opts.batch_size)  # before anything else runs: the model alone on these cores
     with _running(opts, source_fps) as watch:
         capacity = watch.run_at(0.0, source_fps)
         progress(capacity)
-        report = OverloadReport(opts.cameras, source_fps, capacity.classified_fps, watch.frame_bytes, [capacity])
+        report = OverloadReport(opts.cameras, source_fps, capacity.classified_fps, watch.frame_bytes, [capacity],
+                                model_raw_fps=raw.images_per_s, model_raw_batch=raw.batch_size)
         for load in opts.loads:
             step = watch.run_at(load, min(source_fps, load * report.capacity_fps / opts.cameras))
             report.steps.append(step)

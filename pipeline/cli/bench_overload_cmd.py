@@ -83,5 +83,9 @@ def _report(report: OverloadReport, as_json: bool) -> None:
     typer.echo(f"capacity: {report.capacity_fps:.1f} frames/s classified with every camera sampling at "
                f"{report.source_fps:g} fps ({report.cameras * report.source_fps:g} offered); a frame is "
                f"{report.frame_bytes / 1024:.0f} KB in Redis")
+    if report.model_raw_fps > 0:
+        ratio = report.capacity_fps / report.model_raw_fps
+        typer.echo(f"the model alone on these cores (measured first): {report.model_raw_fps:.1f} images/s at its "
+                   f"best batch ({report.model_raw_batch}); capacity is {ratio:.2f}x that")
     for v in checks:
         typer.echo(f"  {'met ' if v.met else 'MISS'}  {v.target}: {v.figure}")

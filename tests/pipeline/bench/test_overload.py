@@ -33,6 +33,10 @@ def test_verdicts_compare_each_target_with_the_steps_that_bear_on_it() -> None:
     assert got["age"].met and got["age"].figure == "450 ms at 200%"
     assert not got["fairness"].met
     assert got["memory"].met and got["fresh"].met and got["identity"].met and got["delivery"].met
+    assert "efficiency" not in got  # the model's raw rate was not measured
+    report.model_raw_fps, report.model_raw_batch = 300.0, 2
+    efficiency = {v.name: v for v in verdicts(report)}["efficiency"]
+    assert not efficiency.met and efficiency.figure == "0.60 (180 of 300 images/s at batch 2)"
 
 
 def test_verdicts_flag_a_capacity_step_the_cameras_could_not_saturate_and_stale_drops_under_capacity() -> None:
@@ -68,4 +72,6 @@ def test_a_short_run_over_real_rtsp_cameras_reports_every_step_and_an_exact_iden
         assert s["classified_fps"] > 0 and all(math.isfinite(a) and a > 0 for a in s["age_ms"])
         assert s["redis_bound_mb"] >= 20 and s["process_cpu_ms_per_frame"] > 0
     assert doc["identity_problems"] == [] and doc["results_lost"] == 0
+    assert doc["model_raw_fps"] > 0 and doc["model_raw_batch"] in (1, 2, 4, 8, 16, 32)
+    assert any(t["name"] == "efficiency" for t in doc["targets"])  # its figure, met or not
     assert {t["name"] for t in doc["targets"] if t["met"]} >= {"identity", "delivery"}
