@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions, lane_share
-from pipeline.inference.sub_batch import candidates
+from pipeline.inference.sub_batch import candidates, random_frames
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,10 @@ def bench_model(runtime: ModelRuntime, batch_sizes: list[int], seconds: float = 
     Latency is per share.
     """
     h, w = runtime.input_size
-    rng = np.random.default_rng(seed)
     rows = []
     for b in batch_sizes:
         share = lane_share(b, runtime.lanes)
-        frames = rng.integers(0, 256, size=(share, h, w, 3), dtype=np.uint8)
+        frames = random_frames(share, h, w, seed)
         runtime.classify(frames)
         lanes: list[list[float]] = [[] for _ in range(runtime.lanes)]
         start = time.perf_counter()

@@ -159,7 +159,7 @@ class ModelRuntime:
             return min(wanted, batch)
         h, w = self.input_size
         self.sub_batch = fastest_sub_batch(
-            self._run, lambda n: self.prepare(random_frames((n, h, w, 3), np.uint8)), batch, self.lanes)
+            self._run, lambda n: self.prepare(random_frames(n, h, w)), batch, self.lanes)
         return self.sub_batch.size
 
     def close(self) -> None:
