@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from rich.progress import Progress
 from models.dataset import ImageFolder
 from models.evaluate import make_progress, progress_context
 from models.graph import FEATURES, backbone, feature_tensor, prefix_model, with_head
-from models.head import F32, U8, FinetuneOptions, Head, History, Labels, train_head
+from models.head import F32, U8, FinetuneOptions, Head, History, Labels, familiarity, train_head
 from models.training_report import write_training_report
 from pipeline.core.config import GpuOptions, default_engine_cache
 from pipeline.core.errors import DatasetError
@@ -182,8 +182,8 @@ def _train(model: onnx.ModelProto, data: tuple[F32, Labels, F32, Labels], k: int
 
     if not opts.unfreeze:
         history = History()
-        return _Trained(train_head((xtr, ytr), (xva, yva), k, opts, on_epoch=on_epoch, history=history), model,
-                        history)
+        head = train_head((xtr, ytr), (xva, yva), k, opts, on_epoch=on_epoch, history=history)
+        return _Trained(replace(head, familiarity=familiarity(xtr, ytr, k)), model, history)
     from models.unfreeze import split_for, train_tail, with_trained_tail  # PyTorch: only with --unfreeze
 
     split = split_for(model, feature_tensor(model), opts.unfreeze)

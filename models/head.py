@@ -58,6 +58,35 @@ class History:
         self.val_accuracy.append(val[1])
 
 
+#: The least cosine distance a head tolerates from its classes' mean features (training views that all look
+#: alike would otherwise make any other view of the same scene unfamiliar).
+FAMILIAR_FLOOR = 0.05
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    """How far a crop's features may be from what the head was trained on before its answer fades.
+
+    ``centroids``: each class's mean training feature vector, unit length, as columns [features, classes];
+    ``distance``: the cosine distance to the nearest centroid that 99% of the training views stay within (at least
+    :data:`FAMILIAR_FLOOR`). The exported model's ``familiarity`` output is ``sigmoid(4 * (2 - d / distance))`` for
+    a crop at distance ``d``: 0.98 at ``distance``, 0.5 at twice it, 0.02 at three times. A covered lens or a view
+    the head never saw scores near 0, so a ``state`` classifier says ``unknown`` instead of a guess.
+    """
+
+    centroids: F32
+    distance: float
+
+
+def familiarity(x: F32, y: Labels, k: int) -> Familiarity:
+    """The :class:`Familiarity` of training features ``x`` [N, D] with labels ``y`` in ``range(k)``."""
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    means = np.stack([unit[y == c].mean(axis=0) for c in range(k)])
+    centroids = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).T.astype(np.float32)
+    distances = 1.0 - (unit @ centroids).max(axis=1)
+    return Familiarity(centroids, max(float(np.quantile(distances, 0.99)), FAMILIAR_FLOOR))
+
+
 @dataclass(frozen=True)
 class Head:
     weights: F32  # [features, classes], standardisation folded in
@@ -66,6 +95,7 @@ class Head:
     epochs_run: int
     val_accuracy: float
     val_loss: float
+    familiarity: Familiarity | None = None  # set by the fine-tune from the training features
 
 
 def _loss_grad(x: F32, y: Labels, w: F32, b: F32, wd: float) -> tuple[float, F32, F32]:

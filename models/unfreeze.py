@@ -28,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from models.graph import needed_nodes
-from models.head import F32, FinetuneOptions, Head, History, Labels, train_head
+from models.head import F32, FinetuneOptions, Head, History, Labels, familiarity, train_head
 from models.onnx_torch import OnnxStretch, torch  # torch through onnx_torch: one clear error without it
 from pipeline.core.errors import ModelContractError
 
@@ -180,9 +180,10 @@ def train_tail(model: onnx.ModelProto, split: Split, data: tuple[tuple[F32, Labe
             break
     net.load_state_dict(best[2])
     val_loss, val_acc, probs = evaluate(net, *val)
-    head = Head(net.head.weight.detach().cpu().numpy().T.astype(np.float32).copy(),
-                net.head.bias.detach().cpu().numpy().astype(np.float32).copy(), best[1], len(history.val_loss), val_acc,
-                val_loss)
+    net.to("cpu")  # the trained tail's own features, for the head's familiarity
+    head = Head(net.head.weight.detach().numpy().T.astype(np.float32).copy(),
+                net.head.bias.detach().numpy().astype(np.float32).copy(), best[1], len(history.val_loss), val_acc,
+                val_loss, familiarity(pooled_features(net.tail, train[0]), train[1], k))
     return DeepResult(opts.unfreeze, head, probe, history, tail.trained_initializers(), probs,
                       time.perf_counter() - t0)
 

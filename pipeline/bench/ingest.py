@@ -130,7 +130,7 @@ def bench_vigil(video: Path, bus: FrameBus, opts: BenchOptions, keyframes_only: 
             h0 = time.thread_time()
             health.observe(pixels, raw.pts_s, time.time())
             health_cpu_s += time.thread_time() - h0
-            bus.publish(FrameMessage(stream_id=opts.stream_id, seq=published, capture_ts_ns=raw.capture_ts_ns,
+            bus.publish(FrameMessage.whole(stream_id=opts.stream_id, seq=published, capture_ts_ns=raw.capture_ts_ns,
                                      pixels=pixels, source_height=raw.bgr.shape[0],
                                      source_width=raw.bgr.shape[1]))
             published += 1

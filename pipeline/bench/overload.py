@@ -245,7 +245,7 @@ class _Watch:
     def __init__(self, opts: OverloadOptions, pipe: LocalPipeline, rtsp: RtspServer, out: Path) -> None:
         assert pipe.ingest is not None
         self.opts, self.pipe, self.rtsp, self.out = opts, pipe, rtsp, out
-        self.frame_bytes = pipe.ingest.frames.frame_bytes
+        self.frame_bytes = max(pipe.ingest.frames.frame_bytes(s) for s in pipe.cfg.streams)
         self.redis = connect(pipe.cfg.redis.urls[0], pipe.cfg.redis.socket_timeout_s)
         self.baseline_b = self._used_b()  # before any camera published a frame
         self.results = _Results(out)

@@ -67,7 +67,7 @@ def _saturate(bus: FrameBus, clients: BusClients, spec: PublisherSpec) -> None:
         queued = published - (done_frames(clients, spec.cameras) - start_done)
         for _ in range(max(0, (spec.backlog - queued) // len(spec.cameras))):
             for stream_id in spec.cameras:
-                bus.publish(FrameMessage(stream_id, seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
+                bus.publish(FrameMessage.whole(stream_id, seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
                 published += 1
             seq += 1
         time.sleep(0.02)
@@ -80,7 +80,8 @@ def _paced(bus: FrameBus, spec: PublisherSpec) -> None:
         if delay > 0:
             time.sleep(delay)
         for stream_id in spec.cameras:
-            bus.publish(FrameMessage(stream_id, PACED_SEQ + seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
+            frame = spec.frames[seq % len(spec.frames)]
+            bus.publish(FrameMessage.whole(stream_id, PACED_SEQ + seq, time.time_ns(), frame))
         seq += 1
 
 

@@ -33,6 +33,7 @@ from pipeline.bus.reader import ConsumerOptions, Delivery, FrameConsumer
 from pipeline.bus.wire import Encoding, FrameMessage, decode_frame, encode_frame
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.classification import FrameClassification, Label
+from pipeline.core.config import FULL_ZONE
 from pipeline.core.keys import frames_key, stats_key
 from pipeline.core.model_identity import ModelIdentity
 from pipeline.core.redis_clients import RedisClient, connect
@@ -74,20 +75,20 @@ def _measure(client: RedisClient, encoding: Encoding, stage: str, frames: int, w
     return StageCost(encoding, stage, frames, (cpu1 - cpu0) / frames * 1e6, max(0.0, redis1 - redis0) / frames * 1e6)
 
 
-def _records(deliveries: list[Delivery], batch: int) -> list[tuple[Delivery, ResultRecord]]:
+def _records(deliveries: list[Delivery], batch: int) -> list[tuple[Delivery, list[ResultRecord]]]:
     """Results the size the model's are (top 5 and a scene), one per delivery."""
     labels = [Label(i, f"class {i}", 0.9 / (i + 1)) for i in range(5)]
     result = FrameClassification(top_k=labels, scene=Label(0, "animals", 0.8))
     now, model = time.time(), ModelIdentity("mobilenetv2", "bench")
-    return [(d, ResultRecord.build(stream=d.stream_id, seq=i, frame_id=d.entry_id, capture_ts=now, inference_ts=now,
-                                   picked_ts=now, model=model, result=result, inference_ms=1.0,
-                                   batch_size=batch, replica="bench")) for i, d in enumerate(deliveries)]
+    return [(d, [ResultRecord.build(stream=d.stream_id, zone=FULL_ZONE, seq=i, frame_id=d.entry_id, capture_ts=now,
+                                    inference_ts=now, picked_ts=now, model=model, result=result, inference_ms=1.0,
+                                    batch_size=batch, replica="bench")]) for i, d in enumerate(deliveries)]
 
 
 def _one_encoding(url: str, frames: np.ndarray, encoding: Encoding, *, count: int, batch: int,
                   cameras: int) -> list[StageCost]:
     ids = [f"bench-{encoding}-{i}" for i in range(cameras)]
-    messages = [FrameMessage(stream_id=ids[i % cameras], seq=i, capture_ts_ns=time.time_ns(),
+    messages = [FrameMessage.whole(stream_id=ids[i % cameras], seq=i, capture_ts_ns=time.time_ns(),
                              pixels=frames[i % len(frames)]) for i in range(count)]
     client = connect(url, 5.0)
     bus_opts = BusOptions(layout=BusLayout([url]), maxlen=count + 1000, encoding=encoding, jpeg_quality=90,

@@ -1,9 +1,11 @@
 """The publisher side of the frame bus: XADD each sampled frame to its camera's stream.
 
 A camera's frames go to ``vigil:frames:<camera>`` (:mod:`pipeline.core.keys`) on the bus shard the
-camera is pinned to (:class:`pipeline.core.bus_layout.BusLayout`), with ``MAXLEN ~
-redis.maxlen``: when inference falls behind, Redis trims the oldest frames first (drop-oldest
-backpressure, per camera). The entry's fields are :mod:`pipeline.bus.wire`'s format.
+camera is pinned to (:class:`pipeline.core.bus_layout.BusLayout`), by one script
+(:data:`pipeline.bus.scripts.PUBLISH`) that also counts them and, when the stream is over
+``redis.maxlen`` because inference falls behind, evicts its oldest unread frames (drop-oldest
+backpressure, per camera, counted per camera and zone). The entry's fields are :mod:`pipeline.bus.wire`'s
+format.
 
 Each shard (an instance, or a Redis Cluster's hash slot) has its own up/down state and reconnect
 backoff: while a shard is down and in backoff, :meth:`FrameBus.publish` raises
@@ -19,12 +21,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import redis
 from redis.typing import EncodableT, FieldT
 
 from pipeline.bus.scripts import BusScripts
@@ -42,17 +43,6 @@ log = logging.getLogger("vigil.framebus")
 
 BusStateHandler = Callable[[int, bool], None]  # (index in redis.urls, up)
 _MEMORY_HEADROOM = 0.8  # queued frames may take this share of maxmemory; results and the rest need the remainder
-
-
-def trimmed_unread_entries(info: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> int:
-    """Entries MAXLEN trimmed off a stream before any of ``groups`` read them (from XINFO replies).
-
-    ``entries-added - length`` entries were trimmed; a group that has read ``entries-read`` of
-    them saw the first ones. With no group, every trimmed entry counts as unread.
-    """
-    trimmed = int(info.get("entries-added", 0)) - int(info.get("length", 0))
-    read = max((int(g.get("entries-read") or 0) for g in groups), default=0)
-    return max(0, trimmed - read)
 
 
 def _queue_replies(scripts: BusScripts, keys: KeySpace, stream_ids: list[str], client: RedisClient) -> list[list[int]]:
@@ -161,8 +151,9 @@ class FrameBus:
             raise BusError(not_open("frame bus", self._state))
         return self._shards[self.shard_index(stream_id)]
 
-    def capacity_warnings(self, stream_ids: Iterable[str], frame_bytes: int) -> list[str]:
-        """Where full queues (every camera's ``redis.maxlen`` frames) would not fit the instance's ``maxmemory``.
+    def capacity_warnings(self, frame_bytes: Mapping[str, int]) -> list[str]:
+        """Where full queues (every camera's ``redis.maxlen`` frames) would not fit the instance's ``maxmemory``;
+        ``frame_bytes``: camera -> what one of its frames takes in Redis (every zone's crop).
 
         Frames queue in Redis only while inference cannot take them, but then up to ``maxlen`` of each
         camera's; at ``maxmemory`` new frames are refused (counted as ``bus_full``). An instance that
@@ -171,24 +162,28 @@ class FrameBus:
         """
         if self.opts.layout.is_cluster:
             return []
-        cameras = Counter(self.shard_index(s) for s in stream_ids)
+        cameras = Counter(self.shard_index(s) for s in frame_bytes)
+        per_frame: Counter[int] = Counter()
+        for stream_id, size in frame_bytes.items():
+            per_frame[self.shard_index(stream_id)] += size
         out = []
         for idx, count in sorted(cameras.items()):
+            one_frame_each = per_frame[idx]  # bytes of one frame of every camera of the shard
             shard = self._shards[idx]
             try:
                 with redis_errors("CONFIG GET maxmemory", shard.redacted_url):
                     maxmemory = int(shard.client.config_get("maxmemory").get("maxmemory") or 0)
             except (BusError, ValueError):
                 continue
-            need = count * self.opts.maxlen * frame_bytes
+            need = self.opts.maxlen * one_frame_each
             if maxmemory and need > _MEMORY_HEADROOM * maxmemory:
-                fit = int(_MEMORY_HEADROOM * maxmemory / (count * frame_bytes))
+                fit = int(_MEMORY_HEADROOM * maxmemory / one_frame_each)
                 mib = 2**20
                 out.append(
                     f"redis.urls[{idx}] {shard.redacted_url}: {count} camera(s) x redis.maxlen {self.opts.maxlen} x "
-                    f"{frame_bytes / 1024:.0f} KB a frame = {need / mib:.0f} MB of frames can queue, more than "
-                    f"{_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / mib:.0f} MB): set redis.maxlen to {fit} "
-                    f"or less, or raise its maxmemory to {need / _MEMORY_HEADROOM / mib:.0f} MB")
+                    f"{one_frame_each / count / 1024:.0f} KB a frame = {need / mib:.0f} MB of frames can queue, more "
+                    f"than {_MEMORY_HEADROOM:.0%} of its maxmemory ({maxmemory / mib:.0f} MB): set redis.maxlen to "
+                    f"{fit} or less, or raise its maxmemory to {need / _MEMORY_HEADROOM / mib:.0f} MB")
         return out
 
     def queue_state(self, stream_ids: Iterable[str]) -> dict[str, tuple[int, float, int]]:
@@ -290,18 +285,17 @@ class FrameBus:
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
         shard = self._shard(msg.stream_id)
-        key, stats = shard.keys.frames(msg.stream_id), shard.keys.stats(msg.stream_id)
+        keys = [shard.keys.frames(msg.stream_id), shard.keys.stats(msg.stream_id)]
+        args: list[Any] = [INFERENCE_GROUP, self.opts.maxlen, ",".join(msg.zones)]
+        for name, value in fields.items():
+            args += [name, value]
 
-        def xadd_counted(c: RedisClient) -> bytes:
-            # The frame and its count in one transaction: a write that times out here but runs when a
+        def publish_counted(c: RedisClient) -> bytes:
+            # The frame, its counts and any eviction in one script: a write that times out here but runs when a
             # frozen Redis thaws is counted once, by Redis, with the frame (the ingest side counted it dropped).
-            with c.pipeline(transaction=True) as p:
-                p.xadd(key, fields, maxlen=self.opts.maxlen, approximate=True)
-                p.hincrby(stats, "published", 1)
-                entry, _ = p.execute()
-            return bytes(entry)
+            return bytes(shard.scripts.publish(keys=keys, args=args, client=c))
 
-        entry: bytes = self._call(shard, "XADD", xadd_counted)
+        entry: bytes = self._call(shard, "XADD", publish_counted)
         return entry
 
     def publish_event(self, stream_id: str, fields: Mapping[str, str], maxlen: int) -> None:
@@ -321,18 +315,8 @@ class FrameBus:
         """
         self._call(self._shard(stream_id), "SET", lambda c: c.set(key, value, px=max(1, int(ttl_s * 1000))))
 
-    def trimmed_unread(self, stream_id: str) -> int:
-        """Entries trimmed off the camera's stream that no consumer group had read (cumulative)."""
+    def evicted(self, stream_id: str) -> int:
+        """Frames of the camera evicted unread so far (its stream was over ``redis.maxlen``), as Redis counted them."""
         shard = self._shard(stream_id)
-        key = shard.keys.frames(stream_id)
-
-        def query(c: RedisClient) -> int:
-            try:
-                info = c.xinfo_stream(key)
-                groups = c.xinfo_groups(key) if info.get("groups") else []
-            except redis.ResponseError:
-                return 0  # no such stream yet
-            return trimmed_unread_entries(info, groups)
-
-        result: int = self._call(shard, "XINFO", query)
-        return result
+        stats = shard.keys.stats(stream_id)
+        return int(self._call(shard, "HGET", lambda c: c.hget(stats, "evicted") or 0))

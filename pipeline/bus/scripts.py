@@ -1,9 +1,11 @@
 """The frame bus's server-side steps (Lua), each one atomic and one round trip.
 
-Every script is flagged ``allow-oom``: at Redis' ``maxmemory`` (``noeviction``) new frames are
-refused, but reading, dropping stale frames and writing results must go on, because they are what
+Every script but :data:`PUBLISH` is flagged ``allow-oom``: at Redis' ``maxmemory`` (``noeviction``) new
+frames are refused, but reading, dropping stale frames and writing results must go on, because they are what
 frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
 
+* :data:`PUBLISH` appends a frame, counts it (per camera and per zone), and evicts the oldest unread
+  frames when the camera's stream is over ``redis.maxlen`` (drop-oldest backpressure), counting them.
 * :data:`READ_FRESH` reads a camera's next frames for the inference group, oldest first, and drops
   (acknowledges, counts ``dropped_stale``) those older than ``inference.max_frame_age_ms`` by the
   entry id's time, which is Redis' own clock at XADD. So a replica never classifies a frame that
@@ -11,8 +13,12 @@ frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
   of old frames costs no transfer to the replica.
 * :data:`TRIM_ACKED` removes a camera's frames that the group has read and acknowledged (every
   entry before both the oldest pending one and the group's read position), so classified frames
-  leave Redis at once and its memory holds only frames in flight. It trims a prefix of the stream,
-  like MAXLEN does, which keeps :func:`pipeline.bus.publisher.trimmed_unread_entries` exact.
+  leave Redis at once and its memory holds only frames in flight.
+
+Every count is kept per camera (``vigil:stats:<camera>``: ``published``, ``inferred``, ``dead_lettered``,
+``dropped_stale``, ``evicted``) and per zone of the frames counted (the same fields with ``@<zone>``), in the
+script that moves the frame, so ``published = inferred + dropped + dead_lettered`` holds exactly for each
+camera and for each of its zones.
 """
 
 from __future__ import annotations
@@ -45,18 +51,76 @@ local function trim_acked(key, group)
 end
 """
 
+# Shared Lua: per-zone counts. An entry's zones are its ``zones`` field (wire format 2; a version-1 entry is the
+# zone ``full``); a camera's zone counters are the fields ``<what>@<zone>`` of its stats hash.
+_ZONES = """
+local function zones_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'zones' then return fields[i + 1] end
+  end
+  return 'full'
+end
+local function add_zones(counts, zones, n)
+  for zone in string.gmatch(zones, '[^,]+') do counts[zone] = (counts[zone] or 0) + n end
+end
+local function count_zones(stats, what, counts)
+  for zone, n in pairs(counts) do redis.call('HINCRBY', stats, what .. '@' .. zone, n) end
+end
+"""
+
 #: KEYS: frames stream. ARGV: group. Returns the number of entries removed.
 TRIM_ACKED = _SHEBANG + _SUCCESSOR + "return trim_acked(KEYS[1], ARGV[1])\n"
 
+#: Most entries one publish evicts (a stream far over a lowered ``redis.maxlen`` shrinks over a few publishes).
+EVICT_BATCH = 1000
+
+#: KEYS: frames stream, stats hash. ARGV: group, maxlen, the frame's zones (comma-separated), then the entry's
+#: fields as field, value, ... XADD the frame and count it ``published`` (and ``published@<zone>``). When the
+#: stream then holds more than ``maxlen`` entries and a sixteenth, evict (XDEL) its oldest *unread* entries down
+#: to ``maxlen``, counting them ``evicted`` and per zone (drop-oldest; a frame a replica is classifying is never
+#: removed, so every frame read gets its answer). Returns the new entry's id. Not ``allow-oom``: at ``maxmemory``
+#: Redis refuses it whole (an OOM error, :class:`~pipeline.core.errors.BusFullError`), frame and counts alike.
+PUBLISH = "#!lua\n" + _ZONES + """
+local key, stats = KEYS[1], KEYS[2]
+local group, maxlen, zones = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local id = redis.call('XADD', key, '*', unpack(ARGV, 4))
+redis.call('HINCRBY', stats, 'published', 1)
+local counts = {}
+add_zones(counts, zones, 1)
+count_zones(stats, 'published', counts)
+local excess = redis.call('XLEN', key) - maxlen
+if excess <= math.max(1, math.floor(maxlen / 16)) then return id end
+local last = '0-0'
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', key)
+if ok then
+  for _, g in ipairs(groups) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == group then last = f['last-delivered-id'] end
+  end
+end
+local old = redis.call('XRANGE', key, '(' .. last, '(' .. id, 'COUNT', math.min(excess, """ + str(EVICT_BATCH) + """))
+if #old == 0 then return id end
+local ids, evicted = {}, {}
+for _, entry in ipairs(old) do
+  ids[#ids + 1] = entry[1]
+  add_zones(evicted, zones_of(entry[2]), 1)
+end
+redis.call('XDEL', key, unpack(ids))
+redis.call('HINCRBY', stats, 'evicted', #ids)
+count_zones(stats, 'evicted', evicted)
+return id
+"""
+
 #: KEYS: frames stream, stats hash. ARGV: group, consumer, count, max age (ms), most stale frames to drop.
 #: Returns {stale dropped, {entry, ...}} with at most ``count`` fresh entries, now pending for ``consumer``.
-READ_FRESH = _SHEBANG + _SUCCESSOR + """
+READ_FRESH = _SHEBANG + _SUCCESSOR + _ZONES + """
 local key, stats = KEYS[1], KEYS[2]
 local group, consumer = ARGV[1], ARGV[2]
 local want, max_age_ms, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = redis.call('TIME')
 local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age_ms
-local kept, stale = {}, 0
+local kept, stale, stale_zones = {}, 0, {}
 while #kept < want and stale < budget do
   local asked = want - #kept
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', asked, 'STREAMS', key, '>')
@@ -66,6 +130,7 @@ while #kept < want and stale < budget do
   for _, entry in ipairs(entries) do
     if tonumber(string.match(entry[1], '^(%d+)-')) < cutoff then
       old[#old + 1] = entry[1]
+      add_zones(stale_zones, zones_of(entry[2]), 1)
     else
       kept[#kept + 1] = entry
     end
@@ -78,33 +143,47 @@ while #kept < want and stale < budget do
 end
 if stale > 0 then
   redis.call('HINCRBY', stats, 'dropped_stale', stale)
+  count_zones(stats, 'dropped_stale', stale_zones)
   trim_acked(key, group)
 end
 return {stale, kept}
 """
 
 #: KEYS: results stream, failures hash, then each camera's frames stream and stats hash.
-#: ARGV: group, results MAXLEN, number of cameras, then five values per frame: its camera (1-based, the
-#: camera's keys' position), its entry id, and its record's fields ``v``, ``stream``, ``json`` (flat, as
-#: :data:`DEAD_LETTER` takes its record). Per frame: XACK it, and only if that acknowledged it (a frame
-#: classified twice, e.g. reclaimed while its first batch was still being written, is answered once) XADD its
-#: record and count it ``inferred``; then trim each camera's acknowledged frames and forget the frames' failure
-#: reasons. Returns the records written.
-WRITE_RESULTS = _SHEBANG + _SUCCESSOR + """
+#: ARGV: group, results MAXLEN, number of cameras, then per frame: its camera (1-based, the camera's keys'
+#: position), its entry id, the number of its records (one per zone), and per record its zone and its fields
+#: ``v``, ``stream``, ``json`` (flat, as :data:`DEAD_LETTER` takes its record). Per frame: XACK it, and only if
+#: that acknowledged it (a frame classified twice, e.g. reclaimed while its first batch was still being written,
+#: is answered once) XADD its records and count it ``inferred`` (and each record ``inferred@<zone>``); then trim
+#: each camera's acknowledged frames and forget the frames' failure reasons. Returns the records written.
+WRITE_RESULTS = _SHEBANG + _SUCCESSOR + _ZONES + """
 local group, maxlen, cameras = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local written, done, total = {}, {}, 0
-for i = 4, #ARGV, 5 do
-  local cam, id = tonumber(ARGV[i]), ARGV[i + 1]
-  if redis.call('XACK', KEYS[1 + 2 * cam], group, id) == 1 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[i + 2], 'stream', ARGV[i + 3],
-               'json', ARGV[i + 4])
+local written, zones, done, total = {}, {}, {}, 0
+local i = 4
+while i <= #ARGV do
+  local cam, id, records = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  local acked = redis.call('XACK', KEYS[1 + 2 * cam], group, id) == 1
+  if acked then
     written[cam] = (written[cam] or 0) + 1
-    total = total + 1
+    zones[cam] = zones[cam] or {}
+  end
+  for r = 0, records - 1 do
+    local at = i + 3 + 4 * r
+    if acked then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', ARGV[at + 1], 'stream', ARGV[at + 2],
+                 'json', ARGV[at + 3])
+      add_zones(zones[cam], ARGV[at], 1)
+      total = total + 1
+    end
   end
   done[#done + 1] = id
+  i = i + 3 + 4 * records
 end
 for cam = 1, cameras do
-  if written[cam] then redis.call('HINCRBY', KEYS[2 + 2 * cam], 'inferred', written[cam]) end
+  if written[cam] then
+    redis.call('HINCRBY', KEYS[2 + 2 * cam], 'inferred', written[cam])
+    count_zones(KEYS[2 + 2 * cam], 'inferred', zones[cam])
+  end
   trim_acked(KEYS[1 + 2 * cam], group)
 end
 if #done > 0 then redis.call('HDEL', KEYS[2], unpack(done)) end
@@ -113,14 +192,21 @@ return total
 
 #: KEYS: dead-letter stream, frames stream, stats hash, failures hash. ARGV: group, entry id, dead-letter
 #: MAXLEN, then the dead-letter record as field, value, ... XACK the frame, and only if that acknowledged it
-#: (not answered meanwhile by a result) XADD the record and count it ``dead_lettered``; then trim the
-#: camera's acknowledged frames and forget its failure reason. Returns 1 if it was dead-lettered, else 0.
-DEAD_LETTER = _SHEBANG + _SUCCESSOR + """
+#: (not answered meanwhile by a result) XADD the record and count it ``dead_lettered`` (and per zone of the
+#: entry); then trim the camera's acknowledged frames and forget its failure reason. Returns 1 if it was
+#: dead-lettered, else 0.
+DEAD_LETTER = _SHEBANG + _SUCCESSOR + _ZONES + """
 local group, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local acked = redis.call('XACK', KEYS[2], group, id)
 if acked == 1 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 4))
   redis.call('HINCRBY', KEYS[3], 'dead_lettered', 1)
+  local entry = redis.call('XRANGE', KEYS[2], id, id)
+  if #entry == 1 then
+    local counts = {}
+    add_zones(counts, zones_of(entry[1][2]), 1)
+    count_zones(KEYS[3], 'dead_lettered', counts)
+  end
 end
 trim_acked(KEYS[2], group)
 redis.call('HDEL', KEYS[4], id)
@@ -175,3 +261,4 @@ class BusScripts:
         self.write_results = _Script(client, WRITE_RESULTS)
         self.queue_state = _Script(client, QUEUE_STATE)
         self.dead_letter = _Script(client, DEAD_LETTER)
+        self.publish = _Script(client, PUBLISH)

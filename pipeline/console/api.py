@@ -55,6 +55,17 @@ def _valid(doc: dict[str, Any]) -> StreamConfig:
         raise HTTPException(422, {"message": str(exc), "problems": exc.problems}) from exc
 
 
+def _fits(data: ConsoleData, stream: StreamConfig) -> StreamConfig:
+    """``stream``, or 422 when one of its zones is too small on the camera's real resolution (when known)."""
+    resolution_wh = data.resolution_wh(stream.id)
+    if resolution_wh is None:
+        return stream
+    problems = [f"zones[{i}]: {p}" for i, z in enumerate(stream.zones) if (p := z.size_problem(resolution_wh))]
+    if problems:
+        raise HTTPException(422, {"message": "; ".join(problems), "problems": problems})
+    return stream
+
+
 def _store(data: ConsoleData, stream_id: str, change: dict[str, Any]) -> None:
     try:
         data.store.put(stream_id, change)
@@ -65,7 +76,8 @@ def _store(data: ConsoleData, stream_id: str, change: dict[str, Any]) -> None:
 def _configured(stream: StreamConfig) -> dict[str, Any]:
     """A camera as it was accepted (URL redacted); its state follows once an ingest worker runs it."""
     return {"id": stream.id, "url": stream.redacted_url(), "fps": stream.fps, "resize": stream.resize,
-            "loop": stream.loop, "state": "accepted"}
+            "loop": stream.loop, "full_frame": stream.full_frame,
+            "zones": [z.model_dump(mode="json", exclude_none=True) for z in stream.zones], "state": "accepted"}
 
 
 def build_app(data: ConsoleData, cfg: ConsoleConfig, stop: threading.Event | None = None) -> FastAPI:
@@ -145,7 +157,7 @@ def _change_routes(app: FastAPI, data: ConsoleData, changes: list[Any]) -> None:
     @app.post(f"{API}/streams", dependencies=changes, status_code=201,
               summary="Add a camera (body: one streams[] entry of the config); the ingest workers start it")
     def add(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        stream = _valid(body)
+        stream = _fits(data, _valid(body))
         if data.stream(stream.id) is not None:
             raise HTTPException(409, f"camera {stream.id!r} exists; PATCH {API}/streams/{stream.id} changes it")
         _store(data, stream.id, {"set": body})
@@ -160,10 +172,15 @@ def _change_routes(app: FastAPI, data: ConsoleData, changes: list[Any]) -> None:
         if body.get("id", stream_id) != stream_id:
             raise HTTPException(422, {"message": "id: cannot be changed; add a new camera and remove this one",
                                       "problems": ["id: cannot be changed"]})
-        doc = {**current.model_dump(mode="json", exclude={"health"}), **body}
-        stream = _valid(doc)
-        _store(data, stream_id, {"set": doc})
-        return _configured(stream)
+        return _replace(data, current, body)
+
+    @app.put(f"{API}/streams/{{sid}}/zones", dependencies=changes,
+             summary="Set a camera's zones (body: a list of streams[].zones entries); applied without reconnecting")
+    def set_zones(stream_id: StreamIdInPath, body: Annotated[list[dict[str, Any]], Body()]) -> dict[str, Any]:
+        current = data.stream(stream_id)
+        if current is None:
+            raise HTTPException(404, f"no camera {stream_id!r}; POST {API}/streams adds one")
+        return _replace(data, current, {"zones": body})
 
     @app.delete(f"{API}/streams/{{sid}}", dependencies=changes, status_code=204, response_class=Response,
                 summary="Remove a camera; the ingest workers stop it")
@@ -172,6 +189,14 @@ def _change_routes(app: FastAPI, data: ConsoleData, changes: list[Any]) -> None:
             raise HTTPException(404, f"no camera {stream_id!r}")
         _store(data, stream_id, {"removed": True})
         return Response(status_code=204)
+
+
+def _replace(data: ConsoleData, current: StreamConfig, body: dict[str, Any]) -> dict[str, Any]:
+    """Store ``current`` with the keys of ``body`` replaced (422 and nothing stored when the result is not valid)."""
+    doc = {**current.model_dump(mode="json", exclude={"health"}, exclude_none=True), **body}
+    stream = _fits(data, _valid(doc))
+    _store(data, current.id, {"set": doc})
+    return _configured(stream)
 
 
 def _live(views: Callable[[], list[dict[str, Any]]], stop: threading.Event) -> Iterator[str]:

@@ -16,12 +16,30 @@ from pipeline.console.tail import CameraTail, ResultsTail
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.camera_store import StreamStore, effective_streams
 from pipeline.core.clock import iso_utc
-from pipeline.core.config import EventOptions, StreamConfig, VigilConfig, sink_name
+from pipeline.core.config import FULL_ZONE, EventOptions, StreamConfig, VigilConfig, sink_name
 from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.results.dead_letter import merge_rejections, read_rejections
+from pipeline.results.record import ResultRecord, headline, newest_by_zone
+
+
+def _zones(s: StreamConfig, newest: dict[str, ResultRecord], problems: dict[str, str]) -> list[dict[str, Any]]:
+    """The camera's zones as the console draws them: where (fractions of the picture; the whole picture is
+    ``full``), the newest label, and why a zone is not classified (too small on the camera's resolution)."""
+    def label(zone: str) -> dict[str, Any] | None:
+        r = newest.get(zone)
+        top = r.classification.top1 if r is not None else None
+        if r is None or top is None:
+            return None
+        return {"name": top.name, "score": round(top.score, 4), "at": iso_utc(r.capture_ts)}
+
+    out: list[dict[str, Any]] = [{"id": FULL_ZONE, "xyxy": [0.0, 0.0, 1.0, 1.0], "polygon": None, "resize": s.resize,
+            "label": label(FULL_ZONE), "problem": None}] if s.full_frame else []
+    out += [{"id": z.id, "xyxy": list(z.box_xyxy), "polygon": [list(p) for p in z.polygon] if z.polygon else None,
+             "resize": z.resize, "label": label(z.id), "problem": problems.get(z.id)} for z in s.zones]
+    return out
 
 
 def hysteresis_of(cfg: VigilConfig) -> int:
@@ -62,6 +80,12 @@ class ConsoleData:
             return None
         return value
 
+    def resolution_wh(self, stream_id: str) -> tuple[int, int] | None:
+        """The camera's picture size as its ingest worker last decoded it; None when no worker said lately."""
+        raw = self._get(stream_id, camera_status_key(stream_id))
+        size = json.loads(raw).get("resolution_wh") if raw else None
+        return (int(size[0]), int(size[1])) if size else None
+
     def snapshot(self, stream_id: str) -> bytes | None:
         """The camera's latest picture (JPEG), or None when it has none (not live lately, or Redis away)."""
         return self._get(stream_id, preview_key(stream_id))
@@ -79,7 +103,8 @@ class ConsoleData:
     def _view(self, s: StreamConfig, recent: CameraTail) -> dict[str, Any]:
         raw = self._get(s.id, camera_status_key(s.id))
         status: dict[str, Any] = json.loads(raw) if raw else {}
-        latest = recent.results[-1] if recent.results else None
+        newest = newest_by_zone(recent.results)
+        latest = headline(newest.values())
         top = latest.classification.top1 if latest is not None else None
         scene = latest.classification.scene if latest is not None else None
         age = recent.frame_age_p95_ms()
@@ -94,6 +119,7 @@ class ConsoleData:
             "result_at": iso_utc(latest.capture_ts) if latest is not None else None,
             "frame_age_p95_ms": round(age, 1) if age is not None else None,
             "frames": self._accounting(s.id),
+            "zones": _zones(s, newest, status.get("zone_problems", {})),
         }
 
     def _accounting(self, stream_id: str) -> dict[str, int]:

@@ -40,7 +40,7 @@ class ConsoleServer:
         except OSError as exc:
             raise ConfigError(f"console.port {c.port} on {c.host}: {exc.strerror or exc}; free it, or set "
                               "console.port to another port (0 picks a free one)") from exc
-        self._tail = ResultsTail(self.clients, hysteresis_of(self.cfg)).__enter__()
+        self._tail = ResultsTail(self.clients, hysteresis_of(self.cfg), classifiers=self.cfg.classifiers).__enter__()
         try:
             self._http.start(build_app(ConsoleData(self.cfg, self.clients, self._tail), c, self._stop))
         except BaseException:

@@ -13,12 +13,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.bus_layout import BusClients
 from pipeline.core.clock import iso_utc
+from pipeline.core.config import ClassifierConfig
 from pipeline.core.errors import BusError
 from pipeline.core.redis_errors import redis_errors
 from pipeline.results.entry import RawEntry, decode_entries
@@ -44,10 +46,10 @@ class CameraTail:
 class ResultsTail:
     """Follows the results streams in a thread: ``with ResultsTail(clients, hysteresis): tail.camera(id)``."""
 
-    def __init__(self, clients: BusClients, hysteresis: int, *, backfill: int = 2000,
-                 keep_s: float = 600.0) -> None:
+    def __init__(self, clients: BusClients, hysteresis: int, *, classifiers: Sequence[ClassifierConfig] = (),
+                 backfill: int = 2000, keep_s: float = 600.0) -> None:
         self.clients, self.backfill, self.keep_s = clients, backfill, keep_s
-        self._detector = EventDetector(hysteresis, {})
+        self._detector = EventDetector(hysteresis, {}, classifiers)  # the timeline lists classifier states too
         self._cameras: dict[str, CameraTail] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -74,14 +74,16 @@ def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
     return out, problems
 
 
-def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable[[], list[str]]:
-    """A function that says which cameras there are now (the YAML's with the store's changes; the YAML's
-    alone while Redis is away): what bounds the labels of metrics that cameras added at runtime join."""
-    def ids() -> list[str]:
+def camera_ids(yaml_streams: list[StreamConfig], store: StreamStore) -> Callable[[], dict[str, tuple[str, ...]]]:
+    """A function that says which cameras there are now, each with its zone ids (the YAML's with the store's
+    changes; the YAML's alone while Redis is away): what bounds the labels of metrics that cameras and zones
+    added at runtime join. Iterating the answer gives the camera ids."""
+    def ids() -> dict[str, tuple[str, ...]]:
         try:
-            return [s.id for s in effective_streams(yaml_streams, store.changes())[0]]
+            streams = effective_streams(yaml_streams, store.changes())[0]
         except BusError:
-            return [s.id for s in yaml_streams]
+            streams = yaml_streams
+        return {s.id: s.zone_ids for s in streams}
     return ids
 
 

@@ -10,7 +10,7 @@ read back from Redis, so no sink ever indexes a raw dict.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,10 +38,12 @@ class Label:
 
 @dataclass(frozen=True)
 class FrameClassification:
-    """One frame's object top-k and scene."""
+    """One frame's (one crop's) object top-k and scene, and the answer of each classifier that runs on it
+    (``classifiers:``, by id)."""
 
     top_k: list[Label]
     scene: Label | None
+    classifiers: dict[str, Label] = field(default_factory=dict)
 
     @property
     def top1(self) -> Label | None:
@@ -63,6 +65,7 @@ class FrameClassification:
         return {
             "top_k": [lab.as_dict() for lab in self.top_k],
             "scene": self.scene.as_dict() if self.scene else None,
+            "classifiers": {cid: lab.as_dict() for cid, lab in self.classifiers.items()},
         }
 
     @classmethod
@@ -72,7 +75,25 @@ class FrameClassification:
         if not isinstance(top, list):
             raise TypeError(f"top_k must be a list, not {type(top).__name__}")
         scene = d.get("scene")
-        return cls([Label.from_dict(t) for t in top], Label.from_dict(scene) if scene is not None else None)
+        answers = d.get("classifiers") or {}
+        if not isinstance(answers, Mapping):
+            raise TypeError(f"classifiers must be an object, not {type(answers).__name__}")
+        return cls([Label.from_dict(t) for t in top], Label.from_dict(scene) if scene is not None else None,
+                   {str(cid): Label.from_dict(lab) for cid, lab in answers.items()})
+
+
+@dataclass(frozen=True)
+class ClassifierAnswers:
+    """One classifier's answers for N crops: the best class and its score per crop, ``-1`` where it did not run
+    (a crop of a camera or zone it is not configured for)."""
+
+    class_ids: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+    class_names: tuple[str, ...]
+
+    def at(self, i: int) -> Label | None:
+        index = int(self.class_ids[i])
+        return Label(index, self.class_names[index], float(self.scores[i])) if index >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,7 @@ class Classifications:
 
     ``class_ids``/``scores``: [N, k] object classes, best first. ``scene_ids``/``scene_scores``: [N]
     (empty arrays when the model has no scene map). Names are looked up in ``class_names`` and
-    ``scene_names``.
+    ``scene_names``. ``classifiers``: each configured classifier's answers (:class:`ClassifierAnswers`).
     """
 
     class_ids: npt.NDArray[np.int64]
@@ -90,6 +111,7 @@ class Classifications:
     scene_scores: npt.NDArray[np.float32]
     class_names: tuple[str, ...]
     scene_names: tuple[str, ...]
+    classifiers: Mapping[str, ClassifierAnswers] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
@@ -101,7 +123,8 @@ class Classifications:
         if self.scene_ids.size:
             scene_id = int(self.scene_ids[i])
             scene = Label(scene_id, self.scene_names[scene_id], float(self.scene_scores[i]))
-        return FrameClassification(top, scene)
+        answers = {cid: lab for cid, a in self.classifiers.items() if (lab := a.at(i)) is not None}
+        return FrameClassification(top, scene, answers)
 
     def frames(self) -> list[FrameClassification]:
         return [self.frame(i) for i in range(len(self))]

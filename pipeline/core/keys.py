@@ -13,13 +13,16 @@ key                            type        what
                                            (:mod:`pipeline.results.dead_letter`)
 ``vigil:results:rejected``     hash        per sink: records dead-lettered (``records:<sink>``) and
                                            the last refusal (``last:<sink>``, JSON)
-``vigil:stats:<camera>``       hash        ``inferred``, ``dead_lettered``, ``dropped_pending``
+``vigil:stats:<camera>``       hash        ``published``, ``inferred``, ``dead_lettered``, ``dropped_stale``,
+                                           ``evicted``, ``dropped_pending``; per zone ``<count>@<zone>``
 ``vigil:replica:<replica>``    hash        a Serve replica's batch statistics (expires)
 ``vigil:preview:<camera>``     string      the camera's latest picture, JPEG at preview size (expires)
 ``vigil:camera:<camera>``      string      the camera's status as its ingest worker sees it, JSON (expires)
 ``vigil:streams``              hash        cameras added, changed or removed at runtime
                                            (:mod:`pipeline.core.camera_store`; first instance only)
 ``vigil:streams:version``      string      incremented with every change of ``vigil:streams``
+``vigil:states:<sink>``        hash        the sink's classifier states: ``camera/zone/classifier`` -> JSON
+                                           (:mod:`pipeline.results.classifier_states`; first instance only)
 =============================  ==========  ========================================================
 
 Consumer groups: ``vigil-inference`` on every frame stream; ``vigil-sink-<sink name>`` on the
@@ -102,6 +105,10 @@ class KeySpace:
     def sink_rejections(self) -> str:
         """Per sink: how many records were dead-lettered, and the last refusal."""
         return f"{self._prefix}results:rejected"
+
+    def classifier_states(self, sink: str) -> str:
+        """A sink's ``state`` classifiers' states, per camera, zone and classifier."""
+        return f"{self._prefix}states:{sink}"
 
     @property
     def stream_store(self) -> str:

@@ -1,4 +1,7 @@
-"""Where a frame is resized: camera/image pixels -> model-sized uint8 RGB.
+"""Where a frame is resized (and cut into zones): camera/image pixels -> model-sized uint8 RGB.
+
+A camera's zones (``streams[].zones``) are cut out first (:func:`cut_zone`), then each is resized
+with its own policy.
 
 Policies (per stream, ``streams[].resize``):
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.core.config import ZoneConfig
 from pipeline.core.errors import ImageError
 from pipeline.core.frame import Frame
 
@@ -53,6 +57,20 @@ def resize(frame: Frame, height: int, width: int, policy: str = "squash") -> Fra
         canvas[top:top + sh, left:left + sw] = scaled
         return canvas
     raise ValueError(f"unknown resize policy {policy!r}; use squash, center_crop or letterbox")
+
+
+def cut_zone(frame: Frame, zone: ZoneConfig) -> Frame:
+    """The part of an [H, W, 3] frame that ``zone`` covers: its rectangle, with the outside of a polygon
+    painted black (so what lies beside the zone cannot sway its label)."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = zone.box_pixels((w, h))
+    cut = frame[y1:y2, x1:x2]
+    if zone.polygon is None:
+        return cut
+    points = np.array([[round(x * w) - x1, round(y * h) - y1] for x, y in zone.polygon], np.int32)
+    mask = np.zeros(cut.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [points], 255)
+    return np.asarray(cv2.bitwise_and(cut, cut, mask=mask), dtype=np.uint8)
 
 
 def bgr_to_rgb(frame: Frame) -> Frame:

@@ -184,16 +184,19 @@ class InferenceLoop:
         return good
 
     def _process(self, deliveries: list[Delivery], lane: int) -> int:
+        """Classify every crop of a batch's frames in one model call and write each frame's results together;
+        return how many frames got results."""
         picked_ts = time.time()
         good = self._decode(deliveries)
         if not good:
             return 0
+        crops = [c for _, m in good for c in m.crops]
         with self._lane_locks[lane]:
             runtime = self.runtime
             try:
                 t0 = time.perf_counter()
-                frames = np.stack([m.pixels for _, m in good])
-                result = runtime.classify(frames)
+                where = [(m.stream_id, c.zone) for _, m in good for c in m.crops]
+                result = runtime.classify(np.stack([c.pixels for c in crops]), where)
                 inference_s = time.perf_counter() - t0
             except (VigilError, ValueError, RuntimeError) as exc:
                 # onnxruntime raises RuntimeError subclasses; frames stay pending and are retried
@@ -203,25 +206,28 @@ class InferenceLoop:
                 with self._stats_lock:
                     self.stats.failures += 1
                     self.stats.last_error = reason
-                log.error("batch of %d frames failed: %s", len(good), reason)
+                log.error("batch of %d frames (%d crops) failed: %s", len(good), len(crops), reason)
                 return 0
         now = time.time()
-        records = [
-            (d, ResultRecord.build(stream=m.stream_id, seq=m.seq, frame_id=d.entry_id, capture_ts=m.capture_time_s,
-                                   inference_ts=now, picked_ts=picked_ts, model=runtime.identity,
-                                   result=result.frame(i), inference_ms=inference_s * 1000,
-                                   batch_size=len(good), replica=self.opts.replica))
-            for i, (d, m) in enumerate(good)
-        ]
-        self.writer.write(records)
+        done, i = [], 0
+        for d, m in good:
+            records = []
+            for c in m.crops:
+                records.append(ResultRecord.build(
+                    stream=m.stream_id, zone=c.zone, seq=m.seq, frame_id=d.entry_id, capture_ts=m.capture_time_s,
+                    inference_ts=now, picked_ts=picked_ts, model=runtime.identity, result=result.frame(i),
+                    inference_ms=inference_s * 1000, batch_size=len(crops), replica=self.opts.replica))
+                i += 1
+            done.append((d, records))
+        self.writer.write(done)
         with self._stats_lock:
             self.stats.batches += 1
-            self.stats.frames += len(records)
+            self.stats.frames += len(done)
             if self.stats.last_error:  # recovered: the error is history now
                 self.stats.previous_error, self.stats.previous_error_at = self.stats.last_error, time.time()
                 self.stats.last_error = ""
-        self.metrics.batch_done(len(records), inference_s)
-        return len(records)
+        self.metrics.batch_done(len(crops), inference_s)
+        return len(done)
 
     def _fetch(self, stop: threading.Event, backoff: Backoff, shards: tuple[int, ...] | None = None,
                lock: threading.Lock | None = None) -> list[Delivery]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -21,10 +22,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from pipeline.core.classification import Classifications
-from pipeline.core.config import GpuOptions, InferenceConfig, default_engine_cache
+from pipeline.core.config import ClassifierConfig, GpuOptions, InferenceConfig, default_engine_cache
 from pipeline.core.errors import InputError, ModelError, ModelLoadError
 from pipeline.core.model_identity import ModelIdentity
 from pipeline.core.preprocess import resize
+from pipeline.inference.classifiers import ClassifierSet, Where
 from pipeline.inference.contract import ModelContract, load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
 from pipeline.inference.providers import create_session, plan_providers, usable_cpus
@@ -57,10 +59,13 @@ class RuntimeOptions:
     scene_model: Path | None = None
     warmup: bool = True
     engine_cache_dir: str = field(default_factory=lambda: str(default_engine_cache()))  # TensorRT engines
+    classifiers: tuple[ClassifierConfig, ...] = ()  # the operator's classifiers, beside the serving model
 
     @classmethod
-    def from_config(cls, cfg: InferenceConfig, cpu_share: int = 1) -> RuntimeOptions:
-        return cls(device=cfg.device, batch_size=cfg.batch_size, run_batch_size=cfg.run_batch_size, top_k=cfg.top_k,
+    def from_config(cls, cfg: InferenceConfig, cpu_share: int = 1,
+                    classifiers: Sequence[ClassifierConfig] = ()) -> RuntimeOptions:
+        return cls(classifiers=tuple(classifiers), device=cfg.device, batch_size=cfg.batch_size,
+                   run_batch_size=cfg.run_batch_size, top_k=cfg.top_k,
                    intra_op_threads=cfg.intra_op_threads, lanes=cfg.lanes,
                    cpu_share=cpu_share, gpu=cfg.gpu,
                    labels=Path(cfg.labels) if cfg.labels else None,
@@ -117,6 +122,7 @@ class ModelRuntime:
         self.lanes = 1  # classify calls that may run at once, each single-threaded on CPU (set by open)
         self.run_batch_size = 1  # frames per model run (set by open; see RuntimeOptions.run_batch_size)
         self.sub_batch: SubBatchChoice | None = None  # what was measured, when it was
+        self.classifiers = ClassifierSet([], {})  # the operator's classifiers (RuntimeOptions.classifiers)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> ModelRuntime:
@@ -130,10 +136,13 @@ class ModelRuntime:
         except OSError as exc:
             raise ModelLoadError(f"model file {self.model_path} cannot be read: {exc.strerror}") from exc
         self.sha256 = hashlib.sha256(raw).hexdigest()
-        contract = read_contract(load_onnx(self.model_path), str(self.model_path))
+        proto = load_onnx(self.model_path)
+        contract = read_contract(proto, str(self.model_path))
         self.class_names = resolve_labels(contract, self.model_path, self.options.labels)
         self.scene_map = self._load_scene(contract)
-        self._session = self._create_session(raw, contract)
+        self._contract = contract
+        run = self._load_classifiers(proto, raw)
+        self._session = self._create_session(run, contract)
         self._contract = contract
         self.run_batch_size = self.options.batch_size if contract.dynamic_batch else 1  # until chosen below
         if self.options.scene_model is not None:
@@ -147,6 +156,18 @@ class ModelRuntime:
         log.info("model %s (%s, sha256 %s…) on %s%s: %s%s", self.model_path.name, self.name, self.sha256[:12],
                  self.provider, lanes, contract.describe(), runs)
         return self
+
+    def _load_classifiers(self, proto: Any, raw: bytes) -> bytes:
+        """Load the configured classifiers; the model to run: the serving model with the grafted ones, if any."""
+        if not self.options.classifiers:
+            return raw
+        own = replace(self.options, classifiers=(), scene_model=None, scene_map=None, labels=None, warmup=False)
+        self.classifiers, merged = ClassifierSet.load(self.options.classifiers, proto, self.sha256,
+                                                      lambda path: ModelRuntime(path, own).open())
+        if merged is not None and self.options.gpu.cuda_graphs:
+            log.warning("CUDA graphs are off: the classifiers' answers are extra outputs of the serving model")
+            self.options = replace(self.options, gpu=self.options.gpu.model_copy(update={"cuda_graphs": False}))
+        return merged.SerializeToString() if merged is not None else raw
 
     def _choose_run_batch_size(self) -> int:
         """See :attr:`RuntimeOptions.run_batch_size`; a model with a fixed batch of 1 runs one frame a time."""
@@ -163,6 +184,8 @@ class ModelRuntime:
         return self.sub_batch.size
 
     def close(self) -> None:
+        self.classifiers.close()
+        self.classifiers = ClassifierSet([], {})
         if self._scene_runtime is not None:
             self._scene_runtime.close()
             self._scene_runtime = None
@@ -260,17 +283,18 @@ class ModelRuntime:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x)
 
-    def _run(self, x: npt.NDArray[Any]) -> Probs:
+    def _run(self, x: npt.NDArray[Any]) -> list[Probs]:
+        """The model's output, then the grafted classifiers' (:attr:`ClassifierSet.extra_outputs`), for input ``x``."""
         session = self._session
         if session is None:
             raise ModelError("the model runtime is closed")
         c = self.contract
         if self._on_gpu and (self.options.gpu.io_binding or self.options.gpu.cuda_graphs):
             return self._run_bound(session, x)
-        out = session.run([c.output_name], {c.input_name: x})[0]
-        return np.asarray(out, dtype=np.float32)
+        outs = session.run([c.output_name, *self.classifiers.extra_outputs], {c.input_name: x})
+        return [np.asarray(o, dtype=np.float32) for o in outs]
 
-    def _run_bound(self, session: ort.InferenceSession, x: npt.NDArray[Any]) -> Probs:
+    def _run_bound(self, session: ort.InferenceSession, x: npt.NDArray[Any]) -> list[Probs]:
         """IO-bound run on the GPU; with CUDA graphs, through fixed device buffers padded to batch_size."""
         c, dev = self.contract, self.options.gpu.device_id
         if self.options.gpu.cuda_graphs:
@@ -287,27 +311,38 @@ class ModelRuntime:
             padded[: len(x)] = x
             x_dev.update_inplace(padded)
             session.run_with_iobinding(binding)
-            return np.asarray(y_dev.numpy()[: len(x)], dtype=np.float32)
+            return [np.asarray(y_dev.numpy()[: len(x)], dtype=np.float32)]
         binding = session.io_binding()
         binding.bind_ortvalue_input(c.input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", dev))
-        binding.bind_output(c.output_name, "cpu")
+        for name in (c.output_name, *self.classifiers.extra_outputs):
+            binding.bind_output(name, "cpu")
         session.run_with_iobinding(binding)
-        return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+        return [np.asarray(o, dtype=np.float32) for o in binding.copy_outputs_to_cpu()]
 
-    def probabilities(self, frames: Frames) -> Probs:
-        """Class probabilities [N, num_classes] for uint8 RGB frames [N, H, W, 3]."""
+    def _outputs(self, frames: Frames) -> list[Probs]:
+        """Every output (the model's probabilities, then the grafted classifiers') for uint8 RGB frames, run in
+        sub-batches of :attr:`run_batch_size`."""
         x = self.prepare(frames)
         c = self.contract
         chunk = self.run_batch_size
         if len(x) == 0:
-            return np.zeros((0, c.num_classes), dtype=np.float32)
+            return [np.zeros((0, c.num_classes), dtype=np.float32)] + [
+                np.zeros((0, 1), dtype=np.float32) for _ in self.classifiers.extra_outputs]
         parts = [self._run(x[i:i + chunk]) for i in range(0, len(x), chunk)]
-        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return softmax(out) if c.output_kind == "logits" else out
+        outs = [np.concatenate(p) if len(p) > 1 else p[0] for p in zip(*parts, strict=True)]
+        if c.output_kind == "logits":
+            outs[0] = softmax(outs[0])
+        return outs
 
-    def classify(self, frames: Frames) -> Classifications:
-        """Object top-k and scene for uint8 RGB frames [N, H, W, 3]."""
-        probs = self.probabilities(frames)
+    def probabilities(self, frames: Frames) -> Probs:
+        """Class probabilities [N, num_classes] for uint8 RGB frames [N, H, W, 3]."""
+        return self._outputs(frames)[0]
+
+    def classify(self, frames: Frames, where: Where | None = None) -> Classifications:
+        """Object top-k and scene for uint8 RGB frames [N, H, W, 3], and each configured classifier's answer on
+        the frames of the cameras and zones it runs on (``where``: each frame's camera and zone; None: all)."""
+        outs = self._outputs(frames)
+        probs = outs[0]
         ids, scores = top_k(probs, self.options.top_k) if len(probs) else (
             np.zeros((0, self.options.top_k), np.int64), np.zeros((0, self.options.top_k), np.float32))
         scene_ids = np.zeros(0, np.int64)
@@ -323,4 +358,5 @@ class ModelRuntime:
             scene_ids, scene_scores = scene.class_ids[:, 0], scene.scores[:, 0]
             scene_names = tuple(self._scene_runtime.class_names)
         return Classifications(ids, scores.astype(np.float32), scene_ids, scene_scores.astype(np.float32),
-                               tuple(self.class_names), scene_names)
+                               tuple(self.class_names), scene_names,
+                               self.classifiers.answers(outs[1:], frames, where) if len(probs) else {})

@@ -9,9 +9,10 @@ The same deployment answers ``POST /classify`` (image bytes in, JSON out) throug
 so concurrent HTTP requests share model batches; every request gets exactly one answer, an error
 included. ``GET /healthz`` returns the replica's loop statistics.
 
-Model swap: ``reconfigure(user_config)`` with ``{"model": PATH}`` loads and warms the new model,
-then swaps it in between two batches; no frame is lost (one that waits longer than
-``inference.max_frame_age_ms`` meanwhile is dropped as stale and counted), results carry the model version.
+Model swap: ``reconfigure(user_config)`` with ``{"model": PATH}`` and/or ``{"classifiers": [...]}`` (the
+``classifiers:`` entries) loads and warms the new runtime, then swaps it in between two batches; no frame is
+lost (one that waits longer than ``inference.max_frame_age_ms`` meanwhile is dropped as stale and counted),
+results carry the model version.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from starlette.responses import JSONResponse
 
 from pipeline.bus.reader import ConsumerOptions, FrameConsumer
 from pipeline.core.clock import iso_utc
-from pipeline.core.config import VigilConfig
+from pipeline.core.config import ClassifierConfig, VigilConfig
 from pipeline.core.errors import VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.http_limits import Rejected, check_pixels, check_token, read_body
@@ -113,6 +114,7 @@ class ClassifierReplica:
         self.settings = ServeSettings(**settings)
         cfg = VigilConfig.model_validate(self.settings.config)
         self.inference = cfg.inference
+        self.classifiers = tuple(cfg.classifiers)
         self.name = _replica_name()
         # The HTTP endpoint's batches follow the config too (the decorator's values are placeholders).
         self.classify_one.set_max_batch_size(self.inference.batch_size)  # type: ignore[attr-defined]
@@ -134,7 +136,8 @@ class ClassifierReplica:
                  self.runtime.version, self.runtime.provider, self.consumer.stream_count)
 
     def _runtime_options(self) -> RuntimeOptions:
-        return RuntimeOptions.from_config(self.inference, cpu_share=self.settings.replicas_per_machine)
+        return RuntimeOptions.from_config(self.inference, cpu_share=self.settings.replicas_per_machine,
+                                          classifiers=self.classifiers)
 
     # ------------------------------------------------------------------ Serve hooks
     def check_health(self) -> None:
@@ -143,15 +146,26 @@ class ClassifierReplica:
             raise RuntimeError(f"inference loop of replica {self.name} stopped: {self.loop.stats.last_error}")
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Swap the model without losing a frame: load and warm the new one, then swap between batches."""
-        path = user_config.get("model")
-        if not path or Path(path) == self.runtime.model_path:
+        """Swap the model or the classifiers without losing a frame: load and warm the new runtime, then swap it in
+        between batches. ``{"model": PATH}`` and/or ``{"classifiers": [<classifiers[] entries>]}``."""
+        path = Path(user_config.get("model") or self.runtime.model_path)
+        listed = user_config.get("classifiers")
+        classifiers = self.classifiers if listed is None else \
+            tuple(ClassifierConfig.model_validate(c) for c in listed)
+        if path == self.runtime.model_path and classifiers == self.classifiers:
             return
-        new = ModelRuntime(path, self._runtime_options()).open()
+        before = self.classifiers
+        self.classifiers = classifiers
+        try:
+            new = ModelRuntime(path, self._runtime_options()).open()
+        except BaseException:
+            self.classifiers = before  # the running model and classifiers stay
+            raise
         old = self.loop.swap_runtime(new)
         self.runtime = new
         old.close()
-        log.info("replica %s: model swapped to %s (%s)", self.name, new.name, new.version)
+        log.info("replica %s: model %s (%s) with classifiers %s swapped in", self.name, new.name, new.version,
+                 ", ".join(c.id for c in classifiers) or "none")
 
     def close(self) -> None:
         self._stop.set()

@@ -90,6 +90,10 @@ SampleHandler = Callable[[StreamConfig, RawFrame], None]
 StateHandler = Callable[[StreamConfig, "CameraState", str], None]  # called at each change, with the reason
 
 
+#: What a running camera takes without reconnecting (:meth:`Camera.retune`).
+IN_PLACE = ("fps", "zones", "full_frame", "resize")
+
+
 def _ignore_state(stream: StreamConfig, state: CameraState, reason: str) -> None:
     return None
 
@@ -154,11 +158,13 @@ class Camera:
         return stopped
 
     def retune(self, stream: StreamConfig) -> bool:
-        """Take a new ``fps`` without reconnecting; False (nothing changed) when more than fps differs."""
-        if stream.model_copy(update={"fps": self.stream.fps}) != self.stream:
+        """Take a new ``fps`` or new zones (``zones``, ``full_frame``, ``resize``) without reconnecting: the next
+        sampled frame is cut by them; False (nothing changed) when more than these differs."""
+        same = {k: getattr(self.stream, k) for k in IN_PLACE}
+        if stream.model_copy(update=same) != self.stream:
             return False
         self.pacing.set_fps(stream.fps)
-        self.stream = stream
+        self.stream = stream  # one reference swap: the sampling thread reads either the old or the new whole
         return True
 
     def last_frame_age_s(self) -> float:

@@ -1,4 +1,5 @@
-"""Where a sampled frame goes: resize -> BGR->RGB -> health -> publish (and the console's preview).
+"""Where a sampled frame goes: resize -> BGR->RGB -> health -> cut into zones -> publish (and the console's
+preview).
 
 :meth:`FramePath.handle` runs in each camera's thread for every frame the camera samples
 (:class:`~pipeline.ingest.camera.Camera` calls it at the stream's fps):
@@ -9,9 +10,13 @@
    (:func:`pipeline.core.preprocess.resize`: one implementation, shared with ``/classify``);
 3. the camera's health checks see it (:class:`~pipeline.ingest.health.CameraHealth`); a change of
    condition is announced as a camera event, and a frozen frame is not published with ``skip_frozen``;
-4. it is published with :class:`~pipeline.bus.publisher.FrameBus`; a frame Redis refused is counted
-   as dropped (``bus_down``, ``bus_full``, ``bus_error``), and every few seconds the frames Redis
-   trimmed unread (``evicted``).
+4. it is cut into one model-sized crop per zone (``streams[].zones``, :func:`pipeline.core.preprocess.cut_zone`,
+   each with its own ``resize``), with the whole picture first as the zone ``full`` (unless
+   ``full_frame: false``); a zone smaller than 32x32 pixels on the camera's real resolution is left out and
+   said in the log and in ``/readyz`` (``zone_problems``);
+5. it is published with :class:`~pipeline.bus.publisher.FrameBus` (one entry, every crop); a frame Redis
+   refused is counted as dropped (``bus_down``, ``bus_full``, ``bus_error``), and every few seconds the
+   frames evicted unread (``evicted``).
 
 Camera events (state changes, health conditions) go on the results stream, where the sinks hear of
 them. What happens is reported to a :class:`FrameObserver` (:class:`pipeline.ops.metrics.IngestMetrics`).
@@ -28,12 +33,12 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from pipeline.bus.publisher import FrameBus
-from pipeline.bus.wire import FrameMessage
-from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.bus.wire import FrameMessage, ZoneCrop
+from pipeline.core.config import FULL_ZONE, StreamConfig, VigilConfig
 from pipeline.core.errors import BusError, BusFullError, BusUnavailableError
 from pipeline.core.frame import Frame
 from pipeline.core.keys import preview_key
-from pipeline.core.preprocess import bgr_to_rgb, resize
+from pipeline.core.preprocess import bgr_to_rgb, cut_zone, resize
 from pipeline.ingest.camera import CameraState
 from pipeline.ingest.health import CameraHealth, FrameStats, describe
 from pipeline.ingest.preview import PreviewMaker
@@ -70,13 +75,15 @@ class FramePath:
         self._preview = PreviewMaker(cfg.console)
         self._health: dict[str, CameraHealth] = {}  # camera -> its health checks (fed in the camera's thread)
         self._seq: dict[str, int] = {}
-        self._evicted: dict[str, tuple[float, int]] = {}  # stream -> (checked at, trimmed unread)
+        self._evicted: dict[str, tuple[float, int]] = {}  # stream -> (checked at, evicted so far)
+        self._zone_problems: dict[str, dict[str, str]] = {}  # camera -> zone -> why it is not classified
+        self._resolution_wh: dict[str, tuple[int, int]] = {}  # camera -> its picture's size, as last decoded
         self._lock = threading.Lock()
 
-    @property
-    def frame_bytes(self) -> int:
-        """About what one published frame takes in Redis (raw pixels; JPEG about a sixth of them)."""
-        pixels = self.frame_height * self.frame_width * 3
+    def frame_bytes(self, stream: StreamConfig) -> int:
+        """About what one published frame of ``stream`` takes in Redis: a crop per zone (raw pixels; JPEG about a
+        sixth of them)."""
+        pixels = self.frame_height * self.frame_width * 3 * len(stream.zone_ids)
         return (pixels if self.cfg.redis.frame_encoding == "raw" else pixels // 6) + _ENTRY_OVERHEAD_BYTES
 
     # -- cameras -----------------------------------------------------------------------------------
@@ -94,21 +101,27 @@ class FramePath:
             for stream_id in [s for s in self._seq if s not in keep]:
                 del self._seq[stream_id]
                 self._health.pop(stream_id, None)
+                self._zone_problems.pop(stream_id, None)
+                self._resolution_wh.pop(stream_id, None)
 
     # -- one frame ---------------------------------------------------------------------------------
 
     def handle(self, stream: StreamConfig, raw: RawFrame) -> None:
-        """Resize, convert, judge and publish one sampled frame (runs in the camera thread)."""
+        """Cut, resize, convert, judge and publish one sampled frame (runs in the camera thread)."""
         t0 = time.perf_counter()
         if self._preview.due(stream.id):
             self._store_preview(stream.id, raw)
-        pixels = bgr_to_rgb(resize(raw.bgr, self.frame_height, self.frame_width, stream.resize))
-        if self._judge_health(stream, pixels):
+        whole = bgr_to_rgb(resize(raw.bgr, self.frame_height, self.frame_width, stream.resize))
+        if self._judge_health(stream, whole):
+            return
+        crops = self._crops(stream, raw.bgr, whole)
+        if not crops:
+            self._observer.frames_dropped(stream.id, "no_zones")
             return
         with self._lock:
             seq = self._seq.get(stream.id, 0)
             self._seq[stream.id] = seq + 1
-        msg = FrameMessage(stream_id=stream.id, seq=seq, capture_ts_ns=raw.capture_ts_ns, pixels=pixels,
+        msg = FrameMessage(stream_id=stream.id, seq=seq, capture_ts_ns=raw.capture_ts_ns, crops=crops,
                            source_height=raw.bgr.shape[0], source_width=raw.bgr.shape[1])
         try:
             self._bus.publish(msg)
@@ -124,6 +137,26 @@ class FramePath:
             return
         self._observer.frame_published(stream.id, time.perf_counter() - t0)
         self._count_evictions(stream.id)
+
+    def _crops(self, stream: StreamConfig, bgr: Frame, whole: Frame) -> tuple[ZoneCrop, ...]:
+        """The frame's model-ready crops: the whole picture (``full``) unless turned off, then each zone that is
+        large enough on this camera's resolution (one too small is left out, and said once)."""
+        crops = [ZoneCrop(FULL_ZONE, whole)] if stream.full_frame else []
+        resolution_wh = (bgr.shape[1], bgr.shape[0])
+        self._resolution_wh[stream.id] = resolution_wh
+        problems: dict[str, str] = {}
+        for zone in stream.zones:
+            problem = zone.size_problem(resolution_wh)
+            if problem is not None:
+                problems[zone.id] = f"streams[{stream.id}].zones: {problem}"
+                continue
+            cut = cut_zone(bgr, zone)
+            crops.append(ZoneCrop(zone.id, bgr_to_rgb(resize(cut, self.frame_height, self.frame_width, zone.resize))))
+        if problems != self._zone_problems.get(stream.id, {}):
+            for zone_id, problem in problems.items():
+                log.error("camera %s: zone %s is not classified: %s", stream.id, zone_id, problem)
+            self._zone_problems[stream.id] = problems
+        return tuple(crops)
 
     def _store_preview(self, stream_id: str, raw: RawFrame) -> None:
         try:
@@ -153,13 +186,13 @@ class FramePath:
         return False
 
     def _count_evictions(self, stream_id: str) -> None:
-        """Every few seconds, add the frames Redis trimmed unread since the last check."""
+        """Every few seconds, add the frames evicted unread since the last check."""
         now = time.monotonic()
         checked_at, before = self._evicted.get(stream_id, (-math.inf, -1))
         if now - checked_at < self.eviction_check_s:
             return
         try:
-            total = self._bus.trimmed_unread(stream_id)
+            total = self._bus.evicted(stream_id)
         except BusError:
             return
         if before >= 0 and total >= before:  # smaller: Redis restarted empty, start over
@@ -191,8 +224,12 @@ class FramePath:
         return True
 
     def health_doc(self, stream_id: str) -> dict[str, Any]:
-        """The camera's active conditions and since when (in /readyz and the camera's status)."""
+        """The camera's active conditions and since when, its resolution and its zones that are not classified
+        (in /readyz and the camera's status)."""
         health = self._health.get(stream_id)
+        resolution_wh = self._resolution_wh.get(stream_id)
+        zones = {"zone_problems": dict(self._zone_problems.get(stream_id, {})),
+                 "resolution_wh": list(resolution_wh) if resolution_wh else None}
         if health is None:
-            return {"health": [], "health_since": {}}
-        return {"health": health.active, "health_since": {k: round(v, 3) for k, v in health.since().items()}}
+            return {"health": [], "health_since": {}, **zones}
+        return {"health": health.active, "health_since": {k: round(v, 3) for k, v in health.since().items()}, **zones}

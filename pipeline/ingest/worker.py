@@ -7,7 +7,8 @@ One :class:`~pipeline.ingest.camera.Camera` thread per camera hands each sampled
 :class:`~pipeline.ingest.frame_path.FramePath`.
 
 * :meth:`IngestWorker.reload` applies a new camera list: added cameras start, removed ones stop,
-  changed ones restart, a new ``fps`` alone is applied in place, and the others are not touched;
+  changed ones restart, a new ``fps`` or new zones alone are applied in place (no reconnect), and the
+  others are not touched;
 * every :data:`~pipeline.ingest.pacing.FEEDBACK_EVERY_S` the cameras' queues on the bus set the rates
   they sample at (:class:`~pipeline.ingest.pacing.SamplingGovernor`); every :data:`STATUS_EVERY_S`
   each camera's status goes to Redis for the console, and a changed camera store is applied;
@@ -112,7 +113,7 @@ class IngestWorker:
         """Start/stop/restart cameras so that exactly ``wanted`` run; leave unchanged ones alone."""
         by_id = {s.id: s for s in wanted}
         with self._lock:
-            for stream_id, cam in self.cameras.items():  # a new fps alone is applied in place: no reconnect
+            for stream_id, cam in self.cameras.items():  # a new fps or zones alone: applied in place, no reconnect
                 new = by_id.get(stream_id)
                 if new is not None and new != cam.stream and cam.retune(new):
                     self._observer.set_sampling_rate(stream_id, new.fps, cam.pacing.rate_fps)

@@ -59,7 +59,7 @@ class IngestService(IngestWorker):
             self.store = StreamStore(*layout.connect_first(min(1.0, self.cfg.redis.socket_timeout_s), fail_fast=True),
                                      where=layout.shards[0].where)
             self.read_store()
-            for warning in self._bus.capacity_warnings([s.id for s in self.owned()], self.frames.frame_bytes):
+            for warning in self._bus.capacity_warnings({s.id: self.frames.frame_bytes(s) for s in self.owned()}):
                 log.warning("%s", warning)
             if self.cfg.metrics.enabled:
                 self._start_http()

@@ -38,8 +38,9 @@ DROP_REASONS = (
     "bus_down",  # the camera's Redis instance is down: unreachable (refused, lost, timed out), or in backoff
     "bus_error",  # the XADD failed otherwise (Redis answered it with an error)
     "bus_full",  # the camera's Redis instance is at its maxmemory and refused the frame (it is up)
-    "evicted",  # trimmed by XADD MAXLEN ~ before any consumer group read it (drop-oldest)
+    "evicted",  # removed unread when the camera's stream was longer than redis.maxlen (drop-oldest)
     "frozen",  # not published: the camera is frozen and its health.skip_frozen is set
+    "no_zones",  # not published: full_frame is off and every zone is too small on the camera's resolution
 )
 
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -18,16 +18,17 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipeline.bus.publisher import trimmed_unread_entries
 from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.config import FULL_ZONE
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
 from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
 
-#: The configured cameras, now: a list, or a function that says it (the YAML's with the console's runtime
-#: changes, :func:`pipeline.core.camera_store.camera_ids`). Labels stay bounded: only these cameras appear.
+#: The configured cameras, now: a list of ids or a mapping camera id -> its zone ids, or a function that says
+#: it (the YAML's with the console's runtime changes, :func:`pipeline.core.camera_store.camera_ids`). Labels
+#: stay bounded: only these cameras (and zones) appear.
 Cameras = Iterable[str] | Callable[[], Iterable[str]]
 
 
@@ -36,6 +37,43 @@ def camera_source(cameras: Cameras) -> Callable[[], list[str]]:
         return lambda: list(cameras())
     fixed = list(cameras)
     return lambda: fixed
+
+
+def zone_source(cameras: Cameras) -> Callable[[], dict[str, tuple[str, ...]]]:
+    """Camera id -> its zone ids, now (a plain list of cameras: each has the zone ``full`` only)."""
+    def zones(now: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        if isinstance(now, Mapping):
+            return {str(k): tuple(v) for k, v in now.items()}
+        return {stream_id: (FULL_ZONE,) for stream_id in now}
+    if callable(cameras):
+        return lambda: zones(cameras())
+    fixed = zones(cameras)
+    return lambda: fixed
+
+
+class _ZoneFamilies:
+    """The per-zone accounting: each camera's counts of the crops of each of its zones."""
+
+    def __init__(self) -> None:
+        def family(name: str, doc: str, *extra: str) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, labels=["stream", "zone", *extra])
+        self.published = family("vigil_pipeline_zone_published_crops", "A zone's crops written to the frame bus "
+                                "(one per frame published while the zone was configured).")
+        self.inferred = family("vigil_pipeline_zone_inferred_crops", "A zone's crops with a result written.")
+        self.dead = family("vigil_pipeline_zone_dead_lettered_crops", "A zone's crops whose frame was dead-lettered.")
+        self.dropped = family("vigil_pipeline_zone_dropped_crops", "A zone's crops whose frame was dropped by "
+                              "backpressure (evicted, stale).", "reason")
+
+    def add(self, stream_id: str, zone_ids: Iterable[str], stats: Mapping[str, int]) -> None:
+        for zone in zone_ids:
+            self.published.add_metric([stream_id, zone], stats.get(f"published@{zone}", 0))
+            self.inferred.add_metric([stream_id, zone], stats.get(f"inferred@{zone}", 0))
+            self.dead.add_metric([stream_id, zone], stats.get(f"dead_lettered@{zone}", 0))
+            self.dropped.add_metric([stream_id, zone, "evicted"], stats.get(f"evicted@{zone}", 0))
+            self.dropped.add_metric([stream_id, zone, "stale"], stats.get(f"dropped_stale@{zone}", 0))
+
+    def families(self) -> tuple[Metric, ...]:
+        return self.published, self.inferred, self.dead, self.dropped
 
 
 class PipelineCollector(Collector):
@@ -55,7 +93,7 @@ class PipelineCollector(Collector):
     def __init__(self, layout: BusLayout, stream_ids: Cameras, timeout_s: float,
                  scrape_bound_s: float = 0.5) -> None:
         self._clients = layout.connect(timeout_s)
-        self._cameras = camera_source(stream_ids)
+        self._zones = zone_source(stream_ids)
         self._bound_s = scrape_bound_s
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="pipeline-stats")
         self._read: Future[list[Metric] | None] | None = None
@@ -105,7 +143,6 @@ class PipelineCollector(Collector):
             return None
 
     def _stream_families(self) -> Iterator[Metric]:
-
         published = CounterMetricFamily("vigil_pipeline_published_frames", "Frames written to the frame bus, "
                                         "counted by Redis in the same transaction (exact after any outage).",
                                         labels=["stream"])
@@ -114,26 +151,27 @@ class PipelineCollector(Collector):
         dead = CounterMetricFamily("vigil_pipeline_dead_lettered_frames", "Frames moved to vigil:deadletter.",
                                    labels=["stream"])
         dropped = CounterMetricFamily("vigil_pipeline_dropped_frames", "Frames dropped by backpressure: "
-                                      "evicted (trimmed unread), trimmed while pending, or stale (older than "
-                                      "inference.max_frame_age_ms when a replica would read it).",
-                                      labels=["stream", "reason"])
+                                      "evicted (removed unread, the stream over redis.maxlen), trimmed while "
+                                      "pending, or stale (older than inference.max_frame_age_ms when a replica would "
+                                      "read it).", labels=["stream", "reason"])
         queue = GaugeMetricFamily("vigil_pipeline_queue_frames", "Frames waiting: backlog (unread) and "
                                   "pending (read, no result yet).", labels=["stream", "state"])
-        for stream_id in sorted(self._cameras()):
+        zones = _ZoneFamilies()
+        for stream_id, zone_ids in sorted(self._zones().items()):
             idx = self._clients.layout.shard_of(stream_id)
             c, keys = self._clients.client(idx), self._clients.keys(idx)
             stats = {k.decode(): int(v) for k, v in c.hgetall(keys.stats(stream_id)).items()}
-            evicted, backlog, pending = self._stream_queue(c, keys.frames(stream_id), INFERENCE_GROUP)
+            backlog, pending = self._stream_queue(c, keys.frames(stream_id), INFERENCE_GROUP)
             published.add_metric([stream_id], stats.get("published", 0))
             inferred.add_metric([stream_id], stats.get("inferred", 0))
             dead.add_metric([stream_id], stats.get("dead_lettered", 0))
-            dropped.add_metric([stream_id, "evicted"], evicted)
+            dropped.add_metric([stream_id, "evicted"], stats.get("evicted", 0))
             dropped.add_metric([stream_id, "trimmed_pending"], stats.get("dropped_pending", 0))
             dropped.add_metric([stream_id, "stale"], stats.get("dropped_stale", 0))
             queue.add_metric([stream_id, "backlog"], backlog)
             queue.add_metric([stream_id, "pending"], pending)
-        yield from (published, inferred, dead, dropped, queue)
-
+            zones.add(stream_id, zone_ids, stats)
+        yield from (published, inferred, dead, dropped, queue, *zones.families())
     def _sink_queue(self) -> Metric:
         """Results each sink has not delivered yet, over every shard: while a sink's output (a webhook,
         the MQTT broker) is away its results wait here, bounded by the results stream's maxlen."""
@@ -158,21 +196,22 @@ class PipelineCollector(Collector):
         return queue
 
     @staticmethod
-    def _stream_queue(c: RedisClient, key: str, group: str) -> tuple[int, int, int]:
-        """(trimmed unread, backlog, pending) of one camera stream for the inference group."""
+    def _stream_queue(c: RedisClient, key: str, group: str) -> tuple[int, int]:
+        """(backlog, pending) of one camera stream for the inference group."""
         try:
             info = c.xinfo_stream(key)
             groups = [g for g in c.xinfo_groups(key) if g["name"].decode() == group]
         except redis.ResponseError:
-            return 0, 0, 0  # stream not created yet
-        evicted = trimmed_unread_entries(info, groups)
+            return 0, 0  # stream not created yet
         if not groups:
-            return evicted, int(info.get("length", 0)), 0
+            return int(info.get("length", 0)), 0
         g = groups[0]
+        pending = int(g.get("pending", 0))
         lag = g.get("lag")
-        backlog = int(lag) if lag is not None else max(0, int(info.get("entries-added", 0))
-                                                       - int(g.get("entries-read") or 0))
-        return evicted, backlog, int(g.get("pending", 0))
+        # No lag while evicted frames lie ahead of the group (Redis cannot count past the hole): what is in the
+        # stream and not pending is unread, but for the acknowledged frames not trimmed yet (none, once written).
+        backlog = int(lag) if lag is not None else max(0, int(info.get("length", 0)) - pending)
+        return backlog, pending
 
     def _replica_families(self) -> Iterator[Metric]:
         batches = CounterMetricFamily("vigil_replica_batches", "Batches classified by the replica.",

@@ -4,18 +4,21 @@ The config's own validation (:mod:`pipeline.core.config`) knows shapes and value
 at what they name: that the model, labels, scene map and local video files exist, and that every
 ``watch`` key of an events sink names a class of the model or one of its scene categories (the
 example's ``person`` never fires on ImageNet, which has no such class; ``people`` is a scene
-category). ``vigil config check`` and ``vigil run`` print every problem at once, each with its place
+category), and that each classifier's model carries the classes its config says and was trained on the
+serving model. ``vigil config check`` and ``vigil run`` print every problem at once, each with its place
 in the config and how to fix it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.class_names import ClassNames, ClassRef, is_wordnet_id, normalize
 from pipeline.core.config import EventOptions, MqttSinkConfig, VigilConfig, local_path
 from pipeline.core.errors import ConfigError, VigilError
+from pipeline.inference.classifiers import check_classifier
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
 from pipeline.inference.model_store import resolve_model_path
@@ -95,8 +98,27 @@ def watch_problems(cfg: VigilConfig, vocab: Vocabulary) -> list[str]:
     return problems
 
 
+def classifier_problems(cfg: VigilConfig, serving: Path) -> list[str]:
+    """A problem for each classifier whose model is missing, is not a classifier, carries other classes than its
+    config says, or was trained on another serving model (:func:`pipeline.inference.classifiers.check_classifier`)."""
+    problems = []
+    serving_sha256 = hashlib.sha256(serving.read_bytes()).hexdigest() if cfg.classifiers else ""
+    for i, c in enumerate(cfg.classifiers):
+        path = Path(c.model)
+        if not path.is_file():
+            problems.append(f"classifiers[{i}].model ({c.id}): no model file {path}; train one with `vigil models "
+                            "finetune` or fix the path (relative paths are relative to the config file's folder)")
+            continue
+        try:
+            check_classifier(c, i, load_onnx(path), serving_sha256)
+        except VigilError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def preflight(cfg: VigilConfig) -> list[str]:
-    """Every problem :func:`missing_files` and :func:`watch_problems` find; the model's is one of them."""
+    """Every problem :func:`missing_files`, :func:`watch_problems` and :func:`classifier_problems` find; the model's
+    is one of them."""
     problems = missing_files(cfg)
     try:
         vocab = vocabulary(cfg)
@@ -104,7 +126,7 @@ def preflight(cfg: VigilConfig) -> list[str]:
         return [*problems, str(exc)]
     except VigilError as exc:  # the model or its labels cannot be used: say so; the watch check needs them
         return [*problems, f"inference.model: {exc}"]
-    return problems + watch_problems(cfg, vocab)
+    return problems + watch_problems(cfg, vocab) + classifier_problems(cfg, vocab.model)
 
 
 def check(cfg: VigilConfig, source: str) -> None:

@@ -195,9 +195,10 @@ class LocalPipeline:
             return f"on {inf.http_host}:{inf.http_port}{prefix}/classify"
         return f"on the cluster's Serve proxy at {prefix}/classify"
 
-    def _camera_ids(self) -> list[str]:
-        """The cameras now: the ingest worker's (with the console's runtime changes), else the config's."""
-        return [s.id for s in (self.ingest.cfg.streams if self.ingest is not None else self.cfg.streams)]
+    def _camera_ids(self) -> dict[str, tuple[str, ...]]:
+        """The cameras now, each with its zones: the ingest worker's (with the console's runtime changes), else
+        the config's."""
+        return {s.id: s.zone_ids for s in (self.ingest.cfg.streams if self.ingest is not None else self.cfg.streams)}
 
     def camera_totals(self) -> dict[str, dict[str, int]]:
         """Per camera: frames published, classified, dropped, dead-lettered, and still queued (``backlog``: not

@@ -22,6 +22,7 @@ from pipeline.core.redis_errors import redis_errors
 from pipeline.results.dead_letter import merge_rejections, read_rejections
 from pipeline.results.delivery import SinkObserver, SinkRunner
 from pipeline.results.sinks import Sink, SinkContext, build_sink
+from pipeline.results.state_store import RedisStateStore
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,12 @@ class SinkService:
             layout.check_servers(self.cfg.redis.socket_timeout_s, must_answer=False, clients=clients)
             streams = tuple(s.id for s in self.cfg.streams)
             default_redis = None if layout.is_cluster else self.urls[0]  # a redis sink on a cluster names its own
+            zones = {s.id: s.zone_ids for s in self.cfg.streams}
             for i, sink_cfg in enumerate(self.cfg.sinks):
                 name = sink_name(sink_cfg, i)
-                sink = build_sink(sink_cfg, SinkContext(name, default_redis, streams)).__enter__()
+                store = RedisStateStore(clients.client(0), clients.keys(0).classifier_states(name), clients.where(0))
+                ctx = SinkContext(name, default_redis, streams, zones, tuple(self.cfg.classifiers), store)
+                sink = build_sink(sink_cfg, ctx).__enter__()
                 self._sinks.append(sink)
                 self.runners.append(SinkRunner(name, sink, sink_cfg, clients, consumer=self.consumer,
                                                observer=self.observer,

@@ -15,7 +15,7 @@ from pipeline.core.errors import BusError
 from pipeline.core.redis_errors import redis_errors
 from pipeline.results.camera_event import CameraEvent
 from pipeline.results.entry import decode_entries
-from pipeline.results.record import ResultRecord
+from pipeline.results.record import ResultRecord, headline
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Recent:
 
     @property
     def latest(self) -> ResultRecord | None:
-        return self.results[-1] if self.results else None
+        """The newest result of the whole picture (:func:`~pipeline.results.record.headline`)."""
+        return headline(self.results)
 
 
 def read_recent(clients: BusClients, stream_ids: Iterable[str], entries: int) -> dict[str, Recent]:

@@ -1,10 +1,11 @@
 """Where a result is written: result records onto ``vigil:results``, their frames acknowledged.
 
 :meth:`ResultWriter.write` does, per bus shard, in one atomic script
-(:data:`pipeline.bus.scripts.WRITE_RESULTS`, which runs at ``maxmemory`` too): XADD each
-record to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on their camera's
-stream for the inference group (a frame already answered, e.g. reclaimed while its first batch was
-being written, gets no second result), count them in ``vigil:stats:<camera>`` (``inferred``), remove the
+(:data:`pipeline.bus.scripts.WRITE_RESULTS`, which runs at ``maxmemory`` too): XADD each frame's
+records (one per zone) to the results stream (``MAXLEN ~ redis.results_maxlen``), XACK the frames on
+their camera's stream for the inference group (a frame already answered, e.g. reclaimed while its first
+batch was being written, gets no second result), count them in ``vigil:stats:<camera>`` (``inferred``,
+and ``inferred@<zone>`` per record), remove the
 acknowledged frames from the camera's stream (:data:`pipeline.bus.scripts.TRIM_ACKED`: Redis holds
 only frames in flight) and forget their failure reasons. So a frame is acknowledged exactly when its
 result exists, and the counters that the accounting identity ``published = inferred + dropped +
@@ -44,22 +45,25 @@ class ResultWriter:
         self._scripts = [BusScripts(c) for _, c, _ in clients]
         self._maxlen = results_maxlen
 
-    def write(self, done: Sequence[tuple[FrameRef, ResultRecord]]) -> None:
-        """Write results, acknowledge their frames and count them: one transaction per shard."""
-        by_shard: dict[int, list[tuple[FrameRef, ResultRecord]]] = {}
-        for frame, record in done:
-            by_shard.setdefault(frame.shard, []).append((frame, record))
+    def write(self, done: Sequence[tuple[FrameRef, Sequence[ResultRecord]]]) -> None:
+        """Write each frame's results (one per zone), acknowledge the frames and count them: one transaction per
+        shard."""
+        by_shard: dict[int, list[tuple[FrameRef, Sequence[ResultRecord]]]] = {}
+        for frame, records in done:
+            by_shard.setdefault(frame.shard, []).append((frame, records))
         for idx, items in by_shard.items():
             with redis_errors("writing results (WRITE_RESULTS)", self._clients.where(idx)):
                 self._write_shard(idx, items)
 
-    def _write_shard(self, idx: int, items: list[tuple[FrameRef, ResultRecord]]) -> None:
+    def _write_shard(self, idx: int, items: list[tuple[FrameRef, Sequence[ResultRecord]]]) -> None:
         cameras: dict[str, int] = {}  # camera -> its 1-based position among the script's keys
         frames: list[str | int] = []
-        for frame, record in items:
+        for frame, records in items:
             position = cameras.setdefault(frame.stream_id, len(cameras) + 1)
-            fields = record.to_fields()
-            frames += [position, frame.entry_id, fields["v"], fields["stream"], fields["json"]]
+            frames += [position, frame.entry_id, len(records)]
+            for record in records:
+                fields = record.to_fields()
+                frames += [record.zone, fields["v"], fields["stream"], fields["json"]]
         names = self._clients.keys(idx)
         keys = [names.results, names.failures]
         for stream_id in cameras:

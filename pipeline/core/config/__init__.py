@@ -7,7 +7,8 @@ The package's API is what this module exports; Vigil imports the config from her
   :mod:`~pipeline.core.config.ingest`, :mod:`~pipeline.core.config.inference`,
   :mod:`~pipeline.core.config.ray`, :mod:`~pipeline.core.config.sinks`,
   :mod:`~pipeline.core.config.metrics`, :mod:`~pipeline.core.config.console`,
-  :mod:`~pipeline.core.config.health`; :mod:`~pipeline.core.config.schema` puts them together
+  :mod:`~pipeline.core.config.health`, :mod:`~pipeline.core.config.zones` (a camera's zones),
+  :mod:`~pipeline.core.config.classifiers`; :mod:`~pipeline.core.config.schema` puts them together
   (:class:`VigilConfig`, the whole file);
 - :mod:`~pipeline.core.config.env`: the environment (``$VIGIL_CACHE_DIR``, ``${VAR}`` substitution, ...);
 - :mod:`~pipeline.core.config.paths`: relative paths in a file are relative to its folder;
@@ -15,6 +16,7 @@ The package's API is what this module exports; Vigil imports the config from her
 """
 
 from pipeline.core.config.base import ID_PATTERN, BackoffOptions, Strict
+from pipeline.core.config.classifiers import UNKNOWN_STATE, ClassifierConfig, classifier_problems
 from pipeline.core.config.console import ConsoleConfig
 from pipeline.core.config.env import (
     cache_dir,
@@ -48,12 +50,18 @@ from pipeline.core.config.sinks import (
     sink_name,
 )
 from pipeline.core.config.streams import SOURCE_SCHEMES, ResizePolicy, StreamConfig
+from pipeline.core.config.zones import FULL_ZONE, MAX_ZONES, MIN_ZONE_PIXELS, ZoneConfig
 
 __all__ = [
+    "FULL_ZONE",
     "ID_PATTERN",
+    "MAX_ZONES",
+    "MIN_ZONE_PIXELS",
     "SINK_TYPES",
     "SOURCE_SCHEMES",
+    "UNKNOWN_STATE",
     "BackoffOptions",
+    "ClassifierConfig",
     "ConsoleConfig",
     "EventOptions",
     "EventsSinkConfig",
@@ -76,8 +84,10 @@ __all__ = [
     "Strict",
     "VigilConfig",
     "WebhookSinkConfig",
+    "ZoneConfig",
     "anchor_paths",
     "cache_dir",
+    "classifier_problems",
     "default_engine_cache",
     "format_loc",
     "is_local_file",

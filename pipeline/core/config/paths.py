@@ -48,7 +48,7 @@ def _anchor_sink(sink: SinkConfig, base: Path) -> SinkConfig:
 
 def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
     """``cfg`` with every relative file path (model, labels, scene map and model, TensorRT cache, local
-    video files, sink files) taken relative to ``base``."""
+    video files, sink files, classifiers' models) taken relative to ``base``."""
     inf = cfg.inference
     inference = inf.model_copy(update={
         "model": _anchored(inf.model, base), "labels": _anchored(inf.labels, base),
@@ -57,4 +57,6 @@ def anchor_paths(cfg: VigilConfig, base: Path) -> VigilConfig:
     streams = [s.model_copy(update={"url": _anchored(s.url, base)}) if is_local_file(s.url) else s
                for s in cfg.streams]
     sinks = [_anchor_sink(s, base) for s in cfg.sinks]
-    return cfg.model_copy(update={"inference": inference, "streams": streams, "sinks": sinks})
+    classifiers = [c.model_copy(update={"model": _anchored(c.model, base)}) for c in cfg.classifiers]
+    return cfg.model_copy(update={"inference": inference, "streams": streams, "sinks": sinks,
+                                  "classifiers": classifiers})

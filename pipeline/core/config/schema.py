@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.core.config.base import Strict
+from pipeline.core.config.classifiers import ClassifierConfig, classifier_problems
 from pipeline.core.config.console import ConsoleConfig
 from pipeline.core.config.health import HealthConfig
 from pipeline.core.config.inference import InferenceConfig
@@ -34,6 +35,8 @@ class VigilConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    classifiers: list[ClassifierConfig] = Field(default_factory=list, description=(
+        "The operator's own classifiers, each on some cameras' zones (pipeline/core/config/classifiers.py)."))
 
     @model_validator(mode="after")
     def _streams_inherit_health(self) -> VigilConfig:
@@ -41,6 +44,13 @@ class VigilConfig(Strict):
         streams = [s.model_copy(update={"health": self.health.model_copy(
             update={k: getattr(s.health, k) for k in s.health.model_fields_set})}) for s in self.streams]
         object.__setattr__(self, "streams", streams)  # frozen: this validator completes the value
+        return self
+
+    @model_validator(mode="after")
+    def _classifiers_name_what_exists(self) -> VigilConfig:
+        problems = classifier_problems(self.classifiers, self.streams)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @field_validator("sinks")

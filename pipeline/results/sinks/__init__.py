@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.config import (
@@ -24,7 +23,7 @@ from pipeline.core.config import (
     WebhookSinkConfig,
 )
 from pipeline.core.errors import ConfigError
-from pipeline.results.sinks.base import Sink
+from pipeline.results.sinks.base import Sink, SinkContext
 
 __all__ = ["Sink", "SinkContext", "build_sink"]
 
@@ -36,15 +35,6 @@ def _plugin(cfg: PluginSinkConfig) -> Sink:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"sink plugin {cfg.factory!r} cannot be loaded: {exc}") from exc
     return factory(cfg, cfg.options)
-
-
-@dataclass(frozen=True)
-class SinkContext:
-    """What a sink may need besides its own config entry."""
-
-    name: str = "sink"  # sink_name(): its consumer group, its MQTT client id
-    default_redis_url: str | None = None  # the first bus instance (the redis sink's default)
-    stream_ids: tuple[str, ...] = ()  # the configured cameras (MQTT discovery announces each)
 
 
 def build_sink(cfg: SinkConfig, ctx: SinkContext | None = None) -> Sink:
@@ -60,9 +50,9 @@ def build_sink(cfg: SinkConfig, ctx: SinkContext | None = None) -> Sink:
         JsonlSinkConfig: JsonlSink,
         StdoutSinkConfig: lambda c: StdoutSink(),
         WebhookSinkConfig: WebhookSink,
-        EventsSinkConfig: EventsSink,
+        EventsSinkConfig: lambda c: EventsSink(c, ctx),
         RedisSinkConfig: lambda c: RedisStreamSink(c, ctx.default_redis_url),
-        MqttSinkConfig: lambda c: MqttSink(c, ctx.name, ctx.stream_ids),
+        MqttSinkConfig: lambda c: MqttSink(c, ctx),
         PluginSinkConfig: _plugin,
     }
     return builders[type(cfg)](cfg)

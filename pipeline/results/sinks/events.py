@@ -1,4 +1,4 @@
-"""The events sink: only what changed, per camera, with hysteresis against flicker.
+"""The events sink: only what changed, per camera and zone, with hysteresis against flicker.
 
 Events (JSON objects, to a JSON-lines file and/or a webhook):
 
@@ -10,12 +10,15 @@ Events (JSON objects, to a JSON-lines file and/or a webhook):
   ``hysteresis`` consecutive results / then absent for as many. A key is a class name or any synonym
   (``Egyptian_cat``, ``scooter``), a class index (``518_crane``) or a scene category (``people``):
   :class:`pipeline.core.class_names.ClassRef`. The event's ``label`` is the key as configured;
+* ``state_changed`` with ``classifier``: a ``state`` classifier's state on a camera's zone changed
+  (:mod:`pipeline.results.classifier_states`; kept in Redis, so it survives a restart of the sink worker);
 * ``health_changed``: a camera's picture became (``"active": true``) or stopped being frozen, dark,
   blurred or moved, as ingest judged it; ``state_changed``: its ingest state changed (live,
   backing_off, ...), with the reason (:mod:`pipeline.results.camera_event`).
 
-Each event carries ``stream``, ``frame_id``, ``capture_ts`` and ``score`` of the result that
-settled it. State is kept in memory: after a restart the current labels are reported again.
+Each zone of a camera (``streams[].zones``; the whole picture is the zone ``full``) has its own label,
+scene and watch states. Each event carries ``stream``, ``zone``, ``frame_id``, ``capture_ts`` and
+``score`` of the result that settled it. State is kept in memory: after a restart the current labels are reported again.
 
 Results of one camera can reach the results stream a little out of capture order (a replica
 classifies batches side by side; a crashed replica's frames are reclaimed later). A result captured
@@ -25,6 +28,7 @@ back and forth.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,10 +36,12 @@ from typing import Any
 
 from pipeline.core.backoff import Backoff
 from pipeline.core.class_names import ClassRef
-from pipeline.core.config import EventsSinkConfig
+from pipeline.core.config import ClassifierConfig, EventsSinkConfig
 from pipeline.core.errors import SinkRejectedError
 from pipeline.results.camera_event import CameraEvent
+from pipeline.results.classifier_states import StateTracker
 from pipeline.results.record import ResultRecord
+from pipeline.results.sinks.base import SinkContext
 from pipeline.results.sinks.files import RotatingJsonl
 from pipeline.results.sinks.webhook import WebhookPoster
 
@@ -73,27 +79,31 @@ class _Camera:
 
 
 class EventDetector:
-    """Turns result records into change events (pure logic; no I/O)."""
+    """Turns result records into change events (pure logic; no I/O): label, scene and watch changes, and the
+    ``state_changed`` events of the ``state`` classifiers (:class:`~pipeline.results.classifier_states.StateTracker`,
+    ``states``)."""
 
-    def __init__(self, hysteresis: int, watch: dict[str, float]) -> None:
+    def __init__(self, hysteresis: int, watch: dict[str, float],
+                 classifiers: Sequence[ClassifierConfig] = ()) -> None:
         self.hysteresis = hysteresis
+        self.states = StateTracker(classifiers)
         self.watch = {ClassRef.parse(key): minimum for key, minimum in watch.items()}
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[tuple[str, str], _Camera] = {}  # (camera, zone) -> its states
 
-    def _camera(self, stream_id: str) -> _Camera:
-        cam = self._cameras.get(stream_id)
+    def _camera(self, stream_id: str, zone: str) -> _Camera:
+        cam = self._cameras.get((stream_id, zone))
         if cam is None:
             n = self.hysteresis
             cam = _Camera(_Debounced(n), _Debounced(n), {w.text: _Debounced(n, stable=False) for w in self.watch})
-            self._cameras[stream_id] = cam
+            self._cameras[stream_id, zone] = cam
         return cam
 
     def feed(self, r: ResultRecord) -> list[dict[str, Any]]:
-        cam = self._camera(r.stream)
+        cam = self._camera(r.stream, r.zone)
         if r.capture_ts < cam.newest_capture_ts:
-            return []  # a late result: the camera's state already reflects newer frames
+            return []  # a late result: the zone's state already reflects newer frames
         cam.newest_capture_ts = r.capture_ts
-        base = {"stream": r.stream, "frame_id": r.frame_id, "capture_ts": r.capture_ts}
+        base = {"stream": r.stream, "zone": r.zone, "frame_id": r.frame_id, "capture_ts": r.capture_ts}
         events: list[dict[str, Any]] = []
         top, scene = r.classification.top1, r.classification.scene
         old_label, old_scene = cam.label.stable, cam.scene.stable
@@ -108,17 +118,19 @@ class EventDetector:
             if cam.watched[ref.text].observe(present):
                 kind = "watch_appeared" if present else "watch_cleared"
                 events.append({"event": kind, **base, "label": ref.text, "score": score})
-        return events
+        return events + self.states.feed(r)
 
 
 class EventsSink:
-    def __init__(self, cfg: EventsSinkConfig) -> None:
-        self.detector = EventDetector(cfg.hysteresis, cfg.watch)
+    def __init__(self, cfg: EventsSinkConfig, ctx: SinkContext) -> None:
+        self.detector = EventDetector(cfg.hysteresis, cfg.watch, ctx.classifiers)
+        self._store = ctx.state_store
         self._file = RotatingJsonl(Path(cfg.path), 100 * 1024 * 1024, 5) if cfg.path else None
         self._poster = WebhookPoster(cfg.url, cfg.timeout_s, backoff=Backoff(cfg.backoff_base_s, cfg.backoff_cap_s)) \
             if cfg.url else None
 
     def __enter__(self) -> EventsSink:
+        self.detector.states.restore(self._store.load())
         if self._file is not None:
             self._file.open()
         if self._poster is not None:
@@ -133,6 +145,7 @@ class EventsSink:
 
     def write(self, records: list[ResultRecord]) -> None:
         self._emit([e for r in records for e in self.detector.feed(r)])
+        self._store.save(self.detector.states.dirty())
 
     def write_camera_events(self, events: list[CameraEvent]) -> None:
         """A camera's picture or state changed (already debounced by ingest): emitted as they are."""

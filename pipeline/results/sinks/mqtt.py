@@ -39,6 +39,7 @@ from pipeline.core.config import MqttSinkConfig, MqttTlsConfig
 from pipeline.core.errors import ConfigError, SinkError, SinkRejectedError
 from pipeline.results.camera_event import CameraEvent
 from pipeline.results.record import ResultRecord
+from pipeline.results.sinks.base import SinkContext
 from pipeline.results.sinks.events import EventDetector
 from pipeline.results.sinks.mqtt_topics import OFFLINE, ONLINE, Message, Topics
 
@@ -69,12 +70,13 @@ class _Sent:
 class MqttSink:
     """One broker connection for one ``type: mqtt`` sink; open with ``with``."""
 
-    def __init__(self, cfg: MqttSinkConfig, name: str, stream_ids: tuple[str, ...]) -> None:
-        self.cfg, self.name = cfg, name
-        self._cameras = set(stream_ids)  # announced to Home Assistant; a camera added at runtime joins them
+    def __init__(self, cfg: MqttSinkConfig, ctx: SinkContext) -> None:
+        self.cfg, self.name = cfg, ctx.name
+        self._cameras = set(ctx.stream_ids)  # announced to Home Assistant; a camera added at runtime joins them
         self.where = f"{'mqtts' if cfg.tls else 'mqtt'}://{cfg.host}:{cfg.port}"  # never the credentials
-        self.topics = Topics(cfg)
-        self.detector = EventDetector(cfg.hysteresis, cfg.watch)
+        self.topics = Topics(cfg, ctx.classifiers, ctx.zones)
+        self.detector = EventDetector(cfg.hysteresis, cfg.watch, ctx.classifiers)
+        self._store = ctx.state_store
         self._client: mqtt.Client | None = None
         self._lock = threading.Condition()
         # Message id -> the number of the acknowledgement that came for it (paho reuses ids after 65535
@@ -93,6 +95,11 @@ class MqttSink:
 
     def __enter__(self) -> MqttSink:
         cfg = self.cfg
+        self.detector.states.restore(self._store.load())
+        for key, st in self.detector.states.current().items():  # said again when the broker is connected
+            if st.state is not None:
+                m = self.topics.classifier_state(*key, st)
+                self._states[m.topic] = m
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"vigil-{self.name}",
                              protocol=mqtt.MQTTv311)
         if cfg.username is not None:
@@ -175,6 +182,7 @@ class MqttSink:
         if records:
             key = (len(records), records[0].stream, records[0].frame_id, records[-1].frame_id)
             self._deliver(key, lambda: self._result_messages(records))
+            self._store.save(self.detector.states.dirty())
 
     def write_camera_events(self, events: list[CameraEvent]) -> None:
         """Health and state changes of the cameras: on each camera's events topic, and its state topic."""

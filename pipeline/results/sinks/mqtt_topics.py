@@ -12,9 +12,13 @@ Per camera, under ``<prefix>/<camera>/`` (``prefix`` is ``topic_prefix``, defaul
 ``events``         -         every event of the events sink: label/scene changes, watch, health, state
 =================  ========  ==============================================================
 
-and ``<prefix>/availability``: ``online``, or ``offline`` (the MQTT last will, so it is also said when
-the sink dies). With ``discovery``, Home Assistant finds one device per camera with a sensor for the
-label, the scene and the state and a binary sensor per watched key, from retained configs under
+A ``state`` classifier's state on a camera's zone is retained at ``<prefix>/<camera>/<zone>/<classifier>``
+(``{"state", "since", "score"}``), and Home Assistant discovery has one sensor per camera, zone and state
+classifier. A zone of the camera (``streams[].zones``) has its own ``label``, ``scene`` and ``watch/<key>`` under
+``<prefix>/<camera>/<zone>/``; the whole picture's are the camera's own. And ``<prefix>/availability``:
+``online``, or ``offline`` (the MQTT last will, so it is also said when the sink dies). With
+``discovery``, Home Assistant finds one device per camera with a sensor for the label, the scene and the
+state and a binary sensor per watched key, from retained configs under
 ``<discovery_prefix>/<component>/vigil_<camera>_<what>/config``.
 """
 
@@ -22,10 +26,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.config import MqttSinkConfig
+from pipeline.core.config import FULL_ZONE, ClassifierConfig, MqttSinkConfig
+from pipeline.results.classifier_states import ZoneState
 
 VERSION = "0.1.0"
 ONLINE, OFFLINE = "online", "offline"
@@ -47,10 +53,18 @@ class Message:
 class Topics:
     """Topic names and payloads for one sink's configuration."""
 
-    def __init__(self, cfg: MqttSinkConfig) -> None:
+    def __init__(self, cfg: MqttSinkConfig, classifiers: Sequence[ClassifierConfig] = (),
+                 zones: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.cfg = cfg
         self.prefix = cfg.topic_prefix
         self.availability = f"{self.prefix}/availability"
+        self._state_classifiers = [c for c in classifiers if c.kind == "state"]
+        self._zones = dict(zones or {})  # camera -> its zones; a camera added at runtime: the whole picture
+
+    def classifier_state(self, stream_id: str, zone: str, classifier: str, st: ZoneState) -> Message:
+        """The retained state of a ``state`` classifier on a camera's zone: ``<prefix>/<camera>/<zone>/<id>``."""
+        payload = {"state": st.state, "since": st.since, "score": round(st.score, 6)}
+        return Message(f"{self.prefix}/{stream_id}/{zone}/{classifier}", json.dumps(payload), self.cfg.retain)
 
     def camera(self, stream_id: str, what: str) -> str:
         return f"{self.prefix}/{stream_id}/{what}"
@@ -62,8 +76,15 @@ class Topics:
         return Message(self.camera(event["stream"], "events"), json.dumps(event))
 
     def state_of(self, event: dict[str, Any]) -> Message | None:
-        """The retained state message an event sets (label, scene, watch or camera state), if any."""
-        stream_id, kind, retain = event["stream"], event["event"], self.cfg.retain
+        """The retained state message an event sets (label, scene, watch or camera state), if any. A zone's
+        label, scene and watch states are under ``<camera>/<zone>/``; the whole picture's (``full``) are the
+        camera's own."""
+        kind, retain = event["event"], self.cfg.retain
+        if kind == "state_changed" and "classifier" in event:
+            st = ZoneState(event["to"], event["since"], event["score"])
+            return self.classifier_state(event["stream"], event["zone"], event["classifier"], st)
+        zone = event.get("zone", FULL_ZONE)
+        stream_id = event["stream"] if zone == FULL_ZONE else f"{event['stream']}/{zone}"
         base = {"at": event.get("capture_ts", event.get("at")), "frame_id": event.get("frame_id")}
         if kind == "label_changed":
             payload = {"label": event["to"], "score": event["score"], **base}
@@ -104,6 +125,13 @@ class Topics:
                       "value_template": template, "json_attributes_topic": self.camera(stream_id, what),
                       "icon": icon, **common}
             out.append(self._config("sensor", f"vigil_{slug(stream_id)}_{what}", config))
+        for zone, c in self._states_of(stream_id):
+            object_id = f"vigil_{slug(stream_id)}_{slug(zone)}_{slug(c.id)}"
+            topic = f"{self.prefix}/{stream_id}/{zone}/{c.id}"
+            config = {"name": f"{zone} {c.id}", "unique_id": object_id, "object_id": object_id, "state_topic": topic,
+                      "value_template": "{{ value_json.state }}", "json_attributes_topic": topic,
+                      "icon": "mdi:state-machine", **common}
+            out.append(self._config("sensor", object_id, config))
         for key in self.cfg.watch:
             object_id = f"vigil_{slug(stream_id)}_watch_{slug(key)}"
             config = {"name": f"{key} seen", "unique_id": object_id, "object_id": object_id,
@@ -111,6 +139,11 @@ class Topics:
                       "payload_off": "OFF", "icon": "mdi:eye", **common}
             out.append(self._config("binary_sensor", object_id, config))
         return out
+
+    def _states_of(self, stream_id: str) -> list[tuple[str, ClassifierConfig]]:
+        """The (zone, state classifier) pairs of a camera: one Home Assistant sensor each."""
+        zones = self._zones.get(stream_id, (FULL_ZONE,))
+        return [(z, c) for c in self._state_classifiers for z in zones if c.runs_on(stream_id, z)]
 
     def _config(self, component: str, object_id: str, config: dict[str, Any]) -> Message:
         return Message(f"{self.cfg.discovery_prefix}/{component}/{object_id}/config", json.dumps(config), True)

@@ -29,7 +29,7 @@ def cluster_config(cluster: RedisCluster3, shards: int = 16) -> VigilConfig:
 
 
 def frame(stream_id: str, seq: int) -> FrameMessage:
-    return FrameMessage(stream_id=stream_id, seq=seq, capture_ts_ns=time.time_ns(),
+    return FrameMessage.whole(stream_id=stream_id, seq=seq, capture_ts_ns=time.time_ns(),
                         pixels=np.full((8, 8, 3), seq, np.uint8))
 
 
@@ -59,7 +59,7 @@ def test_frames_results_and_dead_letters_stay_in_one_slot_per_shard(redis_cluste
             got += batch
         poison, rest = got[0], got[1:]
         assert consumer.dead_letter(poison, "cannot decode")
-        writer_for(consumer).write([(d, fake_record(d)) for d in rest])
+        writer_for(consumer).write([(d, [fake_record(d)]) for d in rest])
     # Each camera's keys (and its shard's results) share one slot; the cameras spread over the masters.
     keys = redis_cluster.keys()
     assert all(k.startswith("vigil:{s") for k in keys if ":frames:" in k or ":stats:" in k or "results" in k), keys
@@ -92,7 +92,7 @@ def test_pending_frames_are_reclaimed_and_new_streams_discovered(redis_cluster: 
         claimed, dead = live.reclaim(10)
         assert sorted(d.stream_id for d in claimed) == CAMERAS[:2] and dead == 0
         assert all(d.deliveries == 2 for d in claimed)
-        writer_for(live).write([(d, fake_record(d)) for d in claimed])
+        writer_for(live).write([(d, [fake_record(d)]) for d in claimed])
         bus.publish(frame("late-camera", 0))  # a camera this consumer was not told of
         live.discover(every_s=0)
         assert [d.stream_id for d in live.read_batch(10, window_s=0.05)] == ["late-camera"]

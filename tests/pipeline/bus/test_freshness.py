@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import redis
 
-from pipeline.bus.publisher import trimmed_unread_entries
 from pipeline.bus.wire import FrameMessage, encode_frame
 from pipeline.core.keys import INFERENCE_GROUP, frames_key, stats_key
 from tests.pipeline.bus.test_reader import consumer, fake_record, publish
@@ -21,9 +20,12 @@ def stats(client: redis.Redis, stream_id: str) -> dict[str, int]:
 
 
 def evicted(client: redis.Redis, stream_id: str) -> int:
+    """Entries trimmed off a stream (XADD MAXLEN, as these tests publish) before the group read them: trimmed
+    ``entries-added - length``, less the ``entries-read`` the group saw."""
     key = frames_key(stream_id)
     info: dict[str, Any] = client.xinfo_stream(key)  # type: ignore[assignment]
-    return trimmed_unread_entries(info, client.xinfo_groups(key))  # type: ignore[arg-type]
+    read = max((int(g.get("entries-read") or 0) for g in client.xinfo_groups(key)), default=0)  # type: ignore[union-attr]
+    return max(0, int(info["entries-added"]) - int(info["length"]) - read)
 
 
 def test_a_backlog_older_than_the_max_age_is_dropped_stale_and_counted(clean_redis_url: str) -> None:
@@ -36,7 +38,7 @@ def test_a_backlog_older_than_the_max_age_is_dropped_stale_and_counted(clean_red
         assert [d.entry_id for d in batch] == fresh  # only the fresh ones reach the model
         assert c.stale_dropped == 20 and stats(client, "cam")["dropped_stale"] == 20
         assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 5  # stale ones are not pending
-        writer_for(c).write([(d, fake_record(d)) for d in batch])
+        writer_for(c).write([(d, [fake_record(d)]) for d in batch])
     published = int(client.xinfo_stream(frames_key("cam"))["entries-added"])  # type: ignore[index]
     s = stats(client, "cam")
     assert published == s["inferred"] + s["dropped_stale"] + evicted(client, "cam") == 25  # the identity, exact
@@ -59,12 +61,12 @@ def test_acknowledged_frames_leave_redis_and_pending_ones_stay(clean_redis_url: 
         assert len(dead.read_batch(4, window_s=0.05)) == 4  # it "crashes" with these pending
     with consumer(clean_redis_url, "survivor", ["cam"], claim_idle_s=0.05) as c:
         later = c.read_batch(4, window_s=0.05)
-        writer_for(c).write([(d, fake_record(d)) for d in later])
+        writer_for(c).write([(d, [fake_record(d)]) for d in later])
         # Acknowledged, but behind the crashed replica's pending frames: kept until those are done.
         assert [e.decode() for e, _ in client.xrange(key)] == ids
         time.sleep(0.1)
         claimed, _ = c.reclaim(10)
-        writer_for(c).write([(d, fake_record(d)) for d in claimed])
+        writer_for(c).write([(d, [fake_record(d)]) for d in claimed])
     assert client.xlen(key) == 0
     publish(client, "cam", 30, start=8, maxlen=10)  # nobody reads: MAXLEN ~ 10 evicts the older ones
     # Every one of the 30 not in the stream was evicted unread: trimming acknowledged frames kept the count exact.
@@ -77,11 +79,11 @@ def test_redis_holds_only_frames_in_flight(clean_redis_url: str) -> None:
     with consumer(clean_redis_url, "r1", ["cam"]) as c:
         baseline = int(client.info("memory")["used_memory"])  # type: ignore[index]
         for i in range(100):
-            client.xadd(frames_key("cam"), encode_frame(FrameMessage("cam", i, time.time_ns(), px)))  # type: ignore[arg-type]
+            client.xadd(frames_key("cam"), encode_frame(FrameMessage.whole("cam", i, time.time_ns(), px)))  # type: ignore[arg-type]
         queued = int(client.info("memory")["used_memory"])  # type: ignore[index]
         assert queued - baseline > 100 * 224 * 224 * 3  # 100 raw frames in Redis
         while batch := c.read_batch(32, window_s=0.01, idle_block_s=0.05):
-            writer_for(c).write([(d, fake_record(d)) for d in batch])
+            writer_for(c).write([(d, [fake_record(d)]) for d in batch])
         after = int(client.info("memory")["used_memory"])  # type: ignore[index]
     assert stats(client, "cam")["inferred"] == 100
     assert after - baseline < 2 * 1024 * 1024, (baseline, queued, after)  # the results, not the frames

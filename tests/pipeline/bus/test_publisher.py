@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from pipeline.bus.publisher import BusOptions, FrameBus
-from pipeline.bus.wire import FrameMessage, decode_frame, encode_frame
+from pipeline.bus.wire import FrameMessage, ZoneCrop, decode_frame, encode_frame
 from pipeline.core.config import RedisConfig, VigilConfig
 from pipeline.core.errors import BusError, BusUnavailableError, FrameFormatError
-from pipeline.core.keys import frames_key
+from pipeline.core.keys import INFERENCE_GROUP, frames_key, stats_key
 from pipeline.core.redis_clients import pick_shard, shard_identity
 from tests.fixtures.services import RedisServer
 
@@ -29,7 +29,7 @@ def bus_options(urls: list[str], **overrides: Any) -> BusOptions:
 def _frame(stream_id: str = "cam", seq: int = 0, h: int = 224, w: int = 224) -> FrameMessage:
     rng = np.random.default_rng(seq)
     pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    return FrameMessage(stream_id=stream_id, seq=seq, capture_ts_ns=1_700_000_000_123_456_789 + seq,
+    return FrameMessage.whole(stream_id=stream_id, seq=seq, capture_ts_ns=1_700_000_000_123_456_789 + seq,
                         pixels=pixels, source_height=480, source_width=640)
 
 
@@ -40,7 +40,7 @@ def test_raw_roundtrip_is_exact() -> None:
     out = decode_frame(fields)
     assert (out.stream_id, out.seq, out.capture_ts_ns) == ("cam", 7, msg.capture_ts_ns)
     assert (out.height, out.width, out.source_height, out.source_width) == (224, 224, 480, 640)
-    np.testing.assert_array_equal(out.pixels, msg.pixels)
+    np.testing.assert_array_equal(out.crop(), msg.crop())
 
 
 def test_decode_accepts_str_keys() -> None:
@@ -53,18 +53,20 @@ def test_jpeg_is_smaller_and_close_in_rgb_order() -> None:
     # A smooth image with a distinct colour per channel: a swapped R/B would fail the comparison.
     y, x = np.mgrid[0:224, 0:224]
     pixels = np.stack([x, y, np.full_like(x, 40)], axis=-1).astype(np.uint8)
-    msg = FrameMessage("cam", 0, 1, pixels)
+    msg = FrameMessage.whole("cam", 0, 1, pixels)
     fields = encode_frame(msg, "jpeg", jpeg_quality=90)
     assert len(fields["data"]) < 224 * 224 * 3 / 6
     out = decode_frame(fields)
-    diff = np.abs(out.pixels.astype(int) - pixels.astype(int))
+    diff = np.abs(out.crop().astype(int) - pixels.astype(int))
     assert diff.mean() < 2.0
-    assert out.pixels[:, :, 2].mean() == pytest.approx(40, abs=3)
+    assert out.crop()[:, :, 2].mean() == pytest.approx(40, abs=3)
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"v": b"2"}, "wire version 2"),
-    ({"data": b"\x00" * 10}, r"expected 224\*224\*3"),
+    ({"v": b"3"}, "wire version 3"),
+    ({"data": b"\x00" * 10}, r"expected 1 crop\(s\) of 224\*224\*3"),
+    ({"zones": b"full,gate"}, r"expected 2 crop\(s\)"),
+    ({"enc": b"jpeg", "sizes": b"5,x"}, "not a list of integers"),
     ({"enc": b"png"}, "unknown encoding"),
     ({"c": b"4"}, "bad geometry"),
     ({"seq": b"x"}, "'seq' is not an integer"),
@@ -84,7 +86,7 @@ def test_decode_rejects_missing_field() -> None:
 
 def test_encode_rejects_wrong_dtype() -> None:
     with pytest.raises(FrameFormatError, match="uint8"):
-        encode_frame(FrameMessage("cam", 0, 0, np.zeros((4, 4, 3), np.float32)))  # type: ignore[arg-type]
+        encode_frame(FrameMessage.whole("cam", 0, 0, np.zeros((4, 4, 3), np.float32)))  # type: ignore[arg-type]
 
 
 def test_shard_identity_ignores_credentials() -> None:
@@ -111,6 +113,37 @@ def test_pinning_is_stable_across_processes_and_moves_few_cameras() -> None:
     assert len(moved) < 120
 
 
+def _zoned(stream_id: str, seq: int, zones: tuple[str, ...]) -> FrameMessage:
+    crops = tuple(ZoneCrop(z, np.full((8, 8, 3), (seq + i) % 256, np.uint8)) for i, z in enumerate(zones))
+    return FrameMessage(stream_id, seq, 1_700_000_000_000_000_000 + seq, crops)
+
+
+def test_zones_travel_in_one_entry_raw_and_jpeg() -> None:
+    rng = np.random.default_rng(1)
+    crops = tuple(ZoneCrop(z, np.ascontiguousarray(np.repeat(np.repeat(
+        rng.integers(0, 256, (7, 7, 3), dtype=np.uint8), 32, 0), 32, 1))) for z in ("full", "gate", "bay-2"))
+    msg = FrameMessage("cam", 4, 1_700_000_000_000_000_000, crops, source_height=1080, source_width=1920)
+    raw = decode_frame(encode_frame(msg, "raw"))
+    assert raw.zones == ("full", "gate", "bay-2") and (raw.source_width, raw.source_height) == (1920, 1080)
+    for c in crops:
+        np.testing.assert_array_equal(raw.crop(c.zone), c.pixels)
+    jpeg = decode_frame(encode_frame(msg, "jpeg", jpeg_quality=95))
+    assert jpeg.zones == raw.zones
+    for c in crops:
+        assert np.abs(jpeg.crop(c.zone).astype(int) - c.pixels.astype(int)).mean() < 3
+    with pytest.raises(KeyError, match="no zone 'door'"):
+        raw.crop("door")
+
+
+def test_a_version_1_entry_reads_as_the_whole_picture() -> None:
+    px = np.full((4, 4, 3), 7, np.uint8)
+    fields = {"v": b"1", "stream": b"cam", "seq": b"3", "ts_ns": b"5", "h": b"4", "w": b"4", "c": b"3",
+              "src_h": b"0", "src_w": b"0", "enc": b"raw", "data": px.tobytes()}
+    msg = decode_frame(fields)
+    assert msg.zones == ("full",) and msg.seq == 3
+    np.testing.assert_array_equal(msg.crop(), px)
+
+
 def test_publish_reads_back_in_order(redis_server: RedisServer) -> None:
     with FrameBus(bus_options([redis_server.url()], maxlen=100)) as bus:
         for seq in range(5):
@@ -118,33 +151,37 @@ def test_publish_reads_back_in_order(redis_server: RedisServer) -> None:
         entries = redis_server.client().xrange(frames_key("fb-order"))
     msgs = [decode_frame(fields) for _, fields in entries]
     assert [m.seq for m in msgs] == [0, 1, 2, 3, 4]
-    np.testing.assert_array_equal(msgs[3].pixels, _frame("fb-order", 3).pixels)
+    np.testing.assert_array_equal(msgs[3].crop(), _frame("fb-order", 3).crop())
 
 
-def test_maxlen_drops_oldest_and_counts_unread(redis_factory: Callable[..., RedisServer]) -> None:
-    # Small stream nodes so that approximate trimming (whole nodes only) works at small lengths.
-    server = redis_factory(extra_args=["--stream-node-max-entries", "5"])
-    client = server.client()
-    with FrameBus(bus_options([server.url()], maxlen=10)) as bus:
+def test_maxlen_evicts_the_oldest_unread_and_counts_them_per_zone(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    stats = stats_key("fb-trim")
+    zones = ("full", "gate")
+    with FrameBus(bus_options([redis_server.url()], maxlen=16)) as bus:
         for seq in range(40):
-            bus.publish(_frame("fb-trim", seq, 8, 8))
-        entries = client.xrange(frames_key("fb-trim"))
-        seqs = [decode_frame(f).seq for _, f in entries]
-        assert 10 <= len(seqs) < 20
+            bus.publish(_zoned("fb-trim", seq, zones))
+        seqs = [decode_frame(f).seq for _, f in client.xrange(frames_key("fb-trim"))]
+        assert 16 <= len(seqs) <= 17  # never more than maxlen and a sixteenth
         assert seqs == list(range(40 - len(seqs), 40))  # the newest survive, in order
-        assert bus.trimmed_unread("fb-trim") == 40 - len(seqs)  # no consumer group: all unread
-        assert bus.trimmed_unread("fb-none") == 0  # no such stream yet
+        assert bus.evicted("fb-trim") == 40 - len(seqs)  # no consumer group: every one unread
+        counts = {k.decode(): int(v) for k, v in client.hgetall(stats).items()}  # type: ignore[union-attr]
+        for zone in zones:
+            assert counts[f"published@{zone}"] == 40 and counts[f"evicted@{zone}"] == 40 - len(seqs)
+        assert bus.evicted("fb-none") == 0  # no such stream yet
 
-        # A consumer group that reads 10 entries and falls behind: the rest trimmed is lost to it.
+        # A replica read 10 frames and is classifying them: those are never evicted, the unread ones are.
         key = frames_key("fb-lag")
-        client.xgroup_create(key, "inference", id="0", mkstream=True)
+        client.xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
         for seq in range(10):
             bus.publish(_frame("fb-lag", seq, 8, 8))
-        client.xreadgroup("inference", "c1", {key: ">"}, count=10)
+        client.xreadgroup(INFERENCE_GROUP, "c1", {key: ">"}, count=10)
         for seq in range(10, 50):
             bus.publish(_frame("fb-lag", seq, 8, 8))
-        length = client.xlen(key)
-        assert bus.trimmed_unread("fb-lag") == 50 - length - 10
+        kept = [decode_frame(f).seq for _, f in client.xrange(key)]
+        assert kept[:10] == list(range(10))  # the pending ones
+        assert kept[10:] == list(range(50 - len(kept) + 10, 50))  # and the newest unread
+        assert bus.evicted("fb-lag") == 50 - len(kept)
 
 
 def test_several_instances_pin_each_camera(redis_factory: Callable[..., RedisServer]) -> None:
@@ -219,7 +256,7 @@ def test_redis_down_fails_fast_then_recovers(redis_factory: Callable[..., RedisS
 
 def test_a_bus_has_an_explicit_open_closed_state(redis_server: RedisServer) -> None:
     bus = FrameBus(bus_options([redis_server.url()]))
-    msg = FrameMessage("fb-state", 0, 1, np.zeros((4, 4, 3), np.uint8))
+    msg = FrameMessage.whole("fb-state", 0, 1, np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(BusError, match="is new, not open"):
         bus.publish(msg)
     with bus:

@@ -24,13 +24,13 @@ def publish(client: redis.Redis, stream_id: str, n: int, start: int = 0, maxlen:
     ids = []
     for i in range(start, start + n):
         px = np.full((8, 8, 3), i % 256, np.uint8)
-        msg = FrameMessage(stream_id=stream_id, seq=i, capture_ts_ns=1_700_000_000_000_000_000 + i, pixels=px)
+        msg = FrameMessage.whole(stream_id=stream_id, seq=i, capture_ts_ns=1_700_000_000_000_000_000 + i, pixels=px)
         ids.append(client.xadd(frames_key(stream_id), encode_frame(msg), maxlen=maxlen).decode())  # type: ignore[union-attr]
     return ids
 
 
 def fake_record(d: Any) -> ResultRecord:
-    return ResultRecord(stream=d.stream_id, seq=0, frame_id=d.entry_id, capture_ts=1.0, inference_ts=2.0,
+    return ResultRecord(stream=d.stream_id, zone="full", seq=0, frame_id=d.entry_id, capture_ts=1.0, inference_ts=2.0,
                         model=ModelIdentity("m", "1"), classification=FrameClassification([], None),
                         queue_ms=0.0, inference_ms=1.0, batch_size=1, replica="t")
 
@@ -118,7 +118,7 @@ def test_crashed_consumer_frames_are_reclaimed(clean_redis_url: str) -> None:
         assert dead_count == 0
         assert [d.entry_id for d in claimed] == ids
         assert all(d.deliveries == 2 for d in claimed)
-        writer_for(c).write([(d, fake_record(d)) for d in claimed])
+        writer_for(c).write([(d, [fake_record(d)]) for d in claimed])
     assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
     assert client.xlen(RESULTS_KEY) == 6
 
@@ -152,7 +152,7 @@ def test_a_frame_answered_meanwhile_is_neither_dead_lettered_nor_counted_twice(c
     publish(client, "cam", 1)
     with consumer(clean_redis_url, "c1", ["cam"]) as c:
         [d] = c.read_batch(1, window_s=0.01)
-        writer_for(c).write([(d, fake_record(d))])
+        writer_for(c).write([(d, [fake_record(d)])])
         assert c.dead_letter(d, "undecodable frame: late copy") is False
     stats = {k.decode(): int(v) for k, v in client.hgetall(stats_key("cam")).items()}
     assert stats.get("inferred") == 1 and stats.get("dead_lettered", 0) == 0

@@ -32,7 +32,7 @@ def test_writes_that_time_out_and_then_run_are_counted_once(redis_factory: Calla
             nonlocal ok, failed
             for seq in range(150):
                 try:
-                    bus.publish(FrameMessage("cam", seq, time.time_ns(), px))
+                    bus.publish(FrameMessage.whole("cam", seq, time.time_ns(), px))
                     ok += 1
                 except BusError:
                     failed += 1  # what the ingest worker counts as dropped (bus_error / bus_down)
@@ -46,7 +46,7 @@ def test_writes_that_time_out_and_then_run_are_counted_once(redis_factory: Calla
         os.kill(server.proc.pid, signal.SIGCONT)
         publisher.join(30)
         while batch := c.read_batch(64, window_s=0.01, idle_block_s=0.2):
-            writer_for(c).write([(d, fake_record(d)) for d in batch])
+            writer_for(c).write([(d, [fake_record(d)]) for d in batch])
     client = server.client()
     stats = {k.decode(): int(v) for k, v in client.hgetall(stats_key("cam")).items()}  # type: ignore[union-attr]
     added = int(client.xinfo_stream(frames_key("cam"))["entries-added"])  # type: ignore[index]

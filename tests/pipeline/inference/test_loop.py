@@ -36,7 +36,7 @@ def runtime(shared_model: Path) -> Iterator[ModelRuntime]:
 def publish_photos(client: redis.Redis, stream_id: str, images_dir: Path, names: list[str], encoding: str) -> None:
     for i, name in enumerate(names):
         px = resize(read_image_rgb(images_dir / name), 224, 224)
-        msg = FrameMessage(stream_id=stream_id, seq=i, capture_ts_ns=time.time_ns(), pixels=px)
+        msg = FrameMessage.whole(stream_id=stream_id, seq=i, capture_ts_ns=time.time_ns(), pixels=px)
         client.xadd(frames_key(stream_id), encode_frame(msg, encoding, 95))  # type: ignore[arg-type]
 
 
@@ -74,7 +74,8 @@ def test_results_carry_expected_labels(clean_redis_url: str, runtime: ModelRunti
 
 def test_poison_entry_goes_to_dead_letter_at_once(clean_redis_url: str, runtime: ModelRuntime) -> None:
     client = redis.Redis.from_url(clean_redis_url)
-    good = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((224, 224, 3), np.uint8))
+    good = FrameMessage.whole(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(),
+                              pixels=np.zeros((224, 224, 3), np.uint8))
     client.xadd(frames_key("cam"), encode_frame(good))  # type: ignore[arg-type]
     bad = encode_frame(good)
     bad["data"] = b"short"
@@ -93,9 +94,9 @@ def test_a_frame_naming_another_camera_is_dead_lettered_not_miscounted(clean_red
     client = redis.Redis.from_url(clean_redis_url)
     px = np.zeros((224, 224, 3), np.uint8)
     for stream_id in ("cam-a", "cam-b"):
-        client.xadd(frames_key(stream_id), encode_frame(FrameMessage(stream_id, 0, time.time_ns(), px)))  # type: ignore[arg-type]
+        client.xadd(frames_key(stream_id), encode_frame(FrameMessage.whole(stream_id, 0, time.time_ns(), px)))  # type: ignore[arg-type]
     # An entry in cam-a's stream that says it is cam-b's (a foreign writer, or a bug).
-    client.xadd(frames_key("cam-a"), encode_frame(FrameMessage("cam-b", 1, time.time_ns(), px)))  # type: ignore[arg-type]
+    client.xadd(frames_key("cam-a"), encode_frame(FrameMessage.whole("cam-b", 1, time.time_ns(), px)))  # type: ignore[arg-type]
     with FrameConsumer(consumer_options([clean_redis_url], "r1", ["cam-a", "cam-b"])) as c:
         loop = InferenceLoop(runtime, c, writer_for(c), loop_options(batch_size=8, batch_window_s=0.01))
         assert loop.step() == 2
@@ -139,7 +140,7 @@ def test_a_recovered_error_is_history_not_the_current_state(clean_redis_url: str
     with FrameConsumer(consumer_options([clean_redis_url], "r1", ["cam"])) as c:
         loop = InferenceLoop(FailsOnce(runtime), c, writer_for(c), loop_options(batch_size=4, batch_window_s=0.01))  # type: ignore[arg-type]
         for seq in range(2):
-            client.xadd(frames_key("cam"), encode_frame(FrameMessage("cam", seq, time.time_ns(), px)))  # type: ignore[arg-type]
+            client.xadd(frames_key("cam"), encode_frame(FrameMessage.whole("cam", seq, time.time_ns(), px)))  # type: ignore[arg-type]
             loop.step()
             if seq == 0:
                 assert "illegal memory access" in loop.stats.last_error
@@ -149,7 +150,7 @@ def test_a_recovered_error_is_history_not_the_current_state(clean_redis_url: str
 
 def test_failing_batches_are_retried_then_dead_lettered(clean_redis_url: str) -> None:
     client = redis.Redis.from_url(clean_redis_url)
-    msg = FrameMessage(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))
+    msg = FrameMessage.whole(stream_id="cam", seq=0, capture_ts_ns=time.time_ns(), pixels=np.zeros((4, 4, 3), np.uint8))
     client.xadd(frames_key("cam"), encode_frame(msg))  # type: ignore[arg-type]
     opts = consumer_options([clean_redis_url], "r1", ["cam"], claim_idle_s=0.01,
                            max_deliveries=2)
@@ -239,7 +240,7 @@ def test_jpeg_frames_are_decoded_in_parallel_with_the_same_results(clean_redis_u
     client = redis.Redis.from_url(clean_redis_url)
     names = list(expected_images)
     publish_photos(client, "par-cam", images_dir, names, "jpeg")
-    poison = encode_frame(FrameMessage("par-cam", 99, time.time_ns(), np.zeros((224, 224, 3), np.uint8)), "jpeg")
+    poison = encode_frame(FrameMessage.whole("par-cam", 99, time.time_ns(), np.zeros((224, 224, 3), np.uint8)), "jpeg")
     poison["data"] = b"not a jpeg"
     client.xadd(frames_key("par-cam"), poison)  # type: ignore[arg-type]
     stop = threading.Event()

@@ -53,7 +53,7 @@ def deploy(clean_redis_url: str, model: Path, streams: list[str], replicas: int,
 
 def publish(client: redis.Redis, stream_id: str, frames: list[np.ndarray], start_seq: int = 0) -> None:
     for i, px in enumerate(frames):
-        msg = FrameMessage(stream_id=stream_id, seq=start_seq + i, capture_ts_ns=time.time_ns(), pixels=px)
+        msg = FrameMessage.whole(stream_id=stream_id, seq=start_seq + i, capture_ts_ns=time.time_ns(), pixels=px)
         client.xadd(frames_key(stream_id), encode_frame(msg))  # type: ignore[arg-type]
 
 

@@ -37,7 +37,14 @@ class HungServer:
             self.conns.append(conn)
 
     def close(self) -> None:
+        # shutdown wakes the blocked accept (close alone may not); join before closing what it accepted, or a
+        # connection accepted meanwhile would be left open (an unraisable ResourceWarning in a later test).
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected: Linux still wakes accept
         self.sock.close()
+        self._thread.join(5)
         for c in self.conns:
             c.close()
 

@@ -48,10 +48,10 @@ def test_rtsp_frames_arrive_at_fps_in_order_and_match_a_direct_decode(
         reference = {f.tobytes(): i for i, f in enumerate(media.model_frames(path))}
         matched = []
         for m in msgs:
-            assert (m.height, m.width, m.pixels.dtype.name) == (224, 224, "uint8")
+            assert (m.height, m.width, m.crop().dtype.name) == (224, 224, "uint8")
             assert (m.source_height, m.source_width) == ((480, 640) if "slide" in stream_id else (272, 640))
-            assert m.pixels.tobytes() in reference, f"{stream_id} frame {m.seq} matches no decoded frame"
-            matched.append(reference[m.pixels.tobytes()])
+            assert m.crop().tobytes() in reference, f"{stream_id} frame {m.seq} matches no decoded frame"
+            matched.append(reference[m.crop().tobytes()])
         if stream_id == "w1-bikes":  # moving footage: the matched frame numbers advance (mod the loop)
             # (The server sends about a second of frames in a burst on connect; the live-edge reader
             # skips to the newest, so the first step may be large.)

@@ -20,7 +20,7 @@ def test_write_results_and_acks_atomically(clean_redis_url: str) -> None:
     with consumer(clean_redis_url, "c1", ["cam"]) as c:
         batch = c.read_batch(4, window_s=0.05)
         assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 4
-        writer_for(c).write([(d, fake_record(d)) for d in batch])
+        writer_for(c).write([(d, [fake_record(d)]) for d in batch])
     assert client.xpending(frames_key("cam"), INFERENCE_GROUP)["pending"] == 0
     results = client.xrange(RESULTS_KEY)
     assert [ResultRecord.from_fields(f).frame_id for _, f in results] == [d.entry_id for d in batch]
@@ -30,7 +30,7 @@ def test_write_results_and_acks_atomically(clean_redis_url: str) -> None:
 def test_a_record_round_trips_with_its_typed_classification() -> None:
     cls = FrameClassification([Label(282, "tiger cat", 0.61), Label(281, "tabby, tabby cat", 0.2)],
                               Label(0, "animals", 0.93))
-    record = ResultRecord(stream="cam", seq=3, frame_id="1-0", capture_ts=1.0, inference_ts=1.5,
+    record = ResultRecord(stream="cam", zone="full", seq=3, frame_id="1-0", capture_ts=1.0, inference_ts=1.5,
                           model=ModelIdentity("m", "v"), classification=cls, queue_ms=1.0, inference_ms=2.0,
                           batch_size=4, replica="r")
     back = ResultRecord.from_fields(record.to_fields())
@@ -57,7 +57,7 @@ def test_a_frame_written_twice_gets_one_result_and_one_count(clean_redis_url: st
     with consumer(clean_redis_url, "c1", ["cam"]) as c:
         batch = c.read_batch(3, window_s=0.05)
         writer = writer_for(c)
-        writer.write([(d, fake_record(d)) for d in batch])
-        writer.write([(d, fake_record(d)) for d in batch[1:]])  # the second classification of two of them
+        writer.write([(d, [fake_record(d)]) for d in batch])
+        writer.write([(d, [fake_record(d)]) for d in batch[1:]])  # the second classification of two of them
     assert [ResultRecord.from_fields(f).frame_id for _, f in client.xrange(RESULTS_KEY)] == [d.entry_id for d in batch]
     assert client.hget(stats_key("cam"), "inferred") == b"3"
