@@ -4,8 +4,9 @@ The camera runs exactly as in the ingest worker: a :class:`pipeline.ingest.camer
 transport, the ``ingest:`` timeouts, the live-edge reader, stall detection, reconnects with the jittered
 backoff), sampling one frame per interval, so a saved frame is the newest one, never a stale buffer. The
 first frame is saved at once, then one every interval, as full-resolution JPEGs named
-``<stream>_<UTC time>_<n>.jpg``. A camera that cannot be opened at all the first time is an error, and so
-is one that fails for good (the same permanent error ``ingest.max_failures`` times in a row).
+``<stream>_<UTC time>_<n>.jpg``; with a zone (``--zone``), that part of the picture only, cut as the pipeline
+cuts it, named ``<stream>_<zone>_<UTC time>_<n>.jpg``. A camera that cannot be opened at all the first time is
+an error, and so is one that fails for good (the same permanent error ``ingest.max_failures`` times in a row).
 Sort the files into one folder per class afterwards (see :mod:`models.dataset`).
 """
 
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.core.config import StreamConfig, VigilConfig
+from pipeline.core.config import StreamConfig, VigilConfig, ZoneConfig
 from pipeline.core.errors import ConfigError, SourceError
+from pipeline.core.preprocess import cut_zone
 from pipeline.ingest.camera import Camera, CameraState
 from pipeline.ingest.source import RawFrame
 
@@ -45,6 +47,16 @@ class CaptureOptions:
     count: int | None = None  # stop after this many frames
     duration_s: float | None = None  # stop after this long
     jpeg_quality: int = 95
+    zone: str | None = None  # save this zone of the picture (streams[].zones), as the pipeline cuts it
+
+
+def find_zone(stream: StreamConfig, zone_id: str) -> ZoneConfig:
+    for z in stream.zones:
+        if z.id == zone_id:
+            return z
+    known = ", ".join(z.id for z in stream.zones) or "none"
+    raise ConfigError(f"camera {stream.id!r} has no zone {zone_id!r} (its zones: {known}); add it to "
+                      f"streams[].zones", [f"--zone: {zone_id!r} is not a zone of {stream.id!r}"])
 
 
 def find_stream(cfg: VigilConfig, stream_id: str) -> StreamConfig:
@@ -67,6 +79,7 @@ class FrameCapture:
         self.opts = opts
         self.on_saved = on_saved
         self.saved: list[Path] = []
+        self.zone = find_zone(self.stream, opts.zone) if opts.zone is not None else None
         self._done = threading.Event()
         self._error: SourceError | None = None
         # The camera samples at one frame per interval: its first sample is due at once.
@@ -116,8 +129,10 @@ class FrameCapture:
 
     def _save(self, frame: RawFrame) -> None:
         stamp = datetime.fromtimestamp(frame.capture_ts_ns / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
-        path = self.out_dir / f"{self.stream.id}_{stamp}Z_{len(self.saved):05d}.jpg"
-        if not cv2.imwrite(str(path), frame.bgr, [cv2.IMWRITE_JPEG_QUALITY, self.opts.jpeg_quality]):
+        where = self.stream.id if self.zone is None else f"{self.stream.id}_{self.zone.id}"
+        path = self.out_dir / f"{where}_{stamp}Z_{len(self.saved):05d}.jpg"
+        picture = frame.bgr if self.zone is None else cut_zone(frame.bgr, self.zone)
+        if not cv2.imwrite(str(path), picture, [cv2.IMWRITE_JPEG_QUALITY, self.opts.jpeg_quality]):
             raise SourceError(f"cannot write {path} (is the folder writable?)", "write failed")
         self.saved.append(path)
         if self.on_saved is not None:

@@ -21,6 +21,7 @@ from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_http import build_sink_app
 from pipeline.ops.sink_service import SinkService
+from pipeline.results.classifier_states import StateSource
 from pipeline.web.server import ThreadedServer
 
 
@@ -66,7 +67,7 @@ def _serve(cfg: VigilConfig, consumer: str | None, http: ThreadedServer | None) 
     store = StreamStore(*layout.connect_first(min(1.0, cfg.redis.socket_timeout_s), fail_fast=True),
                         where=layout.shards[0].where)
     cameras = camera_ids(list(cfg.streams), store)
-    collector = PipelineCollector(layout, cameras, cfg.redis.socket_timeout_s)
+    collector = PipelineCollector(layout, cameras, cfg.redis.socket_timeout_s, states=StateSource.from_config(cfg))
     registry.register(collector)
     try:
         with SinkService(cfg, consumer=consumer, observer=SinkMetrics(cameras, registry)) as service:

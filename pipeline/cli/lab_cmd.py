@@ -47,6 +47,7 @@ def capture(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the JPEG frames."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many frames."),
     duration_s: float | None = typer.Option(None, "--duration-s", min=0, help="Stop after this long."),
+    zone: str | None = typer.Option(None, "--zone", "-z", help="Save only this zone of the picture (streams[].zones)."),
 ) -> None:
     """Save frames of a live camera every interval, for labelling (Ctrl-C stops)."""
     from models.capture import CaptureOptions, FrameCapture, parse_interval
@@ -54,7 +55,7 @@ def capture(
 
     console = stderr_console
     job = FrameCapture(load_config(config), stream_id, out,
-                       CaptureOptions(every_s=parse_interval(every), count=count, duration_s=duration_s),
+                       CaptureOptions(every_s=parse_interval(every), count=count, duration_s=duration_s, zone=zone),
                        on_saved=lambda p: console.print(f"saved {p}"))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -55,7 +55,7 @@ DEPLOYMENT_NAME = "classifier"
 class ServeSettings:
     """Everything a replica needs, resolved by the launcher (plain data: it crosses processes)."""
 
-    config: dict[str, Any]  # the config's streams, redis and inference sections (model_dump), never its sinks
+    config: dict[str, Any]  # the config's streams, redis, inference and classifiers (model_dump), never its sinks
     model_path: str
     replicas_per_machine: int = 1  # replicas sharing one machine's CPU cores (all of them in `vigil run`)
 
@@ -63,7 +63,7 @@ class ServeSettings:
     def from_config(cls, cfg: VigilConfig, model_path: Path, replicas_per_machine: int = 1) -> ServeSettings:
         """The settings of ``cfg``'s Serve application, running the model at ``model_path``."""
         cfg.redis.bus_urls("the Serve application")
-        return cls(config=cfg.model_dump(mode="json", include={"streams", "redis", "inference"}),
+        return cls(config=cfg.model_dump(mode="json", include={"streams", "redis", "inference", "classifiers"}),
                    model_path=str(model_path), replicas_per_machine=replicas_per_machine)
 
     @property

@@ -19,12 +19,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from pipeline.core.bus_layout import BusClients, BusLayout
-from pipeline.core.config import FULL_ZONE
+from pipeline.core.config import FULL_ZONE, UNKNOWN_STATE
 from pipeline.core.errors import BusError
 from pipeline.core.keys import INFERENCE_GROUP, REPLICA_KEY_PREFIX, SINK_GROUP_PREFIX
 from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
 from pipeline.inference.replica_stats import BATCH_SIZE_BUCKETS, INFERENCE_BUCKETS_S, cumulative_buckets
+from pipeline.results.classifier_states import StateSource, ZoneState, state_key
 
 #: The configured cameras, now: a list of ids or a mapping camera id -> its zone ids, or a function that says
 #: it (the YAML's with the console's runtime changes, :func:`pipeline.core.camera_store.camera_ids`). Labels
@@ -91,7 +92,8 @@ class PipelineCollector(Collector):
     """
 
     def __init__(self, layout: BusLayout, stream_ids: Cameras, timeout_s: float,
-                 scrape_bound_s: float = 0.5) -> None:
+                 scrape_bound_s: float = 0.5, states: StateSource | None = None) -> None:
+        self._states = states
         self._clients = layout.connect(timeout_s)
         self._zones = zone_source(stream_ids)
         self._bound_s = scrape_bound_s
@@ -138,7 +140,8 @@ class PipelineCollector(Collector):
         """Every pipeline family, read now; None when Redis failed (the last figures stay)."""
         try:
             with redis_errors("reading the pipeline figures", self._clients.layout.servers):
-                return [*self._stream_families(), self._sink_queue(), *self._replica_families()]
+                return [*self._stream_families(), self._sink_queue(), *self._replica_families(),
+                        *self._state_families()]
         except BusError:
             return None
 
@@ -212,6 +215,29 @@ class PipelineCollector(Collector):
         # stream and not pending is unread, but for the acknowledged frames not trimmed yet (none, once written).
         backlog = int(lag) if lag is not None else max(0, int(info.get("length", 0)) - pending)
         return backlog, pending
+
+    def _state_families(self) -> Iterator[Metric]:
+        """The ``state`` classifiers' states per camera and zone, as the first events-logic sink tracks them; labels
+        bounded by the config (its cameras, their zones, the classifiers and their classes)."""
+        if self._states is None:
+            return
+        state = GaugeMetricFamily("vigil_classifier_state", "1 for a state classifier's current state on a camera's "
+                                  "zone (unknown: no class sure), 0 for its other states.",
+                                  labels=["stream", "zone", "classifier", "state"])
+        since = GaugeMetricFamily("vigil_classifier_state_since_timestamp_seconds", "Capture time of the result "
+                                  "that settled the current state.", labels=["stream", "zone", "classifier"])
+        raw = self._clients.client(0).hgetall(self._clients.keys(0).classifier_states(self._states.sink))
+        saved = {k.decode(): ZoneState.from_json(v.decode()) for k, v in raw.items()}
+        for stream_id, zones in sorted(self._zones().items()):
+            for zone in zones:
+                for c in self._states.classifiers:
+                    st = saved.get(state_key(stream_id, zone, c.id))
+                    if not c.runs_on(stream_id, zone) or st is None or st.state is None:
+                        continue
+                    for value in (*c.classes, UNKNOWN_STATE):
+                        state.add_metric([stream_id, zone, c.id, value], 1.0 if st.state == value else 0.0)
+                    since.add_metric([stream_id, zone, c.id], st.since or 0.0)
+        yield from (state, since)
 
     def _replica_families(self) -> Iterator[Metric]:
         batches = CounterMetricFamily("vigil_replica_batches", "Batches classified by the replica.",

@@ -30,6 +30,7 @@ from pipeline.ops.metrics import SinkMetrics
 from pipeline.ops.pipeline_metrics import PipelineCollector
 from pipeline.ops.ports import check_ports_free
 from pipeline.ops.sink_service import SinkService
+from pipeline.results.classifier_states import StateSource
 from pipeline.results.recent import read_recent
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ class LocalPipeline:
         log.info("vigil run: inference ready %.1f s after Ray started; starting the sinks and the cameras",
                  time.monotonic() - t0)
         self._collector = PipelineCollector(BusLayout.from_config(self.cfg.redis), self._camera_ids,
-                                            self.cfg.redis.socket_timeout_s)
+                                            self.cfg.redis.socket_timeout_s,
+                                            states=StateSource.from_config(self.cfg))
         self.registry.register(self._collector)
         self.sink_metrics = SinkMetrics(self._camera_ids, self.registry)
         if self.cfg.console.enabled:  # before the cameras: results start flowing with them, last

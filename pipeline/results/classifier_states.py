@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from pipeline.core.config import UNKNOWN_STATE, ClassifierConfig
+from pipeline.core.config import UNKNOWN_STATE, ClassifierConfig, EventOptions, VigilConfig, sink_name
 from pipeline.results.record import ResultRecord
 
 STATE_CHANGED = "state_changed"
@@ -72,6 +72,21 @@ class ZoneState:
         newest = d.get("newest_capture_ts")
         return cls(d.get("state"), d.get("since"), float(d.get("score", 0.0)), d.get("candidate"),
                    int(d.get("count", 0)), -math.inf if newest is None else float(newest))
+
+
+@dataclass(frozen=True)
+class StateSource:
+    """Where the metrics read the classifiers' states: the store of the config's first events-logic sink (events
+    or MQTT, which track them), and the ``state`` classifiers (what bounds the metric's labels)."""
+
+    sink: str
+    classifiers: tuple[ClassifierConfig, ...]
+
+    @classmethod
+    def from_config(cls, cfg: VigilConfig) -> StateSource | None:
+        tracking = [sink_name(s, i) for i, s in enumerate(cfg.sinks) if isinstance(s, EventOptions)]
+        states = tuple(c for c in cfg.classifiers if c.kind == "state")
+        return cls(tracking[0], states) if tracking and states else None
 
 
 def state_key(stream: str, zone: str, classifier: str) -> str:

@@ -16,7 +16,8 @@ from tests.fixtures.services import RtspServer, free_port
 
 def _config(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "vigil.yaml"
-    path.write_text(yaml.safe_dump({"streams": [{"id": "gate", "url": url}],
+    zones = [{"id": "left", "xyxy": [0.0, 0.25, 0.5, 0.75]}]
+    path.write_text(yaml.safe_dump({"streams": [{"id": "gate", "url": url, "zones": zones}],
                                     "ingest": {"open_timeout_s": 3, "read_timeout_s": 2}}))
     return path
 
@@ -44,6 +45,17 @@ def test_capture_saves_frames_of_a_live_camera(tmp_path: Path, rtsp_server: Rtsp
     for f in files:
         img = cv2.imread(str(f))
         assert img is not None and img.shape == (480, 640, 3)  # full camera resolution
+
+
+def test_capture_saves_a_zone_as_the_pipeline_cuts_it(tmp_path: Path, rtsp_server: RtspServer) -> None:
+    cfg = _config(tmp_path, rtsp_server.url("slideshow"))
+    out = vigil("capture", "--config", cfg, "--stream", "gate", "--zone", "left", "--out", tmp_path / "z",
+                "--count", "2", timeout_s=60)
+    assert out.returncode == 0, out.stderr
+    files = sorted((tmp_path / "z").glob("gate_left_*.jpg"))
+    assert len(files) == 2 and all(cv2.imread(str(f)).shape == (240, 320, 3) for f in files)  # half of 640x480
+    out = vigil("capture", "--config", cfg, "--stream", "gate", "--zone", "door", "--out", tmp_path / "z")
+    assert out.returncode == 2 and "camera 'gate' has no zone 'door' (its zones: left)" in out.stderr
 
 
 def test_capture_errors(tmp_path: Path, rtsp_server: RtspServer) -> None:

@@ -114,7 +114,7 @@ class ExplodingRuntime:
 
     name, version = "boom", "0"
 
-    def classify(self, frames: Any) -> Any:
+    def classify(self, frames: Any, where: Any = None) -> Any:
         raise RuntimeError("CUDA error: out of memory")
 
 
@@ -127,11 +127,11 @@ class FailsOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.runtime, name)
 
-    def classify(self, frames: Any) -> Any:
+    def classify(self, frames: Any, where: Any = None) -> Any:
         if not self.failed:
             self.failed = True
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return self.runtime.classify(frames)
+        return self.runtime.classify(frames, where)
 
 
 def test_a_recovered_error_is_history_not_the_current_state(clean_redis_url: str, runtime: ModelRuntime) -> None:
@@ -178,12 +178,12 @@ class OverlapProbe:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runtime, name)
 
-    def classify(self, frames: np.ndarray) -> Any:
+    def classify(self, frames: np.ndarray, where: Any = None) -> Any:
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            return self._runtime.classify(frames)
+            return self._runtime.classify(frames, where)
         finally:
             with self._lock:
                 self.active -= 1

@@ -33,9 +33,9 @@ class Throttled:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.runtime, name)
 
-    def classify(self, frames: np.ndarray) -> Any:
+    def classify(self, frames: np.ndarray, where: Any = None) -> Any:
         t0 = time.monotonic()
-        result = self.runtime.classify(frames)
+        result = self.runtime.classify(frames, where)
         time.sleep(max(0.0, len(frames) / self.capacity_fps - (time.monotonic() - t0)))
         return result
 

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from pipeline.core.bus_layout import BusLayout
+from pipeline.core.config import ClassifierConfig
 from pipeline.core.keys import stats_key
 from pipeline.ops.metrics import render
 from pipeline.ops.pipeline_metrics import PipelineCollector
+from pipeline.results.classifier_states import StateSource, ZoneState
 from tests.fixtures.services import RedisServer
 
 
@@ -54,3 +56,35 @@ def test_a_frozen_redis_does_not_block_a_scrape(redis_factory: Callable[..., Red
     finally:
         registry.unregister(collector)
         collector.close()
+
+
+def test_classifier_states_and_zone_counts_are_exported_with_labels_bounded_by_the_config(
+        redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory()
+    client = server.client()
+    client.hset(stats_key("drive"), mapping={"published@gate": 10, "inferred@gate": 8, "dropped_stale@gate": 2,
+                                             "published@gone": 5})
+    state = ZoneState("open", 1000.5, 0.97).to_json()
+    client.hset("vigil:states:events-0", mapping={"drive/gate/gate": state, "drive/gate/removed": state,
+                                                  "drive/full/gate": state})
+    gate = ClassifierConfig(id="gate", model="g.onnx", kind="state", classes=["closed", "open"], zones=["gate"])
+    collector = PipelineCollector(BusLayout([server.url()]), {"drive": ("full", "gate")}, timeout_s=5,
+                                  states=StateSource("events-0", (gate,)))
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        deadline = time.monotonic() + 10
+        while (m := scrape(registry)[1]).get("vigil_pipeline_stats_up") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first read may take longer than a scrape waits (connecting)
+    finally:
+        collector.close()
+    def state(value: str) -> float:  # the text format writes labels in name order
+        return m[f'vigil_classifier_state{{classifier="gate",state="{value}",stream="drive",zone="gate"}}']
+
+    assert (state("open"), state("closed"), state("unknown")) == (1, 0, 0)
+    assert m['vigil_classifier_state_since_timestamp_seconds{classifier="gate",stream="drive",zone="gate"}'] == 1000.5
+    # Only what the config has: no classifier on the whole picture, none no longer configured, no removed zone.
+    assert len([k for k in m if k.startswith("vigil_classifier_state")]) == 4
+    assert m['vigil_pipeline_zone_published_crops_total{stream="drive",zone="gate"}'] == 10
+    assert m['vigil_pipeline_zone_dropped_crops_total{reason="stale",stream="drive",zone="gate"}'] == 2
+    assert not [k for k in m if 'zone="gone"' in k]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import redis
 
+from pipeline.core.classification import FrameClassification, Label
 from pipeline.core.config import validate_config
 from pipeline.core.keys import RESULTS_KEY
 from pipeline.ops.sink_service import SinkService
+from pipeline.results.record import ResultRecord
 from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.services import free_port, wait_for
 from tests.pipeline.results.sinks.records import record
@@ -78,3 +82,41 @@ def test_a_worker_under_a_new_name_takes_over_what_the_dead_one_left(clean_redis
                         == [b"sink-pod-new"], 10)  # the dead consumer is gone
     assert sorted(json.loads(x)["seq"] for x in out.read_text().splitlines()) == list(range(10))
     assert client.xpending(RESULTS_KEY, "vigil-sink-jsonl-0")["pending"] == 0
+
+
+def gate_record(i: int, state: str) -> ResultRecord:
+    answers = {"gate": Label(1 if state == "open" else 0, state, 0.95)}
+    return replace(record("drive", "cat", i=i), zone="gate",
+                   classification=FrameClassification([], None, answers))
+
+
+def test_classifier_states_and_since_survive_a_restart_of_the_sink_worker(clean_redis_url: str,
+                                                                          tmp_path: Path) -> None:
+    client = redis.Redis.from_url(clean_redis_url)
+    events = tmp_path / "events.jsonl"
+    cfg = validate_config({
+        "redis": {"urls": [clean_redis_url]},
+        "streams": [{"id": "drive", "url": "rtsp://127.0.0.1:1/x", "zones": [{"id": "gate", "xyxy": [0, 0, 1, 1]}]}],
+        "classifiers": [{"id": "gate", "model": "gate.onnx", "kind": "state", "classes": ["closed", "open"],
+                         "zones": ["gate"], "confirm": 3}],
+        "sinks": [{"type": "events", "path": str(events)}]}, environ={})
+
+    def state_events() -> list[dict[str, Any]]:
+        lines = events.read_text().splitlines() if events.exists() else []
+        return [e for e in map(json.loads, lines) if e["event"] == "state_changed"]
+
+    for i in range(4):  # open, settled at the third
+        client.xadd(RESULTS_KEY, gate_record(i, "open").to_fields())  # type: ignore[arg-type]
+    with SinkService(cfg, consumer="first"):
+        assert wait_for(lambda: len(state_events()) == 1, 10)
+    for i in range(4, 6):  # while no sink worker runs: two of the three closed results it needs
+        client.xadd(RESULTS_KEY, gate_record(i, "closed").to_fields())  # type: ignore[arg-type]
+    with SinkService(cfg, consumer="second"):
+        client.xadd(RESULTS_KEY, gate_record(6, "closed").to_fields())  # type: ignore[arg-type]
+        assert wait_for(lambda: len(state_events()) == 2, 10)
+    first, second = state_events()
+    assert (first["from"], first["to"], first["since"]) == (None, "open", 1002.0)  # record i's capture time 1000 + i
+    # The restarted worker knew the state, its since and the run under way: no second "from null".
+    assert (second["from"], second["to"], second["since"]) == ("open", "closed", 1006.0)
+    saved = json.loads(client.hget("vigil:states:events-0", "drive/gate/gate"))  # type: ignore[arg-type]
+    assert (saved["state"], saved["since"]) == ("closed", 1006.0)
