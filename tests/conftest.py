@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared")).resolve()
 
 pytest_plugins: list[str] = ["tests.fixtures.scheduling", "tests.fixtures.services", "tests.fixtures.mqtt",
+                             "tests.fixtures.classifiers",
                              "tests.fixtures.ray_cluster", "tests.fixtures.redis_ha", "tests.fixtures.redis_cluster"]
 
 

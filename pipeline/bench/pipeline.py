@@ -35,7 +35,14 @@ from pipeline.bench.model import bench_model
 from pipeline.bench.publishers import PACED_SEQ, Phase, PublisherSpec, done_frames, publish
 from pipeline.bus.wire import Encoding
 from pipeline.core.bus_layout import BusClients, BusLayout
-from pipeline.core.config import GpuOptions, InferenceConfig, RedisConfig, StreamConfig, VigilConfig
+from pipeline.core.config import (
+    ClassifierConfig,
+    GpuOptions,
+    InferenceConfig,
+    RedisConfig,
+    StreamConfig,
+    VigilConfig,
+)
 from pipeline.core.errors import VigilError
 from pipeline.core.keys import INFERENCE_GROUP
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
@@ -71,7 +78,7 @@ class PipelineBench:
     results_per_instance: list[int]  # of the paced phase: the cameras' results spread over the instances
 
 
-def _drain(clients: BusClients, streams: list[str], timeout_s: float = 30) -> None:
+def drain(clients: BusClients, streams: list[str], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while _backlog(clients, streams) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -104,7 +111,7 @@ def _raw_fps(model: Path, opts: PipelineBenchOptions, seconds: float) -> float:
     return best
 
 
-def _phase(specs: list[PublisherSpec], clients: BusClients, streams: list[str], window_s: float) -> float:
+def run_phase(specs: list[PublisherSpec], clients: BusClients, streams: list[str], window_s: float) -> float:
     """Run one publisher process per spec, started together; the frames/s classified in the ``window_s``
     after the start (the publishers run on a little longer, so the window is saturated to its end)."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds Ray and Redis clients
@@ -131,8 +138,9 @@ def _phase(specs: list[PublisherSpec], clients: BusClients, streams: list[str], 
     return rate
 
 
-def _specs(urls: list[str], ids: list[str], frames: np.ndarray, opts: PipelineBenchOptions, *, phase: Phase,
-           seconds: float, backlog: int = 0, rate: float = 0.0) -> list[PublisherSpec]:
+def publisher_specs(urls: list[str], ids: list[str], frames: np.ndarray, opts: PipelineBenchOptions, *,
+                    phase: Phase, seconds: float, backlog: int = 0, rate: float = 0.0,
+                    zones: int = 1) -> list[PublisherSpec]:
     """The cameras dealt over the publishers, each with its share of the backlog or the rate."""
     out = []
     for i in range(opts.publishers):
@@ -141,7 +149,7 @@ def _specs(urls: list[str], ids: list[str], frames: np.ndarray, opts: PipelineBe
             share = len(cameras) / len(ids)
             out.append(PublisherSpec(urls=urls, cameras=cameras, frames=frames, encoding=opts.frame_encoding,
                                      phase=phase, seconds=seconds, backlog=max(1, int(backlog * share)),
-                                     rate=rate * share))
+                                     rate=rate * share, zones=zones))
     return out
 
 
@@ -155,7 +163,7 @@ def _ages_since(clients: BusClients, last_ids: list[bytes]) -> tuple[list[float]
     return ages, counts
 
 
-def _spread_cameras(layout: BusLayout, count: int) -> list[str]:
+def spread_cameras(layout: BusLayout, count: int) -> list[str]:
     """``count`` camera ids dealt evenly over the layout's instances (pinning hashes the instances' random ports:
     with ``bench-0..3`` over two instances, one in eight runs would put every camera on one of them)."""
     per_shard = -(-count // len(layout))
@@ -172,13 +180,15 @@ def _spread_cameras(layout: BusLayout, count: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def _deploy(urls: list[str], ids: list[str], model: Path, opts: PipelineBenchOptions) -> None:
+def deploy(urls: list[str], ids: list[str], model: Path, opts: PipelineBenchOptions,
+            classifiers: tuple[ClassifierConfig, ...] = ()) -> None:
     from ray import serve
 
     cfg = VigilConfig(streams=[StreamConfig(id=i, url="rtsp://127.0.0.1/bench") for i in ids],  # published here
                       redis=RedisConfig(urls=urls, frame_encoding=opts.frame_encoding),
                       inference=InferenceConfig(device=opts.device, batch_size=opts.batch_size, replicas=opts.replicas,
-                                                gpu=GpuOptions(tensorrt=opts.tensorrt)))
+                                                gpu=GpuOptions(tensorrt=opts.tensorrt)),
+                      classifiers=list(classifiers))
     settings = ServeSettings.from_config(cfg, model, replicas_per_machine=opts.replicas)
     # No HTTP proxy: frames never cross HTTP, and an idle proxy would still take CPU here.
     serve.start(proxy_location="Disabled")
@@ -196,22 +206,23 @@ def bench_pipeline(model: Path, frames: np.ndarray, opts: PipelineBenchOptions) 
     with ExitStack() as stack:
         urls = [stack.enter_context(EmbeddedRedis(maxmemory_mb=2048)).url for _ in range(opts.redis_instances)]
         layout = BusLayout(urls)
-        ids = _spread_cameras(layout, opts.streams)
+        ids = spread_cameras(layout, opts.streams)
         clients = layout.connect(RedisConfig().socket_timeout_s)
         stack.callback(clients.close)
         init_ray(opts.ray_cpus)
         try:
-            _deploy(urls, ids, model, opts)
+            deploy(urls, ids, model, opts)
             warm = min(5.0, opts.seconds / 2)
-            _phase(_specs(urls, ids, frames, opts, phase="saturate", seconds=warm, backlog=backlog), clients, ids,
-                   warm)
-            sustained = _phase(_specs(urls, ids, frames, opts, phase="saturate",
+            run_phase(publisher_specs(urls, ids, frames, opts, phase="saturate", seconds=warm, backlog=backlog),
+                      clients, ids, warm)
+            sustained = run_phase(publisher_specs(urls, ids, frames, opts, phase="saturate",
                                       seconds=opts.seconds + 1, backlog=backlog), clients, ids, opts.seconds)
-            _drain(clients, ids)  # frames left queued by saturation would age the first paced ones
+            drain(clients, ids)  # frames left queued by saturation would age the first paced ones
             last = [(client.xrevrange(keys.results, count=1) or [(b"0-0", None)])[0][0] for _, client, keys in clients]
-            paced = _specs(urls, ids, frames, opts, phase="paced", seconds=opts.seconds, rate=0.8 * sustained)
-            _phase(paced, clients, ids, opts.seconds)
-            _drain(clients, ids)
+            paced = publisher_specs(urls, ids, frames, opts, phase="paced", seconds=opts.seconds,
+                                    rate=0.8 * sustained)
+            run_phase(paced, clients, ids, opts.seconds)
+            drain(clients, ids)
             ages, counts = _ages_since(clients, last)
         finally:
             # Delete the app (replicas finish their batch), then stop Ray. serve.shutdown() would make

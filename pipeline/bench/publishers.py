@@ -20,8 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.bus.publisher import BusOptions, FrameBus
-from pipeline.bus.wire import Encoding, FrameMessage
+from pipeline.bus.wire import Encoding, FrameMessage, ZoneCrop
 from pipeline.core.bus_layout import BusClients, BusLayout
+from pipeline.core.config import FULL_ZONE
 
 Phase = Literal["saturate", "paced"]
 PACED_SEQ = 10_000_000  # paced frames' seq start: their results are told apart from the saturating ones
@@ -39,6 +40,14 @@ class PublisherSpec:
     seconds: float
     backlog: int = 0  # saturate: frames of these cameras kept queued
     rate: float = 0.0  # paced: frames/s of these cameras
+    zones: int = 1  # crops per frame: the whole picture and zones z1.. (as ingest publishes a camera's zones)
+
+
+def _message(spec: PublisherSpec, stream_id: str, seq: int) -> FrameMessage:
+    """Frame ``seq`` of a camera, with ``spec.zones`` crops (each a different picture of ``spec.frames``)."""
+    n = len(spec.frames)
+    crops = tuple(ZoneCrop(FULL_ZONE if z == 0 else f"z{z}", spec.frames[(seq + z) % n]) for z in range(spec.zones))
+    return FrameMessage(stream_id, seq, time.time_ns(), crops)
 
 
 def done_frames(clients: BusClients, cameras: list[str]) -> int:
@@ -67,7 +76,7 @@ def _saturate(bus: FrameBus, clients: BusClients, spec: PublisherSpec) -> None:
         queued = published - (done_frames(clients, spec.cameras) - start_done)
         for _ in range(max(0, (spec.backlog - queued) // len(spec.cameras))):
             for stream_id in spec.cameras:
-                bus.publish(FrameMessage.whole(stream_id, seq, time.time_ns(), spec.frames[seq % len(spec.frames)]))
+                bus.publish(_message(spec, stream_id, seq))
                 published += 1
             seq += 1
         time.sleep(0.02)
@@ -80,8 +89,7 @@ def _paced(bus: FrameBus, spec: PublisherSpec) -> None:
         if delay > 0:
             time.sleep(delay)
         for stream_id in spec.cameras:
-            frame = spec.frames[seq % len(spec.frames)]
-            bus.publish(FrameMessage.whole(stream_id, PACED_SEQ + seq, time.time_ns(), frame))
+            bus.publish(_message(spec, stream_id, PACED_SEQ + seq))
         seq += 1
 
 

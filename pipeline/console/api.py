@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.console.data import ConsoleData
 from pipeline.core.camera_store import validate_stream
-from pipeline.core.config import ConsoleConfig, StreamConfig
+from pipeline.core.config import ConsoleConfig, StreamConfig, classifier_problems
 from pipeline.core.errors import BusError, ConfigError
 from pipeline.web.auth import bearer
 
@@ -56,11 +56,14 @@ def _valid(doc: dict[str, Any]) -> StreamConfig:
 
 
 def _fits(data: ConsoleData, stream: StreamConfig) -> StreamConfig:
-    """``stream``, or 422 when one of its zones is too small on the camera's real resolution (when known)."""
+    """``stream``, or 422 when one of its zones is too small on the camera's real resolution (when known), or when
+    it takes a zone away from a classifier that runs on it."""
     resolution_wh = data.resolution_wh(stream.id)
-    if resolution_wh is None:
-        return stream
-    problems = [f"zones[{i}]: {p}" for i, z in enumerate(stream.zones) if (p := z.size_problem(resolution_wh))]
+    problems = [f"zones[{i}]: {p}" for i, z in enumerate(stream.zones)
+                if resolution_wh is not None and (p := z.size_problem(resolution_wh))]
+    others = [s for s in data.streams() if s.id != stream.id]
+    problems += [f"{p} (the config's classifiers: change them first, or keep the zone)"
+                 for p in classifier_problems(data.cfg.classifiers, [*others, stream])]
     if problems:
         raise HTTPException(422, {"message": "; ".join(problems), "problems": problems})
     return stream

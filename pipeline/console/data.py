@@ -21,24 +21,35 @@ from pipeline.core.errors import BusError
 from pipeline.core.keys import camera_status_key, preview_key
 from pipeline.core.redis_clients import RedisClient
 from pipeline.core.redis_errors import redis_errors
+from pipeline.results.classifier_states import ZoneState
 from pipeline.results.dead_letter import merge_rejections, read_rejections
 from pipeline.results.record import ResultRecord, headline, newest_by_zone
 
 
-def _zones(s: StreamConfig, newest: dict[str, ResultRecord], problems: dict[str, str]) -> list[dict[str, Any]]:
+def _zones(s: StreamConfig, newest: dict[str, ResultRecord], problems: dict[str, str],
+           states: dict[tuple[str, str], ZoneState]) -> list[dict[str, Any]]:
     """The camera's zones as the console draws them: where (fractions of the picture; the whole picture is
-    ``full``), the newest label, and why a zone is not classified (too small on the camera's resolution)."""
-    def label(zone: str) -> dict[str, Any] | None:
+    ``full``), the newest ImageNet label and classifier answers, the ``state`` classifiers' states, and why a zone
+    is not classified (too small on the camera's resolution)."""
+    def answers(zone: str) -> dict[str, Any]:
         r = newest.get(zone)
         top = r.classification.top1 if r is not None else None
-        if r is None or top is None:
-            return None
-        return {"name": top.name, "score": round(top.score, 4), "at": iso_utc(r.capture_ts)}
+        if r is None:
+            return {"label": None, "classifiers": {}}
+        return {"label": {"name": top.name, "score": round(top.score, 4), "at": iso_utc(r.capture_ts)} if top else None,
+                "classifiers": {cid: {"label": lab.name, "score": round(lab.score, 4)}
+                                for cid, lab in r.classification.classifiers.items()}}
+
+    def zone_states(zone: str) -> dict[str, Any]:
+        return {cid: {"state": st.state, "since": iso_utc(st.since) if st.since else None}
+                for (z, cid), st in sorted(states.items()) if z == zone}
 
     out: list[dict[str, Any]] = [{"id": FULL_ZONE, "xyxy": [0.0, 0.0, 1.0, 1.0], "polygon": None, "resize": s.resize,
-            "label": label(FULL_ZONE), "problem": None}] if s.full_frame else []
+                                  **answers(FULL_ZONE), "states": zone_states(FULL_ZONE), "problem": None}] \
+        if s.full_frame else []
     out += [{"id": z.id, "xyxy": list(z.box_xyxy), "polygon": [list(p) for p in z.polygon] if z.polygon else None,
-             "resize": z.resize, "label": label(z.id), "problem": problems.get(z.id)} for z in s.zones]
+             "resize": z.resize, **answers(z.id), "states": zone_states(z.id), "problem": problems.get(z.id)}
+            for z in s.zones]
     return out
 
 
@@ -119,7 +130,7 @@ class ConsoleData:
             "result_at": iso_utc(latest.capture_ts) if latest is not None else None,
             "frame_age_p95_ms": round(age, 1) if age is not None else None,
             "frames": self._accounting(s.id),
-            "zones": _zones(s, newest, status.get("zone_problems", {})),
+            "zones": _zones(s, newest, status.get("zone_problems", {}), self.tail.states(s.id)),
         }
 
     def _accounting(self, stream_id: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from pipeline.core.clock import iso_utc
 from pipeline.core.config import ClassifierConfig
 from pipeline.core.errors import BusError
 from pipeline.core.redis_errors import redis_errors
+from pipeline.results.classifier_states import ZoneState
 from pipeline.results.entry import RawEntry, decode_entries
 from pipeline.results.record import ResultRecord
 from pipeline.results.sinks.events import EventDetector
@@ -130,6 +131,13 @@ class ResultsTail:
             for tail in self._cameras.values():  # the last keep_s of each camera's own clock
                 while tail.changes and tail.changes[0]["at_s"] < tail.changes[-1]["at_s"] - self.keep_s:
                     tail.changes.popleft()
+
+    def states(self, stream_id: str) -> dict[tuple[str, str], ZoneState]:
+        """The ``state`` classifiers' settled states on the camera's zones, ``(zone, classifier) -> state``, as
+        this tail's events logic follows them."""
+        with self._lock:
+            return {(zone, cid): st for (sid, zone, cid), st in self._detector.states.current().items()
+                    if sid == stream_id and st.state is not None}
 
     def _camera(self, stream_id: str) -> CameraTail:
         return self._cameras.setdefault(stream_id, CameraTail())

@@ -90,6 +90,12 @@ class ClassifierAnswers:
     class_ids: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float32]
     class_names: tuple[str, ...]
+    seconds: float = 0.0  # how long its answers took: its own model's run, or the merged run it was grafted onto
+
+    @property
+    def ran(self) -> bool:
+        """Whether it answered for any crop of the batch."""
+        return bool((self.class_ids >= 0).any())
 
     def at(self, i: int) -> Label | None:
         index = int(self.class_ids[i])

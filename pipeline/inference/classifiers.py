@@ -12,6 +12,7 @@ classifier runs as a model of its own, on the crops of the cameras and zones it 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,15 +112,18 @@ class ClassifierSet:
         return [o for c in self.loaded if c.model is None
                 for o in self.grafted_outputs[c.config.id][:2 if c.familiar else 1]]
 
-    def answers(self, extra: list[Probs], frames: Frames, where: Where | None) -> dict[str, ClassifierAnswers]:
-        """Each classifier's answers for ``frames`` (crops), given the merged run's ``extra`` outputs; a crop of a
-        camera or zone a classifier is not configured for gets no answer from it (-1)."""
+    def answers(self, extra: list[Probs], frames: Frames, where: Where | None,
+                run_seconds: float = 0.0) -> dict[str, ClassifierAnswers]:
+        """Each classifier's answers for ``frames`` (crops), given the merged run's ``extra`` outputs (which took
+        ``run_seconds``); a crop of a camera or zone a classifier is not configured for gets no answer from it
+        (-1)."""
         out: dict[str, ClassifierAnswers] = {}
         grafted = iter(extra)
         n = len(frames)
         for c in self.loaded:
             mask = np.array([c.config.runs_on(cam, zone) for cam, zone in where], bool) if where is not None \
                 else np.ones(n, bool)
+            t0, seconds = time.perf_counter(), run_seconds
             if c.model is None:
                 probs = next(grafted)
                 if c.familiar:  # a crop unlike what it was trained on scores near 0, whatever its class
@@ -127,6 +131,7 @@ class ClassifierSet:
             elif mask.any():
                 probs = np.zeros((n, len(c.class_names)), np.float32)
                 probs[mask] = c.model.probabilities(np.ascontiguousarray(frames[mask]))
+                seconds = time.perf_counter() - t0
             else:
                 probs = np.zeros((n, len(c.class_names)), np.float32)
             if c.logits and c.model is None and not c.familiar:
@@ -134,7 +139,7 @@ class ClassifierSet:
             ids = probs.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
             scores = probs[np.arange(n), ids].astype(np.float32) if n else np.zeros(0, np.float32)
             ids[~mask] = -1
-            out[c.config.id] = ClassifierAnswers(ids, scores, c.class_names)
+            out[c.config.id] = ClassifierAnswers(ids, scores, c.class_names, seconds)
         return out
 
     def close(self) -> None:

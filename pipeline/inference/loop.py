@@ -12,6 +12,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +38,8 @@ class LoopMetrics(Protocol):
 
     def batch_done(self, size: int, inference_seconds: float) -> None: ...
 
+    def classifiers_done(self, seconds: Mapping[str, float]) -> None: ...
+
     def flush(self) -> None: ...
 
 
@@ -44,6 +47,9 @@ class NoLoopMetrics:
     """The loop's metrics when nobody records them (tests, tools)."""
 
     def batch_done(self, size: int, inference_seconds: float) -> None:
+        return None
+
+    def classifiers_done(self, seconds: Mapping[str, float]) -> None:
         return None
 
     def flush(self) -> None:
@@ -227,6 +233,7 @@ class InferenceLoop:
                 self.stats.previous_error, self.stats.previous_error_at = self.stats.last_error, time.time()
                 self.stats.last_error = ""
         self.metrics.batch_done(len(crops), inference_s)
+        self.metrics.classifiers_done({cid: a.seconds for cid, a in result.classifiers.items() if a.ran})
         return len(done)
 
     def _fetch(self, stop: threading.Event, backoff: Backoff, shards: tuple[int, ...] | None = None,

@@ -6,14 +6,16 @@ Serve replicas are short-lived processes spread over a cluster; each writes its 
 (:class:`pipeline.ops.pipeline_metrics.PipelineCollector`, which reads them with :func:`cumulative_buckets`).
 
 Hash fields: ``batches``, ``frames``, ``batch_sum``, ``inference_seconds_sum``, and one counter per
-histogram bucket, ``batch:<le>`` and ``latency:<le>`` (``le`` as ``repr(float)``, or ``+Inf``).
+histogram bucket, ``batch:<le>`` and ``latency:<le>`` (``le`` as ``repr(float)``, or ``+Inf``); per classifier
+(``classifiers:``), ``classifier:<id>:seconds_sum``, ``classifier:<id>:batches`` and
+``classifier:<id>:latency:<le>``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from pipeline.core.bus_layout import BusLayout
 from pipeline.core.errors import BusError
@@ -60,6 +62,14 @@ class ReplicaStatsRecorder:
             due = self._clock() - self._last_flush >= self._flush_every_s
         if due:
             self.flush()
+
+    def classifiers_done(self, seconds: Mapping[str, float]) -> None:
+        """How long each classifier's answers of one batch took (grafted ones: the run they share)."""
+        increments = [(f"classifier:{cid}:{name}", value) for cid, s in seconds.items()
+                      for name, value in (("seconds_sum", s), ("batches", 1),
+                                          (_bucket_field("latency", INFERENCE_BUCKETS_S, s), 1))]
+        with self._lock:
+            self._add(increments)
 
     def flush(self) -> None:
         """Write the counts summed since the last flush (no-op when there are none)."""

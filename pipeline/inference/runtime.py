@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -341,7 +342,9 @@ class ModelRuntime:
     def classify(self, frames: Frames, where: Where | None = None) -> Classifications:
         """Object top-k and scene for uint8 RGB frames [N, H, W, 3], and each configured classifier's answer on
         the frames of the cameras and zones it runs on (``where``: each frame's camera and zone; None: all)."""
+        t0 = time.perf_counter()
         outs = self._outputs(frames)
+        run_seconds = time.perf_counter() - t0
         probs = outs[0]
         ids, scores = top_k(probs, self.options.top_k) if len(probs) else (
             np.zeros((0, self.options.top_k), np.int64), np.zeros((0, self.options.top_k), np.float32))
@@ -359,4 +362,4 @@ class ModelRuntime:
             scene_names = tuple(self._scene_runtime.class_names)
         return Classifications(ids, scores.astype(np.float32), scene_ids, scene_scores.astype(np.float32),
                                tuple(self.class_names), scene_names,
-                               self.classifiers.answers(outs[1:], frames, where) if len(probs) else {})
+                               self.classifiers.answers(outs[1:], frames, where, run_seconds) if len(probs) else {})

@@ -247,6 +247,9 @@ class PipelineCollector(Collector):
         size = HistogramMetricFamily("vigil_replica_batch_size", "Frames per batch.", labels=["replica"])
         latency = HistogramMetricFamily("vigil_replica_inference_latency_seconds", "Model time per batch.",
                                         labels=["replica"])
+        per_classifier = HistogramMetricFamily("vigil_replica_classifier_latency_seconds", "Per batch, how long a "
+                                               "classifier's answers took (one grafted on the serving model: the run "
+                                               "it shares with it).", labels=["replica", "classifier"])
         for client in self._clients.distinct():
             for key in client.scan_iter(match=REPLICA_KEY_PREFIX + "*", count=100):
                 h = {k.decode(): float(v) for k, v in client.hgetall(key).items()}
@@ -258,4 +261,7 @@ class PipelineCollector(Collector):
                 size.add_metric([name], cumulative_buckets(h, "batch", BATCH_SIZE_BUCKETS), h.get("batch_sum", 0))
                 latency.add_metric([name], cumulative_buckets(h, "latency", INFERENCE_BUCKETS_S),
                                    h.get("inference_seconds_sum", 0))
-        yield from (batches, frames, size, latency)
+                for cid in sorted({k.split(":")[1] for k in h if k.startswith("classifier:")}):
+                    per_classifier.add_metric([name, cid], cumulative_buckets(
+                        h, f"classifier:{cid}:latency", INFERENCE_BUCKETS_S), h.get(f"classifier:{cid}:seconds_sum", 0))
+        yield from (batches, frames, size, latency, per_classifier)

@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.console.server import ConsoleServer
 from pipeline.core.bus_layout import BusLayout
-from pipeline.core.config import VigilConfig
+from pipeline.core.config import ClassifierConfig, VigilConfig
 from pipeline.core.errors import BusError, ModelContractError, ModelError, UnsupportedServerError, VigilError
+from pipeline.inference.classifiers import check_classifier
 from pipeline.inference.contract import load_onnx, read_contract
-from pipeline.inference.model_store import resolve_model_path
+from pipeline.inference.model_store import resolve_model_path, sha256_file
 from pipeline.inference.providers import cuda_device_count
 from pipeline.inference.serving import ServeSettings, build_app, init_ray, serve_running
 from pipeline.ops.embedded_redis import EmbeddedRedis
@@ -62,6 +63,7 @@ class LocalPipeline:
         self.ray_cpus, self.ray_address = ray_cpus, ray_address
         self.registry = CollectorRegistry()
         self.model_path: Path = resolve_model_path(cfg.inference.model)
+        self._classifiers = list(cfg.classifiers)  # what the replicas run now (swap_classifier changes it)
         self._redis: EmbeddedRedis | None = None
         self._collector: PipelineCollector | None = None
         self.sink_metrics: SinkMetrics | None = None
@@ -332,6 +334,29 @@ class LocalPipeline:
         if (new.height, new.width) != (old.height, old.width):
             raise ModelContractError(f"{new_path} takes {new.height}x{new.width} frames but ingest resizes to "
                                      f"{old.height}x{old.width}; restart `vigil run` to change the input size")
-        self._deploy(new_path, user_config={"model": str(new_path)})
+        self._deploy(new_path, user_config=self._swap_config(model=new_path))
         log.info("vigil run: model swapped from %s to %s", self.model_path, new_path)
         self.model_path = new_path
+
+    def swap_classifier(self, classifier_id: str, path: Path | str) -> None:
+        """Serve another model for one of the ``classifiers:`` (a new version of the same classes) while frames flow,
+        as :meth:`swap_model` does; the replicas check it first (classes, the serving model it was trained on), and a
+        refused one leaves the running classifiers as they were."""
+        if not self._ray_started:
+            raise ModelError("the pipeline is not running; swap_classifier() needs `with LocalPipeline(...)`")
+        ids = [c.id for c in self._classifiers]
+        if classifier_id not in ids:
+            raise ModelError(f"no classifier {classifier_id!r} (classifiers: {', '.join(ids) or 'none'})")
+        check_classifier(self._classifiers[ids.index(classifier_id)].model_copy(update={"model": str(path)}),
+                         ids.index(classifier_id), load_onnx(Path(path)), sha256_file(self.model_path))
+        swapped = [c.model_copy(update={"model": str(path)}) if c.id == classifier_id else c for c in self._classifiers]
+        self._deploy(self.model_path, user_config=self._swap_config(classifiers=swapped))
+        log.info("vigil run: classifier %s now runs %s", classifier_id, path)
+        self._classifiers = swapped
+
+    def _swap_config(self, *, model: Path | None = None,
+                     classifiers: list[ClassifierConfig] | None = None) -> dict[str, Any]:
+        """The replicas' ``user_config``: the model and the classifiers now, both (a replica Serve starts anew takes
+        them from here, not from the settings it was deployed with)."""
+        return {"model": str(model or self.model_path),
+                "classifiers": [c.model_dump(mode="json") for c in (classifiers or self._classifiers)]}

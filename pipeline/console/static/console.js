@@ -171,6 +171,7 @@ async function showCamera(view) {
   box.querySelector(".label").textContent = labelText(view);
   box.querySelector(".scene").textContent = view.scene ? view.scene.name : "-";
   showPicture($("camera-picture"), view.id);
+  showZones(view);
   const settings = { url: view.url, state: view.state + (view.reason && view.state !== "live" ? `: ${view.reason}` : ""),
                      fps: `${view.fps_effective ?? "-"} / ${view.fps}`, resize: view.resize, loop: view.loop };
   $("camera-settings").replaceChildren(...Object.entries(settings).flatMap(([k, v]) => {
@@ -185,7 +186,8 @@ async function showCamera(view) {
                                                call("GET", `/streams/${id}/results?limit=20`)]);
   $("camera-timeline").replaceChildren(...events.reverse().map((e) => {
     const li = document.createElement("li");
-    const what = e.event === "state_changed" ? `${e.state} ${e.reason}` :
+    const what = e.event === "state_changed" && e.classifier ? `${e.zone} ${e.classifier} → ${e.to}` :
+      e.event === "state_changed" ? `${e.state} ${e.reason}` :
       e.event === "health_changed" ? `${e.condition} ${e.active ? "began" : "cleared"}` : `${e.event.replace("_changed", "")} → ${e.to ?? e.label}`;
     li.textContent = `${e.time}  ${what}`;
     return li;
@@ -200,6 +202,125 @@ async function showCamera(view) {
     return tr;
   }));
 }
+
+// Zones: drawn on the camera's picture with what each one answers (state classifiers' states, other
+// classifiers' labels, else the ImageNet label); a new one is drawn with the mouse and saved with PUT .../zones.
+const SVG = "http://www.w3.org/2000/svg";
+const shapes = $("zone-shapes");
+let cameraZones = [];  // the open camera's zones, as its view gives them
+let drawing = null;  // {x0, y0, x1, y1}, fractions of the picture, while a new zone is drawn
+
+function zoneText(z) {
+  const states = Object.entries(z.states || {}).map(([c, s]) => `${c}: ${s.state}`);
+  const answers = Object.entries(z.classifiers || {}).filter(([c]) => !(c in (z.states || {})))
+    .map(([c, a]) => `${c}: ${a.label} ${a.score.toFixed(2)}`);
+  const parts = [...states, ...answers];
+  if (!parts.length && z.label) parts.push(`${z.label.name.split(",")[0]} ${z.label.score.toFixed(2)}`);
+  if (z.problem) parts.push(`not classified: ${z.problem}`);
+  return `${z.id}: ${parts.join(", ") || "no result yet"}`;
+}
+
+function box(d) {
+  return [Math.min(d.x0, d.x1), Math.min(d.y0, d.y1), Math.max(d.x0, d.x1), Math.max(d.y0, d.y1)]
+    .map((v) => Math.round(v * 10000) / 10000);
+}
+
+function shape(z, kind) {
+  const el = document.createElementNS(SVG, z.polygon ? "polygon" : "rect");
+  if (z.polygon) el.setAttribute("points", z.polygon.map((p) => p.join(",")).join(" "));
+  else {
+    const [x1, y1, x2, y2] = z.xyxy;
+    for (const [k, v] of Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1 })) el.setAttribute(k, v);
+  }
+  el.setAttribute("class", `zone ${kind}`);
+  el.dataset.zone = z.id;
+  return el;
+}
+
+function drawZones() {
+  const drawn = cameraZones.map((z) => shape(z, z.id === "full" ? "full" : ""));
+  if (drawing) drawn.push(shape({ id: "new", xyxy: box(drawing) }, "drawing"));
+  shapes.replaceChildren(...drawn);
+}
+
+function showZones(view) {
+  cameraZones = view.zones || [];
+  drawZones();
+  $("zone-labels").replaceChildren(...cameraZones.filter((z) => z.id !== "full").map((z) => {
+    const span = document.createElement("span");
+    span.dataset.zone = z.id;
+    span.style.left = `${z.xyxy[0] * 100}%`;
+    span.style.top = `${z.xyxy[1] * 100}%`;
+    span.textContent = zoneText(z);
+    return span;
+  }));
+  $("zone-list").replaceChildren(...cameraZones.map((z) => {
+    const li = document.createElement("li");
+    li.dataset.zone = z.id;
+    li.textContent = zoneText(z);
+    if (z.id !== "full") {
+      const button = document.createElement("button");
+      button.textContent = "remove";
+      button.addEventListener("click", () => saveZones(cameraZones.filter((o) => o.id !== z.id), `removed ${z.id}`));
+      li.appendChild(button);
+    }
+    return li;
+  }));
+}
+
+function asConfig(z) {  // a zone of the view as streams[].zones takes it
+  return z.polygon ? { id: z.id, polygon: z.polygon, resize: z.resize } : { id: z.id, xyxy: z.xyxy, resize: z.resize };
+}
+
+async function saveZones(zones, done) {
+  const out = $("zone-result");
+  try {
+    await call("PUT", `/streams/${encodeURIComponent(selected())}/zones`, zones.filter((z) => z.id !== "full").map(asConfig));
+    out.className = ""; out.textContent = `${done}: the next frames are cut by it`;
+    return true;
+  } catch (e) { out.className = "error"; out.textContent = e.message; return false; }
+}
+
+function fraction(event) {
+  const r = shapes.getBoundingClientRect();
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  return [clamp((event.clientX - r.left) / r.width), clamp((event.clientY - r.top) / r.height)];
+}
+
+$("zone-draw").addEventListener("click", () => {
+  drawing = null; shapes.classList.add("draw");
+  $("zone-result").className = ""; $("zone-result").textContent = "drag a rectangle on the picture";
+});
+shapes.addEventListener("mousedown", (event) => {
+  if (!shapes.classList.contains("draw")) return;
+  const [x, y] = fraction(event);
+  drawing = { x0: x, y0: y, x1: x, y1: y };
+  event.preventDefault();
+});
+window.addEventListener("mousemove", (event) => {
+  if (!drawing || !shapes.classList.contains("draw")) return;
+  [drawing.x1, drawing.y1] = fraction(event);
+  drawZones();
+});
+window.addEventListener("mouseup", () => {
+  if (!drawing || !shapes.classList.contains("draw")) return;
+  shapes.classList.remove("draw");
+  $("zone-form").hidden = false;
+  $("zone-result").textContent = `new zone ${box(drawing).join(", ")} (xyxy): name it`;
+  $("zone-form").id.focus();
+});
+$("zone-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const zone = { id: form.id.value.trim(), xyxy: box(drawing), resize: form.resize.value };
+  if (await saveZones([...cameraZones, zone], `saved zone ${zone.id}`)) {
+    drawing = null; form.reset(); form.hidden = true; drawZones();
+  }
+});
+$("zone-cancel").addEventListener("click", () => {
+  drawing = null; $("zone-form").hidden = true; shapes.classList.remove("draw"); $("zone-result").textContent = "";
+  drawZones();
+});
 
 function route() {
   const id = selected();

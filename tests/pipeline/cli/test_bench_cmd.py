@@ -41,6 +41,20 @@ def test_bench_pipeline_reports_ratio_and_frame_age(shared_model: Path, video_di
     assert (doc["redis_instances"], doc["publishers"], doc["frame_encoding"]) == (2, 2, "jpeg")
 
 
+@pytest.mark.alone
+def test_bench_pipeline_with_zones_and_classifiers_measures_the_three_steps(shared_model: Path) -> None:
+    out = vigil("bench", "pipeline", "--model", shared_model, "--seconds", "3", "--batch-size", "8", "--streams", "2",
+                "--zones", "3", "--classifiers", "4", "--json", timeout_s=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert [(s["zones"], s["classifiers"]) for s in doc["steps"]] == [(1, 1), (1, 4), (3, 4)]
+    for s in doc["steps"]:  # every crop of every frame classified: crops/s is zones times frames/s
+        assert s["frames_per_s"] > 0 and s["crops_per_s"] == pytest.approx(s["zones"] * s["frames_per_s"])
+    one, many, zoned = doc["steps"]
+    assert doc["heads_cost"] == pytest.approx(one["crops_per_s"] / many["crops_per_s"])
+    assert doc["zones_cost"] == pytest.approx(many["crops_per_s"] / zoned["crops_per_s"])
+
+
 def test_bench_ingest_publishes_every_sampled_frame_to_its_own_redis(video_dir: Path) -> None:
     out = vigil("bench", "ingest", video_dir / "bikes.mp4", "--fps", "5", "--seconds", "3", "--json")
     assert out.returncode == 0, out.stderr[-3000:]

@@ -6,19 +6,23 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from pipeline.core.config import validate_config
 from pipeline.ops.runner import LocalPipeline
+from tests.fixtures.classifiers import GATE
 from tests.fixtures.services import RtspServer
 from tests.pipeline.ops.test_runner import config
 
@@ -110,3 +114,67 @@ def test_console_grid_follows_the_slideshow_and_adds_and_removes_cameras(
                          headers={"Authorization": f"Bearer {TOKEN}"})
         assert bad.status_code == 422 and bad.json()["detail"]["problems"] == ["fps: must be > 0"]
         browser.save_screenshot(str(tmp_path / "console.png"))
+
+
+def zone_label(browser: WebDriver, zone: str) -> str:
+    found = browser.find_elements(By.CSS_SELECTOR, f'#zone-labels span[data-zone="{zone}"]')
+    return found[0].text if found else ""
+
+
+def test_console_draws_zones_with_their_states_and_a_new_zone_drawn_with_the_mouse(
+        tmp_path: Path, gate: tuple[Path, Path, list[Any]], rtsp_factory: Callable[..., RtspServer],
+        shared_model: Path, browser: WebDriver) -> None:
+    video, head, _ = gate
+    server = rtsp_factory({"drive": video})
+    cfg = validate_config({
+        "streams": [{"id": "drive", "url": server.url("drive"), "fps": 5,
+                     "zones": [GATE.model_dump(exclude_none=True)]}],
+        "classifiers": [{"id": "gate", "model": str(head), "kind": "state", "classes": ["closed", "open"],
+                         "zones": ["gate"], "min_score": 0.8, "confirm": 3}],
+        "inference": {"model": str(shared_model), "device": "cpu", "batch_size": 16, "replica_cpus": 0.5,
+                      "http_port": 0},
+        "sinks": [{"type": "events", "path": str(tmp_path / "events.jsonl")}],
+        "metrics": {"port": 0}, "console": {"port": 0, "token": TOKEN}}, environ={})
+    with LocalPipeline(cfg, ray_cpus=2) as pipeline:
+        assert pipeline.console is not None
+        browser.get(f"{pipeline.console.url}#camera=drive")
+        wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+        # The gate zone is drawn on the picture with its state, and the timeline lists its changes.
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '#zone-shapes rect[data-zone="gate"]'))
+        states_seen: set[str] = set()
+        wait.until(lambda b: states_seen.add(zone_label(b, "gate")) or {
+            "gate: gate: open", "gate: gate: closed"} <= states_seen)
+        wait.until(lambda b: any("gate gate → " in li.text
+                                 for li in b.find_elements(By.CSS_SELECTOR, "#camera-timeline li")))
+        rect = browser.find_element(By.CSS_SELECTOR, '#zone-shapes rect[data-zone="gate"]')
+        assert float(rect.get_attribute("x") or 0) == pytest.approx(GATE.box_xyxy[0], abs=1e-3)
+        # Draw a new zone over the left of the street: drag on the picture, name it, save it (with the token).
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.execute_script("document.getElementById('token').dispatchEvent(new Event('change'))")
+        browser.find_element(By.ID, "zone-draw").click()
+        svg = browser.find_element(By.ID, "zone-shapes")
+        left, top, width, height = browser.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'}); const r = arguments[0].getBoundingClientRect();"
+            "return [r.left, r.top, r.width, r.height];", svg)
+        drag = ActionBuilder(browser)  # in the viewport's pixels: from 10%, 10% of the picture to 40%, 60%
+        drag.pointer_action.move_to_location(round(left + 0.1 * width), round(top + 0.1 * height)).pointer_down() \
+            .move_to_location(round(left + 0.25 * width), round(top + 0.3 * height)) \
+            .move_to_location(round(left + 0.4 * width), round(top + 0.6 * height)).pointer_up()
+        drag.perform()
+        form = browser.find_element(By.ID, "zone-form")
+        wait.until(lambda b: form.is_displayed())
+        form.find_element(By.NAME, "id").send_keys("road")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda b: "saved zone road" in b.find_element(By.ID, "zone-result").text)
+        view = httpx.get(f"{pipeline.console.url}api/v1/streams/drive", timeout=10).json()
+        road = next(z for z in view["zones"] if z["id"] == "road")
+        assert road["xyxy"] == pytest.approx([0.1, 0.1, 0.4, 0.6], abs=0.02), road
+        # The running camera cuts it at once (no reconnect): its label appears on the picture.
+        wait.until(lambda b: zone_label(b, "road").startswith("road: ")
+                   and "no result yet" not in zone_label(b, "road"))
+        assert pipeline.ingest is not None and pipeline.ingest.cameras["drive"].reconnects == 0
+        # Taking the gate zone away from the classifier that runs on it is refused, naming both.
+        gone = httpx.put(f"{pipeline.console.url}api/v1/streams/drive/zones", timeout=10,
+                         json=[{"id": "road", "xyxy": road["xyxy"]}], headers={"Authorization": f"Bearer {TOKEN}"})
+        assert gone.status_code == 422 and "classifiers[0].zones: no camera has a zone 'gate'" in gone.text
+        browser.save_screenshot(str(tmp_path / "zones.png"))

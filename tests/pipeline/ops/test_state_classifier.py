@@ -12,46 +12,28 @@ zone, and a real mosquitto holds the retained state and the Home Assistant disco
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
 import numpy as np
 import pytest
 
 from models.finetune import FinetuneOptions, finetune
-from pipeline.core.config import ZoneConfig, validate_config
-from pipeline.core.preprocess import bgr_to_rgb, cut_zone, resize
+from pipeline.core.config import validate_config
+from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.ops.runner import LocalPipeline
-from tests.fixtures import media
+from tests.fixtures.classifiers import GATE
 from tests.fixtures.mqtt import Mosquitto, Subscriber
 from tests.fixtures.services import RtspServer, wait_for
 from tests.pipeline.ops.test_runner import drained, read_results
 from tests.pipeline.ops.test_zones import zone_counts
 
-X1, Y1, X2, Y2 = media.GATE_XYXY_PX
-GATE = ZoneConfig(id="gate", xyxy=(X1 / 640, Y1 / 272, X2 / 640, Y2 / 272))
 CONFIRM, MIN_SCORE, FPS = 3, 0.8, 5
 CYCLE = ["open", "closed", "unknown", "open", "closed"]  # the state through one loop of the video
-
-
-@pytest.fixture(scope="module")
-def gate(tmp_path_factory: pytest.TempPathFactory, video_dir: Path, images_dir: Path,
-         shared_model: Path) -> tuple[Path, Path, list[np.ndarray]]:
-    """The video, the head trained on its first open and closed seconds, and the video's frames (BGR)."""
-    d = tmp_path_factory.mktemp("gate")
-    video = media.gate_video(video_dir / "bikes.mp4", images_dir / "parrot.png", images_dir / "potato_chips.png",
-                             d / "gate.mp4")
-    frames = media.decode_all(video)
-    for label, (start_s, end_s) in (("open", (0, 2)), ("closed", (2, 4))):
-        (d / "data" / label).mkdir(parents=True)
-        for i in range(start_s * 25 + 5, end_s * 25 - 5, 2):  # away from the cuts
-            cv2.imwrite(str(d / "data" / label / f"{i}.png"), cut_zone(frames[i], GATE))
-    finetune(shared_model, d / "data", d / "gate.onnx", FinetuneOptions(augment_copies=1, progress=False))
-    return video, d / "gate.onnx", frames
 
 
 def config(url: str, head: Path, model: Path, out: Path, broker: Mosquitto) -> Any:
@@ -75,6 +57,17 @@ def state_changes(out: Path) -> list[dict[str, Any]]:
     return [e for e in read_results(out / "events.jsonl") if e["event"] == "state_changed" and "classifier" in e]
 
 
+def inverted_head(head: Path, model: Path, out: Path) -> Path:
+    """The gate's head trained again with its two classes' pictures swapped: a new version that says the opposite."""
+    data = head.parent / "data"
+    for label, other in (("open", "closed"), ("closed", "open")):
+        (out / "inverted" / label).mkdir(parents=True)
+        for f in (data / other).iterdir():
+            (out / "inverted" / label / f.name).write_bytes(f.read_bytes())
+    finetune(model, out / "inverted", out / "inverted.onnx", FinetuneOptions(augment_copies=1, progress=False))
+    return out / "inverted.onnx"
+
+
 def observed(r: dict[str, Any]) -> str:
     answer = r["classifiers"]["gate"]
     return answer["label"] if answer["score"] >= MIN_SCORE else "unknown"
@@ -87,9 +80,15 @@ def test_a_gate_state_classifier_follows_the_gate_and_says_unknown_when_covered(
     broker = mosquitto_factory()
     states = Subscriber(broker, ["vigil/drive/gate/gate", "homeassistant/sensor/vigil_drive_gate_gate/config"])
     server = rtsp_factory({"drive": video})
+    inverted = inverted_head(head, shared_model, tmp_path)
     with LocalPipeline(config(server.url("drive"), head, shared_model, tmp_path, broker), ray_cpus=2) as pipeline:
         assert wait_for(lambda: len(state_changes(tmp_path)) >= 7, 120)
         assert wait_for(lambda: len(states.on("vigil/drive/gate/gate")) >= 5, 30)
+        # Hot swap: a new version of the classifier, trained with the classes the other way round, while frames flow.
+        before = len(state_changes(tmp_path))
+        pipeline.swap_classifier("gate", inverted)
+        swapped_at = len(state_changes(tmp_path))
+        assert wait_for(lambda: len(state_changes(tmp_path)) >= swapped_at + 7, 90)
         server.kill()
         assert wait_for(lambda: drained(pipeline.metrics_port, ["drive"]), 60)
         counts = zone_counts(pipeline.metrics_port, "drive")
@@ -97,10 +96,15 @@ def test_a_gate_state_classifier_follows_the_gate_and_says_unknown_when_covered(
     unique = {(r["frame_id"], r["zone"]): r for r in read_results(tmp_path / "results.jsonl")}  # at-least-once
     results = sorted(unique.values(), key=lambda r: (r["seq"], r["zone"]))
     gate_results = [r for r in results if r["zone"] == "gate"]
-    events = state_changes(tmp_path)
+    everything = state_changes(tmp_path)
+    events, after = everything[:before], everything[swapped_at + 2:]
 
-    # The state follows the script: open, closed, unknown (covered), open, closed, again and again.
+    # The state follows the script: open, closed, unknown (covered), open, closed, again and again; the swapped
+    # version (its classes the other way round) from the next frames on: every covered spell now follows "open".
     changes = [e["to"] for e in events]  # the first one comes from null, anywhere in the loop
+    later = [e["to"] for e in after]
+    assert "unknown" in later[1:] and all(later[i - 1] == "open" for i in range(1, len(later)) if later[i] == "unknown")
+    assert all(changes[i - 1] == "closed" for i in range(1, len(changes)) if changes[i] == "unknown"), changes
     assert len(changes) >= 6 and any(changes[1:] == ((CYCLE[s:] + CYCLE[:s]) * 4)[:len(changes) - 1]
                                      for s in range(len(CYCLE))), changes
     assert all(e["zone"] == "gate" and e["classifier"] == "gate" and e["stream"] == "drive" for e in events)
@@ -123,16 +127,18 @@ def test_a_gate_state_classifier_follows_the_gate_and_says_unknown_when_covered(
     for zone in ("full", "gate"):
         assert counts["published_crops", zone] == counts["inferred_crops", zone] + counts["dropped_crops", zone] \
             + counts["dead_lettered_crops", zone] > 0, (zone, dict(counts))
-    last = events[-1]["to"]
+    last = everything[-1]["to"]
     # (the text format writes labels in name order)
     assert f'vigil_classifier_state{{classifier="gate",state="{last}",stream="drive",zone="gate"}} 1.0' in metrics
-    assert 'zone="full"' not in "".join(line for line in metrics.splitlines() if "classifier" in line)
+    assert 'zone="full"' not in "".join(line for line in metrics.splitlines() if "classifier_state" in line)
+    assert re.search(r'^vigil_replica_classifier_latency_seconds_count\{classifier="gate",replica="[^"]+"\} [1-9]',
+                     metrics, re.MULTILINE), "no per-classifier latency"
     # MQTT: the retained state (a new subscriber gets it) and the Home Assistant sensor.
     late = Subscriber(broker, ["vigil/drive/gate/gate", "homeassistant/sensor/vigil_drive_gate_gate/config"])
     assert wait_for(lambda: late.on("vigil/drive/gate/gate") and late.on(
         "homeassistant/sensor/vigil_drive_gate_gate/config"), 10)
     retained = late.on("vigil/drive/gate/gate")[-1].json()
-    assert retained["state"] == events[-1]["to"] and retained["since"] == pytest.approx(events[-1]["since"])
+    assert retained["state"] == everything[-1]["to"] and retained["since"] == pytest.approx(everything[-1]["since"])
     sensor = late.on("homeassistant/sensor/vigil_drive_gate_gate/config")[-1].json()
     assert sensor["state_topic"] == "vigil/drive/gate/gate" and sensor["value_template"] == "{{ value_json.state }}"
     assert [json.loads(m.payload)["state"] for m in states.on("vigil/drive/gate/gate")][:len(changes)] == changes
