@@ -40,6 +40,7 @@ from pipeline.core.errors import VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.http_limits import Rejected, check_pixels, check_token, read_body
 from pipeline.inference.loop import InferenceLoop, LoopOptions
+from pipeline.inference.precision import check_served_model
 from pipeline.inference.replica_stats import ReplicaStatsRecorder
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.results.writer import ResultWriter
@@ -118,6 +119,7 @@ class ClassifierReplica:
         self.classify_one.set_max_batch_size(self.inference.batch_size)  # type: ignore[attr-defined]
         self.classify_one.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
             (self.inference.batch_window_ms if self.inference.batch_window_ms is not None else 5.0) / 1000)
+        check_served_model(self.settings.model_path, self.inference)  # an int8 model's recorded agreement
         self.runtime = ModelRuntime(self.settings.model_path, self._runtime_options()).open()
         self.consumer = FrameConsumer(ConsumerOptions.from_config(cfg, self.name)).__enter__()
         writer = ResultWriter(self.consumer.clients, cfg.redis.results_maxlen)
@@ -147,6 +149,7 @@ class ClassifierReplica:
         path = user_config.get("model")
         if not path or Path(path) == self.runtime.model_path:
             return
+        check_served_model(path, self.inference)
         new = ModelRuntime(path, self._runtime_options()).open()
         old = self.loop.swap_runtime(new)
         self.runtime = new
