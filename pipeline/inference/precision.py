@@ -100,9 +100,10 @@ def precision_problem(path: Path, metadata: dict[str, str], inf: InferenceConfig
         return (f"int8 model {path} has no recorded agreement with fp32 (it was not made by `vigil models "
                 f"quantize`): make it with `{again}`")
     if record.agreement < inf.min_int8_agreement:
-        where = f" ({record.describe_sources()})" if record.sources else ""
+        where = f": {record.describe_sources()}" if record.sources else ""
         return (f"int8 model {path} agrees with its fp32 model on {record.agreement:.4f} of held-out frames "
-                f"(top-1, worst source, {record.heldout_frames} frames{where}), under inference.min_int8_agreement "
+                f"(top-1, the worst of its sources{where}; {record.heldout_frames} frames in all), under "
+                "inference.min_int8_agreement "
                 f"{inf.min_int8_agreement:g}: serve fp32 (inference.precision: fp32), quantize again excluding "
                 f"more layers (`{again} --exclude-first N` or --exclude NODE), or lower inference.min_int8_agreement "
                 "if that agreement is enough for you")

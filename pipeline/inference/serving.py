@@ -114,12 +114,12 @@ class ClassifierReplica:
         self.settings = ServeSettings(**settings)
         cfg = VigilConfig.model_validate(self.settings.config)
         self.inference = cfg.inference
+        check_served_model(self.settings.model_path, self.inference)  # an int8 model's recorded agreement
         self.name = _replica_name()
         # The HTTP endpoint's batches follow the config too (the decorator's values are placeholders).
         self.classify_one.set_max_batch_size(self.inference.batch_size)  # type: ignore[attr-defined]
         self.classify_one.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
             (self.inference.batch_window_ms if self.inference.batch_window_ms is not None else 5.0) / 1000)
-        check_served_model(self.settings.model_path, self.inference)  # an int8 model's recorded agreement
         self.runtime = ModelRuntime(self.settings.model_path, self._runtime_options()).open()
         self.consumer = FrameConsumer(ConsumerOptions.from_config(cfg, self.name)).__enter__()
         writer = ResultWriter(self.consumer.clients, cfg.redis.results_maxlen)
