@@ -8,10 +8,10 @@ calibration ones.
 
 Quantization is onnxruntime's static quantization, after its pre-processing (shape inference, graph
 optimisation): QDQ format, int8 weights (per channel by default), uint8 activations, ranges calibrated
-with MinMax, Entropy or Percentile on the calibration frames. The nodes that produce the graph's outputs
-stay float: a quantized softmax rounds probabilities to 1/255, which ties the top classes of an unsure
-frame. ``exclude`` (node names or op types) and ``exclude_first`` (the first N convolutions) keep more
-nodes float.
+with MinMax, Entropy or Percentile on the calibration frames. The classifier head (the last Conv/Gemm/MatMul
+to the output: logits, softmax) stays float, so that scores stay continuous and no top classes tie
+(:func:`classifier_head`). ``exclude`` (node names or op types) and ``exclude_first`` (the first N
+convolutions) keep more nodes float.
 
 Then fp32 and int8 classify the held-out frames through :class:`~pipeline.inference.runtime.ModelRuntime`
 (as a replica would) and the top-1 agreement of each source is measured, with, for scale, fp32's agreement
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 METHODS = ("minmax", "entropy", "percentile")
 MIN_HELDOUT = 10  # frames, all sources: fewer give an agreement too coarse to gate on
 _CALIBRATION_BATCH = 8  # histogram calibrators (entropy, percentile) need batches of one size
+_HEAD_END = frozenset({"Conv", "Gemm", "MatMul"})  # the classifier head starts at the last of these
+_HEAD_PASS = frozenset({"Softmax", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Add"})
 
 
 @dataclass(frozen=True)
@@ -128,18 +130,36 @@ def _even(indices: npt.NDArray[np.int64], count: int) -> npt.NDArray[np.int64]:
 
 
 # ------------------------------------------------------------------------------------------ quantize
+def classifier_head(model: onnx.ModelProto) -> list[str]:
+    """The nodes from the last Conv/Gemm/MatMul to each graph output (logits, reshape, softmax): kept float.
+
+    Quantized, the logits take 256 values and the softmax's probabilities 1/255 steps: the top classes of an
+    unsure frame tie (on bikes.mp4 one frame in 18), and the argmax of a tie is the lower class index. The
+    head is a few per mille of the model's arithmetic.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    head: list[str] = []
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.name not in head:
+            head.append(node.name)
+            if node.op_type in _HEAD_END or node.op_type not in _HEAD_PASS or not node.input:
+                break
+            node = producer.get(node.input[0])
+    return head
+
+
 def excluded_nodes(model: onnx.ModelProto, exclude: Sequence[str], exclude_first: int) -> list[str]:
-    """Names of the nodes kept float: the graph outputs' producers, ``exclude`` (names or op types), and the
+    """Names of the nodes kept float: the :func:`classifier_head`, ``exclude`` (names or op types), and the
     first ``exclude_first`` Conv nodes."""
     nodes = list(model.graph.node)
-    outputs = {o.name for o in model.graph.output}
     names = {n.name for n in nodes}
     types = {n.op_type for n in nodes}
     unknown = [e for e in exclude if e not in names and e not in types]
     if unknown:
         raise ModelError(f"--exclude {', '.join(unknown)}: no node or op type of the model has that name (op "
                          f"types here: {', '.join(sorted(types))})")
-    keep = [n.name for n in nodes if outputs & set(n.output) or n.name in exclude or n.op_type in exclude]
+    keep = classifier_head(model) + [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
     keep += [n.name for n in nodes if n.op_type == "Conv"][:exclude_first]
     return list(dict.fromkeys(keep))
 

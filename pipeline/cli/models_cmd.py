@@ -217,7 +217,7 @@ def quantize(model: str | None = typer.Argument(None, metavar="MODEL", help=(
              per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Weight scales."),
              reduce_range: bool = typer.Option(False, "--reduce-range", help="7-bit weights (CPUs without VNNI)."),
              exclude: list[str] = typer.Option([], "--exclude", help=(
-                 "Node name or op type kept float (the output's node always is); repeatable.")),
+                 "Node name or op type kept float (the classifier head always is); repeatable.")),
              exclude_first: int = typer.Option(0, "--exclude-first", min=0, help="Keep the first N Conv nodes float."),
              batch_size: int | None = typer.Option(None, "--batch-size", min=1, help=(
                  "Served batch to time besides 1 (default: inference.batch_size of --config, else 8).")),

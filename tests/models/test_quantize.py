@@ -63,13 +63,17 @@ def test_the_int8_model_records_what_was_measured(quantized: QuantizeReport, sha
     assert {Path(k).name: v["frames"] for k, v in record.sources.items()} == {"bikes.mp4": 14, "slideshow.mp4": 14}
     method = json.loads(meta["int8_method"])
     assert method["format"] == "QDQ" and method["weights"] == "int8 per-channel" and method["calibration"] == "minmax"
-    assert method["calibration_frames"] == 32 and method["float_nodes"] == 1
+    assert method["calibration_frames"] == 32 and method["float_nodes"] == 3
     assert len(meta["labels"].split("\n")) == 1001 and meta["model_version"].endswith("int8")
-    # int8 weights and activations, the output's softmax float (no 1/255 steps to tie the top classes)
+    # int8 weights and activations; the classifier head float (logits and probabilities without steps to tie)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 100
-    [producer] = [n for n in model.graph.node if "probabilities" in n.output]
-    assert producer.op_type == "Softmax"
+    producer = {o: n for n in model.graph.node for o in n.output}
+    softmax = producer["probabilities"]
+    reshape = producer[softmax.input[0]]
+    logits = producer[reshape.input[0]]
+    assert [softmax.op_type, reshape.op_type, logits.op_type] == ["Softmax", "Reshape", "Conv"]
+    assert logits.input[1] in {i.name for i in model.graph.initializer}  # float weights, not a DequantizeLinear
     with ModelRuntime(quantized.out, CPU) as rt:
         assert rt.contract.dtype == "uint8" and rt.contract.num_classes == 1001
 
@@ -87,10 +91,11 @@ def test_held_out_runs_are_spread_over_each_source() -> None:
 def test_excluded_nodes_by_name_op_type_and_position(shared_model: Path) -> None:
     model = onnx.load(shared_model)
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    assert excluded_nodes(model, (), 0) == ["MobilenetV2/Predictions/Softmax_prequant"]  # the output's, always
-    assert len(excluded_nodes(model, ("Add",), 0)) == 11
-    softmax = excluded_nodes(model, (), 0)[0]
-    assert set(excluded_nodes(model, (convs[5],), 2)) == {convs[5], convs[0], convs[1], softmax}
+    head = excluded_nodes(model, (), 0)  # always: the classifier head, from the output back to the last Conv
+    assert [model.graph.node[[n.name for n in model.graph.node].index(x)].op_type for x in head] == \
+        ["Softmax", "Reshape", "Conv"] and head[2] == convs[-1]
+    assert len(excluded_nodes(model, ("Add",), 0)) == 3 + 10
+    assert set(excluded_nodes(model, (convs[5],), 2)) == {convs[5], convs[0], convs[1], *head}
     with pytest.raises(ModelError, match=r"--exclude Nope: no node or op type.*Conv"):
         excluded_nodes(model, ("Nope",), 0)
 
