@@ -8,10 +8,9 @@ calibration ones.
 
 Quantization is onnxruntime's static quantization, after its pre-processing (shape inference, graph
 optimisation): QDQ format, int8 weights (per channel by default), uint8 activations, ranges calibrated
-with MinMax, Entropy or Percentile on the calibration frames. The classifier head (the last Conv/Gemm/MatMul
-to the output: logits, softmax) stays float, so that scores stay continuous and no top classes tie
-(:func:`classifier_head`). ``exclude`` (node names or op types) and ``exclude_first`` (the first N
-convolutions) keep more nodes float.
+with MinMax, Entropy or Percentile on the calibration frames. The classifier head's outputs (logits,
+probabilities) stay float, so that scores stay continuous and no top classes tie (:func:`classifier_head`).
+``exclude`` (node names or op types) and ``exclude_first`` (the first N convolutions) keep more nodes float.
 
 Then fp32 and int8 classify the held-out frames through :class:`~pipeline.inference.runtime.ModelRuntime`
 (as a replica would) and the top-1 agreement of each source is measured, with, for scale, fp32's agreement
@@ -131,11 +130,12 @@ def _even(indices: npt.NDArray[np.int64], count: int) -> npt.NDArray[np.int64]:
 
 # ------------------------------------------------------------------------------------------ quantize
 def classifier_head(model: onnx.ModelProto) -> list[str]:
-    """The nodes from the last Conv/Gemm/MatMul to each graph output (logits, reshape, softmax): kept float.
+    """The nodes from each graph output back to the last Conv/Gemm/MatMul (softmax, reshape, logits).
 
-    Quantized, the logits take 256 values and the softmax's probabilities 1/255 steps: the top classes of an
-    unsure frame tie (on bikes.mp4 one frame in 18), and the argmax of a tie is the lower class index. The
-    head is a few per mille of the model's arithmetic.
+    Their outputs stay float (:func:`excluded_nodes`, :func:`float_outputs`): quantized, the logits take 256
+    values and the softmax's probabilities 1/255 steps, so the top classes of an unsure frame tie (on
+    bikes.mp4 one frame in 18) and the argmax of a tie is the lower class index. The logits' weights stay
+    int8 in the file; their arithmetic is a few per mille of the model's.
     """
     producer = {o: n for n in model.graph.node for o in n.output}
     head: list[str] = []
@@ -150,8 +150,9 @@ def classifier_head(model: onnx.ModelProto) -> list[str]:
 
 
 def excluded_nodes(model: onnx.ModelProto, exclude: Sequence[str], exclude_first: int) -> list[str]:
-    """Names of the nodes kept float: the :func:`classifier_head`, ``exclude`` (names or op types), and the
-    first ``exclude_first`` Conv nodes."""
+    """Names of the nodes kept float: the :func:`classifier_head` but its Conv/Gemm/MatMul (quantized, its
+    output then made float again by :func:`float_outputs`), ``exclude`` (names or op types), and the first
+    ``exclude_first`` Conv nodes."""
     nodes = list(model.graph.node)
     names = {n.name for n in nodes}
     types = {n.op_type for n in nodes}
@@ -159,18 +160,43 @@ def excluded_nodes(model: onnx.ModelProto, exclude: Sequence[str], exclude_first
     if unknown:
         raise ModelError(f"--exclude {', '.join(unknown)}: no node or op type of the model has that name (op "
                          f"types here: {', '.join(sorted(types))})")
-    keep = classifier_head(model) + [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
+    head = set(classifier_head(model))
+    keep = [n.name for n in nodes if n.name in head and n.op_type not in _HEAD_END]
+    keep += [n.name for n in nodes if n.name in exclude or n.op_type in exclude]
     keep += [n.name for n in nodes if n.op_type == "Conv"][:exclude_first]
     return list(dict.fromkeys(keep))
 
 
+def float_outputs(model: onnx.ModelProto, names: Sequence[str]) -> int:
+    """Remove the QuantizeLinear -> DequantizeLinear pairs on the outputs of the nodes ``names``, so their
+    consumers read them float; returns the pairs removed."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = [o for n in model.graph.node if n.name in names for o in n.output]
+    gone: list[onnx.NodeProto] = []
+    for out in outputs:
+        for q in [c for c in consumers.get(out, []) if c.op_type == "QuantizeLinear"]:
+            for dq in [c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]:
+                for c in consumers.get(dq.output[0], []):
+                    c.input[:] = [out if i == dq.output[0] else i for i in c.input]
+                gone.append(dq)
+            gone.append(q)
+    for node in gone:
+        model.graph.node.remove(node)
+    return len(gone) // 2
+
+
 class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over a tensor, in batches of one size."""
+    """onnxruntime's CalibrationDataReader protocol over a tensor, in batches of one size (a remainder that
+    does not fill one is left out)."""
 
     def __init__(self, input_name: str, tensor: npt.NDArray[Any]) -> None:
         b = min(_CALIBRATION_BATCH, len(tensor))
         self._batches = [{input_name: tensor[i:i + b]} for i in range(0, len(tensor) - b + 1, b)]
         self._next = 0
+        self.frames = b * len(self._batches)
 
     def get_next(self) -> dict[str, npt.NDArray[Any]] | None:
         if self._next >= len(self._batches):
@@ -204,14 +230,19 @@ def quantize_static_int8(src: Path, dst: Path, calibration: npt.NDArray[Any], op
     class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
         pass
 
+    reader = Reader(input_name, calibration)
+
     with tempfile.TemporaryDirectory(prefix="vigil-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
             # Without pre-processing, quantize_static logs a "please pre-process" warning; sympy (for
             # symbolic shapes) is not a dependency, and the graph's shapes are static anyway.
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            keep = excluded_nodes(onnx.load(str(pre)), opts.exclude, opts.exclude_first)
-            quantize_static(str(pre), str(dst), Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
+            prepared = onnx.load(str(pre))
+            keep = excluded_nodes(prepared, opts.exclude, opts.exclude_first)
+            head = classifier_head(prepared)
+            logits = [n.name for n in prepared.graph.node if n.name in head and n.op_type in _HEAD_END]
+            quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ,
                             per_channel=opts.per_channel, reduce_range=opts.reduce_range,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
                             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -220,10 +251,13 @@ def quantize_static_int8(src: Path, dst: Path, calibration: npt.NDArray[Any], op
             raise
         except Exception as exc:  # the quantizer raises bare ValueError/RuntimeError/KeyError on odd graphs
             raise ModelError(f"cannot quantize {src} to int8: {type(exc).__name__}: {exc}") from exc
+    model = load_onnx(dst)
+    float_outputs(model, logits)
+    onnx.save(model, str(dst))
     return {"format": "QDQ", "weights": "int8 " + ("per-channel" if opts.per_channel else "per-tensor")
             + (" 7-bit" if opts.reduce_range else ""), "activations": "uint8", "calibration": opts.method,
-            "calibration_frames": len(calibration), "float_nodes": len(keep), "exclude": list(opts.exclude),
-            "exclude_first": opts.exclude_first, "onnxruntime": ort_version}
+            "calibration_frames": reader.frames, "float_nodes": len(keep), "float_logits": bool(logits),
+            "exclude": list(opts.exclude), "exclude_first": opts.exclude_first, "onnxruntime": ort_version}
 
 
 # ------------------------------------------------------------------------------------------ measure
@@ -304,7 +338,9 @@ def quantize(src: Path, out: Path, sources: Sequence[FrameSet], opts: QuantizeOp
     splits = _splits(sources, opts)
     with ModelRuntime(src, RuntimeOptions(device="cpu", warmup=False)) as runtime:
         calibration = np.concatenate([s.frames[cal] for s, cal, _ in splits])
-        picked = _even(np.arange(len(calibration), dtype=np.int64), opts.calibration_frames)
+        count = min(opts.calibration_frames, len(calibration))
+        count -= count % _CALIBRATION_BATCH if count >= _CALIBRATION_BATCH else 0  # whole batches only
+        picked = _even(np.arange(len(calibration), dtype=np.int64), count)
         tensor = runtime.prepare(calibration[picked])  # what the model's input wants (uint8 NHWC here)
         labels, version = "\n".join(runtime.class_names), runtime.contract.version
     out.parent.mkdir(parents=True, exist_ok=True)
