@@ -217,7 +217,7 @@ def quantize(model: str | None = typer.Argument(None, metavar="MODEL", help=(
              per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Weight scales."),
              reduce_range: bool = typer.Option(False, "--reduce-range", help="7-bit weights (CPUs without VNNI)."),
              exclude: list[str] = typer.Option([], "--exclude", help=(
-                 "Node name or op type kept float (the classifier head always is); repeatable.")),
+                 "Node name or op type kept float (the classifier head's outputs always are); repeatable.")),
              exclude_first: int = typer.Option(0, "--exclude-first", min=0, help="Keep the first N Conv nodes float."),
              batch_size: int | None = typer.Option(None, "--batch-size", min=1, help=(
                  "Served batch to time besides 1 (default: inference.batch_size of --config, else 8).")),
@@ -229,11 +229,13 @@ def quantize(model: str | None = typer.Argument(None, metavar="MODEL", help=(
     from dataclasses import replace
 
     from models.frames import Sampling, from_config, from_path
-    from models.quantize import QuantizeOptions
+    from models.quantize import METHODS, QuantizeOptions
     from models.quantize import quantize as run_quantize
     from pipeline.core.config import load_config
     from pipeline.inference.contract import load_onnx, read_contract
 
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: use {', '.join(METHODS)}", param_hint="--method")
     cfg = load_config(config) if config is not None else None
     src = store.resolve_model_path(model or (cfg.inference.model if cfg is not None else None))
     contract = read_contract(load_onnx(src), str(src))
