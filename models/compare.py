@@ -2,8 +2,8 @@
 
 Given models are compared as they are; with ``variants`` the first model also gets an fp16 copy
 (:func:`models.convert.convert_fp16`) and an int8 copy: onnxruntime static quantization (QDQ format,
-per-channel int8 weights, uint8 activations) calibrated on images of the dataset itself, after
-onnxruntime's quantization pre-processing (shape inference, graph optimisation).
+per-channel int8 weights, uint8 activations, the output float; :mod:`models.quantize`) calibrated on images of
+the dataset itself, after onnxruntime's quantization pre-processing (shape inference, graph optimisation).
 
 For each model: accuracy and macro F1 on the dataset (see :mod:`models.evaluate`), file size,
 parameters, median latency at batch 1, and the best throughput over a few batch sizes on this
@@ -14,11 +14,9 @@ latency drawn with OpenCV.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -39,7 +37,7 @@ from models.evaluate import (
 )
 from pipeline.bench.model import bench_model
 from pipeline.core.errors import ModelError
-from pipeline.inference.contract import load_onnx, read_contract, set_metadata
+from pipeline.inference.contract import load_onnx, set_metadata
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 
 
@@ -69,52 +67,23 @@ class ModelRow:
 
 
 # ------------------------------------------------------------------------------------------ variants
-class _Calibration:
-    """onnxruntime's CalibrationDataReader protocol over dataset images, in batches of 8."""
-
-    def __init__(self, input_name: str, frames: npt.NDArray[Any]) -> None:
-        self._batches = iter([{input_name: frames[i:i + 8]} for i in range(0, len(frames), 8)])
-
-    def get_next(self) -> dict[str, npt.NDArray[Any]] | None:
-        return next(self._batches, None)
-
-    def rewind(self) -> None:  # part of the protocol; one pass is all static calibration needs
-        return None
-
-
 def quantize_int8(src: Path, dst: Path, calibration: npt.NDArray[np.uint8]) -> Path:
-    """Static int8 quantization of ``src`` calibrated on uint8 RGB frames [N, H, W, 3].
+    """Static int8 quantization of ``src`` calibrated on uint8 RGB frames [N, H, W, 3], with the defaults of
+    `vigil models quantize` (:func:`models.quantize.quantize_static_int8`), unchecked: the comparison measures it.
 
     The copy carries the source's class names in its ``labels`` metadata (a labels file beside the
     source would not be beside the copy).
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from models.quantize import QuantizeOptions, quantize_static_int8, write_record
 
     if len(calibration) == 0:
         raise ModelError("int8 quantization needs calibration images; the dataset gave none")
-    contract = read_contract(load_onnx(src), str(src))
     with ModelRuntime(src, RuntimeOptions(device="cpu", warmup=False)) as runtime:
         tensor = runtime.prepare(calibration)  # what the model's input wants (uint8 NHWC here)
-        labels = "\n".join(runtime.class_names)
-
-    class Reader(_Calibration, CalibrationDataReader):  # type: ignore[misc]
-        pass
-
-    with tempfile.TemporaryDirectory(prefix="vigil-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        try:
-            # Without pre-processing, quantize_static logs a "please pre-process" warning; sympy (for
-            # symbolic shapes) is not a dependency, and the graph's shapes are static anyway.
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(dst), Reader(contract.input_name, tensor), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        except Exception as exc:  # the quantizer raises bare ValueError/RuntimeError/KeyError on odd graphs
-            raise ModelError(f"cannot quantize {src} to int8: {type(exc).__name__}: {exc}") from exc
-    model = load_onnx(dst)
-    version = f"{contract.version}-int8" if contract.version else "int8"
-    set_metadata(model, {"precision": "int8", "model_version": version, "labels": labels})
-    onnx.save(model, str(dst))
+        labels, version = "\n".join(runtime.class_names), runtime.contract.version
+    quantize_static_int8(src, dst, tensor, QuantizeOptions())
+    write_record(dst, {"precision": "int8", "model_version": f"{version}-int8" if version else "int8",
+                       "labels": labels})
     return dst
 
 

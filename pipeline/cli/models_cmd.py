@@ -1,15 +1,18 @@
-"""`vigil models info|fetch|export|convert`."""
+"""`vigil models info|fetch|export|convert|compare|finetune|build-engine|quantize`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pipeline.cli.options import device_option, json_option, model_option
 from pipeline.inference import model_store as store
+
+if TYPE_CHECKING:
+    from models.quantize import QuantizeReport
 
 app = typer.Typer(rich_markup_mode=None, help="Get, inspect and convert models.", no_args_is_help=True)
 
@@ -192,3 +195,81 @@ def build_engine(model: str | None = model_option(),
         typer.echo(f"  {a.image}: fp32 {a.reference!r}, engine {a.engine!r}{'' if a.same else '  DIFFERENT'}")
     if any(not a.same for a in result.agreement):
         raise typer.Exit(1)
+
+
+@app.command("quantize")
+def quantize(model: str | None = typer.Argument(None, metavar="MODEL", help=(
+                 "fp32 ONNX model (default: inference.model of --config, else the cached model).")),
+             frames: list[Path] = typer.Option([], "--frames", "-f", help=(
+                 "Image folder (what `vigil capture` writes) or video file to calibrate and check on; repeatable.")),
+             config: Path | None = typer.Option(None, "--config", "-c", help=(
+                 "Also take frames from this config's cameras (opened and resized as ingest does).")),
+             streams: list[str] = typer.Option([], "--stream", help="With --config: only these streams; repeatable."),
+             out: Path | None = typer.Option(None, "--out", "-o", help="The int8 model (default: MODEL-int8.onnx)."),
+             holdout_fraction: float = typer.Option(0.3, "--holdout-fraction", min=0.05, max=0.9, help=(
+                 "Share of each source's frames held out (in runs of --run-length) to check the int8 model on.")),
+             run_length: int = typer.Option(10, "--run-length", min=1, help="Consecutive frames held out together."),
+             max_frames: int = typer.Option(300, "--max-frames", min=2, help="Frames read from each source, at most."),
+             every: int = typer.Option(1, "--every", min=1, help="Keep every n-th frame of a source."),
+             calibration_frames: int = typer.Option(200, "--calibration-frames", min=1, help=(
+                 "Frames calibrated on, at most (evenly sampled from every source's calibration runs).")),
+             method: str = typer.Option("minmax", "--method", help="Calibration: minmax, entropy or percentile."),
+             per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Weight scales."),
+             reduce_range: bool = typer.Option(False, "--reduce-range", help="7-bit weights (CPUs without VNNI)."),
+             exclude: list[str] = typer.Option([], "--exclude", help=(
+                 "Node name or op type kept float (the classifier head's outputs always are); repeatable.")),
+             exclude_first: int = typer.Option(0, "--exclude-first", min=0, help="Keep the first N Conv nodes float."),
+             batch_size: int | None = typer.Option(None, "--batch-size", min=1, help=(
+                 "Served batch to time besides 1 (default: inference.batch_size of --config, else 8).")),
+             bench_seconds: float = typer.Option(2.0, "--bench-seconds", min=0.0, help=(
+                 "Timing per model and batch size; 0: no timing.")),
+             as_json: bool = json_option("Print the JSON report instead of the table.")) -> None:
+    """Static int8 copy of a model, calibrated on your frames; prints its top-1 agreement with fp32 on frames
+    it was not calibrated on (recorded in the model: `vigil run` with inference.precision: int8 checks it)."""
+    from dataclasses import replace
+
+    from models.frames import Sampling, from_config, from_path
+    from models.quantize import METHODS, QuantizeOptions
+    from models.quantize import quantize as run_quantize
+    from pipeline.core.config import load_config
+    from pipeline.inference.contract import load_onnx, read_contract
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}: use {', '.join(METHODS)}", param_hint="--method")
+    cfg = load_config(config) if config is not None else None
+    src = store.resolve_model_path(model or (cfg.inference.model if cfg is not None else None))
+    contract = read_contract(load_onnx(src), str(src))
+    sampling = Sampling((contract.height, contract.width), max_frames=max_frames, every=every)
+    sources = [from_path(p, sampling) for p in frames]
+    if cfg is not None:
+        sources += from_config(cfg, streams, sampling)
+    served = batch_size or (cfg.inference.batch_size if cfg is not None else 8)
+    opts = replace(QuantizeOptions(), holdout_fraction=holdout_fraction, run_length=run_length,
+                   calibration_frames=calibration_frames, method=method, per_channel=per_channel,
+                   reduce_range=reduce_range, exclude=tuple(exclude), exclude_first=exclude_first,
+                   batch_sizes=(1, served), bench_seconds=bench_seconds)
+    report = run_quantize(src, out or src.with_name(f"{src.stem}-int8.onnx"), sources, opts)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    _print_quantize(report, cfg.inference.min_int8_agreement if cfg is not None else 0.99)
+
+
+def _print_quantize(report: QuantizeReport, minimum: float) -> None:
+    typer.echo(f"{'source':<36} {'calibration':>11} {'held out':>8} {'int8 = fp32':>11} {'fp32 +-1 grey':>13}")
+    for s in report.sources:
+        name = s.name if len(s.name) <= 36 else "…" + s.name[-35:]
+        typer.echo(f"{name:<36} {s.calibration_frames:>11} {s.heldout_frames:>8} {s.agreement:>11.3f} "
+                   f"{s.fp32_jitter_agreement:>13.3f}")
+    m = report.method
+    typer.echo(f"agreement {report.agreement:.4f} (top-1, worst source; {report.pooled_agreement:.4f} over all "
+               f"{report.heldout_frames} held-out frames); calibrated on {report.calibration_frames} frames: "
+               f"{m['format']}, weights {m['weights']}, activations {m['activations']}, {m['calibration']}, "
+               f"{m['float_nodes']} node(s) float")
+    for row in report.speed:
+        typer.echo(f"batch {row.batch_size} ({row.lanes} lane(s)): fp32 {row.fp32_images_per_s:.0f} images/s, "
+                   f"int8 {row.int8_images_per_s:.0f} images/s ({row.int8_images_per_s / row.fp32_images_per_s:.2f}x)")
+    typer.echo(f"int8 model: {report.out}")
+    if report.agreement < minimum:
+        typer.echo(f"under inference.min_int8_agreement {minimum:g}: `vigil run` refuses it at inference.precision: "
+                   "int8 (exclude more nodes with --exclude-first N / --exclude, or serve fp32)")

@@ -15,7 +15,8 @@ Tree::
     ├── ModelError
     │   ├── ModelNotFoundError     no model file where one was expected (offline, no --model)
     │   ├── ModelLoadError         file exists but is not a loadable ONNX model
-    │   └── ModelContractError     graph is not an image classifier Vigil can feed
+    │   ├── ModelContractError     graph is not an image classifier Vigil can feed
+    │   └── ModelPrecisionError    an int8 model that may not be served (agreement with fp32 too low, ...)
     ├── LabelsError            labels file unreadable or with the wrong class count
     ├── SceneMapError          scene map unreadable or referencing unknown classes
     ├── ImageError             an image file that cannot be read or decoded
@@ -60,6 +61,12 @@ class ModelLoadError(ModelError):
 
 class ModelContractError(ModelError):
     """The model loads but its inputs/outputs are not those of an image classifier."""
+
+
+class ModelPrecisionError(ModelError):
+    """The model's precision does not match ``inference.precision``, or an int8 model may not be served: no
+    recorded agreement with its fp32 model, one under ``inference.min_int8_agreement``, or made from an fp32
+    model that has changed since."""
 
 
 class LabelsError(VigilError):

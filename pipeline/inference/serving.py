@@ -41,6 +41,7 @@ from pipeline.core.errors import VigilError
 from pipeline.core.preprocess import bgr_to_rgb, resize
 from pipeline.inference.http_limits import Rejected, check_pixels, check_token, read_body
 from pipeline.inference.loop import InferenceLoop, LoopOptions
+from pipeline.inference.precision import check_served_model
 from pipeline.inference.replica_stats import ReplicaStatsRecorder
 from pipeline.inference.runtime import ModelRuntime, RuntimeOptions
 from pipeline.results.writer import ResultWriter
@@ -115,6 +116,7 @@ class ClassifierReplica:
         cfg = VigilConfig.model_validate(self.settings.config)
         self.inference = cfg.inference
         self.classifiers = tuple(cfg.classifiers)
+        check_served_model(self.settings.model_path, self.inference)  # an int8 model's recorded agreement
         self.name = _replica_name()
         # The HTTP endpoint's batches follow the config too (the decorator's values are placeholders).
         self.classify_one.set_max_batch_size(self.inference.batch_size)  # type: ignore[attr-defined]
@@ -154,6 +156,7 @@ class ClassifierReplica:
             tuple(ClassifierConfig.model_validate(c) for c in listed)
         if path == self.runtime.model_path and classifiers == self.classifiers:
             return
+        check_served_model(path, self.inference)
         before = self.classifiers
         self.classifiers = classifiers
         try:

@@ -4,9 +4,10 @@ The config's own validation (:mod:`pipeline.core.config`) knows shapes and value
 at what they name: that the model, labels, scene map and local video files exist, and that every
 ``watch`` key of an events sink names a class of the model or one of its scene categories (the
 example's ``person`` never fires on ImageNet, which has no such class; ``people`` is a scene
-category), and that each classifier's model carries the classes its config says and was trained on the
-serving model. ``vigil config check`` and ``vigil run`` print every problem at once, each with its place
-in the config and how to fix it.
+category), that the model may be served at ``inference.precision`` (an int8 model's recorded agreement
+with fp32: :mod:`pipeline.inference.precision`), and that each classifier's model carries the classes its
+config says and was trained on the serving model. ``vigil config check`` and ``vigil run`` print every
+problem at once, each with its place in the config and how to fix it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline.inference.classifiers import check_classifier
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.labels import resolve_labels
 from pipeline.inference.model_store import resolve_model_path
+from pipeline.inference.precision import precision_problem
 from pipeline.inference.scene import load_scene_map
 
 
@@ -32,6 +34,7 @@ class Vocabulary:
     model: Path
     classes: ClassNames
     scenes: tuple[str, ...]
+    metadata: dict[str, str]  # the model's metadata_props
 
 
 def missing_files(cfg: VigilConfig) -> list[str]:
@@ -73,7 +76,7 @@ def vocabulary(cfg: VigilConfig) -> Vocabulary:
         scene_map = Path(inf.scene_map) if inf.scene_map else None
         scenes = load_scene_map(scene_map, names, contract.background_class).categories \
             if scene_map is not None or imagenet else ()
-    return Vocabulary(path, ClassNames(names), scenes)
+    return Vocabulary(path, ClassNames(names), scenes, contract.metadata)
 
 
 def watch_problems(cfg: VigilConfig, vocab: Vocabulary) -> list[str]:
@@ -116,9 +119,10 @@ def classifier_problems(cfg: VigilConfig, serving: Path) -> list[str]:
     return problems
 
 
-def preflight(cfg: VigilConfig) -> list[str]:
+def preflight(cfg: VigilConfig, source: str | None = None) -> list[str]:
     """Every problem :func:`missing_files`, :func:`watch_problems` and :func:`classifier_problems` find; the model's
-    is one of them."""
+    is one of them, and so is its precision's (``source``: the config file, for the `vigil models quantize`
+    command to suggest)."""
     problems = missing_files(cfg)
     try:
         vocab = vocabulary(cfg)
@@ -126,11 +130,14 @@ def preflight(cfg: VigilConfig) -> list[str]:
         return [*problems, str(exc)]
     except VigilError as exc:  # the model or its labels cannot be used: say so; the watch check needs them
         return [*problems, f"inference.model: {exc}"]
+    precision = precision_problem(vocab.model, vocab.metadata, cfg.inference, source)
+    if precision is not None:
+        problems.append(f"inference.precision: {precision}")
     return problems + watch_problems(cfg, vocab) + classifier_problems(cfg, vocab.model)
 
 
 def check(cfg: VigilConfig, source: str) -> None:
     """Raise :class:`ConfigError` with every :func:`preflight` problem of ``cfg`` (read from ``source``)."""
-    problems = preflight(cfg)
+    problems = preflight(cfg, source)
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems), problems)

@@ -23,6 +23,7 @@ from pipeline.core.errors import BusError, ModelContractError, ModelError, Unsup
 from pipeline.inference.classifiers import check_classifier
 from pipeline.inference.contract import load_onnx, read_contract
 from pipeline.inference.model_store import resolve_model_path, sha256_file
+from pipeline.inference.precision import check_served_model
 from pipeline.inference.providers import cuda_device_count
 from pipeline.inference.serving import ServeSettings, build_app, init_ray, serve_running
 from pipeline.ops.embedded_redis import EmbeddedRedis
@@ -88,6 +89,7 @@ class LocalPipeline:
 
     def _start(self) -> None:
         contract = read_contract(load_onnx(self.model_path), str(self.model_path))  # fail fast, before Ray
+        check_served_model(self.model_path, self.cfg.inference)  # an int8 model's recorded agreement
         # Every port this process will listen on, first. On a cluster, Serve's HTTP proxy is the cluster's.
         check_ports_free(self.cfg, serve_http=self.ray_address is None, console=True)
         log.info("vigil run: model %s (%dx%d input, %d classes)", self.model_path, contract.width, contract.height,
@@ -334,6 +336,7 @@ class LocalPipeline:
         if (new.height, new.width) != (old.height, old.width):
             raise ModelContractError(f"{new_path} takes {new.height}x{new.width} frames but ingest resizes to "
                                      f"{old.height}x{old.width}; restart `vigil run` to change the input size")
+        check_served_model(new_path, self.cfg.inference)
         self._deploy(new_path, user_config=self._swap_config(model=new_path))
         log.info("vigil run: model swapped from %s to %s", self.model_path, new_path)
         self.model_path = new_path

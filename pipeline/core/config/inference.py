@@ -29,6 +29,14 @@ class InferenceConfig(Strict):
     labels: str | None = Field(default=None, description="Labels file; default: metadata or beside model.")
     scene_map: str | None = Field(default=None, description="Scene map YAML; default: built-in ImageNet map.")
     scene_model: str | None = Field(default=None, description="ONNX scene classifier used instead of the map.")
+    precision: Literal["fp32", "int8"] = Field(default="fp32", description=(
+        "fp32: serve inference.model as it is (an int8 model is refused: say int8 to serve one). int8: "
+        "inference.model must be an int8 model made by `vigil models quantize`, whose recorded top-1 agreement "
+        "with its fp32 model on frames it was not calibrated on is at least min_int8_agreement."))
+    min_int8_agreement: Annotated[float, Field(ge=0, le=1, description=(
+        "Lowest top-1 agreement with fp32 (on held-out frames, the worst of its frame sources, as `vigil models "
+        "quantize` recorded it in the model) with which an int8 model is served; `vigil run` and every replica "
+        "refuse one below it."))] = 0.99
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: Annotated[int, Field(ge=1, le=4096, description=(
         "Frames a replica reads from Redis and classifies as one batch (one round trip per shard)."))] = 32

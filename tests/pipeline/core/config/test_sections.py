@@ -1,4 +1,4 @@
-"""Sections' own rules: the console's token, the Ray application's name and route."""
+"""Sections' own rules: the console's token, the Ray application's name and route, the model's precision."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ def test_ray_application_name_and_route() -> None:
     with pytest.raises(ConfigError) as err:
         validate_config({"ray": {"app_name": "my app", "adress": "x"}}, environ={})
     assert "ray.app_name" in str(err.value) and "ray.adress" in str(err.value) and "address" in str(err.value)
+
+
+def test_inference_precision_and_the_int8_minimum() -> None:
+    inference = validate_config({}, environ={}).inference
+    assert (inference.precision, inference.min_int8_agreement) == ("fp32", 0.99)
+    cfg = validate_config({"inference": {"precision": "int8", "min_int8_agreement": 0.95}}, environ={})
+    assert (cfg.inference.precision, cfg.inference.min_int8_agreement) == ("int8", 0.95)
+    with pytest.raises(ConfigError) as err:
+        validate_config({"inference": {"precision": "int4", "min_int8_agreement": 1.5}}, environ={})
+    assert "inference.precision: must be one of 'fp32' or 'int8'" in str(err.value)
+    assert "inference.min_int8_agreement: must be <= 1" in str(err.value)
