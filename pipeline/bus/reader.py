@@ -5,8 +5,9 @@ Delivery semantics (every frame that entered Redis ends as exactly one of these)
 * **result written**: :meth:`pipeline.results.writer.ResultWriter.write` writes the result records,
   acknowledges the frames and counts them in one atomic Redis script per shard
   (:data:`pipeline.bus.scripts.WRITE_RESULTS`), so a frame is acknowledged exactly when its result exists;
-* **dropped by backpressure**: trimmed off its stream by ``MAXLEN`` before any replica read it
-  (counted from ``XINFO``), or trimmed while pending on a crashed replica (counted when reclaimed);
+* **dropped by backpressure**: trimmed off its stream (over ``redis.maxlen``) before any replica read it
+  (counted ``evicted`` by the script that trims, :data:`pipeline.bus.scripts.PUBLISH`), or trimmed while pending
+  on a crashed replica (counted when reclaimed);
 * **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` (of its shard) at once; a frame
   whose batch keeps failing goes there after ``max_deliveries`` deliveries, with the last error.
 
@@ -324,7 +325,7 @@ class FrameConsumer:
         key = names.frames(stream_id)
         entries = client.xclaim(key, INFERENCE_GROUP, self.opts.consumer_name, int(self.opts.claim_idle_s * 1000), ids)
         got = {eid for eid, f in entries if f}
-        # Entries trimmed by MAXLEN while they were pending come back empty or not at all: they were
+        # Entries trimmed (over redis.maxlen) while they were pending come back empty or not at all: they were
         # dropped by backpressure. Acknowledge and count them.
         lost = [i for i in ids if i not in got]
         if lost:

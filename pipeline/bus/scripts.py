@@ -4,8 +4,8 @@ Every script but :data:`PUBLISH` is flagged ``allow-oom``: at Redis' ``maxmemory
 frames are refused, but reading, dropping stale frames and writing results must go on, because they are what
 frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
 
-* :data:`PUBLISH` appends a frame, counts it (per camera and per zone), and evicts the oldest unread
-  frames when the camera's stream is over ``redis.maxlen`` (drop-oldest backpressure), counting them.
+* :data:`PUBLISH` appends a frame, counts it (per camera and per zone), and trims the camera's stream to
+  ``redis.maxlen`` when it is over, counting the frames trimmed unread (drop-oldest backpressure).
 * :data:`READ_FRESH` reads a camera's next frames for the inference group, oldest first, and drops
   (acknowledges, counts ``dropped_stale``) those older than ``inference.max_frame_age_ms`` by the
   entry id's time, which is Redis' own clock at XADD. So a replica never classifies a frame that
@@ -76,11 +76,19 @@ EVICT_BATCH = 1000
 
 #: KEYS: frames stream, stats hash. ARGV: group, maxlen, the frame's zones (comma-separated), then the entry's
 #: fields as field, value, ... XADD the frame and count it ``published`` (and ``published@<zone>``). When the
-#: stream then holds more than ``maxlen`` entries and a sixteenth, evict (XDEL) its oldest *unread* entries down
-#: to ``maxlen``, counting them ``evicted`` and per zone (drop-oldest; a frame a replica is classifying is never
-#: removed, so every frame read gets its answer). Returns the new entry's id. Not ``allow-oom``: at ``maxmemory``
+#: stream then holds more than ``maxlen`` entries and a sixteenth, trim its oldest entries down to ``maxlen``
+#: (XTRIM MINID: a prefix, as MAXLEN does, so Redis keeps counting the group's ``lag``), counting those the group
+#: had not read yet ``evicted`` and per zone (drop-oldest). The prefix is mostly frames already answered and
+#: waiting behind an older pending one; a pending frame trimmed there is still answered by its replica (its
+#: acknowledgement does not need the entry). Returns the new entry's id. Not ``allow-oom``: at ``maxmemory``
 #: Redis refuses it whole (an OOM error, :class:`~pipeline.core.errors.BusFullError`), frame and counts alike.
 PUBLISH = "#!lua\n" + _ZONES + """
+local function after(a, b)  -- entry id a > entry id b
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am > bm or (am == bm and tonumber(as) > tonumber(bs))
+end
 local key, stats = KEYS[1], KEYS[2]
 local group, maxlen, zones = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local id = redis.call('XADD', key, '*', unpack(ARGV, 4))
@@ -99,16 +107,21 @@ if ok then
     if f['name'] == group then last = f['last-delivered-id'] end
   end
 end
-local old = redis.call('XRANGE', key, '(' .. last, '(' .. id, 'COUNT', math.min(excess, """ + str(EVICT_BATCH) + """))
-if #old == 0 then return id end
-local ids, evicted = {}, {}
+local old = redis.call('XRANGE', key, '-', '+', 'COUNT', math.min(excess, """ + str(EVICT_BATCH) + """))
+local evicted, unread = {}, 0
 for _, entry in ipairs(old) do
-  ids[#ids + 1] = entry[1]
-  add_zones(evicted, zones_of(entry[2]), 1)
+  if after(entry[1], last) then
+    unread = unread + 1
+    add_zones(evicted, zones_of(entry[2]), 1)
+  end
 end
-redis.call('XDEL', key, unpack(ids))
-redis.call('HINCRBY', stats, 'evicted', #ids)
-count_zones(stats, 'evicted', evicted)
+local cut = old[#old][1]
+local ms, seq = string.match(cut, '^(%d+)-(%d+)$')
+redis.call('XTRIM', key, 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
+if unread > 0 then
+  redis.call('HINCRBY', stats, 'evicted', unread)
+  count_zones(stats, 'evicted', evicted)
+end
 return id
 """
 
@@ -216,7 +229,8 @@ return acked
 
 #: KEYS: frames stream, stats hash. ARGV: group. Read-only. Returns {wait, stale, queued}: how long (ms,
 #: Redis' clock) the camera's oldest unread frame has waited (-1 when none waits, -2 when the stream or
-#: the group does not exist yet), the camera's stale drops so far, and its frames waiting unread.
+#: the group does not exist yet), the camera's stale drops so far, and its frames waiting unread (the group's
+#: lag less the frames evicted unread, which Redis' lag still counts).
 QUEUE_STATE = """#!lua flags=no-writes
 local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
 if groups['err'] then return {-2, 0, 0} end
@@ -232,7 +246,10 @@ local oldest = redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1)
 if #oldest == 0 then return {-1, stale, 0} end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-return {now_ms - tonumber(string.match(oldest[1][1], '^(%d+)-')), stale, tonumber(lag) or 1}
+-- Redis' lag counts the frames trimmed before the group read them as waiting still: less those, counted.
+local evicted = tonumber(redis.call('HGET', KEYS[2], 'evicted') or 0)
+local queued = lag and math.max(1, tonumber(lag) - evicted) or 1
+return {now_ms - tonumber(string.match(oldest[1][1], '^(%d+)-')), stale, queued}
 """
 
 

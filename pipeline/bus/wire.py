@@ -168,11 +168,14 @@ def _raw_crops(stream_id: str, data: bytes, count: int, h: int, w: int) -> list[
 
 
 def _jpeg_crops(stream_id: str, data: bytes, sizes: list[int], h: int, w: int) -> list[Frame]:
-    if sum(sizes) != len(data):
-        raise FrameFormatError(f"stream {stream_id}: JPEG sizes add up to {sum(sizes)} bytes, data has {len(data)}")
+    if sum(sizes) != len(data) or min(sizes) <= 0:
+        raise FrameFormatError(f"stream {stream_id}: JPEG sizes {sizes} do not split the {len(data)} bytes of data")
     out, at = [], 0
     for size in sizes:
-        bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8, count=size, offset=at), cv2.IMREAD_COLOR)
+        try:
+            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8, count=size, offset=at), cv2.IMREAD_COLOR)
+        except cv2.error as exc:  # OpenCV's own error on input it refuses: a bad frame, not a crash
+            raise FrameFormatError(f"stream {stream_id}: JPEG crop cannot be decoded: {exc}") from exc
         if bgr is None or bgr.shape[:2] != (h, w):
             raise FrameFormatError(f"stream {stream_id}: JPEG crop does not decode to {h}x{w}")
         out.append(cast(Frame, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
 
-from pipeline.bench.pipeline import PipelineBenchOptions
-from pipeline.bench.zones import Head
+if TYPE_CHECKING:  # the benches import Ray Serve (and gRPC): only when one runs, never at `vigil run`'s start
+    from pipeline.bench.pipeline import PipelineBenchOptions
+    from pipeline.bench.zones import Head
+
 from pipeline.cli.options import batch_size_option, json_option, model_option, ray_cpus_option, replicas_option
 
 
@@ -118,8 +121,10 @@ def _zones_and_classifiers(model: Path, frames: np.ndarray, opts: PipelineBenchO
     for s in r.steps:
         typer.echo(f"  {s.zones:>5} {s.classifiers:>11} {s.frames_per_s:>9.1f} {s.crops_per_s:>8.1f}")
     verdict = "ok" if r.heads_cost <= HEADS_TARGET else f"over the {HEADS_TARGET:.2f}x target"
+    zones_verdict = "ok" if r.zones_cost <= 1.0 else "within this machine's ~5% noise" if r.zones_cost <= 1.05 \
+        else "over 1x"
     typer.echo(f"  {k} heads cost {r.heads_cost:.2f}x one per crop ({verdict}); {zones} zones cost "
-               f"{r.zones_cost:.2f}x one zone's inference per crop ({'ok' if r.zones_cost <= 1.05 else 'over 1x'})")
+               f"{r.zones_cost:.2f}x one zone's inference per crop ({zones_verdict})")
 
 
 def bench_heads(model: Path, folder: Path, k: int) -> list[Head]:
@@ -132,6 +137,7 @@ def bench_heads(model: Path, folder: Path, k: int) -> list[Head]:
     from models.graph import feature_tensor, with_head
     from models.head import Familiarity
     from models.head import Head as TrainedHead
+    from pipeline.bench.zones import Head
 
     base = onnx.load(str(model))
     sha = hashlib.sha256(model.read_bytes()).hexdigest()

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipeline.console.data import ConsoleData
-from pipeline.core.camera_store import validate_stream
+from pipeline.core.camera_store import validate_stream, with_update
 from pipeline.core.config import ConsoleConfig, StreamConfig, classifier_problems
 from pipeline.core.errors import BusError, ConfigError
 from pipeline.web.auth import bearer
@@ -61,12 +61,20 @@ def _fits(data: ConsoleData, stream: StreamConfig) -> StreamConfig:
     resolution_wh = data.resolution_wh(stream.id)
     problems = [f"zones[{i}]: {p}" for i, z in enumerate(stream.zones)
                 if resolution_wh is not None and (p := z.size_problem(resolution_wh))]
-    others = [s for s in data.streams() if s.id != stream.id]
-    problems += [f"{p} (the config's classifiers: change them first, or keep the zone)"
-                 for p in classifier_problems(data.cfg.classifiers, [*others, stream])]
+    problems += _classifier_problems(data, stream.id, stream)
     if problems:
         raise HTTPException(422, {"message": "; ".join(problems), "problems": problems})
     return stream
+
+
+def _classifier_problems(data: ConsoleData, stream_id: str, stream: StreamConfig | None) -> list[str]:
+    """What the change of camera ``stream_id`` to ``stream`` (None: removed) would take from the config's
+    classifiers (what they lacked before is not this change's doing, and does not block it)."""
+    now = data.streams()
+    after = [s for s in now if s.id != stream_id] + ([stream] if stream is not None else [])
+    before = set(classifier_problems(data.cfg.classifiers, now))
+    return [f"{p} (the config's classifiers use it: change them first, or keep it)"
+            for p in classifier_problems(data.cfg.classifiers, after) if p not in before]
 
 
 def _store(data: ConsoleData, stream_id: str, change: dict[str, Any]) -> None:
@@ -190,15 +198,32 @@ def _change_routes(app: FastAPI, data: ConsoleData, changes: list[Any]) -> None:
     def remove(stream_id: StreamIdInPath) -> Response:
         if data.stream(stream_id) is None:
             raise HTTPException(404, f"no camera {stream_id!r}")
+        problems = _classifier_problems(data, stream_id, None)
+        if problems:
+            raise HTTPException(422, {"message": "; ".join(problems), "problems": problems})
         _store(data, stream_id, {"removed": True})
         return Response(status_code=204)
 
 
 def _replace(data: ConsoleData, current: StreamConfig, body: dict[str, Any]) -> dict[str, Any]:
-    """Store ``current`` with the keys of ``body`` replaced (422 and nothing stored when the result is not valid)."""
-    doc = {**current.model_dump(mode="json", exclude={"health"}, exclude_none=True), **body}
-    stream = _fits(data, _valid(doc))
-    _store(data, current.id, {"set": doc})
+    """Store the keys of ``body`` as the camera's change (422 and nothing stored when the result is not valid): a
+    camera added at runtime gets them in its stored entry; a camera of the YAML an ``update`` on top of it, so its
+    URL (secrets expanded from ``${VAR}``) and health are never copied into Redis."""
+    try:
+        before = data.store.changes().get(current.id, {})
+    except BusError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    if "set" in before:
+        change: dict[str, Any] = {"set": {**before["set"], **body}}
+        stream = _valid(change["set"])
+    else:
+        change = {"update": {**before.get("update", {}), **body}}
+        try:
+            stream = with_update(next(s for s in data.cfg.streams if s.id == current.id), change["update"])
+        except ConfigError as exc:
+            raise HTTPException(422, {"message": str(exc), "problems": exc.problems}) from exc
+    _fits(data, stream)
+    _store(data, current.id, change)
     return _configured(stream)
 
 

@@ -7,12 +7,15 @@ read it.
 Where: the hash ``vigil:streams`` on the first bus shard (``redis.urls[0]``; on a Redis Cluster,
 ``vigil:{s0}:streams``), one field per camera
 id, each value one JSON change: ``{"set": {<stream>}}`` (the camera as the config's ``streams[]`` entry
-would be, ``${VAR}`` unexpanded) or ``{"removed": true}``; and the counter ``vigil:streams:version``,
+would be, ``${VAR}`` unexpanded), ``{"update": {<keys>}}`` (keys of the YAML's camera of that id replaced,
+e.g. its ``zones``: the YAML's URL, secrets and health stay where they are, never copied into Redis) or
+``{"removed": true}``; and the counter ``vigil:streams:version``,
 incremented in the same transaction (MULTI/EXEC), so a change is applied whole or not at all and
 readers see that something changed.
 
 How it combines with the YAML (:func:`effective_streams`): the YAML's ``streams:`` in their order, each
-replaced by the store's ``set`` of the same id, without the ids the store ``removed``, then the
+replaced by the store's ``set`` of the same id or with its ``update`` on top, without the ids the store
+``removed``, then the
 cameras only the store has, by id. The YAML file is never rewritten. Every ingest worker (every
 shard) reads the store on start and again whenever the version changes (about every 2 s), so changes
 reach the running workers and survive their restarts as long as Redis keeps its data (a Redis with
@@ -44,6 +47,14 @@ def validate_stream(doc: Any, environ: Mapping[str, str] | None = None) -> Strea
     return cfg.streams[0]
 
 
+def with_update(stream: StreamConfig, update: Mapping[str, Any],
+                environ: Mapping[str, str] | None = None) -> StreamConfig:
+    """``stream`` with the keys of ``update`` replaced, checked as the config checks a camera (its health, URL and
+    everything not in ``update`` as they are)."""
+    doc = {**stream.model_dump(mode="json", exclude_none=True), **update}
+    return validate_stream(doc, environ)
+
+
 def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
                       environ: Mapping[str, str] | None = None) -> tuple[list[StreamConfig], list[str]]:
     """The cameras to run: the YAML's, with the store's changes on top (see the module docstring); and a
@@ -58,6 +69,13 @@ def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
             problems.append(f"camera {stream_id!r} from the camera store: {exc}")
             return None
 
+    def updated(s: StreamConfig) -> StreamConfig:
+        try:
+            return with_update(s, changes[s.id]["update"], environ)
+        except ConfigError as exc:
+            problems.append(f"camera {s.id!r}'s change from the camera store: {exc}")
+            return s
+
     out: list[StreamConfig] = []
     for s in yaml_streams:
         change = changes.get(s.id)
@@ -65,6 +83,8 @@ def effective_streams(yaml_streams: list[StreamConfig], changes: Changes,
             out.append(s)
         elif "set" in change:
             out.append(stored(s.id) or s)
+        elif "update" in change:
+            out.append(updated(s))
     yaml_ids = {s.id for s in yaml_streams}
     for stream_id in sorted(changes):
         if stream_id not in yaml_ids and "set" in changes[stream_id]:

@@ -164,7 +164,7 @@ class PipelineCollector(Collector):
             idx = self._clients.layout.shard_of(stream_id)
             c, keys = self._clients.client(idx), self._clients.keys(idx)
             stats = {k.decode(): int(v) for k, v in c.hgetall(keys.stats(stream_id)).items()}
-            backlog, pending = self._stream_queue(c, keys.frames(stream_id), INFERENCE_GROUP)
+            backlog, pending = self._stream_queue(c, keys.frames(stream_id), INFERENCE_GROUP, stats.get("evicted", 0))
             published.add_metric([stream_id], stats.get("published", 0))
             inferred.add_metric([stream_id], stats.get("inferred", 0))
             dead.add_metric([stream_id], stats.get("dead_lettered", 0))
@@ -199,8 +199,9 @@ class PipelineCollector(Collector):
         return queue
 
     @staticmethod
-    def _stream_queue(c: RedisClient, key: str, group: str) -> tuple[int, int]:
-        """(backlog, pending) of one camera stream for the inference group."""
+    def _stream_queue(c: RedisClient, key: str, group: str, evicted: int) -> tuple[int, int]:
+        """(backlog, pending) of one camera stream for the inference group (Redis' lag less the frames ``evicted``
+        unread, which it still counts)."""
         try:
             info = c.xinfo_stream(key)
             groups = [g for g in c.xinfo_groups(key) if g["name"].decode() == group]
@@ -211,9 +212,9 @@ class PipelineCollector(Collector):
         g = groups[0]
         pending = int(g.get("pending", 0))
         lag = g.get("lag")
-        # No lag while evicted frames lie ahead of the group (Redis cannot count past the hole): what is in the
-        # stream and not pending is unread, but for the acknowledged frames not trimmed yet (none, once written).
-        backlog = int(lag) if lag is not None else max(0, int(info.get("length", 0)) - pending)
+        # No lag (something deleted entries ahead of the group): what is in the stream and not pending is unread, but
+        # for the acknowledged frames not trimmed yet (none, once written).
+        backlog = max(0, int(lag) - evicted) if lag is not None else max(0, int(info.get("length", 0)) - pending)
         return backlog, pending
 
     def _state_families(self) -> Iterator[Metric]:
@@ -242,9 +243,9 @@ class PipelineCollector(Collector):
     def _replica_families(self) -> Iterator[Metric]:
         batches = CounterMetricFamily("vigil_replica_batches", "Batches classified by the replica.",
                                       labels=["replica"])
-        frames = CounterMetricFamily("vigil_replica_inferred_frames", "Frames classified by the replica.",
-                                     labels=["replica"])
-        size = HistogramMetricFamily("vigil_replica_batch_size", "Frames per batch.", labels=["replica"])
+        frames = CounterMetricFamily("vigil_replica_inferred_frames", "Crops classified by the replica (one per frame "
+                                     "and zone).", labels=["replica"])
+        size = HistogramMetricFamily("vigil_replica_batch_size", "Crops per batch.", labels=["replica"])
         latency = HistogramMetricFamily("vigil_replica_inference_latency_seconds", "Model time per batch.",
                                         labels=["replica"])
         per_classifier = HistogramMetricFamily("vigil_replica_classifier_latency_seconds", "Per batch, how long a "

@@ -288,7 +288,7 @@ function fraction(event) {
 }
 
 $("zone-draw").addEventListener("click", () => {
-  drawing = null; shapes.classList.add("draw");
+  drawing = null; shapes.classList.add("draw"); $("zone-form").hidden = true; drawZones();
   $("zone-result").className = ""; $("zone-result").textContent = "drag a rectangle on the picture";
 });
 shapes.addEventListener("mousedown", (event) => {
@@ -312,6 +312,7 @@ window.addEventListener("mouseup", () => {
 $("zone-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
+  if (!drawing) { $("zone-result").textContent = "drag a rectangle on the picture first"; return; }
   const zone = { id: form.id.value.trim(), xyxy: box(drawing), resize: form.resize.value };
   if (await saveZones([...cameraZones, zone], `saved zone ${zone.id}`)) {
     drawing = null; form.reset(); form.hidden = true; drawZones();

@@ -23,6 +23,8 @@ from pipeline.core.config.streams import StreamConfig
 
 #: The state of a ``state`` classifier whose results stay below ``min_score``: never a guess.
 UNKNOWN_STATE = "unknown"
+#: What a zone's own MQTT topics are called (``<camera>/<zone>/label``...): no classifier may take those names.
+RESERVED_IDS = ("label", "scene", "watch", "state", "events", "result")
 
 
 class ClassifierConfig(Strict):
@@ -45,6 +47,9 @@ class ClassifierConfig(Strict):
 
     @model_validator(mode="after")
     def _known_classes(self) -> ClassifierConfig:
+        if self.id in RESERVED_IDS:
+            raise ValueError(f"classifier id {self.id!r} is a topic of every zone's own (MQTT "
+                             f"<camera>/<zone>/{self.id}); name it otherwise (not {', '.join(RESERVED_IDS)})")
         dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
         if dupes:
             raise ValueError(f"classifier {self.id!r}: classes repeated: {', '.join(dupes)}")

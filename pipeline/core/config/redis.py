@@ -25,7 +25,9 @@ class RedisConfig(Strict):
     cluster_shards: Annotated[int, Field(ge=1, le=1024, description=(
         "With mode: cluster, how many shards (hash tags) the cameras are spread over: at least a few per "
         "cluster primary, so each carries a share. Changing it moves cameras to other shards."))] = 16
-    maxlen: Annotated[int, Field(ge=10, description="Per-camera stream length (XADD MAXLEN ~).")] = 500
+    maxlen: Annotated[int, Field(ge=10, description=(
+        "Per-camera stream length: over it (and a sixteenth), the oldest frames are trimmed, those not read yet "
+        "counted as evicted."))] = 500
     results_maxlen: Annotated[int, Field(ge=100, description="Results stream length (XADD MAXLEN ~).")] = 100_000
     deadletter_maxlen: Annotated[int, Field(ge=10, description="Dead-letter stream length.")] = 10_000
     frame_encoding: Literal["raw", "jpeg"] = "raw"

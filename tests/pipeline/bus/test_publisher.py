@@ -67,6 +67,7 @@ def test_jpeg_is_smaller_and_close_in_rgb_order() -> None:
     ({"data": b"\x00" * 10}, r"expected 1 crop\(s\) of 224\*224\*3"),
     ({"zones": b"full,gate"}, r"expected 2 crop\(s\)"),
     ({"enc": b"jpeg", "sizes": b"5,x"}, "not a list of integers"),
+    ({"enc": b"jpeg", "sizes": b"0,%d" % (224 * 224 * 3)}, "do not split"),  # crafted: never OpenCV's own error
     ({"enc": b"png"}, "unknown encoding"),
     ({"c": b"4"}, "bad geometry"),
     ({"seq": b"x"}, "'seq' is not an integer"),
@@ -170,7 +171,7 @@ def test_maxlen_evicts_the_oldest_unread_and_counts_them_per_zone(redis_server: 
             assert counts[f"published@{zone}"] == 40 and counts[f"evicted@{zone}"] == 40 - len(seqs)
         assert bus.evicted("fb-none") == 0  # no such stream yet
 
-        # A replica read 10 frames and is classifying them: those are never evicted, the unread ones are.
+        # A replica read 10 frames and fell behind: of what is trimmed, only what it had not read is evicted.
         key = frames_key("fb-lag")
         client.xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
         for seq in range(10):
@@ -179,9 +180,28 @@ def test_maxlen_evicts_the_oldest_unread_and_counts_them_per_zone(redis_server: 
         for seq in range(10, 50):
             bus.publish(_frame("fb-lag", seq, 8, 8))
         kept = [decode_frame(f).seq for _, f in client.xrange(key)]
-        assert kept[:10] == list(range(10))  # the pending ones
-        assert kept[10:] == list(range(50 - len(kept) + 10, 50))  # and the newest unread
-        assert bus.evicted("fb-lag") == 50 - len(kept)
+        assert kept == list(range(50 - len(kept), 50)) and 16 <= len(kept) <= 17
+        assert bus.evicted("fb-lag") == 50 - len(kept) - 10
+        # What waits is what is there (Redis' lag still counts the evicted frames; the queue state does not).
+        assert bus.queue_state(["fb-lag"])["fb-lag"][0] == len(kept)
+        client.xreadgroup(INFERENCE_GROUP, "c1", {key: ">"}, count=1)
+        assert bus.queue_state(["fb-lag"])["fb-lag"][0] == len(kept) - 1
+
+
+def test_a_frame_stuck_pending_does_not_make_a_camera_that_keeps_up_lose_frames(redis_server: RedisServer) -> None:
+    """Answered frames wait behind a pending one (they are trimmed only up to it): trimming them evicts nothing."""
+    client = redis_server.client()
+    key = frames_key("fb-stuck")
+    client.xgroup_create(key, INFERENCE_GROUP, id="0", mkstream=True)
+    with FrameBus(bus_options([redis_server.url()], maxlen=16)) as bus:
+        bus.publish(_frame("fb-stuck", 0, 8, 8))
+        client.xreadgroup(INFERENCE_GROUP, "stuck", {key: ">"}, count=1)  # never answered
+        for seq in range(1, 200):
+            bus.publish(_frame("fb-stuck", seq, 8, 8))
+            for _, entries in client.xreadgroup(INFERENCE_GROUP, "live", {key: ">"}, count=10):  # keeps up
+                client.xack(key, INFERENCE_GROUP, *[e for e, _ in entries])
+        assert bus.evicted("fb-stuck") == 0
+        assert client.xlen(key) <= 17  # bounded all the same
 
 
 def test_several_instances_pin_each_camera(redis_factory: Callable[..., RedisServer]) -> None:

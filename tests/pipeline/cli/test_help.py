@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any
 
 import typer
@@ -35,3 +37,11 @@ def test_help_reads_well_at_80_columns() -> None:
     assert "-v, --verbose  Debug logging." in vigil("--help", env={"COLUMNS": "80"}).stdout
     bench = vigil("bench", "pipeline", "--help", env={"COLUMNS": "80"}).stdout
     assert re.search(r"--batch-size <int range>\s+Frames classified at once\.", bench), bench
+
+
+def test_the_cli_imports_neither_ray_nor_grpc_before_a_command_needs_them() -> None:
+    """`vigil run` forks into a session of its own before it starts anything, which is only safe while no thread and
+    no gRPC runs: a command module that imports Ray Serve at the top (and gRPC with it) would stop that."""
+    code = "import sys, pipeline.cli; print(sorted(m for m in ('grpc', 'ray', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

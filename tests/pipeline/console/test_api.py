@@ -17,7 +17,7 @@ import redis
 
 from pipeline.console.server import ConsoleServer
 from pipeline.core.bus_layout import BusLayout
-from pipeline.core.camera_store import StreamStore, camera_ids
+from pipeline.core.camera_store import StreamStore, camera_ids, effective_streams
 from pipeline.core.config import VigilConfig, validate_config
 from pipeline.core.keys import RESULTS_KEY, STANDALONE, sink_group
 from pipeline.ops.ingest_service import IngestService
@@ -176,3 +176,33 @@ def test_sinks_list_what_each_refused_and_never_a_password(clean_redis_url: str,
          "last_rejection": {"reason": reason, "status": 422, "at": "2023-11-14T22:13:20.000Z"}},
         {"name": "jsonl-1", "rejected_records": 0, "last_rejection": None}]
     assert SECRET not in response.text
+
+
+def test_zones_of_a_yaml_camera_are_stored_as_an_update_never_with_its_password_and_keep_its_health(
+        clean_redis_url: str, video_dir: Path) -> None:
+    cfg = validate_config({
+        "redis": {"urls": [clean_redis_url]}, "metrics": {"port": 0}, "console": {"port": 0, "token": TOKEN},
+        "streams": [{"id": "lobby", "url": str(video_dir / "bikes.mp4")},
+                    {"id": "gate", "url": f"rtsp://admin:{SECRET}@127.0.0.1:{free_port()}/live",
+                     "health": {"frozen_after_s": 10}}],
+        "classifiers": [{"id": "door", "model": "door.onnx", "classes": ["a", "b"], "cameras": ["lobby"]}]},
+        environ={})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    clients = BusLayout.from_config(cfg.redis).connect(5)
+    try:
+        with ConsoleServer(cfg, clients) as server:
+            api = f"{server.url}api/v1/streams"
+            zones = [{"id": "left", "xyxy": [0, 0, 0.5, 1]}]
+            assert httpx.put(f"{api}/gate/zones", json=zones, headers=auth).status_code == 200
+            stored = redis.Redis.from_url(clean_redis_url).hget("vigil:streams", "gate")
+            assert stored is not None and SECRET.encode() not in stored  # type: ignore[operator]
+            assert json.loads(stored) == {"update": {"zones": zones}}  # type: ignore[arg-type]
+            store = StreamStore(clients.client(0))
+            gate = next(s for s in effective_streams(cfg.streams, store.changes())[0] if s.id == "gate")
+            assert gate.zone_ids == ("full", "left") and gate.health.frozen_after_s == 10 and SECRET in gate.url
+            # Removing a camera a classifier names is refused; what the classifiers already lacked does not block.
+            gone = httpx.delete(f"{api}/lobby", headers=auth)
+            assert gone.status_code == 422 and "classifiers[0].cameras: no camera 'lobby'" in gone.text
+            assert httpx.put(f"{api}/gate/zones", json=[], headers=auth).status_code == 200
+    finally:
+        clients.close()

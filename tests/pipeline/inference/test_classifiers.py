@@ -155,6 +155,7 @@ def test_classes_and_backbone_are_checked_at_load_and_in_preflight(made: dict[st
     ([{"id": "g", "model": "g.onnx", "classes": ["a", "b"]}] * 2, "classifier id 'g' is used twice"),
     ([{"id": "g", "model": "g.onnx", "classes": ["a", "a"]}], "classes repeated: a"),
     ([{"id": "g", "model": "g.onnx", "kind": "state", "classes": ["unknown", "b"]}], "'unknown' is the state"),
+    ([{"id": "label", "model": "g.onnx", "classes": ["a", "b"]}], r"'label' is a topic of every zone's own"),
 ])
 def test_a_classifier_must_name_what_exists(classifiers: list[dict[str, Any]], message: str) -> None:
     doc = {"streams": [{"id": "cam", "url": "rtsp://127.0.0.1:1/x", "zones": [{"id": "gate", "xyxy": [0, 0, 1, 1]}]}],
