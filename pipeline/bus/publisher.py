@@ -3,9 +3,8 @@
 A camera's frames go to ``vigil:frames:<camera>`` (:mod:`pipeline.core.keys`) on the bus shard the
 camera is pinned to (:class:`pipeline.core.bus_layout.BusLayout`), by one script
 (:data:`pipeline.bus.scripts.PUBLISH`) that also counts them and, when the stream is over
-``redis.maxlen`` because inference falls behind, evicts its oldest unread frames (drop-oldest
-backpressure, per camera, counted per camera and zone). The entry's fields are :mod:`pipeline.bus.wire`'s
-format.
+``redis.maxlen`` because inference falls behind, trims its oldest frames, counting those not read yet
+(drop-oldest backpressure, per camera and zone). The entry's fields are :mod:`pipeline.bus.wire`'s format.
 
 Each shard (an instance, or a Redis Cluster's hash slot) has its own up/down state and reconnect
 backoff: while a shard is down and in backoff, :meth:`FrameBus.publish` raises

@@ -5,7 +5,7 @@ Wire format (version 2)
 -----------------------
 Each camera ``<stream_id>`` has one Redis Stream, key ``vigil:frames:<stream_id>``. The ingest worker
 appends one entry per sampled frame (:data:`pipeline.bus.scripts.PUBLISH`): when inference falls
-behind, the oldest unread entries are evicted first (drop-oldest backpressure, per camera). Entry ids
+behind, the oldest entries are trimmed first (drop-oldest backpressure, per camera). Entry ids
 are Redis' own (milliseconds-sequence) and increase in publish order.
 
 A frame carries one crop per zone of its camera (``streams[].zones``; the whole picture is the zone
