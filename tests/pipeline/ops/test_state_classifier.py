@@ -82,13 +82,13 @@ def test_a_gate_state_classifier_follows_the_gate_and_says_unknown_when_covered(
     server = rtsp_factory({"drive": video})
     inverted = inverted_head(head, shared_model, tmp_path)
     with LocalPipeline(config(server.url("drive"), head, shared_model, tmp_path, broker), ray_cpus=2) as pipeline:
-        assert wait_for(lambda: len(state_changes(tmp_path)) >= 7, 120)
+        assert wait_for(lambda: len(state_changes(tmp_path)) >= 6, 150)
         assert wait_for(lambda: len(states.on("vigil/drive/gate/gate")) >= 5, 30)
         # Hot swap: a new version of the classifier, trained with the classes the other way round, while frames flow.
         before = len(state_changes(tmp_path))
         pipeline.swap_classifier("gate", inverted)
         swapped_at = len(state_changes(tmp_path))
-        assert wait_for(lambda: len(state_changes(tmp_path)) >= swapped_at + 7, 90)
+        assert wait_for(lambda: len(state_changes(tmp_path)) >= swapped_at + 6, 150)
         server.kill()
         assert wait_for(lambda: drained(pipeline.metrics_port, ["drive"]), 60)
         counts = zone_counts(pipeline.metrics_port, "drive")
@@ -105,6 +105,17 @@ def test_a_gate_state_classifier_follows_the_gate_and_says_unknown_when_covered(
     later = [e["to"] for e in after]
     assert "unknown" in later[1:] and all(later[i - 1] == "open" for i in range(1, len(later)) if later[i] == "unknown")
     assert all(changes[i - 1] == "closed" for i in range(1, len(changes)) if changes[i] == "unknown"), changes
+    # Result by result: what each gate crop showed, from its own ImageNet label (to ImageNet the photographs are a
+    # macaw and a packet, the covered region a matchstick): the head says open / closed / nothing sure, and the
+    # swapped version the opposite, from one batch to the next.
+    shown = {"macaw": "open", "packet": "closed", "matchstick": "unknown"}
+    flip = {"open": "closed", "closed": "open", "unknown": "unknown"}
+    pairs = [(shown[r["top_k"][0]["label"]], observed(r)) for r in gate_results if r["top_k"][0]["label"] in shown]
+    swap = next(i for i, (s, o) in enumerate(pairs) if s != "unknown" and o == flip[s])
+    old, new = pairs[:swap], pairs[swap + 16:]  # a batch of margin: lanes finish the batch they hold
+    assert len(old) >= 30 and sum(s == o for s, o in old) >= 0.97 * len(old), old
+    assert len(new) >= 30 and sum(flip[s] == o for s, o in new) >= 0.97 * len(new), new
+    assert {s for s, _ in old} == {s for s, _ in new} == {"open", "closed", "unknown"}
     assert len(changes) >= 6 and any(changes[1:] == ((CYCLE[s:] + CYCLE[:s]) * 4)[:len(changes) - 1]
                                      for s in range(len(CYCLE))), changes
     assert all(e["zone"] == "gate" and e["classifier"] == "gate" and e["stream"] == "drive" for e in events)
