@@ -117,8 +117,10 @@ def test_console_grid_follows_the_slideshow_and_adds_and_removes_cameras(
 
 
 def zone_label(browser: WebDriver, zone: str) -> str:
-    found = browser.find_elements(By.CSS_SELECTOR, f'#zone-labels span[data-zone="{zone}"]')
-    return found[0].text if found else ""
+    """A zone's label on the picture, read in one script (the page redraws the labels at every update)."""
+    script = "const s = document.querySelector(`#zone-labels span[data-zone='${arguments[0]}']`); " \
+             "return s ? s.textContent : '';"
+    return str(browser.execute_script(script, zone))
 
 
 def test_console_draws_zones_with_their_states_and_a_new_zone_drawn_with_the_mouse(
@@ -144,10 +146,11 @@ def test_console_draws_zones_with_their_states_and_a_new_zone_drawn_with_the_mou
         states_seen: set[str] = set()
         wait.until(lambda b: states_seen.add(zone_label(b, "gate")) or {
             "gate: gate: open", "gate: gate: closed"} <= states_seen)
-        wait.until(lambda b: any("gate gate → " in li.text
-                                 for li in b.find_elements(By.CSS_SELECTOR, "#camera-timeline li")))
-        rect = browser.find_element(By.CSS_SELECTOR, '#zone-shapes rect[data-zone="gate"]')
-        assert float(rect.get_attribute("x") or 0) == pytest.approx(GATE.box_xyxy[0], abs=1e-3)
+        timeline = "return [...document.querySelectorAll('#camera-timeline li')].map((li) => li.textContent);"
+        wait.until(lambda b: any("gate gate → " in text for text in b.execute_script(timeline)))
+        x = browser.execute_script("return document.querySelector(`#zone-shapes rect[data-zone='gate']`)"
+                                   ".getAttribute('x');")
+        assert float(x) == pytest.approx(GATE.box_xyxy[0], abs=1e-3)
         # Draw a new zone over the left of the street: drag on the picture, name it, save it (with the token).
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.execute_script("document.getElementById('token').dispatchEvent(new Event('change'))")
