@@ -1,9 +1,9 @@
 """The publisher side of the frame bus: XADD each sampled frame to its camera's stream.
 
 A camera's frames go to ``vigil:frames:<camera>`` (:mod:`pipeline.core.keys`) on the bus shard the
-camera is pinned to (:class:`pipeline.core.bus_layout.BusLayout`), by one script
-(:data:`pipeline.bus.scripts.PUBLISH`) that also counts them and, when the stream is over
-``redis.maxlen`` because inference falls behind, trims its oldest frames, counting those not read yet
+camera is pinned to (:class:`pipeline.core.bus_layout.BusLayout`), in one transaction that also counts them;
+when the stream is then over ``redis.maxlen`` because inference falls behind,
+:data:`pipeline.bus.scripts.TRIM_OVER_MAXLEN` trims its oldest frames, counting those not read yet
 (drop-oldest backpressure, per camera and zone). The entry's fields are :mod:`pipeline.bus.wire`'s format.
 
 Each shard (an instance, or a Redis Cluster's hash slot) has its own up/down state and reconnect
@@ -284,15 +284,21 @@ class FrameBus:
         """
         fields = encode_frame(msg, self.opts.encoding, self.opts.jpeg_quality)
         shard = self._shard(msg.stream_id)
-        keys = [shard.keys.frames(msg.stream_id), shard.keys.stats(msg.stream_id)]
-        args: list[Any] = [INFERENCE_GROUP, self.opts.maxlen, ",".join(msg.zones)]
-        for name, value in fields.items():
-            args += [name, value]
+        key, stats = shard.keys.frames(msg.stream_id), shard.keys.stats(msg.stream_id)
 
         def publish_counted(c: RedisClient) -> bytes:
-            # The frame, its counts and any eviction in one script: a write that times out here but runs when a
+            # The frame, its counts and any trimming in one transaction: a write that times out here but runs when a
             # frozen Redis thaws is counted once, by Redis, with the frame (the ingest side counted it dropped).
-            return bytes(shard.scripts.publish(keys=keys, args=args, client=c))
+            with c.pipeline(transaction=True) as p:
+                p.xadd(key, fields)
+                p.hincrby(stats, "published", 1)
+                for zone in msg.zones:
+                    p.hincrby(stats, f"published@{zone}", 1)
+                p.xlen(key)
+                replies = p.execute()
+            if replies[-1] > self.opts.maxlen + max(1, self.opts.maxlen // 16):  # over: trimmed (rarely, in a batch)
+                shard.scripts.trim_over_maxlen(keys=[key, stats], args=[INFERENCE_GROUP, self.opts.maxlen], client=c)
+            return bytes(replies[0])
 
         entry: bytes = self._call(shard, "XADD", publish_counted)
         return entry

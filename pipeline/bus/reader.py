@@ -6,8 +6,8 @@ Delivery semantics (every frame that entered Redis ends as exactly one of these)
   acknowledges the frames and counts them in one atomic Redis script per shard
   (:data:`pipeline.bus.scripts.WRITE_RESULTS`), so a frame is acknowledged exactly when its result exists;
 * **dropped by backpressure**: trimmed off its stream (over ``redis.maxlen``) before any replica read it
-  (counted ``evicted`` by the script that trims, :data:`pipeline.bus.scripts.PUBLISH`), or trimmed while pending
-  on a crashed replica (counted when reclaimed);
+  (counted ``evicted`` by the script that trims, :data:`pipeline.bus.scripts.TRIM_OVER_MAXLEN`), or trimmed
+  while pending on a crashed replica (counted when reclaimed);
 * **dead-lettered**: a frame that cannot be decoded goes to ``vigil:deadletter`` (of its shard) at once; a frame
   whose batch keeps failing goes there after ``max_deliveries`` deliveries, with the last error.
 

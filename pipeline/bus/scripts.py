@@ -1,10 +1,10 @@
 """The frame bus's server-side steps (Lua), each one atomic and one round trip.
 
-Every script but :data:`PUBLISH` is flagged ``allow-oom``: at Redis' ``maxmemory`` (``noeviction``) new
-frames are refused, but reading, dropping stale frames and writing results must go on, because they are what
-frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
+Every script is flagged ``allow-oom``: at Redis' ``maxmemory`` (``noeviction``) new frames are refused (the
+XADD, and with it the transaction it is in), but reading, dropping stale frames and writing results must go
+on, because they are what frees the memory (a result record is ~1 KB, the frame it removes ~150 KB).
 
-* :data:`PUBLISH` appends a frame, counts it (per camera and per zone), and trims the camera's stream to
+* :data:`TRIM_OVER_MAXLEN`, in the transaction that appends a frame, trims the camera's stream to
   ``redis.maxlen`` when it is over, counting the frames trimmed unread (drop-oldest backpressure).
 * :data:`READ_FRESH` reads a camera's next frames for the inference group, oldest first, and drops
   (acknowledges, counts ``dropped_stale``) those older than ``inference.max_frame_age_ms`` by the
@@ -74,15 +74,16 @@ TRIM_ACKED = _SHEBANG + _SUCCESSOR + "return trim_acked(KEYS[1], ARGV[1])\n"
 #: Most entries one publish evicts (a stream far over a lowered ``redis.maxlen`` shrinks over a few publishes).
 EVICT_BATCH = 1000
 
-#: KEYS: frames stream, stats hash. ARGV: group, maxlen, the frame's zones (comma-separated), then the entry's
-#: fields as field, value, ... XADD the frame and count it ``published`` (and ``published@<zone>``). When the
-#: stream then holds more than ``maxlen`` entries and a sixteenth, trim its oldest entries down to ``maxlen``
+#: KEYS: frames stream, stats hash. ARGV: group, maxlen. Run after the transaction that XADDs a frame when it says
+#: the stream is over ``maxlen`` and a sixteenth (the pixels never pass through Lua, and the per-frame path runs no
+#: script: as one script per frame, XADD included, publishing cost Redis 2.4x its CPU; a script in the frame's
+#: transaction cost the client a SCRIPT EXISTS round trip per frame).
+#: When the stream holds more than ``maxlen`` entries and a sixteenth, trim its oldest entries down to ``maxlen``
 #: (XTRIM MINID: a prefix, as MAXLEN does, so Redis keeps counting the group's ``lag``), counting those the group
 #: had not read yet ``evicted`` and per zone (drop-oldest). The prefix is mostly frames already answered and
 #: waiting behind an older pending one; a pending frame trimmed there is still answered by its replica (its
-#: acknowledgement does not need the entry). Returns the new entry's id. Not ``allow-oom``: at ``maxmemory``
-#: Redis refuses it whole (an OOM error, :class:`~pipeline.core.errors.BusFullError`), frame and counts alike.
-PUBLISH = "#!lua\n" + _ZONES + """
+#: acknowledgement does not need the entry). Returns the frames evicted.
+TRIM_OVER_MAXLEN = _SHEBANG + _ZONES + """
 local function after(a, b)  -- entry id a > entry id b
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -90,14 +91,9 @@ local function after(a, b)  -- entry id a > entry id b
   return am > bm or (am == bm and tonumber(as) > tonumber(bs))
 end
 local key, stats = KEYS[1], KEYS[2]
-local group, maxlen, zones = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local id = redis.call('XADD', key, '*', unpack(ARGV, 4))
-redis.call('HINCRBY', stats, 'published', 1)
-local counts = {}
-add_zones(counts, zones, 1)
-count_zones(stats, 'published', counts)
+local group, maxlen = ARGV[1], tonumber(ARGV[2])
 local excess = redis.call('XLEN', key) - maxlen
-if excess <= math.max(1, math.floor(maxlen / 16)) then return id end
+if excess <= math.max(1, math.floor(maxlen / 16)) then return 0 end
 local last = '0-0'
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', key)
 if ok then
@@ -122,7 +118,7 @@ if unread > 0 then
   redis.call('HINCRBY', stats, 'evicted', unread)
   count_zones(stats, 'evicted', evicted)
 end
-return id
+return unread
 """
 
 #: KEYS: frames stream, stats hash. ARGV: group, consumer, count, max age (ms), most stale frames to drop.
@@ -278,4 +274,4 @@ class BusScripts:
         self.write_results = _Script(client, WRITE_RESULTS)
         self.queue_state = _Script(client, QUEUE_STATE)
         self.dead_letter = _Script(client, DEAD_LETTER)
-        self.publish = _Script(client, PUBLISH)
+        self.trim_over_maxlen = _Script(client, TRIM_OVER_MAXLEN)

@@ -4,7 +4,7 @@ one Redis Streams entry.
 Wire format (version 2)
 -----------------------
 Each camera ``<stream_id>`` has one Redis Stream, key ``vigil:frames:<stream_id>``. The ingest worker
-appends one entry per sampled frame (:data:`pipeline.bus.scripts.PUBLISH`): when inference falls
+appends one entry per sampled frame (with :data:`pipeline.bus.scripts.TRIM_OVER_MAXLEN`): when inference falls
 behind, the oldest entries are trimmed first (drop-oldest backpressure, per camera). Entry ids
 are Redis' own (milliseconds-sequence) and increase in publish order.
 
